@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests never touch the network: they use ../shared/data or texts they make."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models run fastest on one thread, and tests then share the CPU well with each other
+# and with a training run in the background; subprocesses inherit the setting.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CHARGPT_SHARED", REPO.parent / "shared"))
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+
+# Small settings that train in a second or two on a CPU.
+TINY = ["--n-embd", "32", "--n-head", "4", "--n-layer", "2", "--block-size", "16", "--batch-size", "8",
+        "--eval-iters", "2", "--eval-interval", "20", "--max-iters", "40"]
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> Path:
+    if not SHAKESPEARE.is_file():
+        pytest.fail(f"{SHAKESPEARE} is missing: the tests need ../shared/data/tinyshakespeare.txt beside the repo")
+    return SHAKESPEARE
+
+
+@pytest.fixture(scope="session")
+def small_text(tmp_path_factory, shakespeare) -> Path:
+    """The first 40,000 characters of Tiny Shakespeare: the whole vocabulary of a play, fast to train on."""
+    path = tmp_path_factory.mktemp("data") / "small.txt"
+    path.write_text(shakespeare.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    return path

@@ -1,0 +1,98 @@
+"""The model: exact seed parameter counts, causality, the KV cache, architecture options."""
+
+import pytest
+import torch
+
+from train.config import PRESETS, split_settings
+from train.model import GPTConfig, GPTLanguageModel, model_size_mb
+
+
+def preset_model(name: str) -> GPTLanguageModel:
+    model_fields, _ = split_settings(PRESETS[name])
+    return GPTLanguageModel(GPTConfig(vocab_size=65, **model_fields))
+
+
+@pytest.mark.parametrize("preset, printed", [("seed-0.2m", "0.209729"), ("seed-2.7m", "2.697281")])
+def test_seed_parameter_counts_are_exact(preset, printed):
+    model = preset_model(preset)
+    # The seed prints `sum(p.numel() ...) / 1e6, 'M parameters'`: the same float formatting.
+    assert f"{model.num_params() / 1e6} M parameters" == f"{printed} M parameters"
+
+
+def test_model_size_counts_parameter_memory():
+    model = preset_model("seed-0.2m")
+    assert model_size_mb(model) == pytest.approx(209729 * 4 / 2**20)
+
+
+def test_bad_head_split_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match=r"n_embd \(65\) must be divisible by n_head \(4\); try n_embd 64"):
+        GPTConfig(n_embd=65, n_head=4)
+
+
+OPTIONS = [
+    {},
+    dict(position="rotary", activation="relu2", norm="rmsnorm", bias=False, qk_norm=True, zero_init_proj=True),
+    dict(activation="swiglu", tie_weights=True),
+    dict(activation="gelu", position="rotary", tie_weights=True, qk_norm=True),
+]
+
+
+def small_model(**options) -> GPTLanguageModel:
+    torch.manual_seed(0)
+    model = GPTLanguageModel(GPTConfig(vocab_size=11, block_size=16, n_embd=32, n_head=4, n_layer=2, **options))
+    if options.get("zero_init_proj"):  # zero projections would hide differences between positions
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_causality_later_characters_never_change_earlier_logits(options):
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(1))
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 11
+    with torch.no_grad():
+        a, _, _ = model(idx)
+        b, _, _ = model(changed)
+    assert torch.equal(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])  # the change is visible from its position on
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_cached_decoding_equals_the_full_forward(options):
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (3, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full, _, _ = model(idx)
+        empty = [(torch.zeros(3, 4, 0, 8), torch.zeros(3, 4, 0, 8)) for _ in range(2)]
+        prefill, _, past = model(idx[:, :7], past_kv=empty)
+        steps = [prefill]
+        for t in range(7, 16):
+            logits, _, past = model(idx[:, t : t + 1], past_kv=past)
+            steps.append(logits)
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    assert past[0][0].shape == (3, 4, 16, 8)
+
+
+def test_tied_weights_share_one_tensor_and_count_once():
+    untied, tied = small_model(), small_model(tie_weights=True)
+    assert tied.lm_head.weight is tied.token_embedding.weight
+    assert untied.num_params() - tied.num_params() == 11 * 32
+
+
+def test_loss_is_cross_entropy_of_the_logits():
+    model = small_model()
+    idx = torch.randint(0, 11, (2, 16))
+    logits, loss, _ = model(idx, idx)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), idx.reshape(-1))
+    assert loss.item() == pytest.approx(expected.item())
+
+
+def test_seed_generate_is_greedy_at_temperature_zero():
+    model = small_model()
+    out = model.generate(torch.zeros(1, 1, dtype=torch.long), 20, temperature=0)
+    assert out.shape == (1, 21)
+    for t in range(1, 21):  # every token is the argmax given what came before
+        logits, _, _ = model(out[:, max(0, t - 16) : t])
+        assert out[0, t] == logits[0, -1].argmax()

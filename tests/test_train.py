@@ -1,0 +1,219 @@
+"""`python -m train` end to end: learning, exact resume, DDP, time budget, every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train import checkpoint
+from train.cli import main
+from train.model import GPTConfig, GPTLanguageModel
+from train.trainer import full_split_loss, load_corpus
+
+from conftest import REPO, TINY
+
+
+def train_run(capsys, *args) -> tuple[int, str, str]:
+    code = main([*TINY, *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_a_short_run_learns_and_leaves_a_complete_run_directory(tmp_path, capsys, small_text):
+    out = tmp_path / "run"
+    code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 150, "--learning-rate", "3e-3")
+    assert code == 0
+    lines = stdout.splitlines()
+    vocab = len(set(small_text.read_text()))
+    tiny = GPTConfig(vocab_size=vocab, block_size=16, n_embd=32, n_head=4, n_layer=2)
+    assert lines[0] == f"{GPTLanguageModel(tiny).num_params() / 1e6} M parameters"
+    assert "step 0: train loss 4.0" in stdout and "step 149: train loss" in stdout  # the seed's progress lines
+    evals = records(out, "eval")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.8
+    final = records(out, "final")[0]
+    meta = checkpoint.read_meta(out)
+    assert meta["step"] == 150 and meta["val_loss_full"] == final["val_loss_full"]
+    assert f"val loss (whole split, 3,999 characters): {final['val_loss_full']:.4f}" in stdout
+    assert "Model size: 0." in stdout
+    assert len((out / "sample.txt").read_text()) == 500
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "best" / "model.safetensors").exists() and "val_loss_full" in checkpoint.read_meta(out / "best")
+
+
+def test_whole_split_loss_is_deterministic_and_independent_of_batching(small_text):
+    corpus = load_corpus(str(small_text))
+    torch.manual_seed(0)
+    model = GPTLanguageModel(GPTConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embd=32, n_head=4, n_layer=2))
+    a = full_split_loss(model, corpus.val, 16, "cpu", batch_size=64)
+    b = full_split_loss(model, corpus.val, 16, "cpu", batch_size=7)
+    assert a == pytest.approx(b, rel=1e-6)
+    # The reference computation: every target once, each window predicted from its own start.
+    ids = corpus.val
+    logits = torch.cat([model(ids[s : min(s + 16, len(ids) - 1)][None])[0][0] for s in range(0, len(ids) - 1, 16)])
+    targets = ids[1 : 1 + len(logits)]
+    assert a == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-5)
+
+
+def run_cli(*args, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "train", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for_train_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before step {step}: {proc.stderr.read()}")
+        if (run_dir / "metrics.jsonl").exists() and any(r["step"] >= step for r in records(run_dir, "train")):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"training did not reach step {step} in {timeout} s")
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text):
+    settings = [*TINY, "--data", small_text, "--max-iters", 1500, "--eval-interval", 400, "--dropout", 0.1,
+                "--lr-schedule", "cosine", "--warmup-iters", 50]
+    whole = tmp_path / "whole"
+    assert main([*map(str, settings), "--out", str(whole)]) == 0
+    capsys.readouterr()
+
+    parts = tmp_path / "parts"
+    proc = run_cli(*settings, "--out", parts)
+    wait_for_train_step(parts, 300, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"Continue with: python -m train --resume {parts}" in stdout
+    stopped_at = checkpoint.read_meta(parts)["step"]
+    assert 300 <= stopped_at < 1500
+
+    assert main(["--resume", str(parts)]) == 0
+    assert f"resuming {parts} at step {stopped_at} of 1500" in capsys.readouterr().out
+    a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert records(whole, "final")[0]["val_loss_full"] == records(parts, "final")[0]["val_loss_full"]
+    assert [r["val_loss"] for r in records(whole, "eval")] == [r["val_loss"] for r in records(parts, "eval")]
+    assert [r["step"] for r in records(whole, "train")] == [r["step"] for r in records(parts, "train")]
+
+
+def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, small_text):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+         *TINY, "--data", str(small_text), "--out", str(out), "--device", "cpu", "--dropout", "0.1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in result.stdout
+    assert result.stdout.count("M parameters") == 1  # only rank 0 speaks
+    meta = checkpoint.read_meta(out)
+    assert meta["step"] == 40 and meta["tokens_seen"] == 40 * 8 * 16 * 2
+
+
+def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_text):
+    out = tmp_path / "budget"
+    code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 10**7, "--time-budget", 0.1,
+                                "--lr-schedule", "cosine")
+    assert code == 0
+    fitted = checkpoint.read_meta(out)["train"]["max_iters"]
+    assert f"time budget 0.1 min: training for {fitted} steps" in stdout or "time budget of 0.1 min reached" in stdout
+    assert 20 < checkpoint.read_meta(out)["step"] < 10**7
+    assert checkpoint.read_meta(out)["elapsed_s"] < 60
+
+
+# --- bad input: one sentence on stderr, exit code 2, nothing on disk overwritten -------------
+
+def assert_refused(capsys, argv, message):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("python -m train: error: ")
+
+
+def test_bad_data_files(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1") * 100)
+    (tmp_path / "short.txt").write_text("To be, or not to be" * 5)
+    cases = [("missing.txt", "does not exist"), ("empty.txt", "is empty"), ("latin1.txt", "is not UTF-8"),
+             ("short.txt", "too short for block_size 16")]
+    for name, message in cases:
+        assert_refused(capsys, [*TINY, "--data", str(tmp_path / name), "--out", str(tmp_path / "out")], message)
+        assert not (tmp_path / "out").exists()
+
+
+def test_bad_settings(tmp_path, capsys, small_text):
+    out = str(tmp_path / "out")
+    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--n-embd", "65"], "must be divisible by n_head")
+    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive")
+    assert_refused(capsys, ["--data", str(small_text), "--out", str(tmp_path / "no" / "such")], "does not exist; create it first")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as e:  # argparse's own usage error
+        main(["--preset", "gpt-5"])
+    assert e.value.code == 2 and "invalid choice: 'gpt-5'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def finished_run(tmp_path, capsys, small_text) -> Path:
+    out = tmp_path / "run"
+    assert train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 25)[0] == 0
+    return out
+
+
+def snapshot(directory: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_an_existing_run_is_never_overwritten(finished_run, capsys, small_text):
+    before = snapshot(finished_run)
+    assert_refused(capsys, [*TINY, "--data", str(small_text), "--out", str(finished_run)],
+                   f"{finished_run} already holds a run; continue it with --resume {finished_run}")
+    assert_refused(capsys, ["--resume", str(finished_run)], "already complete (25 of 25 steps)")
+    assert snapshot(finished_run) == before
+
+
+def test_resume_refuses_missing_truncated_or_tampered_checkpoints(finished_run, tmp_path, capsys):
+    assert_refused(capsys, ["--resume", str(tmp_path / "nothing")], "is not a directory")
+    meta = json.loads((finished_run / "config.json").read_text())
+    (finished_run / "config.json").write_text(json.dumps({**meta, "train": {**meta["train"], "max_iters": 50}}))
+    assert_refused(capsys, ["--resume", str(finished_run), "--n-layer", "3"], "drop --n-layer")
+
+    weights = finished_run / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-100])
+    assert_refused(capsys, ["--resume", str(finished_run)], "model.safetensors does not match the checksum")
+    tampered = bytearray(original)
+    tampered[-5] ^= 1
+    weights.write_bytes(bytes(tampered))
+    assert_refused(capsys, ["--resume", str(finished_run)], "(truncated or altered)")
+    weights.write_bytes(original)
+    (finished_run / "optimizer.pt").write_bytes(b"")
+    assert_refused(capsys, ["--resume", str(finished_run)], "optimizer.pt does not match the checksum")
+
+    (finished_run / "config.json").write_text("{not json")
+    assert_refused(capsys, ["--resume", str(finished_run)], "config.json is corrupt")
+    (finished_run / "config.json").write_text(json.dumps({**meta, "format": "chargpt-checkpoint/0"}))
+    assert_refused(capsys, ["--resume", str(finished_run)], "reads 'chargpt-checkpoint/1'")
+
+
+def test_cuda_asked_for_without_a_gpu(capsys, small_text, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert_refused(capsys, ["--data", str(small_text), "--device", "cuda", "--out", str(tmp_path / "o")],
+                   "--device cuda was asked for but PyTorch sees no CUDA GPU")

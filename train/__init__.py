@@ -1,0 +1,1 @@
+"""chargpt training: data, tokenizer, model, loop and checkpoints (`python -m train`)."""

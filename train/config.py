@@ -1,0 +1,88 @@
+"""Training settings and the named presets.
+
+A preset is a flat dict of hyperparameters with the seed's names (batch_size, block_size,
+max_iters, eval_interval, learning_rate, eval_iters, n_embd, n_head, n_layer, dropout) plus the
+options added since; command-line flags override it field by field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .model import GPTConfig
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # sequences per optimizer step (per process under torchrun)
+    max_iters: int = 5000
+    eval_interval: int = 100
+    eval_iters: int = 200  # random batches per split for the progress-line loss estimates
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" (the seed) or "cosine" (warmup, then cosine decay)
+    warmup_iters: int = 0
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    weight_decay: float = 0.01  # torch.optim.AdamW's default, which the seed used
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 0.0  # max gradient norm; 0 = off (the seed did not clip)
+    seed: int = 1337
+    time_budget: float | None = None  # minutes; max_iters is then fitted to the budget
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be positive, not {self.learning_rate}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            problems.append(f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}")
+        if self.warmup_iters < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            problems.append("warmup_iters, grad_clip and weight_decay cannot be negative")
+        if self.time_budget is not None and not self.time_budget > 0:
+            problems.append(f"time budget must be a positive number of minutes, not {self.time_budget}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+SEED = dict(batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0)
+
+PRESETS: dict[str, dict] = {
+    # The seed's two models ("Let's build GPT"): its architecture and loop, unchanged.
+    "seed-0.2m": dict(SEED, n_embd=64, n_head=4, n_layer=4),
+    "seed-2.7m": dict(SEED, n_embd=192, n_head=6, n_layer=6),
+    # nanoGPT's Shakespeare-char model; sized for a GPU.
+    "nanogpt-10m": dict(
+        SEED, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
+        eval_interval=500, max_iters=5000, learning_rate=1e-3,
+    ),
+}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then constant or cosine."""
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_iters
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    progress = min(1.0, (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    floor = cfg.learning_rate * cfg.min_lr_ratio
+    return floor + (cfg.learning_rate - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """A flat dict of hyperparameters -> (model fields, train fields); unknown names are an error."""
+    unknown = sorted(set(settings) - MODEL_FIELDS - TRAIN_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}")
+    model = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
+    train = {k: v for k, v in settings.items() if k in TRAIN_FIELDS}
+    return model, train

@@ -1,0 +1,384 @@
+"""The training loop: AdamW, optional warmup + cosine, clipping, evaluation, checkpoints.
+
+Reproducibility: every random draw of step s (its batch, its dropout masks) comes from a seed
+derived from (seed, s, rank), not from a generator carried through the run. A checkpoint is
+then just weights + optimizer state + step, and a resumed run continues exactly as an
+uninterrupted one would have (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import TrainConfig, lr_at
+from .data import CharTokenizer, check_long_enough, eval_windows, get_batch, read_text, resolve_data_path, split_ids
+from .model import GPTConfig, GPTLanguageModel, model_size_mb
+from .plot import plot_losses
+
+METRICS, BEST_DIR, SAMPLE, LOSS_PNG = "metrics.jsonl", "best", "sample.txt", "loss.png"
+LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
+SAMPLE_CHARS = 500
+INTERRUPTED_EXIT = 130
+
+
+@dataclass
+class Corpus:
+    path: str
+    sha256: str
+    tokenizer: CharTokenizer
+    train: torch.Tensor  # int64 ids
+    val: torch.Tensor
+
+
+def load_corpus(data_path: str | None) -> Corpus:
+    path = resolve_data_path(data_path)
+    text, sha = read_text(path)
+    tokenizer = CharTokenizer.from_text(text)
+    train, val = split_ids(torch.tensor(tokenizer.encode(text), dtype=torch.long))
+    return Corpus(str(path), sha, tokenizer, train, val)
+
+
+@dataclass
+class Dist:
+    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), world)
+
+
+def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
+    """A distinct seed for each (run seed, step, rank, stream): stream 0 trains, 1 evaluates."""
+    return ((seed * 1_000_003 + step) * 1024 + rank) * 2 + stream
+
+
+def autocast_for(device: torch.device):
+    # bf16 only where it is fast; CPUs here run bf16 matmuls hundreds of times slower.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step: int, world: Dist, device) -> dict:
+    """The seed's progress estimate: mean loss over eval_iters random batches per split."""
+    model.eval()
+    out = {}
+    for split, data in (("train", corpus.train), ("val", corpus.val)):
+        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, world.rank, stream=1))
+        losses = torch.zeros(cfg.eval_iters)
+        for k in range(cfg.eval_iters):
+            x, y = get_batch(data, cfg.batch_size, block_size, g)
+            with autocast_for(device):
+                _, loss, _ = model(x.to(device), y.to(device))
+            losses[k] = loss.item()
+        mean = losses.mean()
+        if world.world > 1:
+            dist.all_reduce(mean)
+            mean /= world.world
+        out[split] = mean.item()
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64) -> float:
+    """Mean cross-entropy (nats/char) over the whole split, in consecutive block_size windows
+    (DESIGN.md's reported validation loss): deterministic and independent of batch size."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    windows = eval_windows(data, block_size)
+    for i in range(0, len(windows), batch_size):
+        group = windows[i : i + batch_size]
+        # Windows in a group have equal length except possibly the very last one.
+        for length in sorted({n for _, n in group}, reverse=True):
+            starts = torch.tensor([s for s, n in group if n == length])
+            offsets = torch.arange(length)
+            x = data[starts[:, None] + offsets].to(device)
+            y = data[starts[:, None] + offsets + 1].to(device)
+            logits, _, _ = model(x)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+            count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def fit_max_iters(budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float) -> int:
+    """How many steps fit in what is left of the time budget, counting the periodic evaluations
+    and the final whole-split evaluation."""
+    per_step = step_s + eval_s / cfg.eval_interval
+    remaining = budget_s - elapsed_s - final_s
+    return max(step + 1, step + int(remaining / per_step))
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps and saves before leaving."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def trim_metrics(run_dir: Path, last_step: int) -> None:
+    """Keep the metric lines up to the checkpoint being resumed: a killed run may have written
+    lines past it, and those steps are about to be redone."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = "".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) <= last_step)
+    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
+
+
+class Trainer:
+    """One training run into `run_dir`, fresh or resumed from the checkpoint there."""
+
+    def __init__(self, model_cfg: GPTConfig, cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device,
+                 compile_model: bool = False, resume_meta: dict | None = None):
+        check_long_enough(corpus.train, corpus.val, model_cfg.block_size)
+        self.world = init_distributed(device)
+        if self.world.world > 1 and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        self.model_cfg, self.cfg, self.corpus, self.run_dir, self.device = model_cfg, cfg, corpus, run_dir, device
+        torch.manual_seed(cfg.seed)  # the initial weights
+        self.model = GPTLanguageModel(model_cfg).to(device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+        )
+        # What a checkpoint carries besides weights and optimizer (all JSON).
+        self.state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "best_val": None, "last_eval": None,
+                      "losses": None, "max_iters_fitted": False}
+        if resume_meta is not None:
+            checkpoint.load_model_weights(self.model, checkpoint.load_weights(run_dir, resume_meta), run_dir)
+            self.optimizer.load_state_dict(checkpoint.load_optimizer_state(run_dir, resume_meta))
+            self.state.update({k: resume_meta[k] for k in self.state if k in resume_meta})
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        if self.world.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
+        self.tokens_per_step = cfg.batch_size * model_cfg.block_size * self.world.world
+        self.clock_start = time.perf_counter() - self.state["elapsed_s"]
+        self.train_time, self.timed_steps = 0.0, 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.clock_start
+
+    def chars_per_s(self) -> float:
+        return self.tokens_per_step * self.timed_steps / self.train_time if self.train_time else 0.0
+
+    def say(self, line: str) -> None:
+        if self.world.is_main:
+            tqdm.write(line)
+
+    def meta(self, **extra) -> dict:
+        c = self.corpus
+        return {
+            "model": self.model_cfg.to_dict(),
+            "vocab": list(c.tokenizer.chars),
+            "train": self.cfg.to_dict(),
+            "dataset": {"path": c.path, "sha256": c.sha256, "train_chars": len(c.train), "val_chars": len(c.val)},
+            **self.state,
+            "elapsed_s": round(self.elapsed(), 3),
+            **extra,
+        }
+
+    def save(self, **extra) -> None:
+        if self.world.is_main:
+            checkpoint.save(self.run_dir, self.model, self.meta(**extra), self.optimizer)
+
+    def agree(self, *flags: bool) -> list[bool]:
+        """Each flag, True on every rank when it is True on any (signals reach ranks at different steps)."""
+        if self.world.world == 1:
+            return list(flags)
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Train to max_iters (or the time budget); returns the exit code: 0, or 130 when
+        interrupted by a signal after saving a checkpoint to resume from."""
+        cfg, step = self.cfg, self.state["step"]
+        self.say(f"{self.model.num_params() / 1e6} M parameters")
+        if step:
+            self.say(f"resuming {self.run_dir} at step {step} of {cfg.max_iters}")
+            if self.world.is_main:
+                trim_metrics(self.run_dir, step)
+        stop = StopFlag()
+        budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+        calibrate_at = step + 20 if budget_s and not self.state["max_iters_fitted"] else None
+        self.bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True,
+                        disable=None if self.world.is_main else True)  # None: a bar on terminals only
+        self.model.train()
+        while step < self.cfg.max_iters:
+            interrupted, time_up = self.agree(stop.requested, budget_s is not None and self.elapsed() > budget_s)
+            if interrupted:
+                self.save()
+                self.bar.close()
+                self.say(f"interrupted at step {step}; saved to {self.run_dir}. "
+                         f"Continue with: python -m train --resume {self.run_dir}")
+                self._shutdown()
+                return INTERRUPTED_EXIT
+            if time_up and self.cfg.max_iters > step + 1:
+                self.cfg = replace(self.cfg, max_iters=step + 1)  # one last evaluated step, then finish
+                self.say(f"time budget of {cfg.time_budget:g} min reached at step {step}")
+            if (step % self.cfg.eval_interval == 0 or step == self.cfg.max_iters - 1) and self.state["last_eval"] != step:
+                self.evaluate(step)
+            loss = self.train_step(step)
+            step = self.state["step"] = step + 1
+            if step == calibrate_at:
+                self.fit_to_budget(budget_s)
+            self.report(step, loss)
+        self.bar.close()
+        self.save()
+        if self.world.world > 1:
+            self.say(f"ranks in sync: {self.world.world} processes, "
+                     f"{ranks_out_of_sync(self.model, self.device)} parameter tensors differ from rank 0")
+        if self.world.is_main:
+            self.finish()
+        self._shutdown()
+        return 0
+
+    def train_step(self, step: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        lr = lr_at(step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        seed = step_seed(self.cfg.seed, step, self.world.rank)
+        torch.manual_seed(seed)  # this step's dropout masks
+        x, y = get_batch(self.corpus.train, self.cfg.batch_size, self.model_cfg.block_size, torch.Generator().manual_seed(seed))
+        with autocast_for(self.device):
+            _, loss, _ = self.forward(x.to(self.device), y.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.state["tokens_seen"] += self.tokens_per_step
+        if step > 3:  # the first steps warm up allocators and kernels
+            self.train_time += time.perf_counter() - t0
+            self.timed_steps += 1
+        return loss.detach()
+
+    def evaluate(self, step: int) -> None:
+        t0 = time.perf_counter()
+        losses = estimate_loss(self.forward, self.corpus, self.cfg, self.model_cfg.block_size, step, self.world, self.device)
+        self.eval_s = time.perf_counter() - t0
+        self.state.update(last_eval=step, losses=losses)
+        self.say(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if self.world.is_main:
+            append_metrics(self.run_dir, {"kind": "eval", "step": step, "train_loss": losses["train"], "val_loss": losses["val"],
+                                          "lr": lr_at(step, self.cfg), "tokens": self.state["tokens_seen"],
+                                          "elapsed_s": round(self.elapsed(), 3)})
+            if self.state["best_val"] is None or losses["val"] < self.state["best_val"]:
+                self.state["best_val"] = losses["val"]
+                (self.run_dir / BEST_DIR).mkdir(exist_ok=True)
+                checkpoint.save(self.run_dir / BEST_DIR, self.model, self.meta())
+        self.save()
+
+    def fit_to_budget(self, budget_s: float) -> None:
+        """Replace max_iters by the number of steps that fit the time budget, measured on the
+        steps so far; the learning-rate schedule then spans the budget."""
+        eval_s = getattr(self, "eval_s", 0.0)
+        # The whole-split evaluation costs about one forward per window of the validation split.
+        final_s = eval_s * len(self.corpus.val) / max(1, 2 * self.cfg.eval_iters * self.tokens_per_step / self.world.world)
+        step_s = self.train_time / max(1, self.timed_steps)
+        fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, final_s)
+        if self.world.world > 1:
+            t = torch.tensor([fitted], device=self.device)
+            dist.broadcast(t, src=0)
+            fitted = int(t.item())
+        self.cfg = replace(self.cfg, max_iters=fitted)
+        self.state["max_iters_fitted"] = True
+        self.bar.total = fitted
+        self.say(f"time budget {self.cfg.time_budget:g} min: training for {fitted} steps")
+
+    def report(self, step: int, loss: torch.Tensor) -> None:
+        if not self.world.is_main:
+            return
+        self.bar.update(1)
+        if step % LOG_EVERY == 0 or step == self.cfg.max_iters:
+            value = loss.item()
+            self.bar.set_postfix(loss=f"{value:.4f}", char_s=f"{self.chars_per_s():,.0f}")
+            append_metrics(self.run_dir, {"kind": "train", "step": step, "loss": value, "lr": lr_at(step - 1, self.cfg),
+                                          "chars_per_s": round(self.chars_per_s(), 1), "elapsed_s": round(self.elapsed(), 3)})
+
+    def finish(self) -> None:
+        """Whole-split validation loss, model size, a sample, the loss curve, the final checkpoint."""
+        model, corpus, run_dir = self.model, self.corpus, self.run_dir
+        val_full = full_split_loss(model, corpus.val, self.model_cfg.block_size, self.device)
+        self.say(f"val loss (whole split, {len(corpus.val) - 1:,} characters): {val_full:.4f}")
+        best_dir = run_dir / BEST_DIR
+        if (best_dir / checkpoint.CONFIG).exists():
+            best_meta = checkpoint.read_meta(best_dir)
+            best_full = val_full
+            if best_meta["step"] != self.state["step"]:
+                best = GPTLanguageModel(self.model_cfg).to(self.device)
+                checkpoint.load_model_weights(best, checkpoint.load_weights(best_dir, best_meta), best_dir)
+                best_full = full_split_loss(best, corpus.val, self.model_cfg.block_size, self.device)
+                self.say(f"best checkpoint ({best_dir}, step {best_meta['step']}): val loss (whole split) {best_full:.4f}")
+            checkpoint.write_json(best_dir / checkpoint.CONFIG, {**best_meta, "val_loss_full": best_full})
+        self.say(f"Model size: {model_size_mb(model):.2f} MB")
+        self.say(f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
+                 f"{self.elapsed():.1f} s ({self.chars_per_s():,.0f} characters/s)")
+        newline = corpus.tokenizer.encode("\n") if "\n" in corpus.tokenizer.chars else [0]
+        g = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        ids = model.generate(torch.tensor([newline], device=self.device), SAMPLE_CHARS, generator=g)[0, 1:].tolist()
+        sample = corpus.tokenizer.decode(ids)
+        self.say(sample)
+        (run_dir / SAMPLE).write_text(sample, encoding="utf-8")
+        append_metrics(run_dir, {"kind": "final", "step": self.state["step"], "val_loss_full": val_full,
+                                 "chars_per_s": round(self.chars_per_s(), 1), "elapsed_s": round(self.elapsed(), 3)})
+        self.save(val_loss_full=val_full, chars_per_s=round(self.chars_per_s(), 1))
+        plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
+
+    def _shutdown(self) -> None:
+        if self.world.world > 1:
+            dist.destroy_process_group()
+
+
+def ranks_out_of_sync(model, device) -> int:
+    """How many parameter tensors differ from rank 0's (DistributedDataParallel keeps this at 0)."""
+    differ = 0
+    for p in model.parameters():
+        reference = p.detach().clone()
+        dist.broadcast(reference, src=0)
+        differ += int(not torch.equal(reference, p.detach()))
+    t = torch.tensor([differ], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
