@@ -34,11 +34,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def temp_file(directory: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file in `directory`, with the permissions a plain new file would get
+    (mkstemp's are private to the owner)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    return Path(tmp)
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), fsync it, then rename it over `path`. On any failure the old
     file is untouched and the temporary one is removed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         write(tmp)
         with open(tmp, "rb") as f:

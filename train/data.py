@@ -1,31 +1,21 @@
-"""Text data: find or download the corpus, build the character vocabulary, split, batch.
+"""Training data: find or download the corpus, split it, draw batches (torch side).
 
-Pure functions over tensors for the maths (encode, split, batches, evaluation windows);
-file and network access only in `resolve_data_path` and `read_text`.
+The torch-free parts (reading text, the vocabulary, evaluation windows) are in `text.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .text import TRAIN_FRACTION, CharTokenizer, DataError, eval_windows, read_text, sha256_bytes, split_index  # noqa: F401
+
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation, as the seed and nanoGPT
-
-
-class DataError(ValueError):
-    """A data problem the user can fix; the message is one sentence saying how."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def cache_dir() -> Path:
@@ -59,51 +49,8 @@ def resolve_data_path(path: str | None) -> Path:
     return cached
 
 
-def read_text(path: Path) -> tuple[str, str]:
-    """The file's text and its SHA-256; DataError for a missing, empty or non-UTF-8 file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"data file {path} does not exist; pass --data with the path of a UTF-8 text file.") from None
-    except IsADirectoryError:
-        raise DataError(f"data path {path} is a directory; pass --data with the path of a UTF-8 text file.") from None
-    except OSError as e:
-        raise DataError(f"data file {path} cannot be read ({e.strerror}).") from None
-    if not raw:
-        raise DataError(f"data file {path} is empty; give a UTF-8 text file with some text in it.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"data file {path} is not UTF-8 text (byte {e.start} is invalid); convert it to UTF-8 first."
-        ) from None
-    return text, sha256_bytes(raw)
-
-
-@dataclass(frozen=True)
-class CharTokenizer:
-    """Characters <-> ids; the vocabulary is the sorted set of the corpus's characters."""
-
-    chars: tuple[str, ...]
-
-    @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        return cls(tuple(sorted(set(text))))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        index = {c: i for i, c in enumerate(self.chars)}
-        return [index[c] for c in text]
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-
 def split_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    n = int(TRAIN_FRACTION * len(ids))
+    n = split_index(len(ids))
     return ids[:n], ids[n:]
 
 
@@ -122,10 +69,3 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: t
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     positions = ix[:, None] + torch.arange(block_size)  # [B, T]
     return data[positions], data[positions + 1]
-
-
-def eval_windows(data: torch.Tensor, block_size: int) -> list[tuple[int, int]]:
-    """(start, length) of consecutive non-overlapping windows covering every next-character
-    prediction of `data` once; the last window may be shorter."""
-    n_targets = len(data) - 1
-    return [(s, min(block_size, n_targets - s)) for s in range(0, n_targets, block_size)]

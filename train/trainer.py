@@ -9,6 +9,7 @@ uninterrupted one would have (bit for bit on CPU).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -111,7 +112,7 @@ def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    windows = eval_windows(data, block_size)
+    windows = eval_windows(len(data), block_size)
     for i in range(0, len(windows), batch_size):
         group = windows[i : i + batch_size]
         # Windows in a group have equal length except possibly the very last one.
@@ -369,6 +370,11 @@ class Trainer:
 
     def _shutdown(self) -> None:
         if self.world.world > 1:
+            # Release DDP's reducer (and the gloo work it holds) while Python is fully alive:
+            # left to interpreter shutdown, gloo's threads can abort the process.
+            self.forward = self.model
+            gc.collect()
+            dist.barrier()  # rank 0 may still be finishing
             dist.destroy_process_group()
 
 

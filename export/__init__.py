@@ -1,0 +1,1 @@
+"""chargpt export: PyTorch checkpoint -> verified, self-describing ONNX (`python -m export`)."""

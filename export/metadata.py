@@ -1,0 +1,105 @@
+"""What travels inside an exported model (ONNX metadata_props), its JSON sidecar and model card.
+
+Built from a checkpoint's config.json; no torch here, so runtimes and the evaluation command
+can read it with onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+FORMAT_VERSION = "1"
+KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
+ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
+
+
+class ModelFileError(ValueError):
+    """A model file that is not a usable chargpt ONNX model; the message says why."""
+
+
+def build(meta: dict, num_params: int, val_loss: float | None) -> dict:
+    """The metadata of an export of the checkpoint described by `meta` (its config.json)."""
+    m, t = meta["model"], meta["train"]
+    config = {k: m[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
+    config["head_dim"] = m["n_embd"] // m["n_head"]
+    config.update({k: m[k] for k in ARCHITECTURE_KEYS})
+    training = {
+        "val_loss": val_loss,  # whole validation split, nats per character (DESIGN.md)
+        "step": meta["step"],
+        "tokens_seen": meta.get("tokens_seen"),
+        "dataset_sha256": meta["dataset"]["sha256"],
+        "params": num_params,
+        "elapsed_s": meta.get("elapsed_s"),
+        "settings": t,
+        "dropout": m["dropout"],
+    }
+    return {
+        "chargpt.format": FORMAT_VERSION,
+        "vocab": meta["vocab"],
+        "config": config,
+        "training": training,
+        "source_sha256": meta["files"]["model.safetensors"],
+    }
+
+
+def to_props(metadata: dict) -> dict[str, str]:
+    """metadata_props values are strings: JSON for everything that is not one already."""
+    return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in metadata.items()}
+
+
+def from_props(props: dict[str, str], source: str) -> dict:
+    """Parse a model's metadata_props; ModelFileError when it is not a chargpt model."""
+    missing = [k for k in KEYS if k not in props]
+    if missing:
+        raise ModelFileError(
+            f"{source} has no chargpt metadata (missing {', '.join(missing)}); "
+            "export a checkpoint with `python -m export RUN_DIR --out MODEL.onnx` first."
+        )
+    if props["chargpt.format"] != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{source} has chargpt format {props['chargpt.format']!r}; this version reads {FORMAT_VERSION!r}."
+        )
+    try:
+        return {k: props[k] if k in ("chargpt.format", "source_sha256") else json.loads(props[k]) for k in KEYS}
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{source} has corrupt chargpt metadata ({e}).") from None
+
+
+def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verification: str) -> str:
+    c, t = metadata["config"], metadata["training"]
+    s = t["settings"]
+    val = f"{t['val_loss']:.4f}" if t["val_loss"] is not None else "not measured"
+    arch = ", ".join(f"{k} {c[k]}" for k in ARCHITECTURE_KEYS)
+    return f"""# {name}
+
+A character-level GPT exported by chargpt (format {metadata['chargpt.format']}).
+
+| | |
+| --- | --- |
+| parameters | {t['params']:,} ({t['params'] / 1e6} M) |
+| validation loss (whole split, nats/char) | {val} |
+| file size | {file_bytes / 1e6:.2f} MB |
+| layers / heads / width / context | {c['n_layer']} / {c['n_head']} / {c['n_embd']} / {c['block_size']} characters |
+| vocabulary | {c['vocab_size']} characters |
+| architecture | {arch} |
+| trained | {t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']} |
+| dataset SHA-256 | `{t['dataset_sha256']}` |
+| source checkpoint SHA-256 | `{metadata['source_sha256']}` |
+
+Inputs: `input_ids` int64 [batch, sequence] and `past_key_values.{{i}}.key/value` float32
+[batch, {c['n_head']}, past_sequence, {c['head_dim']}] (length 0 for a fresh prompt). Outputs: `logits`
+[batch, sequence, {c['vocab_size']}] and `present.{{i}}.key/value`. The vocabulary and this
+configuration are in the file's metadata and in the JSON file beside it.
+
+## Greedy continuation of a newline (200 characters, from this ONNX file)
+
+```
+{sample}
+```
+
+## Verification against PyTorch
+
+```
+{verification}
+```
+"""

@@ -1,0 +1,160 @@
+"""PyTorch -> ONNX with a KV cache, and the verification that decides whether the file is kept."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from train.model import GPTLanguageModel
+
+from .runtime import OnnxLM
+
+TOLERANCE = 1e-4  # max |logit difference| between PyTorch and onnxruntime, float32
+GREEDY_CHARS = 200
+
+
+class CachedLM(torch.nn.Module):
+    """The model with flat inputs and outputs, as the ONNX graph has them:
+    (input_ids, past.0.key, past.0.value, ...) -> (logits, present.0.key, present.0.value, ...)."""
+
+    def __init__(self, model: GPTLanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, *past):
+        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
+        logits, _, presents = self.model(input_ids, past_kv=pairs)
+        return (logits, *[t for pair in presents for t in pair])
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str):
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def past_names(n_layer: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+
+
+def export_onnx(model: GPTLanguageModel, path: Path) -> None:
+    """Write `model` to one self-contained ONNX file with dynamic batch, sequence and past."""
+    cfg = model.config
+    names = past_names(cfg.n_layer)
+    batch, sequence, past_sequence = (torch.export.Dim(n) for n in ("batch", "sequence", "past_sequence"))
+    # Example sizes other than 0 and 1, so that no dimension is specialised to a constant.
+    ids = torch.zeros(2, 3, dtype=torch.long)
+    past = [torch.zeros(2, cfg.n_head, 4, cfg.head_dim) for _ in names]
+    with warnings.catch_warnings(), quiet_loggers("torch.onnx", "torch.export"):
+        warnings.simplefilter("ignore")  # the exporter's chatter (deprecations, torchvision absent)
+        program = torch.onnx.export(
+            CachedLM(model).eval(),
+            (ids, *past),
+            dynamo=True,
+            input_names=["input_ids", *names],
+            output_names=["logits", *[n.replace("past_key_values", "present") for n in names]],
+            dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)},
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Replace the model's metadata_props by `props`, and drop the exporter's per-node
+    annotations (source stack traces: about a quarter of a small model's file)."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
+
+
+@dataclass
+class Check:
+    name: str
+    batch: int | str
+    length: int | str
+    diff: float | None  # max |Δ logit|, or None for checks that are not a comparison
+    ok: bool
+    detail: str = ""
+
+
+def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list[Check], list[int]]:
+    """Compare the ONNX file with the PyTorch model: the onnx checker, prefills, cached
+    step-by-step decoding, and a greedy continuation of `prompt`. Returns the checks and the
+    continuation's ids (from onnxruntime)."""
+    checks = []
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        checks.append(Check("onnx checker (full)", "-", "-", None, True))
+    except onnx.checker.ValidationError as e:
+        checks.append(Check("onnx checker (full)", "-", "-", None, False, str(e).splitlines()[0]))
+    lm = OnnxLM(path)
+    cfg = model.config
+    model = model.eval()
+    rng = np.random.default_rng(0)
+
+    def reference(ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(ids))[0].numpy()
+
+    def compare(name, batch, length, got, want):
+        diff = float(np.abs(got - want).max())
+        checks.append(Check(name, batch, length, diff, diff <= TOLERANCE))
+
+    for batch in (1, 3):
+        for length in sorted({1, 7, cfg.block_size}):
+            ids = rng.integers(0, cfg.vocab_size, (batch, length))
+            compare("prefill (empty cache)", batch, length, lm.forward(ids, lm.empty_past(batch))[0], reference(ids))
+        ids = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        want = reference(ids)
+        past, steps = lm.empty_past(batch), []
+        for t in range(cfg.block_size):
+            logits, past = lm.forward(ids[:, t : t + 1], past)
+            steps.append(logits)
+        compare("decode one by one with cache", batch, cfg.block_size, np.concatenate(steps, axis=1), want)
+        split = min(7, cfg.block_size - 1)
+        first, past = lm.forward(ids[:, :split], lm.empty_past(batch))
+        rest = [first]
+        for t in range(split, cfg.block_size):
+            logits, past = lm.forward(ids[:, t : t + 1], past)
+            rest.append(logits)
+        compare(f"prefill {split}, then decode", batch, cfg.block_size, np.concatenate(rest, axis=1), want)
+
+    onnx_ids = lm.greedy(prompt, GREEDY_CHARS)
+    torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)[0, len(prompt) :].tolist()
+    same = onnx_ids == torch_ids
+    first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
+    checks.append(Check(f"greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
+                        "identical" if same else f"differs from character {first_diff}"))
+    return checks, onnx_ids
+
+
+def format_table(checks: list[Check]) -> str:
+    rows = [("check", "batch", "length", "max |Δ logit|", "result")]
+    for c in checks:
+        diff = f"{c.diff:.2e}" if c.diff is not None else (c.detail or "-")
+        rows.append((c.name, str(c.batch), str(c.length), diff, "ok" if c.ok else "FAIL"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32)"
