@@ -1,0 +1,213 @@
+"""`python -m export`: round trip to onnxruntime, the contract, an independent ONNX runtime,
+quantization, the onnxruntime-only eval, refusal of broken exports and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export.onnx_export
+from export.cli import main as export_main
+from export.runtime import OnnxLM
+from train import checkpoint
+from train.cli import main as train_main
+from train.model import GPTConfig, GPTLanguageModel
+
+from conftest import SHARED, TINY
+
+MODERN = ["--position", "rotary", "--activation", "swiglu", "--norm", "rmsnorm", "--qk-norm", "--tie-weights", "--no-bias"]
+
+
+def trained_run(tmp_path_factory, small_text, *extra) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert train_main([*TINY, "--data", str(small_text), "--out", str(out), "--max-iters", "60", *extra]) == 0
+    return out
+
+
+def load_torch_model(run_dir: Path) -> GPTLanguageModel:
+    meta = checkpoint.read_meta(run_dir)
+    model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
+    checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, small_text):
+    """A tiny seed-architecture model, trained and exported with --quantize int8."""
+    run_dir = trained_run(tmp_path_factory, small_text)
+    out = tmp_path_factory.mktemp("models") / "tiny.onnx"
+    result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
+                            capture_output=True, text=True, timeout=600)
+    return run_dir, out, result
+
+
+def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(exported):
+    run_dir, out, result = exported
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"onnx checker \(full\)\s+-\s+-\s+-\s+ok", result.stdout)
+    for row in ("prefill (empty cache)", "decode one by one with cache", "prefill 7, then decode"):
+        assert re.search(rf"{re.escape(row)}\s+[13]\s+\S+\s+\S+\s+ok", result.stdout), row
+    assert re.search(r"greedy 200 characters\s+1\s+200\s+identical\s+ok", result.stdout)
+    assert "FAIL" not in result.stdout
+    card = out.with_suffix(".md").read_text()
+    assert "validation loss (whole split" in card and "## Verification against PyTorch" in card
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_the_shared_contract_checker_accepts_both_files(exported):
+    _, out, _ = exported
+    for model in (out, out.with_name("tiny.int8.onnx")):
+        check = subprocess.run([sys.executable, str(SHARED / "tools" / "check_onnx_contract.py"), str(model)],
+                               capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
+    run_dir, out, _ = exported
+    lm = OnnxLM(out)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar == lm.metadata
+    meta = checkpoint.read_meta(run_dir)
+    assert lm.vocab == meta["vocab"] and "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
+    assert lm.metadata["config"] == {**{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
+                                     "head_dim": 8, "position": "learned", "activation": "relu", "norm": "layernorm",
+                                     "bias": True, "tie_weights": False, "qk_norm": False, "mlp_ratio": 4, "rope_base": 10000.0}
+    training = lm.metadata["training"]
+    assert training["val_loss"] == meta["val_loss_full"] and training["step"] == 60
+    assert training["params"] == load_torch_model(run_dir).num_params()
+    assert lm.metadata["source_sha256"] == checkpoint.file_sha256(run_dir / "model.safetensors")
+
+
+def test_onnxruntime_matches_pytorch_and_cached_decoding_matches_a_full_forward(exported):
+    run_dir, out, _ = exported
+    model, lm = load_torch_model(run_dir), OnnxLM(out)
+    ids = np.random.default_rng(1).integers(0, lm.metadata["config"]["vocab_size"], (2, 16))
+    full, _ = lm.forward(ids, lm.empty_past(2))
+    with torch.no_grad():
+        assert np.abs(full - model(torch.from_numpy(ids))[0].numpy()).max() <= 1e-4
+    past, steps = lm.empty_past(2), []
+    for t in range(16):
+        logits, past = lm.forward(ids[:, t : t + 1], past)
+        steps.append(logits)
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    # Greedy text across the window slide (200 > block_size 16) is the seed's generate exactly.
+    prompt = [3, 1, 4, 1, 5]
+    expected = model.generate(torch.tensor([prompt]), 60, temperature=0)[0, 5:].tolist()
+    assert lm.greedy(prompt, 60) == expected
+
+
+def test_an_independent_onnx_implementation_gives_the_same_logits(exported):
+    from onnx.reference import ReferenceEvaluator
+
+    run_dir, out, _ = exported
+    lm = OnnxLM(out)
+    reference = ReferenceEvaluator(onnx.load(str(out)))
+    ids = np.random.default_rng(2).integers(0, lm.metadata["config"]["vocab_size"], (3, 7))
+    feed = {"input_ids": ids, **lm.empty_past(3)}
+    got = reference.run(["logits"], feed)[0]
+    assert np.abs(got - lm.forward(ids, lm.empty_past(3))[0]).max() <= 1e-4
+    with torch.no_grad():
+        assert np.abs(got - load_torch_model(run_dir)(torch.from_numpy(ids))[0].numpy()).max() <= 1e-4
+
+
+def test_int8_reports_its_loss_delta_and_records_it(exported):
+    _, out, result = exported
+    delta = float(re.search(r"int8 - fp32: ([+-][0-9.]+) nats/char", result.stdout).group(1))
+    assert abs(delta) <= 0.02
+    int8 = OnnxLM(out.with_name("tiny.int8.onnx"))
+    assert int8.metadata["training"]["quantization"].startswith("int8")
+    assert int8.metadata["training"]["val_loss"] == pytest.approx(OnnxLM(out).metadata["training"]["val_loss"] + delta, abs=2e-4)
+    assert out.with_name("tiny.int8.onnx").stat().st_size < 0.6 * out.stat().st_size
+
+
+def test_the_eval_command_reproduces_the_recorded_loss_with_onnxruntime_alone(exported, small_text, capsys):
+    _, out, _ = exported
+    code = subprocess.run(
+        [sys.executable, "-c", "import sys, export.cli as c; r = c.main(sys.argv[1:]); "
+         "assert 'torch' not in sys.modules, 'eval imported torch'; sys.exit(r)",
+         "eval", str(out), "--data", str(small_text)], capture_output=True, text=True, timeout=120)
+    assert code.returncode == 0, code.stderr
+    measured = float(re.search(r"val loss \(whole validation split, 3,999 characters\): ([0-9.]+)", code.stdout).group(1))
+    assert measured == pytest.approx(OnnxLM(out).metadata["training"]["val_loss"], abs=1e-4)
+
+
+def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text, capsys):
+    run_dir = trained_run(tmp_path_factory, small_text, *MODERN)
+    out = run_dir / "model.onnx"
+    assert export_main([str(run_dir)]) == 0
+    assert "greedy 200 characters" in capsys.readouterr().out
+    assert OnnxLM(out).metadata["config"]["position"] == "rotary"
+
+
+def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
+    run_dir, _, _ = exported
+    real_export = export.onnx_export.export_onnx
+
+    def perturbed(model, path):
+        real_export(model, path)
+        graph = onnx.load(str(path))
+        weight = next(t for t in graph.graph.initializer if t.name == "model.lm_head.bias")
+        values = onnx.numpy_helper.to_array(weight).copy()
+        values[0] += 0.01
+        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+        onnx.save(graph, str(path))
+
+    monkeypatch.setattr(export.onnx_export, "export_onnx", perturbed)
+    out = tmp_path / "broken.onnx"
+    assert export_main([str(run_dir), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL" in captured.out and "does not match PyTorch" in captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def assert_refused(capsys, argv, message, prog="python -m export"):
+    code = export_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"{prog}: error: ") and message in err and err.count("\n") == 1
+
+
+def test_bad_export_inputs(exported, tmp_path, capsys):
+    run_dir, out, _ = exported
+    before = out.read_bytes()
+    assert_refused(capsys, [str(tmp_path / "missing")], "is not a directory")
+    assert_refused(capsys, [str(tmp_path)], "holds no config.json")
+    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "no" / "m.onnx")], "does not exist; create it first")
+    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "m.txt")], "must end in .onnx")
+    assert_refused(capsys, [str(run_dir), "--out", str(out)], "already exist; pass --force")
+    assert out.read_bytes() == before
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"format": "chargpt-checkpoint/99"}))
+    assert_refused(capsys, [str(broken)], "this version of chargpt reads 'chargpt-checkpoint/1'")
+    meta = checkpoint.read_meta(run_dir)
+    (broken / "config.json").write_text(json.dumps(meta))
+    (broken / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes()[:1000])
+    assert_refused(capsys, [str(broken)], "does not match the checksum")
+
+
+def test_bad_eval_inputs(exported, tmp_path, capsys, small_text):
+    _, out, _ = exported
+    prog = "python -m export eval"
+    assert_refused(capsys, ["eval", str(tmp_path / "none.onnx"), "--data", str(small_text)], "does not exist", prog)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    assert_refused(capsys, ["eval", str(tmp_path / "junk.onnx"), "--data", str(small_text)], "is not a readable ONNX model", prog)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    plain = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    assert_refused(capsys, ["eval", str(tmp_path / "plain.onnx"), "--data", str(small_text)], "has no chargpt metadata", prog)
+    (tmp_path / "emoji.txt").write_text("Hello 🙂 world, " * 50)
+    assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "emoji.txt")], "characters the model's vocabulary lacks", prog)
+    assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "none.txt")], "does not exist", prog)
