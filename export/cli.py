@@ -107,7 +107,7 @@ def check_outputs(out: Path, quantize: bool, force: bool) -> None:
         raise UsageError(f"--out {out} must end in .onnx.")
     if not out.parent.is_dir():
         raise UsageError(f"the directory of --out {out} does not exist; create it first or choose another --out.")
-    targets = [out, sibling(out, ".json"), sibling(out, ".md")]
+    targets = [out, sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
     if quantize:
         targets += [sibling(out, ".int8.onnx"), sibling(out, ".int8.json")]
     existing = [str(t) for t in targets if t.exists()]
@@ -181,6 +181,7 @@ def export_main(argv: list[str]) -> int:
         tmp.unlink(missing_ok=True)
     sample = "".join(vocab[i] for i in greedy_ids)
     write_sidecars(out, metadata, sample, table)
+    copy_loss_curve(run_dir, out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {sibling(out, '.json').name}, {sibling(out, '.md').name}; "
           f"val loss {metadata['training']['val_loss']:.4f}")
     if args.quantize:
@@ -195,6 +196,14 @@ def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) ->
         json.dumps(metadata, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"))
     card = md.model_card(out.name, metadata, out.stat().st_size, sample, verification)
     write_atomic(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+
+
+def copy_loss_curve(run_dir: Path, out: Path) -> None:
+    """NAME.loss.png beside the model, from the run (a best/ checkpoint's run is its parent)."""
+    runs = [run_dir, run_dir.parent] if run_dir.name == "best" else [run_dir]
+    curve = next((d / "loss.png" for d in runs if (d / "loss.png").is_file()), None)
+    if curve is not None:
+        write_atomic(sibling(out, ".loss.png"), lambda tmp: Path(tmp).write_bytes(curve.read_bytes()))
 
 
 def quantize_int8(out: Path, metadata: dict, text: str) -> int:

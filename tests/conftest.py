@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,21 @@ def small_text(tmp_path_factory, shakespeare) -> Path:
     path = tmp_path_factory.mktemp("data") / "small.txt"
     path.write_text(shakespeare.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
     return path
+
+
+def trained_run(tmp_path_factory, small_text, *extra) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    from train.cli import main as train_main
+
+    assert train_main([*TINY, "--data", str(small_text), "--out", str(out), "--max-iters", "60", *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, small_text):
+    """A tiny seed-architecture model, trained and exported with --quantize int8."""
+    run_dir = trained_run(tmp_path_factory, small_text)
+    out = tmp_path_factory.mktemp("models") / "tiny.onnx"
+    result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
+                            capture_output=True, text=True, timeout=600)
+    return run_dir, out, result

@@ -18,18 +18,11 @@ import export.onnx_export
 from export.cli import main as export_main
 from export.runtime import OnnxLM
 from train import checkpoint
-from train.cli import main as train_main
 from train.model import GPTConfig, GPTLanguageModel
 
-from conftest import SHARED, TINY
+from conftest import SHARED, trained_run
 
 MODERN = ["--position", "rotary", "--activation", "swiglu", "--norm", "rmsnorm", "--qk-norm", "--tie-weights", "--no-bias"]
-
-
-def trained_run(tmp_path_factory, small_text, *extra) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "run"
-    assert train_main([*TINY, "--data", str(small_text), "--out", str(out), "--max-iters", "60", *extra]) == 0
-    return out
 
 
 def load_torch_model(run_dir: Path) -> GPTLanguageModel:
@@ -37,16 +30,6 @@ def load_torch_model(run_dir: Path) -> GPTLanguageModel:
     model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
     checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
     return model.eval()
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, small_text):
-    """A tiny seed-architecture model, trained and exported with --quantize int8."""
-    run_dir = trained_run(tmp_path_factory, small_text)
-    out = tmp_path_factory.mktemp("models") / "tiny.onnx"
-    result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
-                            capture_output=True, text=True, timeout=600)
-    return run_dir, out, result
 
 
 def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(exported):

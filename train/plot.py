@@ -12,7 +12,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:
     """Training loss (every logged step), the train/val estimates at each evaluation, and the
-    final whole-split validation loss, against characters seen."""
+    final whole-split validation loss, against the step."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display

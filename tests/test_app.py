@@ -1,0 +1,200 @@
+"""The web app as people and programs use it: a launched server, gradio_client, a headless
+Chromium, the command line, and a virtual environment holding only requirements.txt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+IN_CI = os.environ.get("CI") == "true"
+SCREENSHOTS = REPO / "test-results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the app exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(exported):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "webapp", "--model", str(exported[1]), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def test_generate_endpoint_returns_the_full_text_first(client):
+    text, colored, stats = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, api_name="/generate")
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 50
+    assert "<span" in colored and "50 characters in" in stats and "seed 7" in stats
+    again = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, api_name="/generate")[0]
+    assert again == text  # same seed, same settings, same text
+
+
+def test_random_seed_is_reported(client):
+    _, _, stats = client.predict("ROMEO:", 5, 0.8, 0, 1.0, -1, api_name="/generate")
+    assert "seed " in stats and "seed -1" not in stats
+
+
+@pytest.mark.parametrize("args, message", [
+    (("x", 10**9, 0.8, 0, 1.0, 1), "greater than maximum value 2000"),
+    (("x", 10, -1, 0, 1.0, 1), "less than minimum value 0"),
+    (("x", 10, 0.8, 0, 0, 1), "less than minimum value 0.05"),
+    (("x", 10, 0.8, 0, 2, 1), "greater than maximum value 1"),
+    (("x", 10, 0.8, -5, 1.0, 1), "less than minimum value 0"),
+    (("x", 10, 0.8, 0, 1.0, 1.5), "Seed must be a whole number"),
+    (("x" * 1_000_000, 10, 0.8, 0, 1.0, 1), "The prompt is 1,000,000 characters; the limit is 10,000"),
+])
+def test_bad_api_input_gets_a_sentence_not_a_server_error(client, args, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(*args, api_name="/generate")
+
+
+def test_hostile_prompts_are_handled(client):
+    text, colored, stats = client.predict("Café 🙂 <script>alert(1)</script>", 20, 0.8, 0, 1.0, 1, api_name="/generate")
+    assert text.startswith("Café 🙂 <script>")
+    assert "<script>" not in colored and "&lt;" in colored  # escaped in the coloured view
+    assert "replaced 'é'→'e'" in stats and "dropped '🙂'" in stats
+    text, _, _ = client.predict("", 20, 0.8, 0, 1.0, 1, api_name="/generate")
+    assert text.startswith("\n") and len(text) == 21
+    _, _, stats = client.predict("To be, or not to be. " * 50, 5, 0.8, 0, 1.0, 1, api_name="/generate")
+    assert "the model reads the last 16 characters of the prompt" in stats
+    assert client.predict("ROMEO:", 5, 0.8, 0, 1.0, 1, api_name="/generate")[0].startswith("ROMEO:")  # still healthy
+
+
+def test_server_binds_to_loopback_by_default(app_url):
+    assert app_url.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.onnx", "missing.onnx does not exist"),
+    (lambda d: (d / "plain.onnx").write_bytes(b"\x08\x07") and d / "plain.onnx", "is not a readable ONNX model"),
+])
+def test_a_bad_model_at_start_up_is_one_sentence(tmp_path, make, message):
+    path = make(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "webapp", "--model", str(path), "--port", str(free_port())],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("python -m webapp: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_generate_command_prints_a_reproducible_sample(exported):
+    cmd = [sys.executable, "-m", "webapp", "generate", "--model", str(exported[1]), "--prompt", "ROMEO:",
+           "--seed", "3", "--max-new-tokens", "80"]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("ROMEO:") and len(first.stdout) == len("ROMEO:") + 80 + 1
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120).stdout == first.stdout
+
+
+def chromium_or_skip() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None or not Path(path).exists():
+        if IN_CI:
+            pytest.fail("CI must have Debian's chromium and the playwright package (see .ci/run)")
+        pytest.skip("no chromium or playwright here: apt-get install chromium; pip install playwright")
+    return path
+
+
+def test_the_page_streams_text_in_a_real_browser(app_url):
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_or_skip()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(app_url, wait_until="networkidle")
+            page.get_by_label("Prompt").fill("JULIET:\n")
+            length = page.locator("input[type=number]").first  # "Characters to generate"
+            length.fill("2000")
+            length.press("Enter")
+            page.get_by_role("button", name="Generate").click()
+            sizes = []
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                sizes.append(len(page.locator("#output textarea").input_value()))
+                if sizes[-1] >= len("JULIET:\n") + 2000:
+                    break
+                time.sleep(0.05)
+            growing = sorted(set(s for s in sizes if 0 < s < len("JULIET:\n") + 2000))
+            assert len(growing) >= 3, f"text did not stream: sizes seen {sorted(set(sizes))}"
+            assert sizes[-1] == len("JULIET:\n") + 2000
+            assert page.locator("#output textarea").input_value().startswith("JULIET:\n")
+            assert "2000 characters in" in page.locator("#stats").inner_text()
+            assert page.locator("#colored span[title]").count() >= 2000
+            page.get_by_text("About the model").click()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not IN_CI and os.environ.get("CHARGPT_VENV_TEST") != "1",
+                    reason="slow (installs requirements.txt into a new venv): runs in CI, or set CHARGPT_VENV_TEST=1")
+def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(REPO / "requirements.txt")],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-2000:]
+    check = subprocess.run([str(py), "-c", "import importlib.util as u; assert u.find_spec('torch') is None; "
+                            "import webapp.app, webapp.engine; print('ok')"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert check.stdout.strip() == "ok", check.stderr
+    sample = subprocess.run([str(py), "-m", "webapp", "generate", "--model", str(exported[1]), "--prompt", "ROMEO:",
+                             "--max-new-tokens", "40"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert sample.returncode == 0 and sample.stdout.startswith("ROMEO:"), sample.stderr
+    port = free_port()
+    proc = subprocess.Popen([str(py), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,129 @@
+"""The web app's engine against PyTorch and against a from-scratch reference decoder."""
+
+import numpy as np
+import pytest
+import torch
+
+from export.runtime import OnnxLM
+from train import checkpoint
+from train.model import GPTConfig, GPTLanguageModel
+from webapp.engine import Engine, ModelLoadError, Settings, SettingsError, StopFilter, encode_prompt
+from webapp.sampling import SplitMix64, next_ids
+
+
+@pytest.fixture(scope="module")
+def engine(exported):
+    return Engine(exported[1], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def torch_model(exported):
+    run_dir = exported[0]
+    meta = checkpoint.read_meta(run_dir)
+    model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
+    checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
+    return model.eval()
+
+
+@pytest.mark.parametrize("prompt", ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."])
+def test_greedy_text_equals_pytorch_across_the_window_slide(engine, torch_model, prompt):
+    ids = encode_prompt(prompt, engine.vocab).ids
+    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0)[0, len(ids):].tolist()
+    got = engine.complete(prompt, Settings(max_new_tokens=120, temperature=0))[0]
+    assert got == "".join(engine.vocab[i] for i in expected)
+
+
+def test_cached_decoding_with_slide_samples_what_a_full_recompute_would(engine, exported):
+    """Reference: every character predicted by running the last block_size characters from scratch."""
+    lm = OnnxLM(exported[1])
+    settings = Settings(max_new_tokens=80, temperature=1.0, top_k=20, top_p=0.95, seed=11)
+    context = encode_prompt("KING RICHARD III:", engine.vocab).ids
+    rng, expected = [SplitMix64(11)], []
+    for _ in range(80):
+        logits, _ = lm.forward(np.array([context[-lm.block_size:]]), lm.empty_past(1))
+        next_id = int(next_ids(logits[:, -1], 1.0, 20, 0.95, rng)[0])
+        expected.append(lm.vocab[next_id])
+        context.append(next_id)
+    assert engine.complete("KING RICHARD III:", settings)[0] == "".join(expected)
+
+
+def test_same_seed_same_text_and_batch_rows_are_independent(engine):
+    settings = Settings(max_new_tokens=60, temperature=0.9, seed=5, num_samples=3)
+    batch = engine.complete("JULIET:", settings)
+    assert batch == engine.complete("JULIET:", settings)
+    singles = [engine.complete("JULIET:", Settings(max_new_tokens=60, temperature=0.9, seed=5 + r))[0] for r in range(3)]
+    assert batch == singles and len(set(batch)) == 3
+
+
+def test_probabilities_are_those_the_model_gave(engine, exported):
+    lm = OnnxLM(exported[1])
+    prompt = encode_prompt("ROMEO:", engine.vocab)
+    step = next(engine.generate(prompt, Settings(max_new_tokens=1, temperature=0)))
+    (ch, p), = step.pieces[0]
+    logits, _ = lm.forward(np.array([prompt.ids]), lm.empty_past(1))
+    probs = np.exp(logits[0, -1] - logits[0, -1].max())
+    probs /= probs.sum()
+    assert ch == lm.vocab[int(probs.argmax())] and p == pytest.approx(float(probs.max()), rel=1e-5)
+
+
+def test_stop_string_ends_generation_and_is_not_shown():
+    f = StopFilter("\n\n")
+    shown = [f.push(c, 0.5) for c in "ab\nc\n\nzz"]
+    assert "".join(c for piece in shown for c, _ in piece) == "ab\nc"
+    assert shown[2] == [] and shown[3] == [("\n", 0.5), ("c", 0.5)]  # a held-back newline is released
+    assert f.finished and f.push("x", 1.0) == []
+    held = StopFilter("END")
+    assert held.push("E", 1) == [] and held.push("N", 1) == [] and held.flush() == [("E", 1), ("N", 1)]
+
+
+def test_stop_string_through_the_engine(engine):
+    free = engine.complete("ROMEO:", Settings(max_new_tokens=200, temperature=0.8, seed=2))[0]
+    stop = free[20:22]
+    stopped = engine.complete("ROMEO:", Settings(max_new_tokens=200, temperature=0.8, seed=2, stop=stop))[0]
+    assert stopped == free[: free.index(stop)]
+
+
+def test_prompt_characters_outside_the_vocabulary_are_replaced_or_dropped(engine):
+    encoded = encode_prompt("Café 🙂 {x}", engine.vocab)
+    assert encoded.replaced == {"é": "e"} and encoded.dropped == ["🙂", "{", "}"]
+    assert encoded.text == "Cafe  x" and "dropped '🙂', '{', '}'" in encoded.notice()
+    assert encode_prompt("", engine.vocab).text == "\n" and encode_prompt("🙂", engine.vocab).text == "\n"
+    # A long prompt: the model reads only its last block_size characters.
+    long = "To be, or not to be, that is the question. " * 20
+    tail = long[-engine.block_size:]
+    a = engine.complete(long, Settings(max_new_tokens=30, temperature=0))
+    assert a == engine.complete(tail, Settings(max_new_tokens=30, temperature=0))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_new_tokens", 10**9, "max_new_tokens must be a whole number from 1 to 2000"),
+    ("max_new_tokens", 0, "max_new_tokens"),
+    ("temperature", -1, "temperature must be between 0"),
+    ("temperature", float("nan"), "temperature"),
+    ("top_p", 0, "top_p must be above 0"),
+    ("top_p", 2, "top_p"),
+    ("top_k", -5, "top_k must be a whole number"),
+    ("seed", 1.5, "seed must be a whole number"),
+    ("seed", "abc", "seed"),
+    ("num_samples", 100, "num_samples"),
+])
+def test_out_of_range_settings_are_refused_with_a_sentence(field, value, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings(**{field: value})
+
+
+def test_bad_model_files_are_named(tmp_path, shakespeare):
+    with pytest.raises(ModelLoadError, match=r"model file .*missing.onnx does not exist; use the shipped models/chargpt.onnx"):
+        Engine(tmp_path / "missing.onnx")
+    (tmp_path / "text.onnx").write_bytes(shakespeare.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="is not a readable ONNX model"):
+        Engine(tmp_path / "text.onnx")
+
+
+def test_cuda_asked_for_falls_back_to_cpu_with_a_notice(exported):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    engine = Engine(exported[1], device="cuda")
+    assert engine.provider == "CPUExecutionProvider" and "running on CPU" in engine.notice

@@ -1,0 +1,182 @@
+"""The Gradio page and its API (`/generate`), built around one Engine.
+
+Run it with `python -m webapp`, or as a Space does: `python webapp/app.py` from the repo root.
+`demo` is available as a module attribute (built on first access, for `gradio webapp/app.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import math
+import secrets
+import sys
+import time
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python webapp/app.py`, as Spaces run it
+
+import gradio as gr
+
+from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, SettingsError, encode_prompt
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
+EXAMPLES = ["ROMEO:", "JULIET:\nO Romeo, Romeo!", "First Citizen:\n", "KING RICHARD III:\n", "MENENIUS:", "PETRUCHIO:\n"]
+STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
+CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
+# Inline styles, so the coloured view looks the same wherever the HTML is shown (API clients too).
+TEXT_STYLE = ("font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
+              "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px")
+PROMPT_STYLE = "opacity: 0.6"
+
+
+def color(p: float) -> str:
+    """Background for a character the model gave probability p: red (unlikely) to green (sure)."""
+    return f"hsl({round(130 * p)}, 75%, 82%)"
+
+
+def char_span(ch: str, p: float) -> str:
+    return f'<span style="background:{color(p)}" title="p = {p:.2f}">{html.escape(ch)}</span>'
+
+
+def legend() -> str:
+    stops = "".join(f'<span style="background:{color(p)}">&nbsp;{p:.1f}&nbsp;</span>' for p in (0.1, 0.3, 0.5, 0.7, 0.9))
+    return f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}</div>'
+
+
+def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed) -> tuple[str, Settings]:
+    """Turn the six API inputs into a prompt and Settings, or raise gr.Error with one sentence."""
+    if prompt is None:
+        prompt = ""
+    if not isinstance(prompt, str):
+        raise gr.Error("The prompt must be text.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
+                       "(the model reads only its last few dozen anyway).")
+    if seed is None or seed == "" or seed == -1:
+        seed = secrets.randbelow(2**31)  # reported in the stats line, so the text can be made again
+    try:
+        settings = Settings(max_new_tokens=_number(max_new_tokens), temperature=_number(temperature),
+                            top_k=_number(top_k), top_p=_number(top_p), seed=_number(seed))
+    except SettingsError as e:
+        raise gr.Error(str(e)[0].upper() + str(e)[1:]) from None
+    return prompt, settings
+
+
+def _number(x):
+    """Numbers through the API may arrive as strings; anything unparseable stays as it is and
+    is refused by Settings with a sentence naming the field."""
+    if isinstance(x, str):
+        try:
+            return float(x) if any(c in x.lower() for c in ".en") else int(x)
+        except ValueError:
+            return x
+    if isinstance(x, float) and x.is_integer() and math.isfinite(x):
+        return int(x)
+    return x
+
+
+def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters arrive."""
+    prompt, settings = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    encoded = encode_prompt(prompt, engine.vocab)
+    notices = [n for n in (engine.notice, encoded.notice()) if n]
+    if len(encoded.ids) > engine.block_size:
+        notices.append(f"the model reads the last {engine.block_size} characters of the prompt")
+    text = prompt if prompt else encoded.text  # an empty prompt starts from a newline
+    spans = [f'<div style="{TEXT_STYLE}"><span style="{PROMPT_STYLE}">{html.escape(text)}</span>']
+    generated = 0
+    start = last_yield = time.perf_counter()
+
+    def stats() -> str:
+        elapsed = time.perf_counter() - start
+        rate = generated / elapsed if elapsed > 0 else 0.0
+        line = (f"{generated} characters in {elapsed:.2f} s ({rate:,.0f} characters/s) · "
+                f"{engine.provider} · seed {settings.seed}")
+        return line + "".join(f" · {n}" for n in notices)
+
+    for step in engine.generate(encoded, settings):
+        for ch, p in step.pieces[0]:
+            text += ch
+            spans.append(char_span(ch, p))
+            generated += 1
+        now = time.perf_counter()
+        if now - last_yield >= STREAM_EVERY_S:
+            last_yield = now
+            yield text, "".join(spans) + "</div>", stats()
+    yield text, "".join(spans) + "</div>", stats()
+
+
+def model_panel(engine: Engine) -> str:
+    c, t = engine.metadata["config"], engine.metadata["training"]
+    val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
+    rows = [
+        ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
+        ("parameters", f"{t['params']:,}"),
+        ("validation loss", f"{val} nats/char (whole Tiny Shakespeare validation split)"),
+        ("shape", f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters"),
+        ("architecture", f"{c['position']} positions, {c['activation']}, {c['norm']}"),
+        ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters"),
+        ("runtime", f"onnxruntime, {engine.provider}"),
+    ]
+    return "| model | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def build_demo(engine: Engine) -> gr.Blocks:
+    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
+        yield from stream_generation(engine, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+
+    loss_curve = engine.path.with_suffix(".loss.png")
+    with gr.Blocks(title="chargpt: Shakespeare, one character at a time") as demo:
+        gr.Markdown("# chargpt\nA small character-level GPT trained on Tiny Shakespeare, "
+                    "running on onnxruntime. Write the start of a scene and let it continue.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3, max_length=MAX_PROMPT_CHARS)
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary")
+                    stop_btn = gr.Button("Stop")
+                gr.Examples(EXAMPLES, inputs=prompt, cache_examples=False)
+            with gr.Column(scale=1):
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate")
+                temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)")
+                top_k = gr.Slider(0, len(engine.vocab), value=0, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)")
+                seed = gr.Number(value=-1, precision=None, label="Seed (-1 = random)")
+        gr.HTML(legend())
+        colored = gr.HTML(elem_id="colored", label="Generated text")
+        stats = gr.Markdown(elem_id="stats", label="Stats")
+        output = gr.Textbox(label="Plain text", lines=6, interactive=False, elem_id="output")
+        with gr.Accordion("About the model", open=False):
+            gr.Markdown(model_panel(engine))
+            if loss_curve.is_file():
+                gr.Image(str(loss_curve), label="Loss curve", show_label=True, interactive=False)
+        event = generate_btn.click(generate, [prompt, max_new_tokens, temperature, top_k, top_p, seed],
+                                   [output, colored, stats], api_name="generate")
+        stop_btn.click(None, None, None, cancels=[event], api_visibility="private")
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
+    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces)."""
+    return demo.launch(server_name=host, server_port=port, share=share,
+                       allowed_paths=[str(engine.path.parent)], show_error=True, **kwargs)
+
+
+@functools.cache
+def default_demo() -> gr.Blocks:
+    return build_demo(Engine(DEFAULT_MODEL))
+
+
+def __getattr__(name: str):
+    if name == "demo":  # built on first use, not at import
+        return default_demo()
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    from webapp.cli import main
+
+    sys.exit(main())

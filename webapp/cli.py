@@ -1,0 +1,91 @@
+"""`python -m webapp` serves the page; `python -m webapp generate --prompt ...` prints a sample."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .engine import MAX_NEW_TOKENS, Engine, ModelLoadError, Settings, SettingsError, encode_prompt
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
+USAGE_ERROR = 2
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="exported .onnx model (default: the shipped models/chargpt.onnx)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="onnxruntime provider; auto uses CUDA when available, cuda falls back to CPU with a notice")
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m webapp", description="Serve the chargpt Gradio page and its /generate API. "
+                                "See also: python -m webapp generate --help")
+    add_model_args(p)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
+    p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    return p
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m webapp generate", description="Print a sample from the terminal.")
+    add_model_args(p)
+    p.add_argument("--prompt", default="", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=300, help=f"characters to generate (1 to {MAX_NEW_TOKENS})")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--seed", type=int, default=0, help="same seed and settings, same text")
+    p.add_argument("--stop", help="stop before this string appears")
+    p.add_argument("--num-samples", type=int, default=1, help="continuations sampled together in one batch")
+    return p
+
+
+def fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def generate_main(argv: list[str]) -> int:
+    args = generate_parser().parse_args(argv)
+    try:
+        settings = Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed, stop=args.stop, num_samples=args.num_samples)
+        engine = Engine(args.model, args.device)
+    except (SettingsError, ModelLoadError) as e:
+        return fail("python -m webapp generate", str(e))
+    encoded = encode_prompt(args.prompt, engine.vocab)
+    for notice in (engine.notice, encoded.notice()):
+        if notice:
+            print(f"note: {notice}", file=sys.stderr)
+    if settings.num_samples == 1:  # stream it as it is generated
+        print(args.prompt, end="", flush=True)
+        for step in engine.generate(encoded, settings):
+            print("".join(c for c, _ in step.pieces[0]), end="", flush=True)
+        print()
+        return 0
+    for r, text in enumerate(engine.complete(encoded, settings)):
+        print(f"--- sample {r + 1} (seed {settings.seed + r}) ---\n{args.prompt}{text}")
+    return 0
+
+
+def serve_main(argv: list[str]) -> int:
+    args = serve_parser().parse_args(argv)
+    try:
+        engine = Engine(args.model, args.device)
+    except ModelLoadError as e:
+        return fail("python -m webapp", str(e))
+    if engine.notice:
+        print(f"note: {engine.notice}", file=sys.stderr)
+    from .app import build_demo, launch
+
+    launch(build_demo(engine), engine, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["generate"]:
+        return generate_main(argv[1:])
+    return serve_main(argv)

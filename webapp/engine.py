@@ -1,0 +1,244 @@
+"""The inference engine: an exported chargpt model on onnxruntime, with a KV cache.
+
+onnxruntime and numpy only (no torch, no `train`): this is what a hosted Space runs.
+
+Decoding: the prompt's last block_size characters are run in one prefill; each new character
+is then one cached step of a single position. Window slide: once the text fills the model's
+window (block_size characters), every further character is predicted from exactly the last
+block_size characters, as the seed's `generate` does, by re-running that window without a
+cache. Past the window each character therefore costs one block_size prefill instead of one
+cached step (for block_size 32, about twice the time of a cached step on a CPU); in return
+the text is the same as PyTorch's for the same settings and seed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .sampling import SplitMix64, next_ids, softmax
+
+FORMAT_VERSION = "1"
+METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
+MAX_NEW_TOKENS = 2000  # per request, on the server
+MAX_PROMPT_CHARS = 10_000
+MAX_SAMPLES = 8
+MAX_SEED = 2**63 - 1
+
+
+class ModelLoadError(ValueError):
+    """The model file cannot be served; the message names the path and what to do."""
+
+
+class SettingsError(ValueError):
+    """A sampling setting out of range; the message is one sentence saying which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    seed: int = 0
+    stop: str | None = None  # generation of a row ends before the first occurrence of this
+    num_samples: int = 1
+
+    def __post_init__(self):
+        checks = [
+            (is_integer(self.max_new_tokens) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS,
+             f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens!r}"),
+            (is_number(self.temperature) and 0 <= self.temperature <= 10,
+             f"temperature must be between 0 (greedy) and 10, not {self.temperature!r}"),
+            (is_integer(self.top_k) and self.top_k >= 0, f"top_k must be a whole number, 0 for off, not {self.top_k!r}"),
+            (is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be above 0 and at most 1 (1 = off), not {self.top_p!r}"),
+            (is_integer(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to 2^63-1, not {self.seed!r}"),
+            (is_integer(self.num_samples) and 1 <= self.num_samples <= MAX_SAMPLES,
+             f"num_samples must be from 1 to {MAX_SAMPLES}, not {self.num_samples!r}"),
+            (self.stop is None or (isinstance(self.stop, str) and len(self.stop) <= 100), "stop must be a string of at most 100 characters"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(message + ".")
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def is_integer(x) -> bool:
+    return is_number(x) and float(x).is_integer()
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    ids: list[int]
+    text: str  # the prompt as the model reads it (after replacements and drops)
+    replaced: dict[str, str] = field(default_factory=dict)  # e.g. {"é": "e"}
+    dropped: list[str] = field(default_factory=list)  # characters with no stand-in, once each
+
+    def notice(self) -> str:
+        parts = []
+        if self.replaced:
+            parts.append("replaced " + ", ".join(f"{a!r}→{b!r}" for a, b in self.replaced.items()))
+        if self.dropped:
+            shown = ", ".join(repr(c) for c in self.dropped[:10]) + (" …" if len(self.dropped) > 10 else "")
+            parts.append(f"dropped {shown} (not in the model's vocabulary)")
+        return "; ".join(parts)
+
+
+def encode_prompt(text: str, vocab: list[str], start: str = "\n") -> EncodedPrompt:
+    """Map the prompt to ids: a character outside the vocabulary is replaced by its accent-free
+    form when that is in the vocabulary (é → e), else dropped. An empty result starts from
+    `start` (a newline, as the seed's generation does)."""
+    index = {c: i for i, c in enumerate(vocab)}
+    ids, kept, replaced, dropped = [], [], {}, []
+    for ch in text:
+        if ch not in index:
+            plain = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+            if plain and all(c in index for c in plain):
+                replaced[ch] = plain
+                ch = plain
+            else:
+                if ch not in dropped:
+                    dropped.append(ch)
+                continue
+        kept.append(ch)
+        ids.extend(index[c] for c in ch)
+    if not ids:
+        first = start if start in index else vocab[0]
+        return EncodedPrompt([index[first]], first, replaced, dropped)
+    return EncodedPrompt(ids, "".join(kept), replaced, dropped)
+
+
+class StopFilter:
+    """Streams one row's characters, holding back any tail that could be the start of the
+    stop string, so text shown while streaming never has to be taken back."""
+
+    def __init__(self, stop: str | None):
+        self.stop = stop or ""
+        self.pending: list[tuple[str, float]] = []
+        self.finished = False
+
+    def push(self, ch: str, prob: float) -> list[tuple[str, float]]:
+        """Add a character; return the (character, probability) pairs now safe to show."""
+        if self.finished:
+            return []
+        self.pending.append((ch, prob))
+        if not self.stop:
+            return self.flush()
+        tail = "".join(c for c, _ in self.pending)
+        if tail.endswith(self.stop):
+            self.finished = True
+            kept = self.pending[: len(self.pending) - len(self.stop)]
+            self.pending = []
+            return kept
+        hold = next((n for n in range(min(len(tail), len(self.stop) - 1), 0, -1) if self.stop.startswith(tail[-n:])), 0)
+        out, self.pending = self.pending[: len(self.pending) - hold], self.pending[len(self.pending) - hold :]
+        return out
+
+    def flush(self) -> list[tuple[str, float]]:
+        out, self.pending = self.pending, []
+        return out
+
+
+@dataclass
+class Step:
+    """What each row adds to its text: (character, probability the model gave it) pairs, and
+    whether the row has finished (its stop string appeared)."""
+
+    pieces: list[list[tuple[str, float]]]
+    finished: list[bool]
+
+
+def read_metadata(session, path: Path) -> dict:
+    import json
+
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    if not all(k in props for k in METADATA_KEYS):
+        raise ModelLoadError(f"{path} is an ONNX file without chargpt metadata; export a model with "
+                             "`python -m export RUN_DIR --out MODEL.onnx`, or use the shipped models/chargpt.onnx.")
+    if props["chargpt.format"] != FORMAT_VERSION:
+        raise ModelLoadError(f"{path} has chargpt format {props['chargpt.format']!r}; this app reads {FORMAT_VERSION!r}.")
+    return {k: props[k] if k in ("chargpt.format", "source_sha256") else json.loads(props[k]) for k in METADATA_KEYS}
+
+
+def choose_providers(device: str) -> tuple[list[str], str]:
+    """onnxruntime providers for --device auto|cpu|cuda, and a notice when CUDA is unavailable."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cpu" or (device == "auto" and not has_cuda):
+        return ["CPUExecutionProvider"], ""
+    if device == "cuda" and not has_cuda:
+        return ["CPUExecutionProvider"], "CUDA was asked for but this onnxruntime has no CUDA provider; running on CPU."
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+
+
+class Engine:
+    def __init__(self, path: str | Path, device: str = "auto"):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file {self.path} does not exist; use the shipped models/chargpt.onnx, "
+                                 "or train and export one (see README: python -m train, then python -m export).")
+        providers, self.notice = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as e:  # onnxruntime's own exception types
+            raise ModelLoadError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]}).") from None
+        self.provider = self.session.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider" and not self.notice:
+            # get_providers() is the truth: a CUDA provider that failed to start does not raise.
+            self.notice = "CUDA was asked for but could not be started; running on CPU."
+        self.metadata = read_metadata(self.session, self.path)
+        config = self.metadata["config"]
+        self.vocab: list[str] = self.metadata["vocab"]
+        self.block_size = config["block_size"]
+        self.n_head, self.head_dim = config["n_head"], config["head_dim"]
+        self.past_names = [f"past_key_values.{i}.{kv}" for i in range(config["n_layer"]) for kv in ("key", "value")]
+        self.output_names = ["logits"] + [n.replace("past_key_values", "present") for n in self.past_names]
+
+    def run(self, ids: np.ndarray, past: dict | None) -> tuple[np.ndarray, dict]:
+        """ids [B, T] (after `past`, or from scratch when None) -> (last logits [B, vocab], new past)."""
+        if past is None:
+            past = {n: np.zeros((ids.shape[0], self.n_head, 0, self.head_dim), np.float32) for n in self.past_names}
+        logits, *presents = self.session.run(self.output_names, {"input_ids": ids, **past})
+        return logits[:, -1], dict(zip(self.past_names, presents))
+
+    def generate(self, prompt: EncodedPrompt, settings: Settings) -> Iterator[Step]:
+        """Yield a Step per new character until max_new_tokens, or until every row has stopped."""
+        rows = settings.num_samples
+        context = np.tile(np.array(prompt.ids[-self.block_size :], dtype=np.int64), (rows, 1))
+        rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
+        filters = [StopFilter(settings.stop) for _ in range(rows)]
+        logits, past = self.run(context, None)
+        for _ in range(settings.max_new_tokens):
+            ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
+            probs = softmax(logits)[np.arange(rows), ids]
+            pieces = [f.push(self.vocab[i], float(p)) for f, i, p in zip(filters, ids, probs)]
+            yield Step(pieces, [f.finished for f in filters])
+            if all(f.finished for f in filters):
+                return
+            context = np.concatenate([context, ids[:, None]], axis=1)[:, -self.block_size :]
+            if past[self.past_names[0]].shape[2] < self.block_size:
+                logits, past = self.run(ids[:, None], past)
+            else:  # the window is full: the last block_size characters, from scratch
+                logits, past = self.run(context, None)
+        yield Step([f.flush() for f in filters], [f.finished for f in filters])
+
+    def complete(self, prompt: str | EncodedPrompt, settings: Settings) -> list[str]:
+        """The continuations of `prompt`, one per sample, without the stop string."""
+        if isinstance(prompt, str):
+            prompt = encode_prompt(prompt, self.vocab)
+        texts = [""] * settings.num_samples
+        for step in self.generate(prompt, settings):
+            for r, piece in enumerate(step.pieces):
+                texts[r] += "".join(c for c, _ in piece)
+        return texts

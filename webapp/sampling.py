@@ -1,0 +1,87 @@
+"""The sampling specification (DESIGN.md), as small pure functions over numpy arrays.
+
+For each next character, from the model's logits [rows, vocab]:
+  1. temperature 0 means greedy: the argmax (the lowest id on ties); nothing is drawn.
+  2. otherwise logits / temperature;
+  3. top-k (k > 0): keep the logits >= the k-th largest (ties at the boundary are kept);
+  4. top-p (p < 1): keep the smallest set of most probable characters whose probability
+     reaches p (the most probable one always), computed after top-k;
+  5. draw one id by inverse CDF: the first id, in id order, whose cumulative probability
+     exceeds u * total, with u uniform in [0, 1) from the row's SplitMix64 stream.
+
+Row r of a batch generated with seed s draws from the stream seeded with s + r, so it is the
+same text as a single generation with seed s + r. SplitMix64 is a few lines in any language
+(the JavaScript page uses the same one), which makes seeded samples portable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+
+
+class SplitMix64:
+    """Steele, Lea and Flood's SplitMix64 generator: 64-bit state, one uniform per call."""
+
+    def __init__(self, seed: int):
+        self.state = seed & MASK64
+
+    def next_u64(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def uniform(self) -> float:
+        """A float in [0, 1) from the top 53 bits."""
+        return (self.next_u64() >> 11) * 2.0**-53
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities along the last axis, in float64 (masked -inf logits get 0)."""
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = np.partition(logits, -k, axis=-1)[..., -k, None]
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    if p >= 1.0:
+        return logits
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    cumulative = np.cumsum(sorted_probs, axis=-1)
+    mass_before = np.concatenate([np.zeros_like(cumulative[..., :1]), cumulative[..., :-1]], axis=-1)
+    drop_sorted = mass_before >= p  # the first (most probable) has 0 before it: always kept
+    drop = np.zeros_like(drop_sorted)
+    np.put_along_axis(drop, order, drop_sorted, axis=-1)
+    return np.where(drop, -np.inf, logits)
+
+
+def sampling_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """The distribution a draw is made from (temperature > 0)."""
+    scaled = logits.astype(np.float64) / temperature
+    return softmax(top_p_filter(top_k_filter(scaled, top_k), top_p))
+
+
+def draw(probs: np.ndarray, u: float) -> int:
+    """Inverse CDF over one row of probabilities."""
+    cdf = np.cumsum(probs)
+    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
+
+
+def next_ids(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rngs: list[SplitMix64]) -> np.ndarray:
+    """One id per row of logits [rows, vocab]."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    return np.array([draw(row, rng.uniform()) for row, rng in zip(probs, rngs)])
