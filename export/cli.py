@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .metadata import ModelFileError
+from webapp.onnx_model import ModelLoadError
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
 INT8_TOLERANCE = 0.02  # the int8 file may lose at most this much validation loss
@@ -38,13 +38,15 @@ def eval_parser() -> argparse.ArgumentParser:
     return p
 
 
-def measure_loss(lm, text: str, split: str, batch_size: int = 64) -> tuple[float, int]:
-    """(mean nats per character, number of predictions) of `lm` on `text`, per DESIGN.md."""
+def measure_loss(model, text: str, split: str, batch_size: int = 64) -> tuple[float, int]:
+    """(mean nats per character, number of predictions) of an OnnxModel on `text`, per DESIGN.md."""
     import numpy as np
 
     from train.text import eval_windows, split_index
 
-    index = {c: i for i, c in enumerate(lm.vocab)}
+    from .runtime import split_loss
+
+    index = {c: i for i, c in enumerate(model.vocab)}
     unknown = sorted(set(text) - set(index))
     if unknown:
         shown = ", ".join(repr(c) for c in unknown[:5])
@@ -55,27 +57,27 @@ def measure_loss(lm, text: str, split: str, batch_size: int = 64) -> tuple[float
         ids = ids[split_index(len(ids)) :]
     if len(ids) < 2:
         raise UsageError("the text is too short to evaluate: it needs at least two characters in the split.")
-    windows = eval_windows(len(ids), lm.block_size)
-    return lm.split_loss(ids, windows, batch_size), len(ids) - 1
+    windows = eval_windows(len(ids), model.block_size)
+    return split_loss(model, ids, windows, batch_size), len(ids) - 1
 
 
 def eval_main(argv: list[str]) -> int:
     args = eval_parser().parse_args(argv)
     from train.text import DataError, read_text
 
-    from .runtime import OnnxLM
+    from webapp.onnx_model import OnnxModel
 
     try:
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1.")
-        lm = OnnxLM(args.model)
+        model = OnnxModel(args.model)
         text, _ = read_text(Path(args.data))
-        loss, n = measure_loss(lm, text, args.split, args.batch_size)
-    except (UsageError, ModelFileError, DataError) as e:
+        loss, n = measure_loss(model, text, args.split, args.batch_size)
+    except (UsageError, ModelLoadError, DataError) as e:
         return fail("python -m export eval", str(e))
     what = "whole validation split" if args.split == "val" else "whole file"
     print(f"val loss ({what}, {n:,} characters): {loss:.4f} nats/char ({loss / math.log(2):.4f} bits/char)")
-    recorded = lm.metadata["training"].get("val_loss")
+    recorded = model.metadata["training"].get("val_loss")
     if recorded is not None:
         print(f"recorded in the model's metadata: {recorded:.4f}")
     return 0
@@ -137,7 +139,7 @@ def export_main(argv: list[str]) -> int:
 
     from . import metadata as md
     from .onnx_export import export_onnx, format_table, set_metadata, verify
-    from .runtime import OnnxLM
+    from webapp.onnx_model import OnnxModel
 
     prog = "python -m export"
     run_dir = Path(args.run_dir)
@@ -173,7 +175,7 @@ def export_main(argv: list[str]) -> int:
             return fail(prog, f"the ONNX export does not match PyTorch (see the table); nothing was written to {out}.",
                         VERIFICATION_FAILED)
         if val_loss is None:
-            loss, _ = measure_loss(OnnxLM(tmp), text, "val")
+            loss, _ = measure_loss(OnnxModel(tmp), text, "val")
             metadata["training"]["val_loss"] = loss
             set_metadata(tmp, md.to_props(metadata))
         os.replace(tmp, out)
@@ -217,7 +219,7 @@ def quantize_int8(out: Path, metadata: dict, text: str) -> int:
 
     from . import metadata as md
     from .onnx_export import quiet_loggers, set_metadata
-    from .runtime import OnnxLM
+    from webapp.onnx_model import OnnxModel
 
     int8_path = sibling(out, ".int8.onnx")
     tmp = temp_onnx(out.parent)
@@ -226,8 +228,8 @@ def quantize_int8(out: Path, metadata: dict, text: str) -> int:
             quantizer = MatMulNBitsQuantizer(onnx.load(str(out)), bits=8, block_size=32, is_symmetric=True)
             quantizer.process()
         onnx.save(quantizer.model.model, str(tmp))
-        fp32_loss, n = measure_loss(OnnxLM(out), text, "val")
-        int8_loss, _ = measure_loss(OnnxLM(tmp), text, "val")  # metadata survives quantization
+        fp32_loss, n = measure_loss(OnnxModel(out), text, "val")
+        int8_loss, _ = measure_loss(OnnxModel(tmp), text, "val")  # metadata survives quantization
         rows = [("file", "size (MB)", "val loss"), (out.name, f"{out.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
                 (int8_path.name, f"{tmp.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}")]
         for r in rows:

@@ -1,20 +1,14 @@
 """What travels inside an exported model (ONNX metadata_props), its JSON sidecar and model card.
 
-Built from a checkpoint's config.json; no torch here, so runtimes and the evaluation command
-can read it with onnxruntime alone.
+Built from a checkpoint's config.json. Reading it back is webapp/onnx_model.py's job.
 """
 
 from __future__ import annotations
 
 import json
 
-FORMAT_VERSION = "1"
-KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
+from webapp.onnx_model import FORMAT_VERSION
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
-
-
-class ModelFileError(ValueError):
-    """A model file that is not a usable chargpt ONNX model; the message says why."""
 
 
 def build(meta: dict, num_params: int, val_loss: float | None) -> dict:
@@ -45,24 +39,6 @@ def build(meta: dict, num_params: int, val_loss: float | None) -> dict:
 def to_props(metadata: dict) -> dict[str, str]:
     """metadata_props values are strings: JSON for everything that is not one already."""
     return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in metadata.items()}
-
-
-def from_props(props: dict[str, str], source: str) -> dict:
-    """Parse a model's metadata_props; ModelFileError when it is not a chargpt model."""
-    missing = [k for k in KEYS if k not in props]
-    if missing:
-        raise ModelFileError(
-            f"{source} has no chargpt metadata (missing {', '.join(missing)}); "
-            "export a checkpoint with `python -m export RUN_DIR --out MODEL.onnx` first."
-        )
-    if props["chargpt.format"] != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{source} has chargpt format {props['chargpt.format']!r}; this version reads {FORMAT_VERSION!r}."
-        )
-    try:
-        return {k: props[k] if k in ("chargpt.format", "source_sha256") else json.loads(props[k]) for k in KEYS}
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{source} has corrupt chargpt metadata ({e}).") from None
 
 
 def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verification: str) -> str:

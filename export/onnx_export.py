@@ -14,7 +14,7 @@ import torch
 
 from train.model import GPTLanguageModel
 
-from .runtime import OnnxLM
+from webapp.engine import Engine, EncodedPrompt, Settings
 
 TOLERANCE = 1e-4  # max |logit difference| between PyTorch and onnxruntime, float32
 GREEDY_CHARS = 200
@@ -108,7 +108,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list
         checks.append(Check("onnx checker (full)", "-", "-", None, True))
     except onnx.checker.ValidationError as e:
         checks.append(Check("onnx checker (full)", "-", "-", None, False, str(e).splitlines()[0]))
-    lm = OnnxLM(path)
+    engine = Engine(path, device="cpu")  # the web app's own engine: what is verified is what serves
     cfg = model.config
     model = model.eval()
     rng = np.random.default_rng(0)
@@ -124,23 +124,24 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list
     for batch in (1, 3):
         for length in sorted({1, 7, cfg.block_size}):
             ids = rng.integers(0, cfg.vocab_size, (batch, length))
-            compare("prefill (empty cache)", batch, length, lm.forward(ids, lm.empty_past(batch))[0], reference(ids))
+            compare("prefill (empty cache)", batch, length, engine.forward(ids)[0], reference(ids))
         ids = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
         want = reference(ids)
-        past, steps = lm.empty_past(batch), []
+        past, steps = engine.empty_past(batch), []
         for t in range(cfg.block_size):
-            logits, past = lm.forward(ids[:, t : t + 1], past)
+            logits, past = engine.forward(ids[:, t : t + 1], past)
             steps.append(logits)
         compare("decode one by one with cache", batch, cfg.block_size, np.concatenate(steps, axis=1), want)
         split = min(7, cfg.block_size - 1)
-        first, past = lm.forward(ids[:, :split], lm.empty_past(batch))
+        first, past = engine.forward(ids[:, :split])
         rest = [first]
         for t in range(split, cfg.block_size):
-            logits, past = lm.forward(ids[:, t : t + 1], past)
+            logits, past = engine.forward(ids[:, t : t + 1], past)
             rest.append(logits)
         compare(f"prefill {split}, then decode", batch, cfg.block_size, np.concatenate(rest, axis=1), want)
 
-    onnx_ids = lm.greedy(prompt, GREEDY_CHARS)
+    text = engine.complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=GREEDY_CHARS, temperature=0))[0]
+    onnx_ids = [engine.vocab.index(c) for c in text]
     torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)[0, len(prompt) :].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)

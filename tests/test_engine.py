@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.runtime import OnnxLM
+from webapp.onnx_model import OnnxModel
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
 from webapp.engine import Engine, ModelLoadError, Settings, SettingsError, StopFilter, encode_prompt
@@ -35,7 +35,7 @@ def test_greedy_text_equals_pytorch_across_the_window_slide(engine, torch_model,
 
 def test_cached_decoding_with_slide_samples_what_a_full_recompute_would(engine, exported):
     """Reference: every character predicted by running the last block_size characters from scratch."""
-    lm = OnnxLM(exported[1])
+    lm = OnnxModel(exported[1])
     settings = Settings(max_new_tokens=80, temperature=1.0, top_k=20, top_p=0.95, seed=11)
     context = encode_prompt("KING RICHARD III:", engine.vocab).ids
     rng, expected = [SplitMix64(11)], []
@@ -56,7 +56,7 @@ def test_same_seed_same_text_and_batch_rows_are_independent(engine):
 
 
 def test_probabilities_are_those_the_model_gave(engine, exported):
-    lm = OnnxLM(exported[1])
+    lm = OnnxModel(exported[1])
     prompt = encode_prompt("ROMEO:", engine.vocab)
     step = next(engine.generate(prompt, Settings(max_new_tokens=1, temperature=0)))
     (ch, p), = step.pieces[0]

@@ -16,7 +16,8 @@ import torch
 
 import export.onnx_export
 from export.cli import main as export_main
-from export.runtime import OnnxLM
+from webapp.engine import Engine, EncodedPrompt, Settings
+from webapp.onnx_model import OnnxModel
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
 
@@ -55,7 +56,7 @@ def test_the_shared_contract_checker_accepts_both_files(exported):
 
 def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     run_dir, out, _ = exported
-    lm = OnnxLM(out)
+    lm = OnnxModel(out)
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar == lm.metadata
     meta = checkpoint.read_meta(run_dir)
@@ -71,7 +72,7 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
 
 def test_onnxruntime_matches_pytorch_and_cached_decoding_matches_a_full_forward(exported):
     run_dir, out, _ = exported
-    model, lm = load_torch_model(run_dir), OnnxLM(out)
+    model, lm = load_torch_model(run_dir), OnnxModel(out)
     ids = np.random.default_rng(1).integers(0, lm.metadata["config"]["vocab_size"], (2, 16))
     full, _ = lm.forward(ids, lm.empty_past(2))
     with torch.no_grad():
@@ -84,14 +85,15 @@ def test_onnxruntime_matches_pytorch_and_cached_decoding_matches_a_full_forward(
     # Greedy text across the window slide (200 > block_size 16) is the seed's generate exactly.
     prompt = [3, 1, 4, 1, 5]
     expected = model.generate(torch.tensor([prompt]), 60, temperature=0)[0, 5:].tolist()
-    assert lm.greedy(prompt, 60) == expected
+    greedy = Engine(out).complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=60, temperature=0))[0]
+    assert greedy == "".join(lm.vocab[i] for i in expected)
 
 
 def test_an_independent_onnx_implementation_gives_the_same_logits(exported):
     from onnx.reference import ReferenceEvaluator
 
     run_dir, out, _ = exported
-    lm = OnnxLM(out)
+    lm = OnnxModel(out)
     reference = ReferenceEvaluator(onnx.load(str(out)))
     ids = np.random.default_rng(2).integers(0, lm.metadata["config"]["vocab_size"], (3, 7))
     feed = {"input_ids": ids, **lm.empty_past(3)}
@@ -105,9 +107,9 @@ def test_int8_reports_its_loss_delta_and_records_it(exported):
     _, out, result = exported
     delta = float(re.search(r"int8 - fp32: ([+-][0-9.]+) nats/char", result.stdout).group(1))
     assert abs(delta) <= 0.02
-    int8 = OnnxLM(out.with_name("tiny.int8.onnx"))
+    int8 = OnnxModel(out.with_name("tiny.int8.onnx"))
     assert int8.metadata["training"]["quantization"].startswith("int8")
-    assert int8.metadata["training"]["val_loss"] == pytest.approx(OnnxLM(out).metadata["training"]["val_loss"] + delta, abs=2e-4)
+    assert int8.metadata["training"]["val_loss"] == pytest.approx(OnnxModel(out).metadata["training"]["val_loss"] + delta, abs=2e-4)
     assert out.with_name("tiny.int8.onnx").stat().st_size < 0.6 * out.stat().st_size
 
 
@@ -119,7 +121,7 @@ def test_the_eval_command_reproduces_the_recorded_loss_with_onnxruntime_alone(ex
          "eval", str(out), "--data", str(small_text)], capture_output=True, text=True, timeout=120)
     assert code.returncode == 0, code.stderr
     measured = float(re.search(r"val loss \(whole validation split, 3,999 characters\): ([0-9.]+)", code.stdout).group(1))
-    assert measured == pytest.approx(OnnxLM(out).metadata["training"]["val_loss"], abs=1e-4)
+    assert measured == pytest.approx(OnnxModel(out).metadata["training"]["val_loss"], abs=1e-4)
 
 
 def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text, capsys):
@@ -127,7 +129,7 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
     out = run_dir / "model.onnx"
     assert export_main([str(run_dir)]) == 0
     assert "greedy 200 characters" in capsys.readouterr().out
-    assert OnnxLM(out).metadata["config"]["position"] == "rotary"
+    assert OnnxModel(out).metadata["config"]["position"] == "rotary"
 
 
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
@@ -190,7 +192,7 @@ def test_bad_eval_inputs(exported, tmp_path, capsys, small_text):
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
     plain = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
     onnx.save(plain, str(tmp_path / "plain.onnx"))
-    assert_refused(capsys, ["eval", str(tmp_path / "plain.onnx"), "--data", str(small_text)], "has no chargpt metadata", prog)
+    assert_refused(capsys, ["eval", str(tmp_path / "plain.onnx"), "--data", str(small_text)], "is an ONNX file without chargpt metadata", prog)
     (tmp_path / "emoji.txt").write_text("Hello 🙂 world, " * 50)
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "emoji.txt")], "characters the model's vocabulary lacks", prog)
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "none.txt")], "does not exist", prog)

@@ -1,4 +1,4 @@
-"""The inference engine: an exported chargpt model on onnxruntime, with a KV cache.
+"""The inference engine: text generation from an exported chargpt model, with a KV cache.
 
 onnxruntime and numpy only (no torch, no `train`): this is what a hosted Space runs.
 
@@ -20,18 +20,13 @@ from typing import Iterator
 
 import numpy as np
 
+from .onnx_model import ModelLoadError, OnnxModel  # noqa: F401  (ModelLoadError: part of this module's API)
 from .sampling import SplitMix64, next_ids, softmax
 
-FORMAT_VERSION = "1"
-METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
 MAX_NEW_TOKENS = 2000  # per request, on the server
 MAX_PROMPT_CHARS = 10_000
 MAX_SAMPLES = 8
 MAX_SEED = 2**63 - 1
-
-
-class ModelLoadError(ValueError):
-    """The model file cannot be served; the message names the path and what to do."""
 
 
 class SettingsError(ValueError):
@@ -155,62 +150,12 @@ class Step:
     finished: list[bool]
 
 
-def read_metadata(session, path: Path) -> dict:
-    import json
+class Engine(OnnxModel):
+    """Text generation on an OnnxModel: prefill, cached steps, the window slide, sampling."""
 
-    props = dict(session.get_modelmeta().custom_metadata_map)
-    if not all(k in props for k in METADATA_KEYS):
-        raise ModelLoadError(f"{path} is an ONNX file without chargpt metadata; export a model with "
-                             "`python -m export RUN_DIR --out MODEL.onnx`, or use the shipped models/chargpt.onnx.")
-    if props["chargpt.format"] != FORMAT_VERSION:
-        raise ModelLoadError(f"{path} has chargpt format {props['chargpt.format']!r}; this app reads {FORMAT_VERSION!r}.")
-    return {k: props[k] if k in ("chargpt.format", "source_sha256") else json.loads(props[k]) for k in METADATA_KEYS}
-
-
-def choose_providers(device: str) -> tuple[list[str], str]:
-    """onnxruntime providers for --device auto|cpu|cuda, and a notice when CUDA is unavailable."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available
-    if device == "cpu" or (device == "auto" and not has_cuda):
-        return ["CPUExecutionProvider"], ""
-    if device == "cuda" and not has_cuda:
-        return ["CPUExecutionProvider"], "CUDA was asked for but this onnxruntime has no CUDA provider; running on CPU."
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
-
-
-class Engine:
-    def __init__(self, path: str | Path, device: str = "auto"):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelLoadError(f"model file {self.path} does not exist; use the shipped models/chargpt.onnx, "
-                                 "or train and export one (see README: python -m train, then python -m export).")
-        providers, self.notice = choose_providers(device)
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
-        except Exception as e:  # onnxruntime's own exception types
-            raise ModelLoadError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]}).") from None
-        self.provider = self.session.get_providers()[0]
-        if device == "cuda" and self.provider != "CUDAExecutionProvider" and not self.notice:
-            # get_providers() is the truth: a CUDA provider that failed to start does not raise.
-            self.notice = "CUDA was asked for but could not be started; running on CPU."
-        self.metadata = read_metadata(self.session, self.path)
-        config = self.metadata["config"]
-        self.vocab: list[str] = self.metadata["vocab"]
-        self.block_size = config["block_size"]
-        self.n_head, self.head_dim = config["n_head"], config["head_dim"]
-        self.past_names = [f"past_key_values.{i}.{kv}" for i in range(config["n_layer"]) for kv in ("key", "value")]
-        self.output_names = ["logits"] + [n.replace("past_key_values", "present") for n in self.past_names]
-
-    def run(self, ids: np.ndarray, past: dict | None) -> tuple[np.ndarray, dict]:
-        """ids [B, T] (after `past`, or from scratch when None) -> (last logits [B, vocab], new past)."""
-        if past is None:
-            past = {n: np.zeros((ids.shape[0], self.n_head, 0, self.head_dim), np.float32) for n in self.past_names}
-        logits, *presents = self.session.run(self.output_names, {"input_ids": ids, **past})
-        return logits[:, -1], dict(zip(self.past_names, presents))
+    def last_logits(self, ids: np.ndarray, past: dict | None) -> tuple[np.ndarray, dict]:
+        logits, past = self.forward(ids, past)
+        return logits[:, -1], past
 
     def generate(self, prompt: EncodedPrompt, settings: Settings) -> Iterator[Step]:
         """Yield a Step per new character until max_new_tokens, or until every row has stopped."""
@@ -218,7 +163,7 @@ class Engine:
         context = np.tile(np.array(prompt.ids[-self.block_size :], dtype=np.int64), (rows, 1))
         rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
         filters = [StopFilter(settings.stop) for _ in range(rows)]
-        logits, past = self.run(context, None)
+        logits, past = self.last_logits(context, None)
         for _ in range(settings.max_new_tokens):
             ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
             probs = softmax(logits)[np.arange(rows), ids]
@@ -228,9 +173,9 @@ class Engine:
                 return
             context = np.concatenate([context, ids[:, None]], axis=1)[:, -self.block_size :]
             if past[self.past_names[0]].shape[2] < self.block_size:
-                logits, past = self.run(ids[:, None], past)
+                logits, past = self.last_logits(ids[:, None], past)
             else:  # the window is full: the last block_size characters, from scratch
-                logits, past = self.run(context, None)
+                logits, past = self.last_logits(context, None)
         yield Step([f.flush() for f in filters], [f.finished for f in filters])
 
     def complete(self, prompt: str | EncodedPrompt, settings: Settings) -> list[str]:

@@ -1,0 +1,84 @@
+"""An exported chargpt model file on onnxruntime: loading, its metadata, one forward call.
+
+The one reader of DESIGN.md's ONNX contract in Python (onnxruntime and numpy only). The web
+app's engine decodes with it, and `python -m export` verifies and evaluates with it, so the
+code that serves a model is the code that was checked against PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = "1"
+METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
+PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
+
+
+class ModelLoadError(ValueError):
+    """The model file cannot be used; the message names the path and what to do."""
+
+
+def parse_metadata(props: dict[str, str], source: str) -> dict:
+    """A model's metadata_props as Python values; ModelLoadError if it is not a chargpt model."""
+    missing = [k for k in METADATA_KEYS if k not in props]
+    if missing:
+        raise ModelLoadError(f"{source} is an ONNX file without chargpt metadata (no {', '.join(missing)}); export one "
+                             "with `python -m export RUN_DIR --out MODEL.onnx`, or use the shipped models/chargpt.onnx.")
+    if props["chargpt.format"] != FORMAT_VERSION:
+        raise ModelLoadError(f"{source} has chargpt format {props['chargpt.format']!r}; this version reads {FORMAT_VERSION!r}.")
+    try:
+        return {k: props[k] if k in PLAIN_STRING_KEYS else json.loads(props[k]) for k in METADATA_KEYS}
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{source} has corrupt chargpt metadata ({e}).") from None
+
+
+def choose_providers(device: str) -> tuple[list[str], str]:
+    """onnxruntime providers for --device auto|cpu|cuda, and a notice when CUDA is unavailable."""
+    import onnxruntime as ort
+
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cpu" or (device == "auto" and not has_cuda):
+        return ["CPUExecutionProvider"], ""
+    if device == "cuda" and not has_cuda:
+        return ["CPUExecutionProvider"], "CUDA was asked for but this onnxruntime has no CUDA provider; running on CPU."
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+
+
+class OnnxModel:
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file {self.path} does not exist; use the shipped models/chargpt.onnx, "
+                                 "or train and export one (see README: python -m train, then python -m export).")
+        providers, self.notice = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as e:  # onnxruntime's own exception types
+            raise ModelLoadError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]}).") from None
+        self.provider = self.session.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider" and not self.notice:
+            # get_providers() is the truth: a CUDA provider that failed to start does not raise.
+            self.notice = "CUDA was asked for but could not be started; running on CPU."
+        self.metadata = parse_metadata(dict(self.session.get_modelmeta().custom_metadata_map), str(self.path))
+        config = self.metadata["config"]
+        self.vocab: list[str] = self.metadata["vocab"]
+        self.block_size = config["block_size"]
+        self.n_head, self.head_dim = config["n_head"], config["head_dim"]
+        self.past_names = [f"past_key_values.{i}.{kv}" for i in range(config["n_layer"]) for kv in ("key", "value")]
+        self.output_names = ["logits"] + [n.replace("past_key_values", "present") for n in self.past_names]
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        return {n: np.zeros((batch, self.n_head, 0, self.head_dim), np.float32) for n in self.past_names}
+
+    def forward(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """ids [B, T] following the cached positions (none when past is None) ->
+        (logits [B, T, vocab], the cache including the new positions)."""
+        if past is None:
+            past = self.empty_past(ids.shape[0])
+        logits, *presents = self.session.run(self.output_names, {"input_ids": ids.astype(np.int64, copy=False), **past})
+        return logits, dict(zip(self.past_names, presents))
