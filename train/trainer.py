@@ -88,8 +88,8 @@ def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step
     """The seed's progress estimate: mean loss over eval_iters random batches per split."""
     model.eval()
     out = {}
+    g = torch.Generator().manual_seed(step_seed(cfg.seed, step, world.rank, stream=1))  # never the training draws
     for split, data in (("train", corpus.train), ("val", corpus.val)):
-        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, world.rank, stream=1))
         losses = torch.zeros(cfg.eval_iters)
         for k in range(cfg.eval_iters):
             x, y = get_batch(data, cfg.batch_size, block_size, g)
