@@ -168,6 +168,15 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
             assert page.locator("#output textarea").input_value().startswith("JULIET:\n")
             assert "2000 characters in" in page.locator("#stats").inner_text()
             assert page.locator("#colored span[title]").count() >= 2000
+            # Stop ends a generation half way: the text stops growing short of its length.
+            page.get_by_label("Prompt").fill("ROMEO:\n")
+            page.get_by_role("button", name="Generate").click()
+            page.wait_for_function("(t => t.startsWith('ROMEO:') && t.length > 30)(document.querySelector('#output textarea').value)")
+            page.get_by_role("button", name="Stop").click()
+            page.wait_for_timeout(1500)
+            stopped = len(page.locator("#output textarea").input_value())
+            page.wait_for_timeout(1000)
+            assert len(page.locator("#output textarea").input_value()) == stopped < len("ROMEO:\n") + 2000
             page.get_by_text("About the model").click()
             page.wait_for_timeout(500)
             page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
