@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from train import data
-from train.data import CharTokenizer, DataError
+from train import data, text
+from train.text import CharTokenizer, DataError
 
 
 def test_vocabulary_is_the_sorted_set_of_characters_and_round_trips():
@@ -14,11 +14,11 @@ def test_vocabulary_is_the_sorted_set_of_characters_and_round_trips():
 
 
 def test_shakespeare_vocabulary_and_split(shakespeare):
-    text, sha = data.read_text(shakespeare)
-    assert len(text) == 1_115_394 and sha == data.SHAKESPEARE_SHA256
-    tok = CharTokenizer.from_text(text)
+    content, sha = text.read_text(shakespeare)
+    assert len(content) == 1_115_394 and sha == data.SHAKESPEARE_SHA256
+    tok = CharTokenizer.from_text(content)
     assert tok.vocab_size == 65 and tok.chars[:2] == ("\n", " ")
-    train, val = data.split_ids(torch.arange(len(text)))
+    train, val = data.split_ids(torch.arange(len(content)))
     assert len(train) == 1_003_854 and len(val) == 111_540 and val[0] == train[-1] + 1
 
 
@@ -31,7 +31,7 @@ def test_batches_are_windows_shifted_by_one():
 
 @pytest.mark.parametrize("n, block", [(100, 8), (33, 32), (65, 32), (2, 5)])
 def test_eval_windows_predict_every_character_once(n, block):
-    windows = data.eval_windows(n, block)
+    windows = text.eval_windows(n, block)
     targets = [s + 1 + i for s, length in windows for i in range(length)]
     assert targets == list(range(1, n))
     assert all(1 <= length <= block for _, length in windows)
@@ -70,7 +70,7 @@ def test_unreadable_text_files_are_refused(tmp_path, content, message):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(DataError, match=message):
-        data.read_text(path)
+        text.read_text(path)
 
 
 def test_too_short_text_names_the_minimum():

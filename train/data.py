@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .text import TRAIN_FRACTION, CharTokenizer, DataError, eval_windows, read_text, sha256_bytes, split_index  # noqa: F401
+from .text import TRAIN_FRACTION, DataError, sha256_bytes, split_index
 
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .config import TrainConfig, lr_at
-from .data import CharTokenizer, check_long_enough, eval_windows, get_batch, read_text, resolve_data_path, split_ids
+from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .model import GPTConfig, GPTLanguageModel, model_size_mb
 from .plot import plot_losses
+from .text import CharTokenizer, eval_windows, read_text
 
 METRICS, BEST_DIR, SAMPLE, LOSS_PNG = "metrics.jsonl", "best", "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
