@@ -56,9 +56,11 @@ TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 SEED = dict(batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0)
 
 PRESETS: dict[str, dict] = {
-    # The seed's two models ("Let's build GPT"): its architecture and loop, unchanged.
+    # The seed's two models ("Let's build GPT"): its architecture and loop.
     "seed-0.2m": dict(SEED, n_embd=64, n_head=4, n_layer=4),
-    "seed-2.7m": dict(SEED, n_embd=192, n_head=6, n_layer=6),
+    # The seed's 2.7M model; its constant learning rate reaches 1.7640 here (seed 1337), 0.055 worse
+    # than the seed's 1.7088, while 100 warmup steps and a cosine decay reach 1.6594 (README).
+    "seed-2.7m": dict(SEED, n_embd=192, n_head=6, n_layer=6, lr_schedule="cosine", warmup_iters=100),
     # nanoGPT's Shakespeare-char model; sized for a GPU.
     "nanogpt-10m": dict(
         SEED, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
