@@ -54,11 +54,12 @@ def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed) -> tu
     if len(prompt) > MAX_PROMPT_CHARS:
         raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
                        "(the model reads only its last few dozen anyway).")
+    seed = _number(seed)
     if seed is None or seed == "" or seed == -1:
         seed = secrets.randbelow(2**31)  # reported in the stats line, so the text can be made again
     try:
         settings = Settings(max_new_tokens=_number(max_new_tokens), temperature=_number(temperature),
-                            top_k=_number(top_k), top_p=_number(top_p), seed=_number(seed))
+                            top_k=_number(top_k), top_p=_number(top_p), seed=seed)
     except SettingsError as e:
         raise gr.Error(str(e)[0].upper() + str(e)[1:]) from None
     return prompt, settings
@@ -114,7 +115,7 @@ def model_panel(engine: Engine) -> str:
     rows = [
         ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
         ("parameters", f"{t['params']:,}"),
-        ("validation loss", f"{val} nats/char (whole Tiny Shakespeare validation split)"),
+        ("validation loss", f"{val} nats/char (the whole validation split of its training text)"),
         ("shape", f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters"),
         ("architecture", f"{c['position']} positions, {c['activation']}, {c['norm']}"),
         ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters"),
