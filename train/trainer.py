@@ -32,6 +32,7 @@ from .text import CharTokenizer, eval_windows, read_text
 METRICS, BEST_DIR, SAMPLE, LOSS_PNG = "metrics.jsonl", "best", "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
 SAMPLE_CHARS = 500
+FINISH_OVERHEAD_S = 3.0  # final checkpoint, sample file, loss plot (matplotlib's import)
 INTERRUPTED_EXIT = 130
 
 
@@ -131,7 +132,7 @@ def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int
 
 def fit_max_iters(budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float) -> int:
     """How many steps fit in what is left of the time budget, counting the periodic evaluations
-    and the final whole-split evaluation."""
+    and the final phase (final_s)."""
     per_step = step_s + eval_s / cfg.eval_interval
     remaining = budget_s - elapsed_s - final_s
     return max(step + 1, step + int(remaining / per_step))
@@ -183,7 +184,7 @@ class Trainer:
         )
         # What a checkpoint carries besides weights and optimizer (all JSON).
         self.state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "best_val": None, "last_eval": None,
-                      "losses": None, "max_iters_fitted": False}
+                      "losses": None, "max_iters_fitted": False, "reserve_s": 0.0}
         if resume_meta is not None:
             checkpoint.load_model_weights(self.model, checkpoint.load_weights(run_dir, resume_meta), run_dir)
             self.optimizer.load_state_dict(checkpoint.load_optimizer_state(run_dir, resume_meta))
@@ -248,7 +249,8 @@ class Trainer:
                         disable=None if self.world.is_main else True)  # None: a bar on terminals only
         self.model.train()
         while step < self.cfg.max_iters:
-            interrupted, time_up = self.agree(stop.requested, budget_s is not None and self.elapsed() > budget_s)
+            out_of_time = budget_s is not None and self.elapsed() > budget_s - self.state["reserve_s"]
+            interrupted, time_up = self.agree(stop.requested, out_of_time)
             if interrupted:
                 self.save()
                 self.bar.close()
@@ -317,10 +319,14 @@ class Trainer:
         """Replace max_iters by the number of steps that fit the time budget, measured on the
         steps so far; the learning-rate schedule then spans the budget."""
         eval_s = getattr(self, "eval_s", 0.0)
-        # The whole-split evaluation costs about one forward per window of the validation split.
-        final_s = eval_s * len(self.corpus.val) / max(1, 2 * self.cfg.eval_iters * self.tokens_per_step / self.world.world)
+        # What finish() costs, kept out of the loop's time: the whole-split evaluation (the
+        # validation split in batches like the evaluation's), the sample (one forward per
+        # character), saving and plotting. Overestimated rather than under: batch-1 forwards are cheaper.
+        forward_s = eval_s / (2 * self.cfg.eval_iters)
+        val_batches = len(self.corpus.val) / (self.cfg.batch_size * self.model_cfg.block_size)
+        self.state["reserve_s"] = forward_s * (val_batches + SAMPLE_CHARS) + FINISH_OVERHEAD_S
         step_s = self.train_time / max(1, self.timed_steps)
-        fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, final_s)
+        fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"])
         if self.world.world > 1:
             t = torch.tensor([fitted], device=self.device)
             dist.broadcast(t, src=0)
