@@ -94,7 +94,7 @@ def export_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", help="checkpoint directory written by `python -m train` (or its best/ folder)")
     p.add_argument("--out", help="the .onnx file to write (default RUN_DIR/model.onnx); NAME.json and NAME.md go beside it")
-    p.add_argument("--quantize", choices=("int8",), help="also write NAME.int8.onnx (onnxruntime dynamic quantization)")
+    p.add_argument("--quantize", choices=("int8",), help="also write NAME.int8.onnx: int8 weights, float32 activations")
     p.add_argument("--data", help="text to measure validation loss on when needed (default: the run's own dataset)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     return p
@@ -131,8 +131,6 @@ def temp_onnx(directory: Path) -> Path:
 
 def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
-    import torch
-
     from train import checkpoint
     from train.model import GPTConfig, GPTLanguageModel
     from train.text import DataError, read_text
@@ -153,7 +151,10 @@ def export_main(argv: list[str]) -> int:
         data_path = args.data or meta["dataset"]["path"]
         text = None
         if args.quantize or meta.get("val_loss_full") is None:
-            text, _ = read_text(Path(data_path))
+            text, sha = read_text(Path(data_path))
+            if sha != meta["dataset"]["sha256"]:
+                raise UsageError(f"{data_path} is not the text this model was trained on (SHA-256 differs); "
+                                 "its validation loss is measured on the training text: pass that with --data.")
     except (UsageError, checkpoint.CheckpointError, DataError, ValueError) as e:
         if isinstance(e, DataError):
             e = UsageError(f"{e} The validation loss needs the training text: pass --data FILE.")

@@ -171,6 +171,9 @@ def test_bad_export_inputs(exported, tmp_path, capsys):
     assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "m.txt")], "must end in .onnx")
     assert_refused(capsys, [str(run_dir), "--out", str(out)], "already exist; pass --force")
     assert out.read_bytes() == before
+    (tmp_path / "other.txt").write_text("Some other text. " * 200)
+    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "q.onnx"), "--quantize", "int8", "--data",
+                            str(tmp_path / "other.txt")], "is not the text this model was trained on")
 
     broken = tmp_path / "broken"
     broken.mkdir()
