@@ -184,7 +184,7 @@ def export_main(argv: list[str]) -> int:
         tmp.unlink(missing_ok=True)
     sample = "".join(vocab[i] for i in greedy_ids)
     write_sidecars(out, metadata, sample, table)
-    copy_loss_curve(run_dir, out)
+    draw_loss_curve(run_dir, out, meta["step"], metadata["training"]["val_loss"])
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {sibling(out, '.json').name}, {sibling(out, '.md').name}; "
           f"val loss {metadata['training']['val_loss']:.4f}")
     if args.quantize:
@@ -201,12 +201,17 @@ def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) ->
     write_atomic(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
-def copy_loss_curve(run_dir: Path, out: Path) -> None:
-    """NAME.loss.png beside the model, from the run (a best/ checkpoint's run is its parent)."""
+def draw_loss_curve(run_dir: Path, out: Path, step: int, val_loss: float | None) -> None:
+    """NAME.loss.png beside the model: the run's curve (a best/ checkpoint's run is its parent),
+    with the exported checkpoint marked."""
+    from train.plot import plot_losses
+
     runs = [run_dir, run_dir.parent] if run_dir.name == "best" else [run_dir]
-    curve = next((d / "loss.png" for d in runs if (d / "loss.png").is_file()), None)
-    if curve is not None:
-        write_atomic(sibling(out, ".loss.png"), lambda tmp: Path(tmp).write_bytes(curve.read_bytes()))
+    metrics = next((d / "metrics.jsonl" for d in runs if (d / "metrics.jsonl").is_file()), None)
+    if metrics is None:
+        return
+    mark = (step, val_loss) if val_loss is not None else None
+    write_atomic(sibling(out, ".loss.png"), lambda tmp: plot_losses(metrics, Path(tmp), mark))
 
 
 def quantize_int8(out: Path, metadata: dict, text: str) -> int:

@@ -41,6 +41,7 @@ def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(
         assert re.search(rf"{re.escape(row)}\s+[13]\s+\S+\s+\S+\s+ok", result.stdout), row
     assert re.search(r"greedy 200 characters\s+1\s+200\s+identical\s+ok", result.stdout)
     assert "FAIL" not in result.stdout
+    assert out.with_name("tiny.loss.png").read_bytes()[:4] == b"\x89PNG"  # the run's curve, checkpoint marked
     card = out.with_suffix(".md").read_text()
     assert "validation loss (whole split" in card and "## Verification against PyTorch" in card
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left

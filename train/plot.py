@@ -10,9 +10,10 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_losses(metrics_path: Path, png_path: Path) -> None:
+def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float] | None = None) -> None:
     """Training loss (every logged step), the train/val estimates at each evaluation, and the
-    final whole-split validation loss, against the step."""
+    final whole-split validation loss, against the step; `checkpoint` = (step, whole-split val
+    loss) marks the checkpoint that was exported, when it is not the last one."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -30,11 +31,14 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
         ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", ms=3, label="val (estimate)")
     if final:
         ax.axhline(final[-1]["val_loss_full"], color="C3", ls="--", lw=1,
-                   label=f"val, whole split: {final[-1]['val_loss_full']:.4f}")
+                   label=f"val, whole split, final weights: {final[-1]['val_loss_full']:.4f}")
+    if checkpoint is not None:
+        ax.plot([checkpoint[0]], [checkpoint[1]], "*", color="C2", ms=14, zorder=5,
+                label=f"exported checkpoint, step {checkpoint[0]}: {checkpoint[1]:.4f}")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats / character)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path)
+    fig.savefig(png_path, format="png")
     plt.close(fig)
