@@ -217,3 +217,11 @@ def test_cuda_asked_for_without_a_gpu(capsys, small_text, tmp_path):
         pytest.skip("this machine has a GPU")
     assert_refused(capsys, ["--data", str(small_text), "--device", "cuda", "--out", str(tmp_path / "o")],
                    "--device cuda was asked for but PyTorch sees no CUDA GPU")
+
+
+def test_the_default_out_dir_is_made_under_runs(tmp_path, capsys, small_text, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh checkout has no runs/ folder yet
+    code, _, _ = train_run(capsys, "--data", small_text, "--max-iters", 3)
+    assert code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("seed-0.2m-") and checkpoint.read_meta(run)["step"] == 3

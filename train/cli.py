@@ -95,7 +95,8 @@ def resolve_device(name: str):
 
 
 def prepare_out_dir(out: str | None, preset: str) -> Path:
-    if out is None:
+    given = out is not None
+    if not given:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError("under torchrun every process must write to the same place: give --out DIR.")
         out = f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -106,7 +107,7 @@ def prepare_out_dir(out: str | None, preset: str) -> Path:
         if (path / "config.json").exists():
             raise UsageError(f"{path} already holds a run; continue it with --resume {path}, or choose another --out.")
         raise UsageError(f"{path} is not empty; choose a new or empty directory for --out.")
-    if not path.parent.is_dir():
+    if given and not path.parent.is_dir():  # the default's runs/ folder is created on first use
         raise UsageError(f"the parent directory of --out {path} does not exist; create it first or choose another --out.")
     return path
 
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg, cfg, corpus, run_dir, meta = plan_run(args)
         trainer = Trainer(model_cfg, cfg, corpus, run_dir, device, args.compile, meta)
         if trainer.world.is_main:
-            run_dir.mkdir(exist_ok=True)  # only now that every input has been checked
+            run_dir.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
     except (UsageError, DataError, CheckpointError, ValueError) as e:
         print(f"python -m train: error: {e}", file=sys.stderr)
         return USAGE_ERROR
