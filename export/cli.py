@@ -42,7 +42,7 @@ def measure_loss(model, text: str, split: str, batch_size: int = 64) -> tuple[fl
     """(mean nats per character, number of predictions) of an OnnxModel on `text`, per DESIGN.md."""
     import numpy as np
 
-    from train.text import eval_windows, split_index
+    from train.text import split_index
 
     from .runtime import split_loss
 
@@ -57,8 +57,7 @@ def measure_loss(model, text: str, split: str, batch_size: int = 64) -> tuple[fl
         ids = ids[split_index(len(ids)) :]
     if len(ids) < 2:
         raise UsageError("the text is too short to evaluate: it needs at least two characters in the split.")
-    windows = eval_windows(len(ids), model.block_size)
-    return split_loss(model, ids, windows, batch_size), len(ids) - 1
+    return split_loss(model, ids, model.block_size, batch_size), len(ids) - 1
 
 
 def eval_main(argv: list[str]) -> int:

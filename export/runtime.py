@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from train.text import eval_batches
 from webapp.onnx_model import OnnxModel
 
 
-def split_loss(model: OnnxModel, ids: np.ndarray, windows: list[tuple[int, int]], batch_size: int = 64) -> float:
-    """Mean cross-entropy (nats per character) of the predictions in `windows` over `ids`."""
+def split_loss(model: OnnxModel, ids: np.ndarray, block_size: int, batch_size: int = 64) -> float:
+    """Mean cross-entropy (nats per character) of every next-character prediction in `ids`,
+    in consecutive block_size windows (DESIGN.md's reported validation loss)."""
     total, count = 0.0, 0
-    for i in range(0, len(windows), batch_size):
-        group = windows[i : i + batch_size]
-        for length in sorted({n for _, n in group}, reverse=True):  # only the last window is shorter
-            starts = np.array([s for s, n in group if n == length])
-            positions = starts[:, None] + np.arange(length)
-            logits, _ = model.forward(ids[positions])
-            total -= log_softmax_at(logits, ids[positions + 1]).sum()
-            count += positions.size
+    for starts, length in eval_batches(len(ids), block_size, batch_size):
+        positions = np.array(starts)[:, None] + np.arange(length)
+        logits, _ = model.forward(ids[positions])
+        total -= log_softmax_at(logits, ids[positions + 1]).sum()
+        count += positions.size
     return total / count
 
 

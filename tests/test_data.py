@@ -37,6 +37,12 @@ def test_eval_windows_predict_every_character_once(n, block):
     assert all(1 <= length <= block for _, length in windows)
 
 
+def test_eval_batches_cover_the_windows_in_groups():
+    batches = list(text.eval_batches(101, 8, 5))
+    assert [(s, n) for starts, n in batches for s in starts] == text.eval_windows(101, 8)
+    assert all(len(starts) <= 5 for starts, _ in batches) and batches[-1] == ([96], 4)
+
+
 def test_download_is_verified_and_cached(tmp_path, monkeypatch, shakespeare):
     monkeypatch.setenv("CHARGPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CHARGPT_SHAKESPEARE_URL", shakespeare.as_uri())

@@ -71,3 +71,13 @@ def eval_windows(n: int, block_size: int) -> list[tuple[int, int]]:
     prediction in a sequence of n ids once; the last window may be shorter."""
     n_targets = n - 1
     return [(s, min(block_size, n_targets - s)) for s in range(0, n_targets, block_size)]
+
+
+def eval_batches(n: int, block_size: int, batch_size: int):
+    """The windows of eval_windows(n, block_size) in groups of batch_size, each group split by
+    window length (only the very last window can be shorter): yields (starts, length)."""
+    windows = eval_windows(n, block_size)
+    for i in range(0, len(windows), batch_size):
+        group = windows[i : i + batch_size]
+        for length in sorted({w for _, w in group}, reverse=True):
+            yield [s for s, w in group if w == length], length

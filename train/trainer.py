@@ -27,7 +27,7 @@ from .config import TrainConfig, lr_at
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .model import GPTConfig, GPTLanguageModel, model_size_mb
 from .plot import plot_losses
-from .text import CharTokenizer, eval_windows, read_text
+from .text import CharTokenizer, eval_batches, read_text
 
 METRICS, BEST_DIR, SAMPLE, LOSS_PNG = "metrics.jsonl", "best", "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
@@ -114,18 +114,12 @@ def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    windows = eval_windows(len(data), block_size)
-    for i in range(0, len(windows), batch_size):
-        group = windows[i : i + batch_size]
-        # Windows in a group have equal length except possibly the very last one.
-        for length in sorted({n for _, n in group}, reverse=True):
-            starts = torch.tensor([s for s, n in group if n == length])
-            offsets = torch.arange(length)
-            x = data[starts[:, None] + offsets].to(device)
-            y = data[starts[:, None] + offsets + 1].to(device)
-            logits, _, _ = model(x)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
-            count += y.numel()
+    for starts, length in eval_batches(len(data), block_size, batch_size):
+        positions = torch.tensor(starts)[:, None] + torch.arange(length)
+        x, y = data[positions].to(device), data[positions + 1].to(device)
+        logits, _, _ = model(x)
+        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
     model.train(was_training)
     return total / count
 
