@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -122,6 +121,12 @@ def write_atomic(path: Path, write) -> None:
     atomic_write(path, write)
 
 
+def write_json(path: Path, data: dict) -> None:
+    from train.checkpoint import write_json as write_json_atomically
+
+    write_json_atomically(path, data)
+
+
 def temp_onnx(directory: Path) -> Path:
     from train.checkpoint import temp_file
 
@@ -194,8 +199,7 @@ def export_main(argv: list[str]) -> int:
 def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) -> None:
     from . import metadata as md
 
-    write_atomic(sibling(out, ".json"), lambda tmp: Path(tmp).write_text(
-        json.dumps(metadata, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"))
+    write_json(sibling(out, ".json"), metadata)
     card = md.model_card(out.name, metadata, out.stat().st_size, sample, verification)
     write_atomic(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
@@ -250,8 +254,7 @@ def quantize_int8(out: Path, metadata: dict, text: str) -> int:
         os.replace(tmp, int8_path)
     finally:
         tmp.unlink(missing_ok=True)
-    write_atomic(sibling(out, ".int8.json"), lambda t: Path(t).write_text(
-        json.dumps(int8_meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"))
+    write_json(sibling(out, ".int8.json"), int8_meta)
     print(f"wrote {int8_path}")
     return 0
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from webapp.onnx_model import OnnxModel
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
-from webapp.engine import Engine, ModelLoadError, Settings, SettingsError, StopFilter, encode_prompt
+from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt
+from webapp.onnx_model import ModelLoadError, OnnxModel
 from webapp.sampling import SplitMix64, next_ids
 
 

@@ -20,8 +20,8 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import gradio as gr
 
 from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, SettingsError, encode_prompt
+from webapp.onnx_model import SHIPPED_MODEL
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
 EXAMPLES = ["ROMEO:", "JULIET:\nO Romeo, Romeo!", "First Citizen:\n", "KING RICHARD III:\n", "MENENIUS:", "PETRUCHIO:\n"]
 STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
 CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
@@ -168,7 +168,7 @@ def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int |
 
 @functools.cache
 def default_demo() -> gr.Blocks:
-    return build_demo(Engine(DEFAULT_MODEL))
+    return build_demo(Engine(SHIPPED_MODEL))
 
 
 def __getattr__(name: str):

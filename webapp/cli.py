@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .engine import MAX_NEW_TOKENS, Engine, ModelLoadError, Settings, SettingsError, encode_prompt
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
+from .engine import MAX_NEW_TOKENS, Engine, Settings, SettingsError, encode_prompt
+from .onnx_model import SHIPPED_MODEL, ModelLoadError
 USAGE_ERROR = 2
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="exported .onnx model (default: the shipped models/chargpt.onnx)")
+    p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported .onnx model (default: the shipped models/chargpt.onnx)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="onnxruntime provider; auto uses CUDA when available, cuda falls back to CPU with a notice")
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .onnx_model import ModelLoadError, OnnxModel  # noqa: F401  (ModelLoadError: part of this module's API)
+from .onnx_model import OnnxModel
 from .sampling import SplitMix64, next_ids, softmax
 
 MAX_NEW_TOKENS = 2000  # per request, on the server

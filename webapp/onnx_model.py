@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
 FORMAT_VERSION = "1"
 METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
