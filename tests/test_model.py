@@ -96,3 +96,43 @@ def test_seed_generate_is_greedy_at_temperature_zero():
     for t in range(1, 21):  # every token is the argmax given what came before
         logits, _, _ = model(out[:, max(0, t - 16) : t])
         assert out[0, t] == logits[0, -1].argmax()
+
+
+@pytest.mark.parametrize("shape", [(48, 192), (192, 48), (96, 384)])
+def test_muon_orthogonalizes_updates(shape):
+    """Five Newton-Schulz steps bring every singular value of a random rectangular matrix into
+    the quintic's band (about 0.7..1.2); a nearly singular direction would stay smaller."""
+    from train.optim import orthogonalize
+
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    s = torch.linalg.svdvals(orthogonalize(g))
+    assert s.min() > 0.6 and s.max() < 1.25
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    assert torch.nn.functional.cosine_similarity(orthogonalize(g).flatten(), (u @ vh).flatten(), dim=0) > 0.95
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    from train.config import TrainConfig
+    from train.optim import build_optimizers
+
+    model = GPTLanguageModel(GPTConfig(n_embd=32, n_head=4, n_layer=2, bias=False))
+    opts = build_optimizers(model, TrainConfig(optimizer="muon", learning_rate=2e-3, muon_lr=0.02))
+    muon = {id(p) for g in opts.named["muon"].param_groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in muon}
+    assert names == {n for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2}
+    opts.set_lr(1e-3)
+    assert [g["lr"] for g in opts.param_groups] == [pytest.approx(1e-3), pytest.approx(1e-2)]
+    state = opts.state_dict()
+    assert set(state) == {"adamw", "muon"}
+    with pytest.raises(ValueError, match="optimizer state holds"):
+        build_optimizers(model, TrainConfig()).load_state_dict(state)
+
+
+def test_flops_count_matches_the_parameters():
+    from train.flops import matmul_params, train_flops_per_char
+
+    cfg = GPTConfig(vocab_size=65, n_embd=192, n_head=6, n_layer=6, block_size=128, bias=False, position="rotary")
+    model = GPTLanguageModel(cfg)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert matmul_params(cfg) == linear
+    assert train_flops_per_char(cfg) == 6 * linear + 12 * 6 * 128 * 192

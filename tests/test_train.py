@@ -85,9 +85,10 @@ def wait_for_train_step(run_dir: Path, step: int, proc: subprocess.Popen, timeou
     pytest.fail(f"training did not reach step {step} in {timeout} s")
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text, optimizer):
     settings = [*TINY, "--data", small_text, "--max-iters", 1500, "--eval-interval", 400, "--dropout", 0.1,
-                "--lr-schedule", "cosine", "--warmup-iters", 50]
+                "--lr-schedule", "cosine", "--warmup-iters", 50, "--optimizer", optimizer]
     whole = tmp_path / "whole"
     assert main([*map(str, settings), "--out", str(whole)]) == 0
     capsys.readouterr()
@@ -131,8 +132,7 @@ def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_t
     code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 10**7, "--time-budget", 0.1,
                                 "--lr-schedule", "cosine")
     assert code == 0
-    fitted = checkpoint.read_meta(out)["train"]["max_iters"]
-    assert f"time budget 0.1 min: training for {fitted} steps" in stdout or "time budget of 0.1 min reached" in stdout
+    assert "time budget 0.1 min: training for about" in stdout or "time budget of 0.1 min reached" in stdout
     assert 20 < checkpoint.read_meta(out)["step"] < 10**7
     assert checkpoint.read_meta(out)["elapsed_s"] < 60
 

@@ -33,6 +33,9 @@ HYPERPARAMETERS = {
     "beta1": (float, "AdamW beta1"),
     "beta2": (float, "AdamW beta2"),
     "grad_clip": (float, "max gradient norm (0 = off)"),
+    "optimizer": (str, "adamw, or muon (Muon for the blocks' matrices, AdamW for the rest)"),
+    "muon_lr": (float, "peak Muon learning rate (follows the same schedule)"),
+    "muon_momentum": (float, "Muon's Nesterov momentum"),
     "position": (str, "learned or rotary"),
     "activation": (str, "relu, gelu, relu2 or swiglu"),
     "norm": (str, "layernorm or rmsnorm"),
@@ -43,6 +46,7 @@ SWITCHES = {
     "tie_weights": "share the token embedding with the output head",
     "qk_norm": "normalise queries and keys",
     "zero_init_proj": "zero-initialise each residual branch's output projection",
+    "attention_dropout": "apply dropout to attention weights too (the seed's default)",
 }
 # Flags that may accompany --resume: they change where and how fast, not what is trained.
 RESUME_FLAGS = {"device", "compile", "data"}

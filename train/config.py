@@ -26,6 +26,9 @@ class TrainConfig:
     weight_decay: float = 0.01  # torch.optim.AdamW's default, which the seed used
     beta1: float = 0.9
     beta2: float = 0.999
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' matrices, AdamW for the rest
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
     grad_clip: float = 0.0  # max gradient norm; 0 = off (the seed did not clip)
     seed: int = 1337
     time_budget: float | None = None  # minutes; max_iters is then fitted to the budget
@@ -39,6 +42,10 @@ class TrainConfig:
             problems.append(f"learning_rate must be positive, not {self.learning_rate}")
         if self.lr_schedule not in ("constant", "cosine"):
             problems.append(f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}")
+        if self.optimizer not in ("adamw", "muon"):
+            problems.append(f"optimizer must be adamw or muon, not {self.optimizer!r}")
+        if not self.muon_lr > 0 or not 0 <= self.muon_momentum < 1:
+            problems.append("muon_lr must be positive and muon_momentum in [0, 1)")
         if self.warmup_iters < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             problems.append("warmup_iters, grad_clip and weight_decay cannot be negative")
         if self.time_budget is not None and not self.time_budget > 0:
@@ -55,12 +62,28 @@ TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 SEED = dict(batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0)
 
+# The baseline of the CPU ablations (issue 5's 10-minute probe): rotary positions, ReLU^2, no
+# biases, zero-initialised output projections, lr 2e-3 with warmup and cosine decay.
+CPU_BASELINE = dict(
+    batch_size=32, block_size=128, max_iters=5000, eval_interval=250, eval_iters=20,
+    n_embd=192, n_head=6, n_layer=6, dropout=0.1, bias=False, position="rotary", activation="relu2",
+    zero_init_proj=True, learning_rate=2e-3, lr_schedule="cosine", warmup_iters=100,
+)
+CPU_RECIPE = dict(CPU_BASELINE)
+
 PRESETS: dict[str, dict] = {
     # The seed's two models ("Let's build GPT"): its architecture and loop.
     "seed-0.2m": dict(SEED, n_embd=64, n_head=4, n_layer=4),
     # The seed's 2.7M model; its constant learning rate reaches 1.7640 here (seed 1337), 0.055 worse
     # than the seed's 1.7088, while 100 warmup steps and a cosine decay reach 1.6594 (README).
     "seed-2.7m": dict(SEED, n_embd=192, n_head=6, n_layer=6, lr_schedule="cosine", warmup_iters=100),
+    # The ablations' baseline (models/README.md), run with --time-budget 10 and one change each.
+    "cpu-baseline": dict(CPU_BASELINE),
+    # The shipped model's recipe: the most validation loss per CPU minute found here, meant for
+    # --time-budget 60 (max_iters is then fitted to the budget). Ablations in models/README.md.
+    "shakespeare-cpu": dict(CPU_RECIPE),
+    # The same recipe for a 10-minute budget.
+    "quick": dict(CPU_RECIPE, time_budget=10.0),
     # nanoGPT's Shakespeare-char model; sized for a GPU.
     "nanogpt-10m": dict(
         SEED, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,

@@ -25,7 +25,9 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import TrainConfig, lr_at
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
+from .flops import measure_matmul_peak, train_flops_per_char
 from .model import GPTConfig, GPTLanguageModel, model_size_mb
+from .optim import build_optimizers
 from .plot import plot_losses
 from .text import CharTokenizer, eval_batches, read_text
 
@@ -33,7 +35,9 @@ METRICS, BEST_DIR, SAMPLE, LOSS_PNG = "metrics.jsonl", "best", "sample.txt", "lo
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
 SAMPLE_CHARS = 500
 FINISH_OVERHEAD_S = 3.0  # final checkpoint, sample file, loss plot (matplotlib's import)
+SAMPLE_CALL_S = 0.003  # fixed cost of one forward call of the sample (layers, Python)
 INTERRUPTED_EXIT = 130
+PEAK_SECONDS = 2.0  # how long the matmul peak is timed at start
 
 
 @dataclass
@@ -173,9 +177,7 @@ class Trainer:
         self.model_cfg, self.cfg, self.corpus, self.run_dir, self.device = model_cfg, cfg, corpus, run_dir, device
         torch.manual_seed(cfg.seed)  # the initial weights
         self.model = GPTLanguageModel(model_cfg).to(device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
-        )
+        self.optimizer = build_optimizers(self.model, cfg)
         # What a checkpoint carries besides weights and optimizer (all JSON).
         self.state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "best_val": None, "last_eval": None,
                       "losses": None, "max_iters_fitted": False, "reserve_s": 0.0}
@@ -189,6 +191,10 @@ class Trainer:
             self.forward = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
         self.tokens_per_step = cfg.batch_size * model_cfg.block_size * self.world.world
         self.clock_start = time.perf_counter() - self.state["elapsed_s"]
+        # The hardware's float32 matmul rate, measured now in this process (same threads, same
+        # load), against which the training rate is reported; every process has its own.
+        self.peak_flops = measure_matmul_peak(device, PEAK_SECONDS) * self.world.world
+        self.flops_per_char = train_flops_per_char(model_cfg)
         self.train_time, self.timed_steps = 0.0, 0
 
     # -- helpers ---------------------------------------------------------------------------
@@ -197,6 +203,10 @@ class Trainer:
 
     def chars_per_s(self) -> float:
         return self.tokens_per_step * self.timed_steps / self.train_time if self.train_time else 0.0
+
+    def utilisation(self) -> float:
+        """Model FLOP/s of the training steps as a fraction of the measured matmul peak."""
+        return self.chars_per_s() * self.flops_per_char / self.peak_flops
 
     def say(self, line: str) -> None:
         if self.world.is_main:
@@ -259,8 +269,9 @@ class Trainer:
                 self.evaluate(step)
             loss = self.train_step(step)
             step = self.state["step"] = step + 1
-            if step == calibrate_at:
-                self.fit_to_budget(budget_s)
+            after_periodic_eval = (step - 1) % self.cfg.eval_interval == 0 and step < self.cfg.max_iters
+            if step == calibrate_at or (budget_s and self.state["max_iters_fitted"] and after_periodic_eval):
+                self.fit_to_budget(budget_s)  # first after 20 steps, then after each evaluation but the last
             self.report(step, loss)
         self.bar.close()
         self.save()
@@ -274,9 +285,7 @@ class Trainer:
 
     def train_step(self, step: int) -> torch.Tensor:
         t0 = time.perf_counter()
-        lr = lr_at(step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.set_lr(lr_at(step, self.cfg))
         seed = step_seed(self.cfg.seed, step, self.world.rank)
         torch.manual_seed(seed)  # this step's dropout masks
         x, y = get_batch(self.corpus.train, self.cfg.batch_size, self.model_cfg.block_size, torch.Generator().manual_seed(seed))
@@ -311,24 +320,29 @@ class Trainer:
 
     def fit_to_budget(self, budget_s: float) -> None:
         """Replace max_iters by the number of steps that fit the time budget, measured on the
-        steps so far; the learning-rate schedule then spans the budget."""
+        steps so far; the learning-rate schedule then spans the budget. Refitted after each
+        evaluation, so a machine that gets busier or quieter still ends on time and in full."""
         eval_s = getattr(self, "eval_s", 0.0)
         # What finish() costs, kept out of the loop's time: the whole-split evaluation (the
         # validation split in batches like the evaluation's), the sample (one forward per
         # character), saving and plotting. Overestimated rather than under: batch-1 forwards are cheaper.
         forward_s = eval_s / (2 * self.cfg.eval_iters)
         val_batches = len(self.corpus.val) / (self.cfg.batch_size * self.model_cfg.block_size)
-        self.state["reserve_s"] = forward_s * (val_batches + SAMPLE_CHARS) + FINISH_OVERHEAD_S
+        # Twice the split (the final and the best weights); a sample character is one forward of
+        # a single sequence: a batch's cost over batch_size, plus a fixed per-call cost.
+        sample_s = SAMPLE_CHARS * (forward_s / self.cfg.batch_size + SAMPLE_CALL_S)
+        self.state["reserve_s"] = forward_s * 2 * val_batches + sample_s + FINISH_OVERHEAD_S
         step_s = self.train_time / max(1, self.timed_steps)
         fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"])
         if self.world.world > 1:
             t = torch.tensor([fitted], device=self.device)
             dist.broadcast(t, src=0)
             fitted = int(t.item())
+        if not self.state["max_iters_fitted"]:
+            self.say(f"time budget {self.cfg.time_budget:g} min: training for about {fitted} steps")
         self.cfg = replace(self.cfg, max_iters=fitted)
         self.state["max_iters_fitted"] = True
         self.bar.total = fitted
-        self.say(f"time budget {self.cfg.time_budget:g} min: training for {fitted} steps")
 
     def report(self, step: int, loss: torch.Tensor) -> None:
         if not self.world.is_main:
@@ -336,9 +350,10 @@ class Trainer:
         self.bar.update(1)
         if step % LOG_EVERY == 0 or step == self.cfg.max_iters:
             value = loss.item()
-            self.bar.set_postfix(loss=f"{value:.4f}", char_s=f"{self.chars_per_s():,.0f}")
+            self.bar.set_postfix(loss=f"{value:.4f}", char_s=f"{self.chars_per_s():,.0f}", peak=f"{self.utilisation():.0%}")
             append_metrics(self.run_dir, {"kind": "train", "step": step, "loss": value, "lr": lr_at(step - 1, self.cfg),
-                                          "chars_per_s": round(self.chars_per_s(), 1), "elapsed_s": round(self.elapsed(), 3)})
+                                          "chars_per_s": round(self.chars_per_s(), 1), "peak_fraction": round(self.utilisation(), 4),
+                                          "elapsed_s": round(self.elapsed(), 3)})
 
     def finish(self) -> None:
         """Whole-split validation loss, model size, a sample, the loss curve, the final checkpoint."""
@@ -358,6 +373,8 @@ class Trainer:
         self.say(f"Model size: {model_size_mb(model):.2f} MB")
         self.say(f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
                  f"{self.elapsed():.1f} s ({self.chars_per_s():,.0f} characters/s)")
+        self.say(f"matmul utilisation: {self.utilisation():.1%} of this machine's measured float32 peak "
+                 f"({self.peak_flops / 1e9:.1f} GFLOP/s; {self.flops_per_char / 1e6:.2f} MFLOP per trained character)")
         newline = corpus.tokenizer.encode("\n") if "\n" in corpus.tokenizer.chars else [0]
         g = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         ids = model.generate(torch.tensor([newline], device=self.device), SAMPLE_CHARS, generator=g)[0, 1:].tolist()
@@ -365,8 +382,9 @@ class Trainer:
         self.say(sample)
         (run_dir / SAMPLE).write_text(sample, encoding="utf-8")
         append_metrics(run_dir, {"kind": "final", "step": self.state["step"], "val_loss_full": val_full,
-                                 "chars_per_s": round(self.chars_per_s(), 1), "elapsed_s": round(self.elapsed(), 3)})
-        self.save(val_loss_full=val_full, chars_per_s=round(self.chars_per_s(), 1))
+                                 "chars_per_s": round(self.chars_per_s(), 1), "peak_fraction": round(self.utilisation(), 4), "elapsed_s": round(self.elapsed(), 3)})
+        self.save(val_loss_full=val_full, chars_per_s=round(self.chars_per_s(), 1),
+                  peak_fraction=round(self.utilisation(), 4), peak_gflops=round(self.peak_flops / 1e9, 1))
         plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
 
     def _shutdown(self) -> None:
