@@ -6,6 +6,7 @@ import torch
 
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
+from train.text import context_length
 from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt
 from webapp.onnx_model import ModelLoadError, OnnxModel
 from webapp.sampling import SplitMix64, next_ids
@@ -25,22 +26,32 @@ def torch_model(exported):
     return model.eval()
 
 
+@pytest.mark.parametrize("keep", [None, 1, 5, 16])
 @pytest.mark.parametrize("prompt", ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."])
-def test_greedy_text_equals_pytorch_across_the_window_slide(engine, torch_model, prompt):
+def test_greedy_text_equals_pytorch_across_the_window_slide(exported, torch_model, prompt, keep):
+    """keep=16 (the whole window) is the seed's own crop: PyTorch's generate with no keep."""
+    engine = Engine(exported[1], device="cpu", keep=keep)
     ids = encode_prompt(prompt, engine.vocab).ids
-    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0)[0, len(ids):].tolist()
+    torch_keep = None if keep == engine.block_size else engine.keep
+    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0, keep=torch_keep)[0, len(ids):].tolist()
     got = engine.complete(prompt, Settings(max_new_tokens=120, temperature=0))[0]
     assert got == "".join(engine.vocab[i] for i in expected)
 
 
+def test_keep_out_of_range_is_refused(exported):
+    with pytest.raises(ValueError, match="keep must be from 1 to block_size"):
+        Engine(exported[1], device="cpu", keep=17)
+
+
 def test_cached_decoding_with_slide_samples_what_a_full_recompute_would(engine, exported):
-    """Reference: every character predicted by running the last block_size characters from scratch."""
+    """Reference: every character predicted by running its window (the window rule) from scratch."""
     lm = OnnxModel(exported[1])
     settings = Settings(max_new_tokens=80, temperature=1.0, top_k=20, top_p=0.95, seed=11)
     context = encode_prompt("KING RICHARD III:", engine.vocab).ids
     rng, expected = [SplitMix64(11)], []
     for _ in range(80):
-        logits, _ = lm.forward(np.array([context[-lm.block_size:]]), lm.empty_past(1))
+        window = context[-context_length(len(context), lm.block_size, engine.keep):]
+        logits, _ = lm.forward(np.array([window]), lm.empty_past(1))
         next_id = int(next_ids(logits[:, -1], 1.0, 20, 0.95, rng)[0])
         expected.append(lm.vocab[next_id])
         context.append(next_id)

@@ -1,14 +1,15 @@
 """The inference engine: text generation from an exported chargpt model, with a KV cache.
 
-onnxruntime and numpy only (no torch, no `train`): this is what a hosted Space runs.
+onnxruntime and numpy (and the torch-free train.text): this is what a hosted Space runs.
 
-Decoding: the prompt's last block_size characters are run in one prefill; each new character
-is then one cached step of a single position. Window slide: once the text fills the model's
-window (block_size characters), every further character is predicted from exactly the last
-block_size characters, as the seed's `generate` does, by re-running that window without a
-cache. Past the window each character therefore costs one block_size prefill instead of one
-cached step: on the shipped seed-0.2m model (block_size 32, 2-core CPU) 1.27 ms against
-0.48 ms. In return the text is exactly PyTorch's (and the seed's) for the same settings.
+Decoding: the prompt's last characters (up to block_size) are run in one prefill; each new
+character is then one cached step of a single position, with the cache kept inside
+onnxruntime. The window rule (train.text.context_length): when the next character would
+overflow the model's window, the context drops to the last `keep` characters (default half the
+window), which are prefilled again, and grows from there. With keep = block_size // 2 that is
+one prefill of half a window per half window of text, against one full-window prefill per
+character for the seed's crop (keep = block_size), which the engine also does exactly when asked.
+Every decoder here and in the benchmark follows the same rule, so their texts are equal.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from train.text import context_length, default_keep
+
 from .onnx_model import OnnxModel
 from .sampling import SplitMix64, next_ids, softmax
 
@@ -26,6 +29,12 @@ MAX_NEW_TOKENS = 2000  # per request, on the server
 MAX_PROMPT_CHARS = 10_000
 MAX_SAMPLES = 8
 MAX_SEED = 2**63 - 1
+
+
+def ort_value(array: np.ndarray):
+    import onnxruntime as ort
+
+    return ort.OrtValue.ortvalue_from_numpy(array)
 
 
 class SettingsError(ValueError):
@@ -150,31 +159,65 @@ class Step:
 
 
 class Engine(OnnxModel):
-    """Text generation on an OnnxModel: prefill, cached steps, the window slide, sampling."""
+    """Text generation on an OnnxModel: prefill, cached steps, the window rule, sampling.
 
-    def last_logits(self, ids: np.ndarray, past: dict | None) -> tuple[np.ndarray, dict]:
-        logits, past = self.forward(ids, past)
-        return logits[:, -1], past
+    keep: how many characters the window keeps when it overflows (train.text.context_length);
+    default half the window. keep=block_size reproduces the seed's crop exactly, at one full
+    prefill per character past the window.
+    """
+
+    def __init__(self, path, device: str = "cpu", keep: int | None = None, threads: int | None = None):
+        super().__init__(path, device, threads)
+        self.keep = default_keep(self.block_size) if keep is None else keep
+        context_length(self.block_size, self.block_size, self.keep)  # ValueError for a keep out of range
+
+    def last_logits(self, ids: np.ndarray, past: list | None) -> tuple[np.ndarray, list]:
+        """Logits of the last position [B, vocab], and the new cache as onnxruntime values.
+
+        The cache never leaves onnxruntime: each step's present tensors are bound as the next
+        step's past, where session.run would copy every layer's keys and values into numpy
+        arrays and back (the cache grows to megabytes; the step itself is a fraction of a ms)."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
+        if past is None:
+            past = [ort_value(v) for v in self.empty_past(ids.shape[0]).values()]
+        for name, value in zip(self.past_names, past):
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        logits, *present = binding.get_outputs()
+        return logits.numpy()[:, -1], present
+
+    def cache_length(self, past: list) -> int:
+        return past[0].shape()[2]
 
     def generate(self, prompt: EncodedPrompt, settings: Settings) -> Iterator[Step]:
         """Yield a Step per new character until max_new_tokens, or until every row has stopped."""
-        rows = settings.num_samples
-        context = np.tile(np.array(prompt.ids[-self.block_size :], dtype=np.int64), (rows, 1))
+        rows, block = settings.num_samples, self.block_size
+        # The last block_size characters are all any window can hold.
+        history = np.tile(np.array(prompt.ids[-block:], dtype=np.int64), (rows, 1))
+        n = len(prompt.ids)  # characters so far: the window rule depends on it alone
+        length = context_length(n, block, self.keep)
         rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
         filters = [StopFilter(settings.stop) for _ in range(rows)]
-        logits, past = self.last_logits(context, None)
+        row_index = np.arange(rows)
+        logits, past = self.last_logits(history[:, -length:], None)
         for _ in range(settings.max_new_tokens):
             ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
-            probs = softmax(logits)[np.arange(rows), ids]
-            pieces = [f.push(self.vocab[i], float(p)) for f, i, p in zip(filters, ids, probs)]
+            probs = softmax(logits)[row_index, ids]
+            pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
             yield Step(pieces, [f.finished for f in filters])
             if all(f.finished for f in filters):
                 return
-            context = np.concatenate([context, ids[:, None]], axis=1)[:, -self.block_size :]
-            if past[self.past_names[0]].shape[2] < self.block_size:
+            history = np.concatenate([history, ids[:, None]], axis=1)[:, -block:]
+            n += 1
+            if context_length(n, block, self.keep) == length + 1:  # the window grows: one cached step
+                length += 1
                 logits, past = self.last_logits(ids[:, None], past)
-            else:  # the window is full: the last block_size characters, from scratch
-                logits, past = self.last_logits(context, None)
+            else:  # the window overflowed: recompute the characters it keeps
+                length = context_length(n, block, self.keep)
+                logits, past = self.last_logits(history[:, -length:], None)
         yield Step([f.flush() for f in filters], [f.finished for f in filters])
 
     def complete(self, prompt: str | EncodedPrompt, settings: Settings) -> list[str]:

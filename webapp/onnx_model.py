@@ -49,7 +49,9 @@ def choose_providers(device: str) -> tuple[list[str], str]:
 
 
 class OnnxModel:
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    """threads: onnxruntime's intra-op threads (None: one per physical core, its default)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -58,7 +60,13 @@ class OnnxModel:
                                  "or train and export one (see README: python -m train, then python -m export).")
         providers, self.notice = choose_providers(device)
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
+            options = ort.SessionOptions()
+            # Fold an int8 file's DequantizeLinear weights into float32 at load, rather than keep
+            # them for quantized kernels: int8 on disk, float32 speed (export.onnx_export).
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+            if threads:
+                options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as e:  # onnxruntime's own exception types
             raise ModelLoadError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]}).") from None
         self.provider = self.session.get_providers()[0]

@@ -1,0 +1,279 @@
+"""`python -m benchmarks.generation`: every way this project can generate text, timed side by side.
+
+For one exported model (default: the shipped models/chargpt.onnx), its float32 and int8 forms
+(one made from the other) and the PyTorch model with the same weights (rebuilt from the ONNX
+file's named weights, or read from --checkpoint), each
+decoder continues the same prompt greedily for --chars characters at batch 1 and batch 8:
+
+  1. PyTorch, seed-style: the whole context recomputed for every character
+  2. PyTorch with a KV cache
+  3. onnxruntime without a cache (the whole context per character)
+  4. the web app's engine (onnxruntime with a KV cache), float32 and int8 weights
+  5. the floor: bare cached `session.run` calls in a tight loop, no sampling, no Python around
+
+All follow the same window rule (train.text.context_length with the engine's keep), and the
+table gives characters/s, time to first character (the prompt's prefill included) and
+each row's speed-up over row 1. Greedy decoding makes the texts comparable: every decoder must
+produce row 1's text (int8 weights may change it), and the table says whether it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import onnx
+import torch
+
+from export.onnx_export import export_onnx, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
+from train.model import GPTLanguageModel
+from train.text import context_length
+from webapp.engine import Engine, EncodedPrompt, Settings
+from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+FALLBACK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+
+# A decoder: (prompt ids [B, T], number of new characters) -> an iterator of new ids [B] per step.
+Decoder = Callable[[np.ndarray, int], Iterator[np.ndarray]]
+
+
+def seed_style(model: GPTLanguageModel, keep: int) -> Decoder:
+    def run(prompt: np.ndarray, n: int):
+        for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0, keep=keep):
+            yield next_id[:, 0].numpy()
+    return run
+
+
+def torch_cached(model: GPTLanguageModel, keep: int) -> Decoder:
+    """KV-cached PyTorch decoding under the engine's window rule: a cached step while the
+    window grows, a prefill of the kept characters when it overflows."""
+    block = model.config.block_size
+
+    @torch.no_grad()
+    def run(prompt: np.ndarray, n: int):
+        text = torch.from_numpy(prompt)
+        length = context_length(text.size(1), block, keep)
+        logits, _, past = model(text[:, -length:])
+        for _ in range(n):
+            next_id = logits[:, -1].argmax(dim=-1, keepdim=True)
+            yield next_id[:, 0].numpy()
+            text = torch.cat([text, next_id], dim=1)
+            if context_length(text.size(1), block, keep) == length + 1:
+                length += 1
+                logits, _, past = model(next_id, past_kv=past)
+            else:
+                length = context_length(text.size(1), block, keep)
+                logits, _, past = model(text[:, -length:])
+    return run
+
+
+def onnx_uncached(engine: Engine) -> Decoder:
+    def run(prompt: np.ndarray, n: int):
+        text = prompt
+        for _ in range(n):
+            logits, _ = engine.forward(text[:, -context_length(text.shape[1], engine.block_size, engine.keep) :])
+            next_id = logits[:, -1].argmax(axis=-1)
+            yield next_id
+            text = np.concatenate([text, next_id[:, None]], axis=1)
+    return run
+
+
+def engine_decoder(engine: Engine) -> Decoder:
+    index = {c: i for i, c in enumerate(engine.vocab)}
+
+    def run(prompt: np.ndarray, n: int):
+        encoded = EncodedPrompt(prompt[0].tolist(), "")
+        settings = Settings(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0])
+        for step in engine.generate(encoded, settings):
+            if step.pieces[0]:  # the last Step flushes nothing when there is no stop string
+                yield np.array([index[piece[0][0]] for piece in step.pieces])
+    return run
+
+
+def session_floor(engine: Engine) -> Decoder:
+    """Bare session.run calls with the engine's window rule (feeding id 0, no sampling): a
+    prefill, one cached step per character, a prefill of the kept characters on overflow."""
+    session, names, outputs, block = engine.session, engine.past_names, engine.output_names, engine.block_size
+
+    def run(prompt: np.ndarray, n: int):
+        batch, total = prompt.shape[0], prompt.shape[1]
+        length = context_length(total, block, engine.keep)
+        feed = {"input_ids": prompt[:, -length:], **engine.empty_past(batch)}
+        step_ids = np.zeros((batch, 1), np.int64)
+        for _ in range(n):
+            _, *presents = session.run(outputs, feed)
+            yield step_ids[:, 0]
+            total += 1
+            if context_length(total, block, engine.keep) == length + 1:
+                length += 1
+                feed = {"input_ids": step_ids, **dict(zip(names, presents))}
+            else:
+                length = context_length(total, block, engine.keep)
+                feed = {"input_ids": np.zeros((batch, length), np.int64), **engine.empty_past(batch)}
+    return run
+
+
+@dataclass
+class Row:
+    decoder: str
+    batch: int
+    chars: int
+    chars_per_s: float
+    ms_per_char: float
+    first_char_ms: float
+    runs: int
+    same_text: bool | None = None
+    speedup: float | None = None
+
+
+def time_decoder(decoder: Decoder, prompt: np.ndarray, n: int, runs: int) -> tuple[np.ndarray, float, float]:
+    """(ids [B, n] of the last run, median seconds for all n steps, median seconds to the first)."""
+    totals, firsts, ids = [], [], None
+    for _ in range(runs):
+        steps = []
+        start = time.perf_counter()
+        for step in decoder(prompt, n):
+            if not steps:
+                firsts.append(time.perf_counter() - start)
+            steps.append(step)
+        totals.append(time.perf_counter() - start)
+        ids = np.stack(steps, axis=1)
+    return ids, statistics.median(totals), statistics.median(firsts)
+
+
+def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batches: list[int],
+              runs: int, slow_runs: int, slow: set[str], reference: str, not_compared: set[str]) -> list[Row]:
+    rows = []
+    for batch in batches:
+        prompt = np.tile(np.array(prompt_ids, dtype=np.int64), (batch, 1))
+        reference_ids, reference_rate = None, None
+        for name, decoder in decoders.items():
+            ids, total, first = time_decoder(decoder, prompt, n, slow_runs if name in slow else runs)
+            rate = batch * n / total
+            row = Row(name, batch, n, rate, 1000 * total / n, 1000 * first, slow_runs if name in slow else runs)
+            if name == reference:
+                reference_ids, reference_rate = ids, rate
+            elif name not in not_compared:
+                row.same_text = bool(np.array_equal(ids, reference_ids))
+            row.speedup = rate / reference_rate if reference_rate else None
+            rows.append(row)
+            print(f"  {name}, batch {batch}: {rate:,.0f} characters/s", file=sys.stderr, flush=True)
+    return rows
+
+
+def format_table(rows: list[Row], floor: str, engine: str) -> str:
+    header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text")
+    lines = [header]
+    for r in rows:
+        same = "-" if r.same_text is None else ("yes" if r.same_text else "no")
+        lines.append((r.decoder, str(r.batch), f"{r.chars_per_s:,.0f}", f"{r.ms_per_char:.3f}", f"{r.first_char_ms:.2f}",
+                      f"{r.speedup:.1f}" if r.speedup else "-", same))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
+    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for batch in sorted({r.batch for r in rows}):
+        by_name = {r.decoder: r for r in rows if r.batch == batch}
+        if floor in by_name and engine in by_name:
+            overhead = by_name[floor].chars_per_s / by_name[engine].chars_per_s - 1
+            text.append(f"batch {batch}: the engine takes {overhead:+.1%} time over the session.run floor")
+    return "\n".join(text)
+
+
+def float32_and_int8(engine: Engine, model: GPTLanguageModel, tmp: Path) -> tuple[Engine, Engine]:
+    """Engines on the float32 and the int8 form of the model: the given file is one of them,
+    the other is made from it (quantized, or exported from the PyTorch weights)."""
+    if engine.metadata["training"].get("quantization"):
+        fp32_path = tmp / "float32.onnx"
+        props = {p.key: p.value for p in onnx.load(str(engine.path)).metadata_props}
+        export_onnx(model, fp32_path)
+        name_weights(fp32_path, model)
+        set_metadata(fp32_path, props)
+        return Engine(fp32_path, device="cpu", keep=engine.keep), engine
+    int8_path = tmp / "int8.onnx"
+    quantize_weights_int8(engine.path, int8_path)
+    return engine, Engine(int8_path, device="cpu", keep=engine.keep)
+
+
+def load_prompt(path: Path | None, length: int) -> str:
+    """The first `length` characters of the validation split (the last 10%) of the text."""
+    if path is None or not path.is_file():
+        return (FALLBACK_PROMPT * (length // len(FALLBACK_PROMPT) + 1))[:length]
+    text = path.read_text(encoding="utf-8")
+    return text[int(0.9 * len(text)) :][:length]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.generation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported model, float32 or int8 (default: the shipped model)")
+    p.add_argument("--checkpoint", help="run directory holding the PyTorch weights (default: read them from --model)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="text whose validation split gives the prompt")
+    p.add_argument("--prompt-chars", type=int, default=200, help="prompt length in characters")
+    p.add_argument("--chars", type=int, default=500, help="new characters per generation")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    p.add_argument("--runs", type=int, default=5, help="runs per fast decoder; the median is reported")
+    p.add_argument("--slow-runs", type=int, default=1, help="runs of the decoders that recompute the whole context")
+    p.add_argument("--keep", type=int, help="characters the window keeps when it overflows (default: the engine's, half the window)")
+    p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "python -m benchmarks.generation"
+    if min(args.prompt_chars, args.chars, args.runs, args.slow_runs, *args.batch) < 1:
+        print(f"{prog}: error: --prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        engine = Engine(args.model, device="cpu", keep=args.keep)
+        if args.checkpoint:
+            from train import checkpoint
+            from train.model import GPTConfig
+
+            meta = checkpoint.read_meta(Path(args.checkpoint))
+            model = GPTLanguageModel(GPTConfig.from_dict({**meta["model"], "dropout": 0.0}))
+            checkpoint.load_model_weights(model, checkpoint.load_weights(Path(args.checkpoint), meta), Path(args.checkpoint))
+            model.eval()
+        else:
+            model = torch_model_from_onnx(Path(args.model))
+    except (ModelLoadError, ValueError, OSError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    prompt_text = load_prompt(Path(args.data), args.prompt_chars)
+    prompt_ids = [engine.vocab.index(c) for c in prompt_text if c in engine.vocab]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = float32_and_int8(engine, model, Path(tmp))
+        decoders = {
+            "1. PyTorch, seed-style (whole context)": seed_style(model, engine.keep),
+            "2. PyTorch, KV cache": torch_cached(model, engine.keep),
+            "3. onnxruntime, no cache (whole context)": onnx_uncached(fp32),
+            "4. engine, float32": engine_decoder(fp32),
+            "4. engine, int8 weights": engine_decoder(int8),
+            "5. floor: bare cached session.run": session_floor(fp32),
+        }
+        names = list(decoders)
+        print(f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
+              f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
+        rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
+                         slow={names[0], names[2]}, reference=names[0], not_compared={names[5]})
+    table = format_table(rows, floor=names[5], engine=names[3])
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
+                                               "rows": [asdict(r) for r in rows]}, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

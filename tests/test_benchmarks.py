@@ -1,0 +1,95 @@
+"""The generation benchmark: every decoder it times writes the same greedy text, and the
+command prints its table."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import generation as bench
+from export.onnx_export import quantize_weights_int8, torch_model_from_onnx
+from train import checkpoint
+from train.model import GPTConfig, GPTLanguageModel
+from webapp.engine import Engine
+from webapp.onnx_model import OnnxModel
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def models(exported):
+    run_dir, onnx_path, _ = exported
+    meta = checkpoint.read_meta(run_dir)
+    model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
+    checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
+    return model.eval(), Engine(onnx_path, device="cpu")
+
+
+def test_the_onnx_file_carries_the_checkpoint_weights_by_name(models, exported):
+    model, _ = models
+    rebuilt = torch_model_from_onnx(exported[1])
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
+
+
+def test_an_int8_file_gives_its_dequantized_weights(exported):
+    int8_path = exported[1].with_suffix(".int8.onnx")
+    model = torch_model_from_onnx(int8_path)
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, model.config.block_size))
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids))[0].numpy()
+    assert np.abs(OnnxModel(int8_path).forward(ids)[0] - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_decoder_writes_the_seed_style_greedy_text(models, batch):
+    """Prompt and length cross the window (block_size 16) many times: the cached decoders'
+    window slide must give exactly the seed's cropped-context text."""
+    model, engine = models
+    decoders = [bench.torch_cached(model, engine.keep), bench.onnx_uncached(engine), bench.engine_decoder(engine)]
+    prompt = np.tile(np.arange(1, 31) % engine.metadata["config"]["vocab_size"], (batch, 1)).astype(np.int64)
+    want = np.stack(list(bench.seed_style(model, engine.keep)(prompt, 70)), axis=1)
+    for decoder in decoders:
+        assert np.array_equal(np.stack(list(decoder(prompt, 70)), axis=1), want)
+
+
+def test_int8_engine_and_floor_run(models, tmp_path, exported):
+    _, engine = models
+    quantize_weights_int8(exported[1], tmp_path / "int8.onnx")
+    int8 = Engine(tmp_path / "int8.onnx", device="cpu")
+    prompt = np.ones((2, 5), np.int64)
+    assert np.stack(list(bench.engine_decoder(int8)(prompt, 40)), axis=1).shape == (2, 40)
+    assert len(list(bench.session_floor(engine)(prompt, 40))) == 40
+
+
+def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--data", str(small_text),
+         "--prompt-chars", "20", "--chars", "30", "--batch", "1", "2", "--runs", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "engine takes" in result.stdout and "| decoder" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 2}
+    assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.", "4. engine, float32")))
+    assert all(r["chars_per_s"] > 0 for r in rows)
+
+
+def test_command_takes_an_int8_model_and_refuses_bad_numbers(exported, small_text):
+    int8 = str(exported[1].with_suffix(".int8.onnx"))
+    result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", int8, "--data", str(small_text),
+                             "--prompt-chars", "10", "--chars", "20", "--batch", "1", "--runs", "1"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "| 4. engine, float32" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--chars", "0"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "at least 1" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(small_text)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
