@@ -109,7 +109,7 @@ def check_outputs(out: Path, quantize: bool, force: bool) -> None:
         raise UsageError(f"the directory of --out {out} does not exist; create it first or choose another --out.")
     targets = [out, sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
     if quantize:
-        targets += [sibling(out, ".int8.onnx"), sibling(out, ".int8.json")]
+        targets += [sibling(out, ".int8.onnx"), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist; pass --force to replace them, or choose another --out.")
@@ -140,7 +140,7 @@ def export_main(argv: list[str]) -> int:
     from train.text import DataError, read_text
 
     from . import metadata as md
-    from .onnx_export import export_onnx, format_table, set_metadata, verify
+    from .onnx_export import export_onnx, format_table, name_weights, set_metadata, verify
     from webapp.onnx_model import OnnxModel
 
     prog = "python -m export"
@@ -172,6 +172,7 @@ def export_main(argv: list[str]) -> int:
     try:
         print(f"exporting {run_dir} (step {meta['step']}, {model.num_params() / 1e6} M parameters) ...")
         export_onnx(model, tmp)
+        name_weights(tmp, model)
         set_metadata(tmp, md.to_props(metadata))
         checks, greedy_ids = verify(model, tmp, prompt)
         table = format_table(checks)
@@ -192,7 +193,7 @@ def export_main(argv: list[str]) -> int:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {sibling(out, '.json').name}, {sibling(out, '.md').name}; "
           f"val loss {metadata['training']['val_loss']:.4f}")
     if args.quantize:
-        return quantize_int8(out, metadata, text)
+        return quantize_int8(out, metadata, text, sample, table)
     return 0
 
 
@@ -217,45 +218,40 @@ def draw_loss_curve(run_dir: Path, out: Path, step: int, val_loss: float | None)
     write_atomic(sibling(out, ".loss.png"), lambda tmp: plot_losses(metrics, Path(tmp), mark))
 
 
-def quantize_int8(out: Path, metadata: dict, text: str) -> int:
-    """NAME.int8.onnx: every MatMul weight stored as int8 (symmetric, one scale per block of 32
-    inputs; onnxruntime's MatMulNBits), activations kept in float32. Weight-only on purpose:
+def quantize_int8(out: Path, metadata: dict, text: str, sample: str, verification: str) -> int:
+    """NAME.int8.onnx: every MatMul weight stored as int8 (symmetric, one scale per output
+    column; see quantize_weights_int8), activations kept in float32. Weight-only on purpose:
     onnxruntime's dynamic quantization picks activation scales per call, so a prefill and
     cached decoding of the same text disagree (DESIGN.md requires them equal). Kept only if
     its validation loss is within INT8_TOLERANCE of the float32 file's."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
     from . import metadata as md
-    from .onnx_export import quiet_loggers, set_metadata
+    from .onnx_export import quantize_weights_int8, set_metadata
     from webapp.onnx_model import OnnxModel
 
     int8_path = sibling(out, ".int8.onnx")
     tmp = temp_onnx(out.parent)
     try:
-        with quiet_loggers("onnxruntime.quantization.matmul_nbits_quantizer", "root"):
-            quantizer = MatMulNBitsQuantizer(onnx.load(str(out)), bits=8, block_size=32, is_symmetric=True)
-            quantizer.process()
-        onnx.save(quantizer.model.model, str(tmp))
+        quantize_weights_int8(out, tmp)
         fp32_loss, n = measure_loss(OnnxModel(out), text, "val")
         int8_loss, _ = measure_loss(OnnxModel(tmp), text, "val")  # metadata survives quantization
         rows = [("file", "size (MB)", "val loss"), (out.name, f"{out.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
                 (int8_path.name, f"{tmp.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}")]
-        for r in rows:
-            print(f"{r[0]:<28}{r[1]:>10}{r[2]:>10}")
         delta = int8_loss - fp32_loss
-        print(f"int8 - fp32: {delta:+.4f} nats/char over {n:,} characters (allowed: +{INT8_TOLERANCE})")
+        int8_table = "\n".join(f"{r[0]:<28}{r[1]:>10}{r[2]:>10}" for r in rows)
+        int8_table += f"\nint8 - fp32: {delta:+.4f} nats/char over {n:,} characters (allowed: +{INT8_TOLERANCE})"
+        print(int8_table)
         if delta > INT8_TOLERANCE:
             return fail("python -m export", f"int8 quantization loses {delta:.4f} nats/char, more than "
                         f"{INT8_TOLERANCE}; {int8_path} was not written (ship the float32 file).", VERIFICATION_FAILED)
         int8_meta = {**metadata, "training": {**metadata["training"], "val_loss": int8_loss,
-                                              "quantization": "int8 weights (MatMulNBits, block 32), float32 activations"}}
+                                              "quantization": "int8 weights (one scale per output column, DequantizeLinear), float32 activations"}}
         set_metadata(tmp, md.to_props(int8_meta))
         os.replace(tmp, int8_path)
     finally:
         tmp.unlink(missing_ok=True)
-    write_json(sibling(out, ".int8.json"), int8_meta)
-    print(f"wrote {int8_path}")
+    # The float32 file's checks against PyTorch, then what int8 weights cost.
+    write_sidecars(int8_path, int8_meta, sample, f"{verification}\n\n{int8_table}")
+    print(f"wrote {int8_path}, {sibling(int8_path, '.json').name}, {sibling(int8_path, '.md').name}")
     return 0
 
 

@@ -58,6 +58,7 @@ A character-level GPT exported by chargpt (format {metadata['chargpt.format']}).
 | layers / heads / width / context | {c['n_layer']} / {c['n_head']} / {c['n_embd']} / {c['block_size']} characters |
 | vocabulary | {c['vocab_size']} characters |
 | architecture | {arch} |
+| weights | {t.get('quantization') or 'float32'} |
 | trained | {t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']} |
 | dataset SHA-256 | `{t['dataset_sha256']}` |
 | source checkpoint SHA-256 | `{metadata['source_sha256']}` |

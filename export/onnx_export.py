@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import torch
 
 from train.model import GPTLanguageModel
@@ -73,6 +74,102 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
             verbose=False,
         )
     program.save(str(path), external_data=False)
+
+
+TRANSPOSED = ".T"  # suffix of an initializer that holds a parameter transposed (Linear weights)
+
+
+def name_weights(path: Path, model: GPTLanguageModel) -> None:
+    """Give every initializer that holds a parameter, as is or transposed, that parameter's name
+    ("model.blocks.0.attn.qkv.weight.T"): the exporter folds Linear weights into anonymous
+    transposed constants ("val_15"). Named weights let a second runtime, or the benchmark's
+    PyTorch rows (torch_model_from_onnx), rebuild the exact model from the ONNX file alone."""
+    proto = onnx.load(str(path))
+    wanted = {}
+    for name, tensor in CachedLM(model).state_dict(keep_vars=False).items():
+        array = tensor.detach().cpu().numpy()
+        wanted.setdefault((array.shape, array.tobytes()), name)
+        if array.ndim == 2:
+            wanted.setdefault((array.T.shape, np.ascontiguousarray(array.T).tobytes()), name + TRANSPOSED)
+    renamed = {}
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init)
+        new = wanted.get((array.shape, array.tobytes()))
+        if new is not None and new != init.name and new not in renamed.values():
+            renamed[init.name] = new
+            init.name = new
+    for node in proto.graph.node:
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+    onnx.save(proto, str(path))
+
+
+def torch_model_from_onnx(path: Path) -> GPTLanguageModel:
+    """The PyTorch model whose weights an exported file carries (see name_weights): exactly the
+    checkpoint's for a float32 file, the dequantized weights for an int8 one."""
+    from train.model import GPTConfig
+    from webapp.onnx_model import parse_metadata
+
+    proto = onnx.load(str(path))
+    meta = parse_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
+    config = {k: v for k, v in meta["config"].items() if k != "head_dim"}
+    model = GPTLanguageModel(GPTConfig(**config, dropout=0.0))
+    arrays = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    state = {}
+    for name in model.state_dict():
+        key = "model." + name
+        if key in arrays:
+            state[name] = torch.from_numpy(arrays[key].copy())
+        elif key + TRANSPOSED in arrays:
+            state[name] = torch.from_numpy(arrays[key + TRANSPOSED].T.copy())
+        elif key + TRANSPOSED + INT8_SUFFIXES[0] in arrays:
+            base = key + TRANSPOSED
+            weight = dequantize_int8(arrays[base + INT8_SUFFIXES[0]], arrays[base + INT8_SUFFIXES[1]])
+            state[name] = torch.from_numpy(weight.T.copy())
+        elif name != "lm_head.weight" or not model.config.tie_weights:
+            raise ValueError(f"{path} does not carry the weight {name} by name (it was exported before weights "
+                             "were named); export the checkpoint again.")
+    if model.config.tie_weights:
+        state.setdefault("lm_head.weight", state["token_embedding.weight"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+INT8_SUFFIXES = ("_int8", "_scale")  # a quantized weight's initializers: int8 values, float32 scales
+
+
+def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """What DequantizeLinear computes for a weight [K, N] with one scale per column: q * scale."""
+    return q.astype(np.float32) * scales.astype(np.float32)[None, :]
+
+
+def quantize_weights_int8(source: Path, target: Path) -> None:
+    """Every MatMul weight stored as int8 with one float32 scale per output column (symmetric,
+    weight-only; activations stay float32), turned back into float32 by a standard
+    DequantizeLinear node. onnxruntime folds those nodes into float32 weights when the session
+    loads (OnnxModel sets session.disable_quant_qdq), so the file is a quarter of the size and
+    decodes as fast as float32, and any ONNX runtime can run it: no contrib operators.
+    (onnxruntime's MatMulNBits kernels decoded 4.6x slower here.) Metadata is kept."""
+    proto = onnx.load(str(source))
+    graph = proto.graph
+    initializers = {i.name: i for i in graph.initializer}
+    dequantize = []
+    for node in graph.node:
+        name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if name not in initializers or len(initializers[name].dims) != 2:
+            continue
+        weight = numpy_helper.to_array(initializers[name])
+        scale = (np.abs(weight).max(axis=0) / 127).astype(np.float32)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(initializers.pop(name))
+        graph.initializer.extend([numpy_helper.from_array(q, name + INT8_SUFFIXES[0]),
+                                  numpy_helper.from_array(scale, name + INT8_SUFFIXES[1])])
+        dequantize.append(onnx.helper.make_node("DequantizeLinear", [name + INT8_SUFFIXES[0], name + INT8_SUFFIXES[1]],
+                                                [name], axis=1))
+    nodes = dequantize + list(graph.node)  # the weights exist before anything reads them
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(proto, str(target))
 
 
 def set_metadata(path: Path, props: dict[str, str]) -> None:
@@ -142,7 +239,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list
 
     text = engine.complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=GREEDY_CHARS, temperature=0))[0]
     onnx_ids = [engine.vocab.index(c) for c in text]
-    torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)[0, len(prompt) :].tolist()
+    torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0, keep=engine.keep)[0, len(prompt) :].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
     checks.append(Check(f"greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,

@@ -114,6 +114,25 @@ def test_int8_reports_its_loss_delta_and_records_it(exported):
     assert out.with_name("tiny.int8.onnx").stat().st_size < 0.6 * out.stat().st_size
 
 
+def test_int8_file_is_standard_onnx_with_int8_matmul_weights(exported):
+    """Weights as int8 initializers behind DequantizeLinear: no contrib operators, so another
+    runtime (here onnx's reference evaluator) gives onnxruntime's logits."""
+    from onnx.reference import ReferenceEvaluator
+
+    _, out, _ = exported
+    int8_path = out.with_name("tiny.int8.onnx")
+    proto = onnx.load(str(int8_path))
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    int8_weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    n_matmul = sum(n.op_type == "MatMul" for n in proto.graph.node)
+    assert len(int8_weights) == sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) > 0
+    assert n_matmul >= len(int8_weights)
+    lm = OnnxModel(int8_path)
+    ids = np.random.default_rng(1).integers(0, lm.metadata["config"]["vocab_size"], (2, lm.block_size))
+    got = ReferenceEvaluator(proto).run(["logits"], {"input_ids": ids, **lm.empty_past(2)})[0]
+    assert np.abs(got - lm.forward(ids)[0]).max() <= 1e-4
+
+
 def test_the_eval_command_reproduces_the_recorded_loss_with_onnxruntime_alone(exported, small_text, capsys):
     _, out, _ = exported
     code = subprocess.run(
