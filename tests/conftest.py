@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ os.environ["OMP_NUM_THREADS"] = "1"
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CHARGPT_SHARED", REPO.parent / "shared"))
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+IN_CI = os.environ.get("CI") == "true"
+SCREENSHOTS = REPO / "test-results"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Small settings that train in a second or two on a CPU.
 TINY = ["--n-embd", "32", "--n-head", "4", "--n-layer", "2", "--block-size", "16", "--batch-size", "8",
@@ -55,3 +59,17 @@ def exported(tmp_path_factory, small_text):
     result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
                             capture_output=True, text=True, timeout=600)
     return run_dir, out, result
+
+
+def chromium_or_skip() -> str:
+    """Debian's chromium for Playwright; a skip where it is missing, a failure in CI."""
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None or not Path(path).exists():
+        if IN_CI:
+            pytest.fail("CI must have Debian's chromium and the playwright package (see .ci/run)")
+        pytest.skip("no chromium or playwright here: apt-get install chromium; pip install playwright")
+    return path

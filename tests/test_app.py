@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,10 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
-IN_CI = os.environ.get("CI") == "true"
-SCREENSHOTS = REPO / "test-results"
+from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 
 
 def free_port() -> int:
@@ -142,27 +138,13 @@ def test_generate_command_prints_a_reproducible_sample(exported):
     assert subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120).stdout == first.stdout
 
 
-def chromium_or_skip() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        path = None
-    if path is None or not Path(path).exists():
-        if IN_CI:
-            pytest.fail("CI must have Debian's chromium and the playwright package (see .ci/run)")
-        pytest.skip("no chromium or playwright here: apt-get install chromium; pip install playwright")
-    return path
-
-
 def test_the_page_streams_text_in_a_real_browser(shipped_app_url):
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_or_skip()
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(shipped_app_url, wait_until="networkidle")

@@ -23,6 +23,8 @@ from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, Se
 from webapp.onnx_model import SHIPPED_MODEL
 
 EXAMPLES = ["ROMEO:", "JULIET:\nO Romeo, Romeo!", "First Citizen:\n", "KING RICHARD III:\n", "MENENIUS:", "PETRUCHIO:\n"]
+STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
+STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
 CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
 # Inline styles, so the coloured view looks the same wherever the HTML is shown (API clients too).
@@ -131,7 +133,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
     loss_curve = engine.path.with_suffix(".loss.png")
     with gr.Blocks(title="chargpt: Shakespeare, one character at a time") as demo:
         gr.Markdown("# chargpt\nA small character-level GPT trained on Tiny Shakespeare, "
-                    "running on onnxruntime. Write the start of a scene and let it continue.")
+                    "running on onnxruntime. Write the start of a scene and let it continue. " + static_site_note())
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3, max_length=MAX_PROMPT_CHARS)
@@ -160,10 +162,18 @@ def build_demo(engine: Engine) -> gr.Blocks:
     return demo
 
 
+def static_site_note() -> str:
+    """A link to the static page (the model in the visitor's browser) when it has been built."""
+    if (STATIC_SITE / "index.html").is_file():
+        return f"The same model also runs [in your browser]({STATIC_URL}index.html), with no server."
+    return "The same model also runs in your browser with onnxruntime-web: see `webapp/web` in the README."
+
+
 def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
-    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces)."""
-    return demo.launch(server_name=host, server_port=port, share=share,
-                       allowed_paths=[str(engine.path.parent)], show_error=True, **kwargs)
+    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces).
+    Files are served from the model's folder (the loss curve) and the built static page only."""
+    allowed = [str(engine.path.parent)] + ([str(STATIC_SITE)] if (STATIC_SITE / "index.html").is_file() else [])
+    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed, show_error=True, **kwargs)
 
 
 @functools.cache

@@ -1,0 +1,144 @@
+"""The model in JavaScript: onnxruntime-node against Python's onnxruntime, the JS sampler against
+the Python one, and the static page (onnxruntime-web) in a headless Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from webapp.engine import Engine, Settings, encode_prompt
+from webapp.onnx_model import SHIPPED_MODEL
+
+WEB = REPO / "webapp" / "web"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    node = shutil.which("node")
+    if node is None or not (WEB / "node_modules" / "onnxruntime-node").is_dir():
+        if IN_CI:
+            pytest.fail("CI must have node and webapp/web/node_modules (npm ci --ignore-scripts; see .ci/run)")
+        pytest.skip("no node or no webapp/web/node_modules: cd webapp/web && npm ci --ignore-scripts")
+    return node
+
+
+def node_check(node: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run([node, "node_check.mjs", *args], cwd=WEB, capture_output=True, text=True, timeout=300)
+    assert result.returncode == expect, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module", params=["shipped", "tiny"])
+def model_path(request, exported):
+    return SHIPPED_MODEL if request.param == "shipped" else exported[1]
+
+
+def test_node_logits_and_greedy_text_equal_python_onnxruntime(node, model_path):
+    prompt = "ROMEO:\nBut soft, what light through yonder window breaks?"
+    out = json.loads(node_check(node, str(model_path), "--prompt", prompt, "--chars", "200", "--json").stdout)
+    engine = Engine(model_path)
+    ids = encode_prompt(prompt, engine.vocab).ids[-engine.block_size:]
+    assert out["prompt_ids"] == ids
+    want, _ = engine.forward(np.array([ids]))
+    got = np.array(out["logits"], dtype=np.float32).reshape(out["dims"])
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-4
+    assert out["text"] == engine.complete(prompt, Settings(max_new_tokens=200, temperature=0))[0]
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, seed", [(0.8, 0, 1.0, 0), (1.0, 20, 0.9, 12345), (0.5, 5, 1.0, 2**63 - 1),
+                                                             (1.3, 0, 0.5, 7)])
+def test_js_sampler_writes_the_python_text(node, model_path, temperature, top_k, top_p, seed):
+    args = ["--prompt", "JULIET:", "--chars", "150", "--temperature", str(temperature), "--top-k", str(top_k),
+            "--top-p", str(top_p), "--seed", str(seed), "--json"]
+    out = json.loads(node_check(node, str(model_path), *args).stdout)
+    settings = Settings(max_new_tokens=150, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    assert out["text"] == Engine(model_path).complete("JULIET:", settings)[0]
+
+
+def test_node_check_refuses_bad_input(node, tmp_path, small_text):
+    result = node_check(node, str(tmp_path / "missing.onnx"), expect=2)
+    assert "cannot read the model's sidecar" in result.stderr
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    (tmp_path / "bad.json").write_text((SHIPPED_MODEL.with_suffix(".json")).read_text())
+    assert "not a readable ONNX model" in node_check(node, str(bad), expect=2).stderr
+    assert "temperature must be between 0" in node_check(node, "--temperature", "11", expect=2).stderr
+    assert "unknown option --frobnicate" in node_check(node, "--frobnicate", expect=2).stderr
+
+
+@contextlib.contextmanager
+def static_server(directory):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def site(node, tmp_path_factory):
+    out = tmp_path_factory.mktemp("site") / "dist"
+    result = subprocess.run([node, "build.mjs", "--out", str(out)], cwd=WEB, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "sdk: static" in (out / "README.md").read_text()
+    return out
+
+
+def test_the_static_page_generates_the_python_text_in_chromium(site):
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_or_skip()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with static_server(site) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.get_by_role("button", name="Generate").wait_for(state="visible")
+            page.wait_for_function("!document.getElementById('generate').disabled", timeout=60_000)
+            page.fill("#prompt", "ROMEO:")
+            page.fill("#length", "300")
+            page.fill("#temperature", "0.8")
+            page.fill("#top-k", "40")
+            page.fill("#seed", "42")
+            page.click("#generate")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('Generated')", timeout=120_000)
+            text = page.locator("#output").inner_text()
+            status = page.locator("#status").inner_text()
+            page.screenshot(path=str(SCREENSHOTS / "web-static.png"), full_page=True)
+
+            # Bad input is a visible sentence, not an exception.
+            page.fill("#temperature", "-1")
+            page.click("#generate")
+            page.wait_for_function("document.getElementById('status').classList.contains('error')")
+            error = page.locator("#status").inner_text()
+        finally:
+            browser.close()
+    assert not errors
+    expected = Engine(SHIPPED_MODEL).complete("ROMEO:", Settings(max_new_tokens=300, temperature=0.8, top_k=40, seed=42))[0]
+    assert text == "ROMEO:" + expected
+    assert "Generated 300 characters" in status and "seed 42" in status
+    assert "temperature must be between 0 (greedy) and 10" in error
+
+
+def test_build_refuses_a_missing_model(node, tmp_path):
+    result = subprocess.run([node, "build.mjs", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "out")],
+                            cwd=WEB, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,218 @@
+// chargpt in JavaScript: the sampling specification, the window rule and a KV-cached decoder
+// over onnxruntime (onnxruntime-web in the browser, onnxruntime-node in Node: same API).
+//
+// A port of webapp/sampling.py, train/text.py's context_length and webapp/engine.py; the same
+// seed and settings give the same text as the Python engine (tests/test_web.py checks it).
+// Numbers are float64 throughout the sampling, as in numpy.
+
+const MASK64 = (1n << 64n) - 1n;
+
+/** Steele, Lea and Flood's SplitMix64: 64-bit state, one uniform in [0, 1) per call. */
+export class SplitMix64 {
+  constructor(seed) {
+    this.state = BigInt.asUintN(64, BigInt(seed));
+  }
+
+  nextU64() {
+    this.state = (this.state + 0x9e3779b97f4a7c15n) & MASK64;
+    let z = this.state;
+    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
+    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
+    return z ^ (z >> 31n);
+  }
+
+  /** A float in [0, 1) from the top 53 bits. */
+  uniform() {
+    return Number(this.nextU64() >> 11n) * 2 ** -53;
+  }
+}
+
+/** Probabilities of one row of logits (masked -Infinity logits get 0). */
+export function softmax(logits) {
+  let max = -Infinity;
+  for (const x of logits) max = Math.max(max, x);
+  const z = Float64Array.from(logits, (x) => Math.exp(x - max));
+  let total = 0;
+  for (const x of z) total += x;
+  return z.map((x) => x / total);
+}
+
+/** Keep the logits >= the k-th largest (ties at the boundary kept); k <= 0 or >= vocab: all. */
+export function topKFilter(logits, k) {
+  if (k <= 0 || k >= logits.length) return logits;
+  const kth = Float64Array.from(logits).sort()[logits.length - k];
+  return logits.map((x) => (x < kth ? -Infinity : x));
+}
+
+/** Keep the smallest set of most probable characters whose probability reaches p (the most
+ * probable always); ties in probability are ordered by id. */
+export function topPFilter(logits, p) {
+  if (p >= 1) return logits;
+  const probs = softmax(logits);
+  const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a] || a - b);
+  const out = Float64Array.from(logits);
+  let massBefore = 0;
+  for (const id of order) {
+    if (massBefore >= p) out[id] = -Infinity;
+    massBefore += probs[id];
+  }
+  return out;
+}
+
+/** The distribution a draw is made from (temperature > 0): temperature, top-k, top-p. */
+export function samplingProbs(logits, temperature, topK, topP) {
+  const scaled = Float64Array.from(logits, (x) => x / temperature);
+  return softmax(topPFilter(topKFilter(scaled, topK), topP));
+}
+
+/** Inverse CDF: the first id whose cumulative probability exceeds u * total. */
+export function draw(probs, u) {
+  const cdf = new Float64Array(probs.length);
+  let sum = 0;
+  probs.forEach((p, i) => (cdf[i] = sum += p));
+  const target = u * cdf[cdf.length - 1];
+  for (let i = 0; i < cdf.length; i++) if (cdf[i] > target) return i;
+  return cdf.length - 1;
+}
+
+export function argmax(logits) {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/** The next id for one row of logits: greedy at temperature 0 (nothing drawn), else a draw. */
+export function nextId(logits, { temperature, topK, topP }, rng) {
+  if (temperature === 0) return argmax(logits);
+  return draw(samplingProbs(logits, temperature, topK, topP), rng.uniform());
+}
+
+/** How many of the last characters predict the next one when the text so far has n: the
+ * context grows to blockSize, then drops to the last `keep` and grows again. */
+export function contextLength(n, blockSize, keep) {
+  if (!(keep >= 1 && keep <= blockSize)) throw new RangeError(`keep must be from 1 to block_size (${blockSize}), not ${keep}`);
+  if (n <= blockSize) return n;
+  return keep + ((n - blockSize - 1) % (blockSize - keep + 1));
+}
+
+export const defaultKeep = (blockSize) => Math.max(1, Math.floor(blockSize / 2));
+
+/** Map a prompt to ids: a character outside the vocabulary is replaced by its accent-free form
+ * when that is in the vocabulary (é -> e), else dropped; an empty result starts from "\n". */
+export function encodePrompt(text, vocab) {
+  const index = new Map(vocab.map((c, i) => [c, i]));
+  const ids = [];
+  const dropped = new Set();
+  for (const ch of text) {
+    if (index.has(ch)) {
+      ids.push(index.get(ch));
+      continue;
+    }
+    const plain = ch.normalize("NFKD").replace(/\p{Mn}/gu, "");
+    if (plain && [...plain].every((c) => index.has(c))) for (const c of plain) ids.push(index.get(c));
+    else dropped.add(ch);
+  }
+  if (ids.length === 0) ids.push(index.has("\n") ? index.get("\n") : 0);
+  return { ids, dropped: [...dropped] };
+}
+
+export const LIMITS = { maxNewTokens: 2000, maxPromptChars: 10000, maxSeed: 2n ** 63n - 1n };
+
+/** Checked settings, or a RangeError whose message says which and why (as the Python engine). */
+export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0, topP = 1, seed = 0 } = {}) {
+  const whole = (x) => Number.isInteger(x);
+  if (!(whole(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= LIMITS.maxNewTokens))
+    throw new RangeError(`max_new_tokens must be a whole number from 1 to ${LIMITS.maxNewTokens}, not ${maxNewTokens}.`);
+  if (!(Number.isFinite(temperature) && temperature >= 0 && temperature <= 10))
+    throw new RangeError(`temperature must be between 0 (greedy) and 10, not ${temperature}.`);
+  if (!(whole(topK) && topK >= 0)) throw new RangeError(`top_k must be a whole number, 0 for off, not ${topK}.`);
+  if (!(Number.isFinite(topP) && topP > 0 && topP <= 1)) throw new RangeError(`top_p must be above 0 and at most 1 (1 = off), not ${topP}.`);
+  const big = typeof seed === "bigint" ? seed : Number.isInteger(seed) ? BigInt(seed) : -1n;
+  if (!(big >= 0n && big <= LIMITS.maxSeed)) throw new RangeError(`seed must be a whole number from 0 to 2^63-1, not ${seed}.`);
+  return { maxNewTokens, temperature, topK, topP, seed: big };
+}
+
+/** An exported chargpt model on onnxruntime. `meta` is the NAME.json sidecar (vocab, config). */
+export class CharGPT {
+  constructor(ort, session, meta, keep) {
+    this.ort = ort;
+    this.session = session;
+    this.vocab = meta.vocab;
+    this.config = meta.config;
+    this.blockSize = meta.config.block_size;
+    this.keep = keep ?? defaultKeep(this.blockSize);
+    contextLength(this.blockSize, this.blockSize, this.keep); // RangeError for a keep out of range
+    this.pastNames = [];
+    for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+  }
+
+  /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes. */
+  static async load(ort, model, meta, { keep, sessionOptions } = {}) {
+    // As the Python engine: an int8 file's DequantizeLinear weights are folded to float32 at load.
+    const options = { ...sessionOptions, extra: { session: { disable_quant_qdq: "1" } } };
+    const session = await ort.InferenceSession.create(model, options);
+    return new CharGPT(ort, session, meta, keep);
+  }
+
+  emptyPast(batch) {
+    const { n_head: h, head_dim: d } = this.config;
+    return Object.fromEntries(this.pastNames.map((n) => [n, new this.ort.Tensor("float32", new Float32Array(0), [batch, h, 0, d])]));
+  }
+
+  /** rows: arrays of ids, all the same length. Returns {logits: Float32Array [B, T, V], dims, past}. */
+  async forward(rows, past) {
+    const batch = rows.length;
+    const length = rows[0].length;
+    const ids = new BigInt64Array(batch * length);
+    rows.forEach((row, b) => row.forEach((id, t) => (ids[b * length + t] = BigInt(id))));
+    const feeds = { input_ids: new this.ort.Tensor("int64", ids, [batch, length]), ...(past ?? this.emptyPast(batch)) };
+    const out = await this.session.run(feeds);
+    const present = {};
+    this.pastNames.forEach((n) => (present[n] = out[n.replace("past_key_values", "present")]));
+    return { logits: out.logits.data, dims: out.logits.dims, past: present };
+  }
+
+  /** Last position's logits, one Float32Array per row. */
+  static lastRows({ logits, dims }) {
+    const [batch, length, vocab] = dims;
+    return Array.from({ length: batch }, (_, b) => logits.subarray((b * length + length - 1) * vocab, (b * length + length) * vocab));
+  }
+
+  /** Yields, per new character, {ids, probs}: one id per row and the probability the model
+   * gave it. Row r samples with seed + r. Same window rule and cache use as the Python engine. */
+  async *generate(promptIds, settings, numSamples = 1) {
+    const s = checkSettings(settings);
+    const block = this.blockSize;
+    const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
+    const history = Array.from({ length: numSamples }, () => promptIds.slice(-block));
+    let n = promptIds.length;
+    let length = contextLength(n, block, this.keep);
+    let result = await this.forward(history.map((h) => h.slice(-length)));
+    for (let step = 0; step < s.maxNewTokens; step++) {
+      const rows = CharGPT.lastRows(result);
+      const ids = rows.map((row, r) => nextId(row, s, rngs[r]));
+      const probs = rows.map((row, r) => softmax(row)[ids[r]]);
+      yield { ids, probs };
+      if (step === s.maxNewTokens - 1) return;
+      history.forEach((h, r) => {
+        h.push(ids[r]);
+        if (h.length > block) h.shift();
+      });
+      n += 1;
+      if (contextLength(n, block, this.keep) === length + 1) {
+        length += 1;
+        result = await this.forward(ids.map((id) => [id]), result.past);
+      } else {
+        length = contextLength(n, block, this.keep);
+        result = await this.forward(history.map((h) => h.slice(-length)));
+      }
+    }
+  }
+
+  /** The continuations as strings (for checks and the Node command). */
+  async complete(promptIds, settings, numSamples = 1) {
+    const texts = Array(numSamples).fill("");
+    for await (const { ids } of this.generate(promptIds, settings, numSamples)) ids.forEach((id, r) => (texts[r] += this.vocab[id]));
+    return texts;
+  }
+}

@@ -1,0 +1,82 @@
+// node node_check.mjs [MODEL.onnx] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
+//                    [--top-p P] [--seed S] [--json]
+// Loads an exported chargpt model (and its NAME.json sidecar) with onnxruntime-node, prints the
+// logits of the prompt's last position and a continuation (greedy unless --temperature > 0).
+// --json prints everything as JSON: what tests/test_web.py compares with Python's onnxruntime.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { CharGPT, encodePrompt } from "./chargpt.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const USAGE = "usage: node node_check.mjs [MODEL.onnx] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
+
+function parseArgs(argv) {
+  const opts = { model: path.join(here, "..", "..", "models", "chargpt.onnx"), prompt: "ROMEO:", chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
+  const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP", "--seed": "seed" };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--json") opts.json = true;
+    else if (arg === "--prompt") opts.prompt = argv[++i];
+    else if (arg in numbers) {
+      const value = Number(argv[++i]);
+      if (!Number.isFinite(value)) throw new Error(`${arg} needs a number, not ${argv[i]}`);
+      opts[numbers[arg]] = value;
+    } else if (arg.startsWith("--")) throw new Error(`unknown option ${arg}`);
+    else opts.model = arg;
+  }
+  if (opts.prompt === undefined) throw new Error("--prompt needs a text");
+  return opts;
+}
+
+async function main() {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`node_check: error: ${e.message}\n${USAGE}`);
+    return 2;
+  }
+  const sidecar = opts.model.replace(/\.onnx$/, ".json");
+  let meta;
+  try {
+    meta = JSON.parse(readFileSync(sidecar, "utf8"));
+  } catch (e) {
+    console.error(`node_check: error: cannot read the model's sidecar ${sidecar} (${e.code ?? e.message}); export writes it beside NAME.onnx.`);
+    return 2;
+  }
+  const ort = createRequire(import.meta.url)("onnxruntime-node");
+  let model;
+  try {
+    model = await CharGPT.load(ort, opts.model, meta);
+  } catch (e) {
+    console.error(`node_check: error: ${opts.model} is not a readable ONNX model (${String(e.message).split("\n")[0]}).`);
+    return 2;
+  }
+  const { ids } = encodePrompt(opts.prompt, model.vocab);
+  const window = ids.slice(-model.blockSize);
+  const { logits, dims } = await model.forward([window]);
+  const last = Array.from(CharGPT.lastRows({ logits, dims })[0]);
+  let text;
+  try {
+    const settings = { maxNewTokens: opts.chars, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed };
+    [text] = await model.complete(ids, settings);
+  } catch (e) {
+    console.error(`node_check: error: ${e.message}`);
+    return 2;
+  }
+  if (opts.json) {
+    console.log(JSON.stringify({ runtime: `onnxruntime-node ${ort.env.versions.node}`, prompt_ids: window, dims, logits: Array.from(logits), text }));
+    return 0;
+  }
+  const top = last.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, 5);
+  console.log(`${opts.model}: onnxruntime-node ${ort.env.versions.node}, ${meta.training.params} parameters, block_size ${model.blockSize}`);
+  console.log(`logits after ${JSON.stringify(opts.prompt)} (top 5): ${top.map(([v, i]) => `${JSON.stringify(model.vocab[i])} ${v.toFixed(4)}`).join(", ")}`);
+  console.log(`${opts.temperature === 0 ? "greedy" : "sampled"} continuation (${opts.chars} characters):`);
+  console.log(opts.prompt + text);
+  return 0;
+}
+
+process.exitCode = await main();
