@@ -74,6 +74,7 @@ def test_node_check_refuses_bad_input(node, tmp_path, small_text):
     assert "not a readable ONNX model" in node_check(node, str(bad), expect=2).stderr
     assert "temperature must be between 0" in node_check(node, "--temperature", "11", expect=2).stderr
     assert "unknown option --frobnicate" in node_check(node, "--frobnicate", expect=2).stderr
+    assert "--seed needs a whole number" in node_check(node, "--seed", "-3", expect=2).stderr
 
 
 @contextlib.contextmanager

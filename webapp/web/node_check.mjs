@@ -15,11 +15,17 @@ const USAGE = "usage: node node_check.mjs [MODEL.onnx] [--prompt TEXT] [--chars 
 
 function parseArgs(argv) {
   const opts = { model: path.join(here, "..", "..", "models", "chargpt.onnx"), prompt: "ROMEO:", chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
-  const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP", "--seed": "seed" };
+  const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP" };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--json") opts.json = true;
     else if (arg === "--prompt") opts.prompt = argv[++i];
+    else if (arg === "--seed") {
+      // A BigInt: seeds go up to 2^63-1, past what a double holds exactly.
+      const text = argv[++i] ?? "";
+      if (!/^\d+$/.test(text)) throw new Error(`--seed needs a whole number from 0 to 2^63-1, not ${text}`);
+      opts.seed = BigInt(text);
+    }
     else if (arg in numbers) {
       const value = Number(argv[++i]);
       if (!Number.isFinite(value)) throw new Error(`${arg} needs a number, not ${argv[i]}`);
