@@ -4,6 +4,7 @@ Chromium, the command line, and a virtual environment holding only requirements.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -110,6 +111,27 @@ def test_hostile_prompts_are_handled(client):
     _, _, stats = client.predict("To be, or not to be. " * 50, 5, 0.8, 0, 1.0, 1, api_name="/generate")
     assert "the model reads the last 16 characters of the prompt" in stats
     assert client.predict("ROMEO:", 5, 0.8, 0, 1.0, 1, api_name="/generate")[0].startswith("ROMEO:")  # still healthy
+
+
+def raw_generate(url: str, data: list) -> tuple[str, object]:
+    """/generate over Gradio's plain HTTP API, with the JSON written here (\\u escapes and all):
+    (the last event's name, its data)."""
+    body = json.dumps({"data": data}).encode()  # ensure_ascii: a lone surrogate travels as \\ud800
+    request = urllib.request.Request(url + "gradio_api/call/generate", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{event_id}", timeout=120) as r:
+        lines = r.read().decode().splitlines()
+    events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
+    payloads = [json.loads(line.split(": ", 1)[1]) for line in lines if line.startswith("data: ")]
+    return events[-1], payloads[-1]
+
+
+def test_lone_surrogates_and_control_characters_in_raw_json(app_url):
+    event, data = raw_generate(app_url, ["A\ud800B\U0001f642\x00\x1b[2J", 5, 0.8, 0, 1.0, 1])
+    assert event == "complete", data
+    text, _, stats = data
+    assert text.startswith("A\ufffdB\U0001f642\x00\x1b[2J") and "dropped" in stats
 
 
 def test_server_binds_to_loopback_by_default(app_url):

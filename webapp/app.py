@@ -55,7 +55,10 @@ def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed) -> tu
         raise gr.Error("The prompt must be text.")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
-                       "(the model reads only its last few dozen anyway).")
+                       "(the model reads only its last few hundred anyway).")
+    # JSON may carry lone UTF-16 surrogates ("\ud800"), which no UTF-8 answer can hold: pair
+    # what pairs, and replace the rest by U+FFFD (then dropped as outside the vocabulary).
+    prompt = prompt.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     seed = _number(seed)
     if seed is None or seed == "" or seed == -1:
         seed = secrets.randbelow(2**31)  # reported in the stats line, so the text can be made again
