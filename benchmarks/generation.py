@@ -63,9 +63,11 @@ def torch_cached(model: GPTLanguageModel, keep: int) -> Decoder:
         text = torch.from_numpy(prompt)
         length = context_length(text.size(1), block, keep)
         logits, _, past = model(text[:, -length:])
-        for _ in range(n):
+        for step in range(n):
             next_id = logits[:, -1].argmax(dim=-1, keepdim=True)
             yield next_id[:, 0].numpy()
+            if step == n - 1:
+                return
             text = torch.cat([text, next_id], dim=1)
             if context_length(text.size(1), block, keep) == length + 1:
                 length += 1

@@ -244,7 +244,7 @@ def quantize_int8(out: Path, metadata: dict, text: str, sample: str, verificatio
             return fail("python -m export", f"int8 quantization loses {delta:.4f} nats/char, more than "
                         f"{INT8_TOLERANCE}; {int8_path} was not written (ship the float32 file).", VERIFICATION_FAILED)
         int8_meta = {**metadata, "training": {**metadata["training"], "val_loss": int8_loss,
-                                              "quantization": "int8 weights (one scale per output column, DequantizeLinear), float32 activations"}}
+                                              "quantization": "int8 weights (one scale per output column), float32 activations"}}
         set_metadata(tmp, md.to_props(int8_meta))
         os.replace(tmp, int8_path)
     finally:

@@ -203,13 +203,15 @@ class Engine(OnnxModel):
         filters = [StopFilter(settings.stop) for _ in range(rows)]
         row_index = np.arange(rows)
         logits, past = self.last_logits(history[:, -length:], None)
-        for _ in range(settings.max_new_tokens):
+        for step in range(settings.max_new_tokens):
             ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
             probs = softmax(logits)[row_index, ids]
             pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
             yield Step(pieces, [f.finished for f in filters])
             if all(f.finished for f in filters):
                 return
+            if step == settings.max_new_tokens - 1:
+                break  # no forward pass for a character nobody asked for
             history = np.concatenate([history, ids[:, None]], axis=1)[:, -block:]
             n += 1
             if context_length(n, block, self.keep) == length + 1:  # the window grows: one cached step

@@ -61,9 +61,6 @@ class OnnxModel:
         providers, self.notice = choose_providers(device)
         try:
             options = ort.SessionOptions()
-            # Fold an int8 file's DequantizeLinear weights into float32 at load, rather than keep
-            # them for quantized kernels: int8 on disk, float32 speed (export.onnx_export).
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
             if threads:
                 options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)

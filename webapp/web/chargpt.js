@@ -148,9 +148,7 @@ export class CharGPT {
 
   /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes. */
   static async load(ort, model, meta, { keep, sessionOptions } = {}) {
-    // As the Python engine: an int8 file's DequantizeLinear weights are folded to float32 at load.
-    const options = { ...sessionOptions, extra: { session: { disable_quant_qdq: "1" } } };
-    const session = await ort.InferenceSession.create(model, options);
+    const session = await ort.InferenceSession.create(model, sessionOptions ?? {});
     return new CharGPT(ort, session, meta, keep);
   }
 
