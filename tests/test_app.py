@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from train.text import context_length
+
 from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 
 
@@ -109,7 +111,7 @@ def test_hostile_prompts_are_handled(client):
     text, _, _ = client.predict("", 20, 0.8, 0, 1.0, 1, api_name="/generate")
     assert text.startswith("\n") and len(text) == 21
     _, _, stats = client.predict("To be, or not to be. " * 50, 5, 0.8, 0, 1.0, 1, api_name="/generate")
-    assert "the model reads the last 16 characters of the prompt" in stats
+    assert f"the model reads the last {context_length(1050, 16, 8)} characters of the prompt" in stats  # window 16, keep 8
     assert client.predict("ROMEO:", 5, 0.8, 0, 1.0, 1, api_name="/generate")[0].startswith("ROMEO:")  # still healthy
 
 
