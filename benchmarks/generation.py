@@ -11,7 +11,7 @@ decoder continues the same prompt greedily for --chars characters at batch 1 and
   4. the web app's engine (onnxruntime with a KV cache), float32 and int8 weights
   5. the floor: bare cached `session.run` calls in a tight loop, no sampling, no Python around
 
-All follow the same window rule (train.text.context_length with the engine's keep), and the
+All follow the same window rule (webapp.window.context_length with the engine's keep), and the
 table gives characters/s, time to first character (the prompt's prefill included) and
 each row's speed-up over row 1. Greedy decoding makes the texts comparable: every decoder must
 produce row 1's text (int8 weights may change it), and the table says whether it did.
@@ -35,7 +35,7 @@ import torch
 
 from export.onnx_export import export_onnx, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
 from train.model import GPTLanguageModel
-from train.text import context_length
+from webapp.window import context_length
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
 
@@ -48,7 +48,8 @@ Decoder = Callable[[np.ndarray, int], Iterator[np.ndarray]]
 
 def seed_style(model: GPTLanguageModel, keep: int) -> Decoder:
     def run(prompt: np.ndarray, n: int):
-        for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0, keep=keep):
+        for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0,
+                                            window=lambda length: context_length(length, model.config.block_size, keep)):
             yield next_id[:, 0].numpy()
     return run
 
@@ -82,7 +83,7 @@ def onnx_uncached(engine: Engine) -> Decoder:
     def run(prompt: np.ndarray, n: int):
         text = prompt
         for _ in range(n):
-            logits, _ = engine.forward(text[:, -context_length(text.shape[1], engine.block_size, engine.keep) :])
+            logits, _ = engine.forward(text[:, -engine.window(text.shape[1]) :])
             next_id = logits[:, -1].argmax(axis=-1)
             yield next_id
             text = np.concatenate([text, next_id[:, None]], axis=1)
@@ -104,22 +105,22 @@ def engine_decoder(engine: Engine) -> Decoder:
 def session_floor(engine: Engine) -> Decoder:
     """Bare session.run calls with the engine's window rule (feeding id 0, no sampling): a
     prefill, one cached step per character, a prefill of the kept characters on overflow."""
-    session, names, outputs, block = engine.session, engine.past_names, engine.output_names, engine.block_size
+    session, names, outputs = engine.session, engine.past_names, engine.output_names
 
     def run(prompt: np.ndarray, n: int):
         batch, total = prompt.shape[0], prompt.shape[1]
-        length = context_length(total, block, engine.keep)
+        length = engine.window(total)
         feed = {"input_ids": prompt[:, -length:], **engine.empty_past(batch)}
         step_ids = np.zeros((batch, 1), np.int64)
         for _ in range(n):
             _, *presents = session.run(outputs, feed)
             yield step_ids[:, 0]
             total += 1
-            if context_length(total, block, engine.keep) == length + 1:
+            if engine.window(total) == length + 1:
                 length += 1
                 feed = {"input_ids": step_ids, **dict(zip(names, presents))}
             else:
-                length = context_length(total, block, engine.keep)
+                length = engine.window(total)
                 feed = {"input_ids": np.zeros((batch, length), np.int64), **engine.empty_past(batch)}
     return run
 

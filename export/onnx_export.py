@@ -241,7 +241,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list
 
     text = engine.complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=GREEDY_CHARS, temperature=0))[0]
     onnx_ids = [engine.vocab.index(c) for c in text]
-    torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0, keep=engine.keep)[0, len(prompt) :].tolist()
+    torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0, window=engine.window)[0, len(prompt) :].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
     checks.append(Check(f"greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,

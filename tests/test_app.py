@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from train.text import context_length
+from webapp.window import context_length
 
 from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 

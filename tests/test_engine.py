@@ -6,7 +6,7 @@ import torch
 
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
-from train.text import context_length
+from webapp.window import context_length
 from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt
 from webapp.onnx_model import ModelLoadError, OnnxModel
 from webapp.sampling import SplitMix64, next_ids
@@ -29,11 +29,11 @@ def torch_model(exported):
 @pytest.mark.parametrize("keep", [None, 1, 5, 16])
 @pytest.mark.parametrize("prompt", ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."])
 def test_greedy_text_equals_pytorch_across_the_window_slide(exported, torch_model, prompt, keep):
-    """keep=16 (the whole window) is the seed's own crop: PyTorch's generate with no keep."""
+    """keep=16 (the whole window) is the seed's own crop: PyTorch's generate with no window."""
     engine = Engine(exported[1], device="cpu", keep=keep)
     ids = encode_prompt(prompt, engine.vocab).ids
-    torch_keep = None if keep == engine.block_size else engine.keep
-    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0, keep=torch_keep)[0, len(ids):].tolist()
+    window = None if keep == engine.block_size else engine.window
+    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0, window=window)[0, len(ids):].tolist()
     got = engine.complete(prompt, Settings(max_new_tokens=120, temperature=0))[0]
     assert got == "".join(engine.vocab[i] for i in expected)
 

@@ -17,8 +17,6 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .text import context_length
-
 POSITION_KINDS = ("learned", "rotary")
 ACTIVATIONS = ("relu", "gelu", "relu2", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
@@ -249,22 +247,23 @@ class GPTLanguageModel(nn.Module):
         return logits, loss, presents
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None, keep: int | None = None):
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None, window=None):
         """The seed's generation: recompute the whole (cropped) context for every new token.
 
         Kept as the plain reference that faster decoders are checked against; temperature 0
-        is greedy. The context is cropped by train.text.context_length; keep=None is the
-        seed's crop (always the last block_size tokens). Returns idx with the new tokens appended.
+        is greedy. window(n) gives how many of the last n tokens predict the next (a decoder's
+        window rule, webapp.window.context_length); None is the seed's crop, the last
+        block_size. Returns idx with the new tokens appended.
         """
-        new = list(self.generate_steps(idx, max_new_tokens, temperature, generator, keep))
+        new = list(self.generate_steps(idx, max_new_tokens, temperature, generator, window))
         return torch.cat([idx, *new], dim=1)
 
     @torch.no_grad()
-    def generate_steps(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None, keep: int | None = None):
+    def generate_steps(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None, window=None):
         """`generate` one step at a time: yields each new token, [B, 1]."""
-        block = self.config.block_size
+        window = window or (lambda n: min(n, self.config.block_size))
         for _ in range(max_new_tokens):
-            logits, _, _ = self(idx[:, -context_length(idx.size(1), block, keep or block) :])
+            logits, _, _ = self(idx[:, -window(idx.size(1)) :])
             logits = logits[:, -1, :].float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)

@@ -21,7 +21,6 @@ import gradio as gr
 
 from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, SettingsError, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL
-from train.text import context_length
 
 EXAMPLES = ["ROMEO:", "JULIET:\nO Romeo, Romeo!", "First Citizen:\n", "KING RICHARD III:\n", "MENENIUS:", "PETRUCHIO:\n"]
 STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
@@ -89,7 +88,7 @@ def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k
     prompt, settings = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
     encoded = encode_prompt(prompt, engine.vocab)
     notices = [n for n in (engine.notice, encoded.notice()) if n]
-    reads = context_length(len(encoded.ids), engine.block_size, engine.keep)  # the window rule
+    reads = engine.window(len(encoded.ids))
     if reads < len(encoded.ids):
         notices.append(f"the model reads the last {reads} characters of the prompt")
     text = prompt if prompt else encoded.text  # an empty prompt starts from a newline

@@ -1,10 +1,10 @@
 """The inference engine: text generation from an exported chargpt model, with a KV cache.
 
-onnxruntime and numpy (and the torch-free train.text): this is what a hosted Space runs.
+onnxruntime and numpy only (no torch, no `train`): this is what a hosted Space runs.
 
 Decoding: the prompt's last characters (up to block_size) are run in one prefill; each new
 character is then one cached step of a single position, with the cache kept inside
-onnxruntime. The window rule (train.text.context_length): when the next character would
+onnxruntime. The window rule (webapp.window.context_length): when the next character would
 overflow the model's window, the context drops to the last `keep` characters (default half the
 window), which are prefilled again, and grows from there. With keep = block_size // 2 that is
 one prefill of half a window per half window of text, against one full-window prefill per
@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from train.text import context_length, default_keep
+from .window import context_length, default_keep
 
 from .onnx_model import OnnxModel
 from .sampling import SplitMix64, next_ids, softmax
@@ -161,7 +161,7 @@ class Step:
 class Engine(OnnxModel):
     """Text generation on an OnnxModel: prefill, cached steps, the window rule, sampling.
 
-    keep: how many characters the window keeps when it overflows (train.text.context_length);
+    keep: how many characters the window keeps when it overflows (webapp.window.context_length);
     default half the window. keep=block_size reproduces the seed's crop exactly, at one full
     prefill per character past the window.
     """
@@ -169,7 +169,11 @@ class Engine(OnnxModel):
     def __init__(self, path, device: str = "cpu", keep: int | None = None, threads: int | None = None):
         super().__init__(path, device, threads)
         self.keep = default_keep(self.block_size) if keep is None else keep
-        context_length(self.block_size, self.block_size, self.keep)  # ValueError for a keep out of range
+        self.window(self.block_size)  # ValueError for a keep out of range
+
+    def window(self, n: int) -> int:
+        """How many of the last n characters predict the next one (the window rule)."""
+        return context_length(n, self.block_size, self.keep)
 
     def last_logits(self, ids: np.ndarray, past: list | None) -> tuple[np.ndarray, list]:
         """Logits of the last position [B, vocab], and the new cache as onnxruntime values.
@@ -198,7 +202,7 @@ class Engine(OnnxModel):
         # The last block_size characters are all any window can hold.
         history = np.tile(np.array(prompt.ids[-block:], dtype=np.int64), (rows, 1))
         n = len(prompt.ids)  # characters so far: the window rule depends on it alone
-        length = context_length(n, block, self.keep)
+        length = self.window(n)
         rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
         filters = [StopFilter(settings.stop) for _ in range(rows)]
         row_index = np.arange(rows)
@@ -214,11 +218,11 @@ class Engine(OnnxModel):
                 break  # no forward pass for a character nobody asked for
             history = np.concatenate([history, ids[:, None]], axis=1)[:, -block:]
             n += 1
-            if context_length(n, block, self.keep) == length + 1:  # the window grows: one cached step
+            if self.window(n) == length + 1:  # the window grows: one cached step
                 length += 1
                 logits, past = self.last_logits(ids[:, None], past)
             else:  # the window overflowed: recompute the characters it keeps
-                length = context_length(n, block, self.keep)
+                length = self.window(n)
                 logits, past = self.last_logits(history[:, -length:], None)
         yield Step([f.flush() for f in filters], [f.finished for f in filters])
 

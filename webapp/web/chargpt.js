@@ -1,7 +1,7 @@
 // chargpt in JavaScript: the sampling specification, the window rule and a KV-cached decoder
 // over onnxruntime (onnxruntime-web in the browser, onnxruntime-node in Node: same API).
 //
-// A port of webapp/sampling.py, train/text.py's context_length and webapp/engine.py; the same
+// A port of webapp/sampling.py, webapp/window.py and webapp/engine.py; the same
 // seed and settings give the same text as the Python engine (tests/test_web.py checks it).
 // Numbers are float64 throughout the sampling, as in numpy.
 
