@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from train.config import PRESETS, split_settings
-from train.model import GPTConfig, GPTLanguageModel, model_size_mb
+from train.model import GPTConfig, GPTLanguageModel, apply_rotary, model_size_mb, rotary_tables
 
 
 def preset_model(name: str) -> GPTLanguageModel:
@@ -73,6 +73,18 @@ def test_cached_decoding_equals_the_full_forward(options):
             steps.append(logits)
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     assert past[0][0].shape == (3, 4, 16, 8)
+
+
+def test_rotary_is_the_pairwise_rotation_bit_for_bit():
+    # apply_rotary is written for few exported operators; it must still be exactly the
+    # rotation of (first half, second half) pairs that trained checkpoints were trained with.
+    x = torch.randn(2, 9, 3, 16)  # [B, T, heads, D]
+    positions = torch.arange(5, 14)
+    cos, sin = rotary_tables(positions, 16, 10000.0)
+    angles = positions[:, None].float() * 10000.0 ** (-torch.arange(0, 16, 2).float() / 16)
+    c, s = angles.cos()[:, None], angles.sin()[:, None]
+    x1, x2 = x.chunk(2, dim=-1)
+    assert torch.equal(apply_rotary(x, cos, sin), torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1))
 
 
 def test_tied_weights_share_one_tensor_and_count_once():
