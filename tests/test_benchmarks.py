@@ -73,7 +73,7 @@ def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text
          "--prompt-chars", "20", "--chars", "30", "--batch", "1", "2", "--runs", "2", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert "engine takes" in result.stdout and "| decoder" in result.stdout
+    assert "batch 2: row '4. engine, float32' takes" in result.stdout and "| decoder" in result.stdout
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 2}
     assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.", "4. engine, float32")))
@@ -87,6 +87,7 @@ def test_command_takes_an_int8_model_and_refuses_bad_numbers(exported, small_tex
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "| 4. engine, float32" in result.stdout
+    assert "batch 1: row '4. engine, int8 weights' takes" in result.stdout  # the floor runs on the given file
     result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--chars", "0"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2 and "at least 1" in result.stderr
