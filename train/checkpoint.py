@@ -2,9 +2,16 @@
 
 Layout (DESIGN.md): `model.safetensors`, `config.json`, `optimizer.pt`. config.json records the
 SHA-256 of the other files, so a truncated or altered file is refused before it is used.
-Every file is written to a temporary name, flushed to disk and renamed into place, and
-config.json goes last: a crash or a full disk while saving leaves the previous checkpoint
-whole. Weights never go through pickle; optimizer.pt is read with `weights_only=True`.
+Weights never go through pickle; optimizer.pt is read with `weights_only=True`.
+
+Saving is a small journal, so that a crash at any moment (SIGKILL, a full disk, a read-only
+directory) leaves either the previous checkpoint or the new one, whole, never a mix:
+  1. each file is written beside the old one as NAME.next (temporary name, fsync, rename);
+  2. config.json.next, holding the new files' checksums, is written the same way: from this
+     moment the new checkpoint is committed;
+  3. the .next files are renamed over the old ones, config.json last.
+A crash inside step 3 is rolled forward by the next read (`recover`); a crash before step 2
+leaves only .next litter, which the next save clears.
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 FORMAT = "chargpt-checkpoint/1"
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.pt"
+PENDING = ".next"  # suffix of a file written by a save that has not been moved into place yet
 
 
 class CheckpointError(ValueError):
@@ -75,14 +85,54 @@ def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save(directory: Path, model: torch.nn.Module, meta: dict, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Write a checkpoint into `directory` (which must exist). `meta` becomes config.json."""
+    """Write a checkpoint into `directory` (which must exist). `meta` becomes config.json.
+    OSError (a full disk, a read-only directory) leaves the previous checkpoint as it was."""
     directory = Path(directory)
-    atomic_write(directory / WEIGHTS, lambda tmp: save_file(state_dict_for_saving(model), tmp))
-    files = {WEIGHTS: file_sha256(directory / WEIGHTS)}
+    recover(directory, discard_uncommitted=True)
+    payloads = {WEIGHTS: lambda tmp: save_tensors(state_dict_for_saving(model), tmp)}
     if optimizer is not None:
-        atomic_write(directory / OPTIMIZER, lambda tmp: torch.save(optimizer.state_dict(), tmp))
-        files[OPTIMIZER] = file_sha256(directory / OPTIMIZER)
-    write_json(directory / CONFIG, {"format": FORMAT, **meta, "files": files})
+        payloads[OPTIMIZER] = lambda tmp: torch.save(optimizer.state_dict(), tmp)
+    files = {}
+    for name, write in payloads.items():
+        atomic_write(directory / (name + PENDING), write)
+        files[name] = file_sha256(directory / (name + PENDING))
+    write_json(directory / (CONFIG + PENDING), {"format": FORMAT, **meta, "files": files})  # the commit point
+    recover(directory)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with a failed write (a full disk) raised as the OSError it is."""
+    try:
+        save_file(tensors, path)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
+def recover(directory: Path, discard_uncommitted: bool = False) -> None:
+    """Finish a committed save (config.json.next exists: move its files into place, config.json
+    last); with discard_uncommitted, also delete what an uncommitted save left behind."""
+    committed = directory / (CONFIG + PENDING)
+    if committed.is_file():
+        for name in json.loads(committed.read_text(encoding="utf-8")).get("files", {}):
+            if (directory / (name + PENDING)).is_file():  # absent: moved before the crash
+                os.replace(directory / (name + PENDING), directory / name)
+        os.replace(committed, directory / CONFIG)
+        sync_directory(directory)
+    if discard_uncommitted:
+        for litter in [*directory.glob("*" + PENDING), *directory.glob(".*.tmp")]:
+            litter.unlink(missing_ok=True)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make the renames in `directory` durable (a power cut after a save keeps it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_meta(directory: Path) -> dict:
@@ -90,6 +140,11 @@ def read_meta(directory: Path) -> dict:
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory; give the run directory that training wrote (it holds {CONFIG}).")
+    try:
+        recover(directory)  # a save that was committed but not finished when the run was killed
+    except OSError as e:
+        raise CheckpointError(f"{directory} holds a save that was cut short, and finishing it failed ({e.strerror or e}); "
+                              "make the directory writable, then try again.") from None
     path = directory / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{directory} holds no {CONFIG}, so it is not a chargpt checkpoint directory.")

@@ -13,6 +13,7 @@ from .config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, TrainConfig, split_sett
 
 DEFAULT_PRESET = "seed-0.2m"
 USAGE_ERROR = 2
+WRITE_ERROR = 1  # the run could not be written (disk full, read-only); its last checkpoint is intact
 
 # Flags that tune a run; each overrides the preset's value. The first group are the seed's names.
 HYPERPARAMETERS = {
@@ -132,7 +133,7 @@ def plan_run(args: argparse.Namespace):
         checkpoint.verify_files(run_dir, meta, [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
         model_cfg = GPTConfig.from_dict(meta["model"])
         cfg = TrainConfig(**meta["train"])
-        if meta["step"] >= cfg.max_iters:
+        if meta["step"] >= cfg.max_iters and "val_loss_full" in meta:  # finished, final evaluation included
             raise UsageError(f"the run in {run_dir} is already complete ({meta['step']} of {cfg.max_iters} steps).")
         corpus = load_corpus(args.data or meta["dataset"]["path"])
         if corpus.sha256 != meta["dataset"]["sha256"]:
@@ -161,4 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, CheckpointError, ValueError) as e:
         print(f"python -m train: error: {e}", file=sys.stderr)
         return USAGE_ERROR
-    return trainer.run()
+    try:
+        return trainer.run()
+    except OSError as e:  # a full disk or a read-only directory while writing the run
+        print(f"python -m train: error: writing to {run_dir} failed ({e.strerror or e}); {last_checkpoint(run_dir)}",
+              file=sys.stderr)
+        return WRITE_ERROR
+
+
+def last_checkpoint(run_dir: Path) -> str:
+    """What is left to resume from after a failed write, in words."""
+    from . import checkpoint
+
+    try:
+        step = checkpoint.read_meta(run_dir)["step"]
+    except (checkpoint.CheckpointError, KeyError):
+        return "it holds no checkpoint yet; start the run again once the problem is fixed."
+    return (f"the checkpoint of step {step} there is intact: fix the problem (free space, write access), "
+            f"then continue with python -m train --resume {run_dir}")

@@ -153,14 +153,27 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def trim_metrics(run_dir: Path, last_step: int) -> None:
-    """Keep the metric lines up to the checkpoint being resumed: a killed run may have written
-    lines past it, and those steps are about to be redone."""
+def parse_metrics_line(line: str) -> dict | None:
+    """One metrics.jsonl record, or None for a line that a crash or a full disk cut short."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
+    """Keep the metric lines that the checkpoint being resumed (at `step`) had behind it: a
+    killed run may have written lines past it, and those steps are about to be redone. An
+    evaluation at `step` itself counts only if the checkpoint recorded it; a final record
+    never does (a resumed run has not finished)."""
     path = run_dir / METRICS
     if not path.exists():
         return
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = "".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) <= last_step)
+    records = [r for r in map(parse_metrics_line, path.read_text(encoding="utf-8", errors="replace").splitlines()) if r]
+    kept = "".join(json.dumps(r) + "\n" for r in records
+                   if r.get("kind") != "final" and (r.get("step", 0) < step
+                                                    or (r.get("step", 0) == step and (r.get("kind") != "eval" or last_eval == step))))
     checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
 
 
@@ -196,6 +209,7 @@ class Trainer:
         self.peak_flops = measure_matmul_peak(device, PEAK_SECONDS) * self.world.world
         self.flops_per_char = train_flops_per_char(model_cfg)
         self.train_time, self.timed_steps = 0.0, 0
+        self.resumed = resume_meta is not None
 
     # -- helpers ---------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -242,10 +256,12 @@ class Trainer:
         interrupted by a signal after saving a checkpoint to resume from."""
         cfg, step = self.cfg, self.state["step"]
         self.say(f"{self.model.num_params() / 1e6} M parameters")
-        if step:
+        if self.resumed:
             self.say(f"resuming {self.run_dir} at step {step} of {cfg.max_iters}")
             if self.world.is_main:
-                trim_metrics(self.run_dir, step)
+                trim_metrics(self.run_dir, step, self.state["last_eval"])
+        else:
+            self.save()  # a checkpoint from the first moment: a run killed at any time can be resumed
         stop = StopFlag()
         budget_s = cfg.time_budget * 60 if cfg.time_budget else None
         calibrate_at = step + 20 if budget_s and not self.state["max_iters_fitted"] else None
@@ -383,9 +399,11 @@ class Trainer:
         (run_dir / SAMPLE).write_text(sample, encoding="utf-8")
         append_metrics(run_dir, {"kind": "final", "step": self.state["step"], "val_loss_full": val_full,
                                  "chars_per_s": round(self.chars_per_s(), 1), "peak_fraction": round(self.utilisation(), 4), "elapsed_s": round(self.elapsed(), 3)})
+        plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
+        # Last: a checkpoint with val_loss_full is what marks the run complete (a run killed
+        # before this point resumes into finish() again).
         self.save(val_loss_full=val_full, chars_per_s=round(self.chars_per_s(), 1),
                   peak_fraction=round(self.utilisation(), 4), peak_gflops=round(self.peak_flops / 1e9, 1))
-        plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
 
     def _shutdown(self) -> None:
         if self.world.world > 1:
