@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from webapp.onnx_model import ModelLoadError
+from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
 INT8_TOLERANCE = 0.02  # the int8 file may lose at most this much validation loss
@@ -200,7 +200,11 @@ def export_main(argv: list[str]) -> int:
 def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) -> None:
     from . import metadata as md
 
-    write_json(sibling(out, ".json"), metadata)
+    from train.checkpoint import file_sha256
+
+    # The file's own checksum, which its metadata cannot hold: the engine refuses a model file
+    # that does not match it (truncated or altered after export).
+    write_json(sibling(out, ".json"), {**metadata, SIDECAR_SHA256: file_sha256(out)})
     card = md.model_card(out.name, metadata, out.stat().st_size, sample, verification)
     write_atomic(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 

@@ -59,7 +59,7 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     run_dir, out, _ = exported
     lm = OnnxModel(out)
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar == lm.metadata
+    assert sidecar == {**lm.metadata, "onnx_sha256": checkpoint.file_sha256(out)}  # and the file's own checksum
     meta = checkpoint.read_meta(run_dir)
     assert lm.vocab == meta["vocab"] and "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
     assert lm.metadata["config"] == {**{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},

@@ -7,6 +7,7 @@ code that serves a model is the code that was checked against PyTorch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
 FORMAT_VERSION = "1"
 METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
+SIDECAR_SHA256 = "onnx_sha256"  # the JSON sidecar's record of the model file's own SHA-256
 
 
 class ModelLoadError(ValueError):
@@ -34,6 +36,19 @@ def parse_metadata(props: dict[str, str], source: str) -> dict:
         return {k: props[k] if k in PLAIN_STRING_KEYS else json.loads(props[k]) for k in METADATA_KEYS}
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{source} has corrupt chargpt metadata ({e}).") from None
+
+
+def check_against_sidecar(path: Path) -> None:
+    """ModelLoadError if the JSON sidecar beside the model records a SHA-256 that the file does
+    not have (a truncated or altered file would otherwise load, or fail somewhere deep inside)."""
+    sidecar = path.with_suffix(".json")
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8")).get(SIDECAR_SHA256)
+    except (OSError, ValueError, AttributeError):
+        return  # no sidecar, or not ours: the file is checked by loading it
+    if recorded and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
+        raise ModelLoadError(f"{path} does not match the SHA-256 recorded in {sidecar.name} beside it: the file was "
+                             "truncated or altered, or the JSON belongs to another export; export it again or restore both files.")
 
 
 def choose_providers(device: str) -> tuple[list[str], str]:
@@ -58,6 +73,7 @@ class OnnxModel:
         if not self.path.is_file():
             raise ModelLoadError(f"model file {self.path} does not exist; use the shipped models/chargpt.onnx, "
                                  "or train and export one (see README: python -m train, then python -m export).")
+        check_against_sidecar(self.path)
         providers, self.notice = choose_providers(device)
         try:
             options = ort.SessionOptions()
