@@ -116,6 +116,9 @@ def test_prompt_characters_outside_the_vocabulary_are_replaced_or_dropped(engine
     ("top_k", -5, "top_k must be a whole number"),
     ("seed", 1.5, "seed must be a whole number"),
     ("seed", "abc", "seed"),
+    ("seed", 10**30, "seed must be a whole number from 0 to 2\\^63-1, not 1000000000000000000000000000000"),  # found by fuzzing
+    ("max_new_tokens", -(2**70), "max_new_tokens"),
+    ("temperature", float("inf"), "temperature"),
     ("num_samples", 100, "num_samples"),
 ])
 def test_out_of_range_settings_are_refused_with_a_sentence(field, value, message):

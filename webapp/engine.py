@@ -14,6 +14,7 @@ Every decoder here and in the benchmark follows the same rule, so their texts ar
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -64,7 +65,9 @@ class Settings:
 
 
 def is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and np.isfinite(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return False
+    return isinstance(x, (int, np.integer)) or math.isfinite(x)  # ints of any size are finite (np.isfinite fails on 10**30)
 
 
 def is_integer(x) -> bool:
