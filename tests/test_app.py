@@ -6,53 +6,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from benchmarks.load import free_port, running_app, wait_until_up
 from webapp.window import context_length
 
 from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the app exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in {timeout} s")
-
-
 @contextlib.contextmanager
 def serving(*args: str):
     """`python -m webapp ARGS` on a free port; yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "webapp", *args, "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for_http(url, proc)
+    with running_app(*args) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +88,18 @@ def test_hostile_prompts_are_handled(client):
     assert client.predict("ROMEO:", 5, 0.8, 0, 1.0, 1, api_name="/generate")[0].startswith("ROMEO:")  # still healthy
 
 
-def raw_generate(url: str, data: list) -> tuple[str, object]:
-    """/generate over Gradio's plain HTTP API, with the JSON written here (\\u escapes and all):
-    (the last event's name, its data)."""
+def raw_generate(url: str, data: list, timeout: float = 120) -> tuple[str, object]:
+    """/generate over Gradio's plain HTTP API, with the JSON written here (\\u escapes, NaN and
+    all): (the last event's name, its data), or ("http NNN", the body) when the request itself
+    is refused."""
     body = json.dumps({"data": data}).encode()  # ensure_ascii: a lone surrogate travels as \\ud800
     request = urllib.request.Request(url + "gradio_api/call/generate", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        event_id = json.loads(r.read())["event_id"]
-    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{event_id}", timeout=120) as r:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            event_id = json.loads(r.read())["event_id"]
+    except urllib.error.HTTPError as e:
+        return f"http {e.code}", e.read().decode("utf-8", "replace")
+    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{event_id}", timeout=timeout) as r:
         lines = r.read().decode().splitlines()
     events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
     payloads = [json.loads(line.split(": ", 1)[1]) for line in lines if line.startswith("data: ")]
@@ -134,10 +111,6 @@ def test_lone_surrogates_and_control_characters_in_raw_json(app_url):
     assert event == "complete", data
     text, _, stats = data
     assert text.startswith("A\ufffdB\U0001f642\x00\x1b[2J") and "dropped" in stats
-
-
-def test_server_binds_to_loopback_by_default(app_url):
-    assert app_url.startswith("http://127.0.0.1:")
 
 
 @pytest.mark.parametrize("make, message", [
@@ -231,7 +204,53 @@ def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
     proc = subprocess.Popen([str(py), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
+        wait_until_up(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_bad_queue_settings_are_one_sentence():
+    result = subprocess.run([sys.executable, "-m", "webapp", "--queue-size", "-1"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--queue-size at least 0, not 2 and -1" in result.stderr
+
+
+# --- the security review's checks (SECURITY.md) ----------------------------------------------
+
+def listening_addresses(port: int) -> set[str]:
+    """The local IPv4 addresses a TCP port listens on, from /proc/net/tcp (Linux)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":  # LISTEN
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return found
+
+
+def test_the_server_listens_on_loopback_only(app_url):
+    assert listening_addresses(int(app_url.rsplit(":", 1)[1].strip("/"))) == {"127.0.0.1"}
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_no_file_outside_the_served_ones_can_be_read(app_url, exported):
+    model = exported[1]
+    file_url = app_url + "gradio_api/file="
+    assert http_status(file_url + str(model.with_suffix(".loss.png"))) == 200  # the page shows it
+    for path in ("/etc/passwd", str(model), str(model.with_suffix(".json")), str(REPO / "README.md"),
+                 f"{model.parent}/../{model.parent.name}/{model.name}", str(model.with_suffix(".loss.png")) + "/../" + model.name):
+        assert http_status(file_url + path) in (403, 404), path
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(app_url):
+    event, body = raw_generate(app_url, ["x" * (5 * 2**20), 10, 0.8, 0, 1.0, 1])
+    assert event == "http 413" and "a prompt may have at most 10,000 characters" in json.loads(body)["detail"]
+    assert raw_generate(app_url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"

@@ -94,3 +94,25 @@ def test_command_takes_an_int8_model_and_refuses_bad_numbers(exported, small_tex
     result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(small_text)],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
+
+
+def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exported, tmp_path):
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.load", "--model", str(exported[1]), "--clients", "3", "--chars", "20",
+         "--concurrency", "1", "--queue-size", "2", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "load: 3 clients, 0 failures" in result.stdout and "after it the server answered" in result.stdout
+    phases = {p["name"]: p for p in json.loads(out.read_text())["phases"]}
+    load, burst = phases["load"], phases["burst"]
+    assert load["completed"] == 3 and load["p95_s"] >= load["p50_s"] > 0 and load["rss_after_mb"] > 0
+    # One generating and two waiting fit; the rest of the 12 are turned away at once.
+    assert burst["failed"] == 0 and burst["completed"] >= 3 and burst["busy"] >= 1 and burst["completed"] + burst["busy"] == 12
+    assert phases["after the burst"]["completed"] == 1
+
+
+def test_load_command_refuses_bad_numbers():
+    result = subprocess.run([sys.executable, "-m", "benchmarks.load", "--clients", "0"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "--clients, --chars, --burst-chars and --concurrency must be at least 1" in result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import math
 import secrets
 import sys
@@ -20,13 +21,17 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import gradio as gr
 
 from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, SettingsError, encode_prompt
+from webapp.cli import CONCURRENCY, QUEUE_SIZE
 from webapp.onnx_model import SHIPPED_MODEL
 
 EXAMPLES = ["ROMEO:", "JULIET:\nO Romeo, Romeo!", "First Citizen:\n", "KING RICHARD III:\n", "MENENIUS:", "PETRUCHIO:\n"]
 STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
 STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
-CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
+# The largest request body the server reads: a prompt of MAX_PROMPT_CHARS characters is at most
+# ~120 KB of JSON, so this leaves room for a clear "too long" answer to a long paste, and keeps
+# a hostile client from making the server hold megabytes per request (or fill the upload folder).
+MAX_REQUEST_BYTES = 4 * 2**20
 # Inline styles, so the coloured view looks the same wherever the HTML is shown (API clients too).
 TEXT_STYLE = ("font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
               "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px")
@@ -130,7 +135,9 @@ def model_panel(engine: Engine) -> str:
     return "| model | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def build_demo(engine: Engine) -> gr.Blocks:
+def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
+    """The page; `concurrency` requests generate at once, `queue_size` more wait, and any
+    beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
         yield from stream_generation(engine, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
@@ -162,7 +169,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
         event = generate_btn.click(generate, [prompt, max_new_tokens, temperature, top_k, top_p, seed],
                                    [output, colored, stats], api_name="generate")
         stop_btn.click(None, None, None, cancels=[event], api_visibility="private")
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
 
@@ -173,11 +180,66 @@ def static_site_note() -> str:
     return "The same model also runs in your browser with onnxruntime-web: see `webapp/web` in the README."
 
 
+class RequestSizeLimit:
+    """ASGI middleware: a request body over max_bytes is answered 413 with one sentence, before
+    it is read into memory (declared by Content-Length, or counted as it streams in)."""
+
+    def __init__(self, app, max_bytes: int = MAX_REQUEST_BYTES):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            return await self.refuse(receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise RequestTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except RequestTooLarge:
+            await self.refuse(receive, send)  # nothing was answered yet: handlers read the whole body first
+
+    async def refuse(self, receive, send):
+        # Read what the client is still sending and drop it (memory stays flat), so that it gets
+        # the answer instead of a broken connection; a client sending without end is cut off.
+        dropped = 0
+        while dropped < 16 * self.max_bytes:
+            message = await receive()
+            dropped += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        body = json.dumps({"detail": f"The request is larger than {self.max_bytes // 2**20} MB; a prompt may have at most "
+                                     f"{MAX_PROMPT_CHARS:,} characters."}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
 def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
     """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces).
-    Files are served from the model's folder (the loss curve) and the built static page only."""
-    allowed = [str(engine.path.parent)] + ([str(STATIC_SITE)] if (STATIC_SITE / "index.html").is_file() else [])
-    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed, show_error=True, **kwargs)
+    The only files served are the model's loss curve and the built static page: not the rest
+    of the model's folder, which may hold anything (SECURITY.md)."""
+    loss_curve = engine.path.with_suffix(".loss.png")
+    allowed = [str(loss_curve)] if loss_curve.is_file() else []
+    if (STATIC_SITE / "index.html").is_file():
+        allowed.append(str(STATIC_SITE))
+    from starlette.middleware import Middleware
+
+    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed, show_error=True,
+                       max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": [Middleware(RequestSizeLimit)]}, **kwargs)
 
 
 @functools.cache

@@ -7,6 +7,8 @@ import sys
 
 from .engine import MAX_NEW_TOKENS, Engine, Settings, SettingsError, encode_prompt
 from .onnx_model import SHIPPED_MODEL, ModelLoadError
+
+CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
 USAGE_ERROR = 2
 
 
@@ -23,6 +25,9 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"requests generating at once (default {CONCURRENCY})")
+    p.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
+                   help=f"requests that may wait; more are turned away with 'Queue is full' (default {QUEUE_SIZE})")
     return p
 
 
@@ -70,6 +75,8 @@ def generate_main(argv: list[str]) -> int:
 
 def serve_main(argv: list[str]) -> int:
     args = serve_parser().parse_args(argv)
+    if args.concurrency < 1 or args.queue_size < 0:
+        return fail("python -m webapp", f"--concurrency must be at least 1 and --queue-size at least 0, not {args.concurrency} and {args.queue_size}.")
     try:
         engine = Engine(args.model, args.device)
     except ModelLoadError as e:
@@ -78,7 +85,7 @@ def serve_main(argv: list[str]) -> int:
         print(f"note: {engine.notice}", file=sys.stderr)
     from .app import build_demo, launch
 
-    launch(build_demo(engine), engine, host=args.host, port=args.port, share=args.share)
+    launch(build_demo(engine, args.concurrency, args.queue_size), engine, host=args.host, port=args.port, share=args.share)
     return 0
 
 

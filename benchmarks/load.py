@@ -1,0 +1,232 @@
+"""`python -m benchmarks.load`: many visitors at once against the web app, measured.
+
+Starts the app (`python -m webapp`, the shipped model unless --model) on a free port, or uses
+a running one (--url, with --pid for its memory), then:
+
+  1. load: --clients gradio_client clients (default 32) ask at the same moment for --chars
+     characters each (default 200): completed and failed requests, p50/p95 latency, aggregate
+     characters/s, and the server's resident memory (RSS) before and after;
+  2. burst: --burst clients at once (default: as many as the queue holds, plus the requests
+     generating, plus 32), each asking for --burst-chars: those beyond the queue must be turned
+     away at once with Gradio's "Queue is full" answer, and afterwards one more request must
+     complete normally (the server stayed healthy).
+
+Exits 1 when a request fails in any other way, or the server does not answer after the burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from webapp.cli import CONCURRENCY, QUEUE_SIZE
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "ROMEO:\n"
+BUSY = "Queue is full"  # gradio_client's QueueError for Gradio's HTTP 503
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            said = proc.stderr.read()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"the app exited with {proc.returncode} before answering. {said}".strip())
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+@contextlib.contextmanager
+def running_app(*args: str, stderr=subprocess.PIPE):
+    """`python -m webapp ARGS` on a free port of 127.0.0.1: yields (url, process), stops it after."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "webapp", *args, "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, proc)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def rss_mb(pid: int | None, key: str = "VmRSS") -> float | None:
+    """A process's resident memory (VmRSS) or its peak (VmHWM) in MB, from /proc (Linux)."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Phase:
+    name: str
+    clients: int
+    chars: int
+    completed: int = 0
+    busy: int = 0  # turned away with the "Queue is full" answer
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    p50_s: float | None = None
+    p95_s: float | None = None
+    chars_per_s: float | None = None
+    wall_s: float = 0.0
+    rss_before_mb: float | None = None
+    rss_after_mb: float | None = None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile by linear interpolation between the sorted values."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None) -> Phase:
+    """`clients` requests released at the same moment, one gradio_client Client each."""
+    from gradio_client import Client
+
+    phase = Phase(name, clients, chars, rss_before_mb=rss_mb(pid))
+    with ThreadPoolExecutor(clients) as pool:
+        connected = list(pool.map(lambda _: Client(url, verbose=False), range(clients)))
+    start_line = threading.Barrier(clients + 1)
+    latencies, lock = [], threading.Lock()
+
+    def visit(index: int):
+        start_line.wait()
+        t0 = time.perf_counter()
+        try:
+            text = connected[index].predict(PROMPT, chars, 0.8, 0, 1.0, index, api_name="/generate")[0]
+        except Exception as e:  # what each visitor would see
+            with lock:
+                if BUSY in str(e):
+                    phase.busy += 1
+                else:
+                    phase.failed += 1
+                    phase.errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+            return
+        with lock:
+            if text.startswith(PROMPT) and len(text) == len(PROMPT) + chars:
+                phase.completed += 1
+                latencies.append(time.perf_counter() - t0)
+            else:
+                phase.failed += 1
+                phase.errors.append(f"a wrong answer of {len(text)} characters")
+
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(visit, i) for i in range(clients)]
+        start_line.wait()
+        t0 = time.perf_counter()
+        for f in futures:
+            f.result()
+        phase.wall_s = time.perf_counter() - t0
+    if latencies:
+        phase.p50_s, phase.p95_s = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        phase.chars_per_s = len(latencies) * chars / phase.wall_s
+    phase.rss_after_mb = rss_mb(pid)
+    return phase
+
+
+def format_table(phases: list[Phase]) -> str:
+    def number(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    header = ("phase", "clients", "chars each", "completed", "busy", "failed", "p50 (s)", "p95 (s)", "chars/s", "RSS before → after (MB)")
+    lines = [header] + [(p.name, str(p.clients), str(p.chars), str(p.completed), str(p.busy), str(p.failed),
+                         number(p.p50_s, ".2f"), number(p.p95_s, ".2f"), number(p.chars_per_s, ",.0f"),
+                         f"{number(p.rss_before_mb, '.0f')} → {number(p.rss_after_mb, '.0f')}") for p in phases]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
+    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="a running app (default: start one on a free port)")
+    p.add_argument("--pid", type=int, help="the running app's process id, for its memory (with --url)")
+    p.add_argument("--model", help="model for the app this command starts (default: the shipped one)")
+    p.add_argument("--clients", type=int, default=32, help="clients at once in the load phase")
+    p.add_argument("--chars", type=int, default=200, help="characters each load-phase client asks for")
+    p.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help="the app's queue size (passed to the app this command starts)")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="the app's concurrent requests (likewise)")
+    p.add_argument("--burst", type=int, help="clients at once in the burst (default: queue size + concurrency + 32; 0 skips it)")
+    p.add_argument("--burst-chars", type=int, default=1000, help="characters each burst client asks for")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "python -m benchmarks.load"
+    burst = args.queue_size + args.concurrency + 32 if args.burst is None else args.burst
+    if min(args.clients, args.chars, args.burst_chars, args.concurrency) < 1 or burst < 0 or args.queue_size < 0:
+        print(f"{prog}: error: --clients, --chars, --burst-chars and --concurrency must be at least 1, "
+              "--burst and --queue-size at least 0.", file=sys.stderr)
+        return 2
+    if args.url:
+        context = contextlib.nullcontext((args.url.rstrip("/") + "/", None))
+    else:
+        model = ["--model", args.model] if args.model else []
+        context = running_app(*model, "--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size))
+    try:
+        with context as (url, proc):
+            pid = proc.pid if proc is not None else args.pid
+            phases = [run_phase(url, "warm-up", 1, args.chars, pid),
+                      run_phase(url, "load", args.clients, args.chars, pid)]
+            if burst:
+                phases.append(run_phase(url, "burst", burst, args.burst_chars, pid))
+                phases.append(run_phase(url, "after the burst", 1, args.chars, pid))
+            peak = rss_mb(pid, "VmHWM")
+    except (RuntimeError, OSError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(phases))
+    load = phases[1]
+    growth = (load.rss_after_mb - phases[0].rss_after_mb) if pid else None
+    print(f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
+          f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak {'-' if peak is None else f'{peak:.0f} MB'})")
+    if burst:
+        print(f"burst: {phases[2].completed} served, {phases[2].busy} turned away with '{BUSY}', {phases[2].failed} failures; "
+              f"after it the server {'answered' if phases[3].completed == 1 else 'did NOT answer'}")
+    for p in phases:
+        for error in p.errors[:5]:
+            print(f"{p.name}: {error}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"url": url, "queue_size": args.queue_size, "concurrency": args.concurrency,
+                                               "rss_peak_mb": peak, "phases": [asdict(p) for p in phases]}, indent=1) + "\n")
+    healthy = all(p.failed == 0 for p in phases) and (not burst or phases[3].completed == 1)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
