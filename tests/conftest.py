@@ -28,6 +28,11 @@ TINY = ["--n-embd", "32", "--n-head", "4", "--n-layer", "2", "--block-size", "16
         "--eval-iters", "2", "--eval-interval", "20", "--max-iters", "40"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-cases", type=int, default=40,
+                     help="random requests in the API fuzz test (CI runs the default; the full test is 1000)")
+
+
 @pytest.fixture(scope="session")
 def shakespeare() -> Path:
     if not SHAKESPEARE.is_file():
