@@ -106,6 +106,12 @@ def test_prompt_characters_outside_the_vocabulary_are_replaced_or_dropped(engine
     assert a == engine.complete(tail, Settings(max_new_tokens=30, temperature=0))
 
 
+def test_whole_numbers_given_as_floats_become_ints():
+    settings = Settings(max_new_tokens=10.0, top_k=np.float64(3), seed=1e3)  # seed 1e3 made SplitMix64 fail (fuzzing)
+    assert (settings.max_new_tokens, settings.top_k, settings.seed) == (10, 3, 1000)
+    assert all(type(v) is int for v in (settings.max_new_tokens, settings.top_k, settings.seed, settings.num_samples))
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("max_new_tokens", 10**9, "max_new_tokens must be a whole number from 1 to 2000"),
     ("max_new_tokens", 0, "max_new_tokens"),

@@ -31,7 +31,10 @@ STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
 # The largest request body the server reads: a prompt of MAX_PROMPT_CHARS characters is at most
 # ~120 KB of JSON, so this leaves room for a clear "too long" answer to a long paste, and keeps
 # a hostile client from making the server hold megabytes per request (or fill the upload folder).
-MAX_REQUEST_BYTES = 4 * 2**20
+MAX_REQUEST_BYTES = 2**20
+# Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
+# default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
+SESSION_CAPACITY = 100
 # Inline styles, so the coloured view looks the same wherever the HTML is shown (API clients too).
 TEXT_STYLE = ("font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
               "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px")
@@ -217,7 +220,7 @@ class RequestSizeLimit:
             dropped += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        body = json.dumps({"detail": f"The request is larger than {self.max_bytes // 2**20} MB; a prompt may have at most "
+        body = json.dumps({"detail": f"The request is larger than {self.max_bytes / 2**20:g} MB; a prompt may have at most "
                                      f"{MAX_PROMPT_CHARS:,} characters."}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -239,7 +242,8 @@ def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int |
     from starlette.middleware import Middleware
 
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed, show_error=True,
-                       max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": [Middleware(RequestSizeLimit)]}, **kwargs)
+                       max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": [Middleware(RequestSizeLimit)]},
+                       state_session_capacity=SESSION_CAPACITY, **kwargs)
 
 
 @functools.cache

@@ -62,6 +62,8 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message + ".")
+        for name in ("max_new_tokens", "top_k", "seed", "num_samples"):  # 1000.0 (from JSON, or "1e3") -> 1000
+            object.__setattr__(self, name, int(getattr(self, name)))
 
 
 def is_number(x) -> bool:
