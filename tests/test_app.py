@@ -254,3 +254,15 @@ def test_an_oversized_request_is_refused_before_it_is_read(app_url):
     event, body = raw_generate(app_url, ["x" * (5 * 2**20), 10, 0.8, 0, 1.0, 1])  # 5 MB; the limit is 1 MB
     assert event == "http 413" and "a prompt may have at most 10,000 characters" in json.loads(body)["detail"]
     assert raw_generate(app_url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"
+
+
+def test_an_oversized_chunked_request_is_counted_and_refused(app_url):
+    import http.client
+
+    host, port = app_url.split("//")[1].strip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    chunks = (b'{"data": ["' + b"x" * 100_000 if i == 0 else b"x" * 100_000 for i in range(20))  # 2 MB, no Content-Length
+    connection.request("POST", "/gradio_api/call/generate", body=chunks, encode_chunked=True,
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 413 and "a prompt may have at most" in json.loads(response.read())["detail"]

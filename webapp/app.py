@@ -206,10 +206,16 @@ class RequestSizeLimit:
                 raise RequestTooLarge
             return message
 
+        async def unless_too_large(message):
+            if received <= self.max_bytes:  # past the limit, the app's own answer (a 400: body unreadable) is dropped
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, unless_too_large)
         except RequestTooLarge:
-            await self.refuse(receive, send)  # nothing was answered yet: handlers read the whole body first
+            pass
+        if received > self.max_bytes:
+            await self.refuse(receive, send)
 
     async def refuse(self, receive, send):
         # Read what the client is still sending and drop it (memory stays flat), so that it gets
