@@ -121,9 +121,10 @@ def recover(directory: Path, discard_uncommitted: bool = False) -> None:
                 os.replace(directory / (name + PENDING), directory / name)
         os.replace(committed, directory / CONFIG)
         sync_directory(directory)
-    if discard_uncommitted:
-        for litter in [*directory.glob("*" + PENDING), *directory.glob(".*.tmp")]:
-            litter.unlink(missing_ok=True)
+    if discard_uncommitted:  # only a save's own files: another writer may share the directory
+        for name in (WEIGHTS, OPTIMIZER, CONFIG):
+            for litter in [directory / (name + PENDING), *directory.glob(f".{name}{PENDING}.*.tmp")]:
+                litter.unlink(missing_ok=True)
 
 
 def sync_directory(directory: Path) -> None:
