@@ -21,15 +21,10 @@ from train.cli import main
 from train.model import GPTConfig, GPTLanguageModel
 
 from conftest import REPO, TINY
+from test_train import run_cli as start
 
 # Many checkpoints (one per evaluation), so that kills often land in or near a save.
 SETTINGS = [*TINY, "--max-iters", "600", "--eval-interval", "25", "--dropout", "0.1"]
-
-
-def start(*args) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "train", *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def saved_step(run_dir: Path) -> int | None:

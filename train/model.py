@@ -103,8 +103,9 @@ def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (first half, second half) of x [B, T, heads, D] by the position angles:
     (x1 cos - x2 sin, x2 cos + x1 sin), bit for bit."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    rotated = x.float() * cos + torch.cat((x2, x1), dim=-1) * sin
+    x32 = x.float()  # rotated in float32 under bf16 autocast too, then cast back
+    x1, x2 = x32.chunk(2, dim=-1)
+    rotated = x32 * cos + torch.cat((x2, x1), dim=-1) * sin
     return rotated.type_as(x)
 
 

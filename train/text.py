@@ -81,4 +81,3 @@ def eval_batches(n: int, block_size: int, batch_size: int):
         group = windows[i : i + batch_size]
         for length in sorted({w for _, w in group}, reverse=True):
             yield [s for s, w in group if w == length], length
-

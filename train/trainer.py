@@ -171,9 +171,14 @@ def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
     if not path.exists():
         return
     records = [r for r in map(parse_metrics_line, path.read_text(encoding="utf-8", errors="replace").splitlines()) if r]
-    kept = "".join(json.dumps(r) + "\n" for r in records
-                   if r.get("kind") != "final" and (r.get("step", 0) < step
-                                                    or (r.get("step", 0) == step and (r.get("kind") != "eval" or last_eval == step))))
+
+    def behind_checkpoint(r: dict) -> bool:
+        at = r.get("step", 0)
+        if r.get("kind") == "final" or at > step:
+            return False
+        return at < step or r.get("kind") != "eval" or last_eval == step
+
+    kept = "".join(json.dumps(r) + "\n" for r in records if behind_checkpoint(r))
     checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
 
 

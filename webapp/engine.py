@@ -6,9 +6,9 @@ Decoding: the prompt's last characters (up to block_size) are run in one prefill
 character is then one cached step of a single position. The window rule
 (webapp.window.context_length): when the next character would overflow the model's window, the
 context drops to the last `keep` characters (default half the window), which are prefilled
-again, and grows from there. With keep = block_size // 2 that is
-one prefill of half a window per half window of text, against one full-window prefill per
-character for the seed's crop (keep = block_size), which the engine also does exactly when asked.
+again, and grows from there. With keep = block_size // 2 that is one prefill of half a window
+per half window of text, against one full-window prefill per character for the seed's crop
+(keep = block_size), which the engine also does exactly when asked.
 Every decoder here and in the benchmark follows the same rule, so their texts are equal.
 """
 
@@ -21,10 +21,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .window import context_length, default_keep
-
 from .onnx_model import OnnxModel
 from .sampling import SplitMix64, next_ids, softmax
+from .window import context_length, default_keep
 
 MAX_NEW_TOKENS = 2000  # per request, on the server
 MAX_PROMPT_CHARS = 10_000
