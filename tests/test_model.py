@@ -1,10 +1,11 @@
-"""The model: exact seed parameter counts, causality, the KV cache, architecture options."""
+"""The model: exact seed parameter counts, causality, the KV cache and the window in it,
+architecture options."""
 
 import pytest
 import torch
 
 from train.config import PRESETS, split_settings
-from train.model import GPTConfig, GPTLanguageModel, apply_rotary, model_size_mb, rotary_tables
+from train.model import GPTConfig, GPTLanguageModel, apply_rotary, model_size_mb, rotary_tables, window_mask
 
 
 def preset_model(name: str) -> GPTLanguageModel:
@@ -46,45 +47,119 @@ def small_model(**options) -> GPTLanguageModel:
     return model.eval()
 
 
+def logits_with_one_character_changed(model, length: int, position: int, seed: int):
+    """The logits of a random text, and of the same text with one character changed."""
+    idx = torch.randint(0, 11, (2, length), generator=torch.Generator().manual_seed(seed))
+    changed = idx.clone()
+    changed[:, position] = (changed[:, position] + 1) % 11
+    with torch.no_grad():
+        return model(idx)[0], model(changed)[0]
+
+
 @pytest.mark.parametrize("options", OPTIONS)
 def test_causality_later_characters_never_change_earlier_logits(options):
-    model = small_model(**options)
-    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(1))
-    changed = idx.clone()
-    changed[:, 9] = (changed[:, 9] + 1) % 11
-    with torch.no_grad():
-        a, _, _ = model(idx)
-        b, _, _ = model(changed)
+    a, b = logits_with_one_character_changed(small_model(**options), 16, 9, seed=1)
     assert torch.equal(a[:, :9], b[:, :9])
     assert not torch.allclose(a[:, 9:], b[:, 9:])  # the change is visible from its position on
 
 
+def plain_loop(model, idx, prefill: int):
+    """What a runtime does with the graph: a prefill, then one cached step per token, each
+    step's cache fed back. Returns every position's logits and the longest cache it held."""
+    logits, _, past = model(idx[:, :prefill], past_kv=model.empty_cache(idx.size(0)))
+    steps, longest = [logits], past[0][0].size(2)
+    for t in range(prefill, idx.size(1)):
+        logits, _, past = model(idx[:, t : t + 1], past_kv=past)
+        steps.append(logits)
+        longest = max(longest, past[0][0].size(2))
+    return torch.cat(steps, dim=1), longest
+
+
 @pytest.mark.parametrize("options", OPTIONS)
-def test_cached_decoding_equals_the_full_forward(options):
+def test_the_plain_loop_past_the_window_equals_one_call_on_the_whole_text(options):
     model = small_model(**options)
-    idx = torch.randint(0, 11, (3, 16), generator=torch.Generator().manual_seed(2))
+    idx = torch.randint(0, 11, (3, 45), generator=torch.Generator().manual_seed(2))  # block_size 16: slides twice
     with torch.no_grad():
-        full, _, _ = model(idx)
-        empty = [(torch.zeros(3, 4, 0, 8), torch.zeros(3, 4, 0, 8)) for _ in range(2)]
-        prefill, _, past = model(idx[:, :7], past_kv=empty)
-        steps = [prefill]
-        for t in range(7, 16):
-            logits, _, past = model(idx[:, t : t + 1], past_kv=past)
-            steps.append(logits)
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
-    assert past[0][0].shape == (3, 4, 16, 8)
+        full, _, cache = model(idx)  # longer than the window: the cached path, from an empty cache
+        for prefill in (1, 7, 16, 20):
+            steps, longest = plain_loop(model, idx, prefill)
+            assert (steps - full).abs().max() <= 1e-5, prefill
+            assert longest == 15  # block_size - 1: with the new character, one window
+    assert cache[0][0].shape == (3, 4, 15, 8)
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_within_the_window_the_cached_path_is_the_training_forward(options):
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        trained, _, none = model(idx)
+        cached, _, _ = model(idx, past_kv=model.empty_cache(2))
+    assert none is None
+    assert (trained - cached).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_each_character_sees_at_most_the_window(options):
+    """Changing a character changes nothing at positions block_size or more after it in the
+    learned-position model (the seed's crop); with rotary positions the sliding window reaches
+    one window further per layer (receptive_field), and no further."""
+    model = small_model(**options)
+    a, b = logits_with_one_character_changed(model, 60, 5, seed=4)
+    reach = 5 + model.config.receptive_field
+    assert torch.equal(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:reach], b[:, 5:reach])
+    assert (a[:, reach:] - b[:, reach:]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_a_prefill_of_the_receptive_field_equals_the_whole_prompt(options):
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (2, 70), generator=torch.Generator().manual_seed(5))
+    field = model.config.receptive_field
+    with torch.no_grad():
+        whole, _, whole_cache = model(idx, past_kv=model.empty_cache(2))
+        tail, _, tail_cache = model(idx[:, -field:], past_kv=model.empty_cache(2))
+        after_whole = model(idx[:, :1], past_kv=whole_cache)[0]
+        after_tail = model(idx[:, :1], past_kv=tail_cache)[0]
+    assert (whole[:, -1] - tail[:, -1]).abs().max() <= 1e-5
+    assert (after_whole - after_tail).abs().max() <= 1e-5
+
+
+def test_learned_positions_decode_exactly_as_the_seeds_generate():
+    model = small_model()
+    prompt = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(6))
+    seed = model.generate(prompt, 40, temperature=0)[:, 5:]
+    cached = torch.cat(list(model.generate_cached(prompt, 40, temperature=0)), dim=1)
+    assert torch.equal(seed, cached)
+
+
+def test_window_mask_lets_each_query_see_the_last_window_keys():
+    mask = window_mask(past_len=3, T=2, window=3)
+    assert mask.shape == (2, 5)
+    visible = (mask == 0).int().tolist()
+    assert visible == [[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]]  # queries at positions 3 and 4
 
 
 def test_rotary_is_the_pairwise_rotation_bit_for_bit():
     # apply_rotary is written for few exported operators; it must still be exactly the
-    # rotation of (first half, second half) pairs that trained checkpoints were trained with.
-    x = torch.randn(2, 9, 3, 16)  # [B, T, heads, D]
-    positions = torch.arange(5, 14)
-    cos, sin = rotary_tables(positions, 16, 10000.0)
-    angles = positions[:, None].float() * 10000.0 ** (-torch.arange(0, 16, 2).float() / 16)
-    c, s = angles.cos()[:, None], angles.sin()[:, None]
+    # rotation of (first half, second half) pairs by the tables' angles.
+    x = torch.randn(2, 3, 9, 16)  # [B, heads, T, D]
+    cos, sin = rotary_tables(14, 16, 10000.0)
+    cos, sin = cos[5:], sin[5:]  # positions 5..13
+    c, s = cos[:, :8], sin[:, 8:]
+    assert torch.equal(sin[:, :8], -s) and torch.equal(cos[:, 8:], c)
     x1, x2 = x.chunk(2, dim=-1)
     assert torch.equal(apply_rotary(x, cos, sin), torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1))
+
+
+def test_rotary_tables_keep_float32_precision_at_long_positions():
+    """A prefill of a long text rotates by large angles; a plain loop, by small ones. Both must
+    be within float32 rounding of the true cosines and sines, or the two disagree."""
+    cos, sin = rotary_tables(4096, 32, 10000.0)
+    angles = torch.arange(4096, dtype=torch.float64)[:, None] * 10000.0 ** (-torch.arange(0, 32, 2, dtype=torch.float64) / 32)
+    assert (cos[:, :16].double() - angles.cos()).abs().max() < 3e-7
+    assert (sin[:, 16:].double() - angles.sin()).abs().max() < 3e-7
 
 
 def test_tied_weights_share_one_tensor_and_count_once():

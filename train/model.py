@@ -6,11 +6,21 @@ one matmul for every head's query/key/value instead of a Python loop over `Head`
 parameter count equals the seed's exactly (0.209729 M for n_embd 64, 4 heads, 4 layers).
 
 The forward pass optionally takes and returns a key/value cache, which is what the ONNX
-export and every fast decoder use: positions are derived from the cache's length.
+export and every decoder use. The window is part of that cached path (`decode`), so that a
+runtime's plain loop (prefill, then each `present` fed back as the next `past`) writes text of
+any length at a constant cost per character:
+- rotary models: every layer's query sees at most the last block_size positions (a sliding
+  window); keys are cached *before* rotation and rotated by their place in the window at each
+  step, so no angle ever exceeds the ones seen in training; the cache keeps the last
+  block_size - 1 positions.
+- learned-position models cannot shift a cached position, so their cache holds the window's
+  token embeddings (n_embd = n_head * head_dim numbers per character) and every step runs the
+  network over the last block_size characters: exactly the lecture's `generate`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -71,6 +81,15 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def receptive_field(self) -> int:
+        """How many of a text's last characters can change what the cached path computes next
+        (logits and cache): a prompt's earlier characters can be dropped before the prefill.
+        A sliding window reaches block_size - 1 further back with each layer."""
+        if self.position == "rotary":
+            return self.n_layer * (self.block_size - 1) + 1
+        return self.block_size
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -90,19 +109,39 @@ def make_norm(config: GPTConfig, dim: int) -> nn.Module:
     return nn.LayerNorm(dim, bias=config.bias)
 
 
-def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin for rotary embeddings at the given positions, each [T, 1, head_dim]
-    (broadcast over heads): the half-size angles twice, the sine negated in the first half, so
-    that apply_rotary is three elementwise operations (few operators in the exported graph)."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
-    cos, sin = angles.cos(), angles.sin()
-    return torch.cat((cos, cos), dim=-1)[:, None], torch.cat((-sin, sin), dim=-1)[:, None]
+def rotary_frequencies(head_dim: int, base: float) -> tuple[list[float], list[float]]:
+    """The rotary frequencies base^(-2i/head_dim), each split as hi + lo: hi keeps 12 significant
+    bits, so that position * hi is exact in float32 for every position below 4096, and lo is the
+    small rest. Angles of long texts then keep float32 precision without float64, which some
+    runtimes (onnxruntime-web's builds in transformers.js) cannot run."""
+    his, los = [], []
+    for i in range(0, head_dim, 2):
+        f = base ** (-i / head_dim)
+        exponent = math.frexp(f)[1]
+        hi = math.ldexp(round(math.ldexp(f, 12 - exponent)), exponent - 12)
+        his.append(hi)
+        los.append(f - hi)
+    return his, los
+
+
+def rotary_tables(length: int, head_dim: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin for rotary embeddings at positions 0..length-1, each [length, head_dim]
+    (broadcast over batch and heads): the half-size angles twice, the sine negated in the first
+    half, so that apply_rotary is three elementwise operations (few operators in the exported graph).
+    Each angle is position * hi + position * lo (rotary_frequencies), its cosine and sine taken
+    by the angle-addition formulas: accurate to float32 rounding at any position."""
+    his, los = rotary_frequencies(head_dim, base)
+    positions = torch.arange(length, dtype=torch.float32, device=device)[:, None]
+    a = positions * torch.tensor(his, dtype=torch.float32, device=device)  # exact
+    b = positions * torch.tensor(los, dtype=torch.float32, device=device)  # small
+    cos_a, sin_a, cos_b, sin_b = a.cos(), a.sin(), b.cos(), b.sin()
+    cos, sin = cos_a * cos_b - sin_a * sin_b, sin_a * cos_b + cos_a * sin_b
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of x [B, T, heads, D] by the position angles:
-    (x1 cos - x2 sin, x2 cos + x1 sin), bit for bit."""
+    """Rotate pairs (first half, second half) of x [B, heads, T, D] by the position angles
+    [T, D]: (x1 cos - x2 sin, x2 cos + x1 sin), bit for bit."""
     x32 = x.float()  # rotated in float32 under bf16 autocast too, then cast back
     x1, x2 = x32.chunk(2, dim=-1)
     rotated = x32 * cos + torch.cat((x2, x1), dim=-1) * sin
@@ -116,6 +155,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.window = config.block_size
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # the seed's heads had no bias
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.q_norm = make_norm(config, self.head_dim) if config.qk_norm else None
@@ -124,36 +164,57 @@ class MultiHeadAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rotary=None, past=None, mask=None):
-        """past (the cached keys and values) comes with mask, the additive causal mask
-        [T, past_len + T] (0 where a query may look, -inf elsewhere)."""
+        """Without past: plain causal attention over x (training; T <= block_size).
+        With past (the cached keys, before rotation, and values; possibly of length 0), the
+        cached path: rotary holds the tables for positions 0..past_len + T - 1, mask is the
+        additive sliding-window mask [T, past_len + T], and the new cache is returned."""
         B, T, C = x.shape
         H, D = self.n_head, self.head_dim
         qk, v = self.qkv(x).view(B, T, 3 * H, D).split((2 * H, H), dim=2)  # [B, T, 2H, D], [B, T, H, D]
         if self.q_norm is not None:
             q, k = qk.split(H, dim=2)
             qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
-        if rotary is not None:
-            qk = apply_rotary(qk, *rotary)  # queries and keys together: half the operators
-        # -> [B, n_head, T, head_dim]
-        q, k = qk.transpose(1, 2).split(H, dim=1)
-        v = v.transpose(1, 2)
+        # -> [B, heads, T, head_dim]
+        qk, v = qk.transpose(1, 2), v.transpose(1, 2)
         dropout_p = self.dropout if self.training else 0.0
         if past is None:
+            if rotary is not None:
+                qk = apply_rotary(qk, *rotary)  # queries and keys together: half the operators
+            q, k = qk.split(H, dim=1)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+            present = None
         else:
+            q, k = qk.split(H, dim=1)
+            k = torch.cat((past[0], k), dim=2)  # [B, H, past_len + T, D], not rotated
+            v = torch.cat((past[1], v), dim=2)
+            keys = k
+            if rotary is not None:  # each key by its place in this call's positions
+                cos, sin = rotary
+                q = apply_rotary(q, cos[-T:], sin[-T:])
+                keys = apply_rotary(k, cos, sin)
             # Written out rather than scaled_dot_product_attention: this is the path the ONNX
             # graph and every cached decoder run, and its export is 5 operators a layer where
-            # the exporter's decomposition of the fused kernel is 17.
-            k = torch.cat((past[0], k), dim=2)
-            v = torch.cat((past[1], v), dim=2)
-            # Each side scaled by D^-1/4, as PyTorch's own decomposition of the fused kernel
-            # does: it keeps the export within 1e-4 of the fused kernel (one scale on q doubled
-            # the largest difference).
+            # the exporter's decomposition of the fused kernel is 17. Each side scaled by
+            # D^-1/4, as PyTorch's own decomposition of the fused kernel does: it keeps the
+            # export within 1e-4 of the fused kernel (one scale on q doubled the largest difference).
             scale = D**-0.25
-            att = (q * scale) @ (k.transpose(-2, -1) * scale) + mask  # [B, H, T, past_len + T]
+            att = (q * scale) @ (keys.transpose(-2, -1) * scale) + mask  # [B, H, T, past_len + T]
             y = F.dropout(att.softmax(dim=-1), dropout_p, self.training) @ v
+            present = (last_positions(k, self.window - 1), last_positions(v, self.window - 1))
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.proj(y)), (k, v)
+        return self.resid_dropout(self.proj(y)), present
+
+
+def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
+    """The last n positions (dim 2) of a cache [B, H, L, D], all of them when L <= n."""
+    return cache[:, :, -n:] if n > 0 else cache[:, :, :0]
+
+
+def window_mask(past_len: int, T: int, window: int, device=None) -> torch.Tensor:
+    """Additive mask [T, past_len + T]: query i (at position past_len + i) sees the keys at the
+    positions past_len + i - window + 1 .. past_len + i (0 there, -inf elsewhere)."""
+    behind = torch.arange(past_len, past_len + T, device=device)[:, None] - torch.arange(past_len + T, device=device)[None, :]
+    return torch.zeros(behind.shape, device=device).masked_fill((behind < 0) | (behind >= window), float("-inf"))
 
 
 class FeedForward(nn.Module):
@@ -232,62 +293,118 @@ class GPTLanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())  # a tied weight is counted once
 
     def forward(self, idx, targets=None, past_kv: KVCache | None = None):
-        """idx [B, T] token ids -> (logits [B, T, vocab], loss or None, present KV cache).
+        """idx [B, T] token ids -> (logits [B, T, vocab], loss or None, present cache or None).
 
-        With past_kv (one (key, value) per layer, possibly of length 0), the new tokens take
-        the positions after the cached ones and attend to them.
+        Without past_kv, a text that fits the window (T <= block_size) takes the training
+        path: plain causal attention, no cache. With past_kv (one (key, value) pair per layer,
+        possibly of length 0), or a longer text, it takes the cached path (`decode`): the new
+        characters follow the cached ones, each sees at most the last block_size, and the new
+        cache is returned.
         """
         B, T = idx.shape
-        past_len = past_kv[0][0].size(2) if past_kv is not None else 0
-        positions = torch.arange(past_len, past_len + T, device=idx.device)
-        x = self.token_embedding(idx)  # [B, T, C]
-        rotary = None
-        if self.position_embedding is not None:
-            x = x + self.position_embedding(positions)
+        if past_kv is None and T <= self.config.block_size:
+            x = self.token_embedding(idx)  # [B, T, C]
+            rotary = None
+            if self.position_embedding is not None:
+                x = x + self.position_embedding(torch.arange(T, device=idx.device))
+            else:
+                rotary = rotary_tables(T, self.config.head_dim, self.config.rope_base, idx.device)
+            x = self.drop(x)
+            for block in self.blocks:
+                x, _ = block(x, rotary)
+            logits, presents = self.lm_head(self.ln_f(x)), None  # [B, T, vocab]
         else:
-            rotary = rotary_tables(positions, self.config.head_dim, self.config.rope_base)
-        mask = None
-        if past_kv is not None:  # query i (at positions[i]) sees the keys up to its position
-            key_positions = torch.arange(past_len + T, device=idx.device)
-            mask = torch.zeros(T, past_len + T, device=idx.device).masked_fill(
-                key_positions[None, :] > positions[:, None], float("-inf"))
-        x = self.drop(x)
-        presents = []
-        for i, block in enumerate(self.blocks):
-            x, present = block(x, rotary, past_kv[i] if past_kv is not None else None, mask)
-            presents.append(present)
-        logits = self.lm_head(self.ln_f(x))  # [B, T, vocab]
+            logits, presents = self.decode(idx, past_kv if past_kv is not None else self.empty_cache(B, idx.device))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss, presents
 
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None, window=None):
-        """The seed's generation: recompute the whole (cropped) context for every new token.
+    def empty_cache(self, batch: int, device=None) -> KVCache:
+        c = self.config
+        empty = torch.zeros(batch, c.n_head, 0, c.head_dim, device=device)
+        return [(empty, empty) for _ in range(c.n_layer)]
 
-        Kept as the plain reference that faster decoders are checked against; temperature 0
-        is greedy. window(n) gives how many of the last n tokens predict the next (a decoder's
-        window rule, webapp.window.context_length); None is the seed's crop, the last
-        block_size. Returns idx with the new tokens appended.
+    def decode(self, idx, past_kv: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """The cached path (what the ONNX graph is): idx [B, T] follows the past_len characters
+        that past_kv holds -> (logits [B, T, vocab], the cache of the last block_size - 1
+        characters). Feeding each returned cache back as the next past_kv (the plain loop)
+        equals one call on the whole text."""
+        if self.position_embedding is not None:
+            return self.decode_learned(idx, past_kv)
+        B, T = idx.shape
+        past_len = past_kv[0][0].size(2)
+        rotary = rotary_tables(past_len + T, self.config.head_dim, self.config.rope_base, idx.device)
+        mask = window_mask(past_len, T, self.config.block_size, idx.device)
+        x = self.drop(self.token_embedding(idx))
+        presents = []
+        for block, past in zip(self.blocks, past_kv):
+            x, present = block(x, rotary, past, mask)
+            presents.append(present)
+        return self.lm_head(self.ln_f(x)), presents
+
+    def decode_learned(self, idx, past_kv: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """Learned positions: every layer's cache holds the same thing, the token embeddings
+        of the last characters (as [B, n_head, past_len, head_dim]); each new character is
+        predicted by a plain forward pass over its own last block_size characters."""
+        B, T = idx.shape
+        W, C = self.config.block_size, self.config.n_embd
+        past = past_kv[0][0]
+        past_len = past.size(2)
+        tokens = torch.cat((past.transpose(1, 2).reshape(B, past_len, C), self.token_embedding(idx)), dim=1)  # [B, L, C]
+        length = past_len + T
+        query = torch.arange(past_len, length, device=idx.device)  # each new character's index in tokens
+        first = (query - (W - 1)).clamp(min=0)  # where its window starts
+        # [T, W] indices of each window; slots after the query (a window not yet full) repeat
+        # the last character and are never seen by it (causal attention)
+        slots = (first[:, None] + torch.arange(W, device=idx.device)[None, :]).clamp(max=length - 1)
+        x = tokens[:, slots].reshape(B * T, W, C) + self.position_embedding(torch.arange(W, device=idx.device))
+        x = self.drop(x)
+        for block in self.blocks:
+            x, _ = block(x)
+        x = x.view(B, T, W, C)[:, torch.arange(T, device=idx.device), query - first]  # [B, T, C]
+        cache = last_positions(tokens.view(B, length, self.config.n_head, self.config.head_dim).transpose(1, 2), W - 1)
+        return self.lm_head(self.ln_f(x)), [(cache, cache)] * self.config.n_layer
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
+        """The seed's generation: recompute the last block_size characters for every new token.
+
+        Kept as the plain reference: for learned positions the cached path is this exactly;
+        for rotary ones it is the exact last window, which the cached path's sliding window
+        follows within a few thousandths of a nat (export's verification measures it).
+        Temperature 0 is greedy. Returns idx with the new tokens appended.
         """
-        new = list(self.generate_steps(idx, max_new_tokens, temperature, generator, window))
+        new = list(self.generate_steps(idx, max_new_tokens, temperature, generator))
         return torch.cat([idx, *new], dim=1)
 
     @torch.no_grad()
-    def generate_steps(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None, window=None):
+    def generate_steps(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
         """`generate` one step at a time: yields each new token, [B, 1]."""
-        window = window or (lambda n: min(n, self.config.block_size))
         for _ in range(max_new_tokens):
-            logits, _, _ = self(idx[:, -window(idx.size(1)) :])
-            logits = logits[:, -1, :].float()
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                probs = F.softmax(logits / temperature, dim=-1)
-                next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+            logits, _, _ = self(idx[:, -self.config.block_size :])
+            next_id = sample(logits[:, -1], temperature, generator)
             idx = torch.cat((idx, next_id), dim=1)
             yield next_id
+
+    @torch.no_grad()
+    def generate_cached(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
+        """The plain loop that every runtime runs on the exported graph: one prefill of the
+        last receptive_field tokens, then one cached step per new token. Yields [B, 1]."""
+        logits, past = self.decode(idx[:, -self.config.receptive_field :], self.empty_cache(idx.size(0), idx.device))
+        for step in range(max_new_tokens):
+            next_id = sample(logits[:, -1], temperature, generator)
+            yield next_id
+            if step < max_new_tokens - 1:
+                logits, past = self.decode(next_id, past)
+
+
+def sample(logits: torch.Tensor, temperature: float, generator=None) -> torch.Tensor:
+    """The next token [B, 1] from the last position's logits [B, vocab]: greedy at temperature 0."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(F.softmax(logits / temperature, dim=-1), num_samples=1, generator=generator)
 
 
 def model_size_mb(model: nn.Module) -> float:
