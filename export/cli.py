@@ -1,5 +1,5 @@
-"""`python -m export RUN_DIR --out MODEL.onnx [--quantize int8]` and
-`python -m export eval MODEL.onnx --data FILE` (onnxruntime alone)."""
+"""`python -m export RUN_DIR --out DIR/ [--quantize int8]` (a model folder), `--out NAME.onnx`
+(one file and its sidecars), and `python -m export eval MODEL --data FILE` (onnxruntime alone)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from webapp.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
@@ -86,14 +89,19 @@ def eval_main(argv: list[str]) -> int:
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export",
-        description="Export a training checkpoint to one self-contained ONNX file with a KV cache, "
-        "verify it against PyTorch, and write its JSON sidecar and model card. "
-        "See also: python -m export eval MODEL.onnx --data FILE",
+        description="Export a training checkpoint to a model folder (onnx/model.onnx with a KV cache and the window "
+        "in its graph, the configuration and tokenizer files that generation libraries read, a model card), "
+        "or to one .onnx file with its JSON sidecar and card, verified against PyTorch first. "
+        "See also: python -m export eval MODEL --data FILE",
     )
     p.add_argument("run_dir", help="checkpoint directory written by `python -m train` (or its best/ folder)")
-    p.add_argument("--out", help="the .onnx file to write (default RUN_DIR/model.onnx); NAME.json and NAME.md go beside it")
-    p.add_argument("--quantize", choices=("int8",), help="also write NAME.int8.onnx: int8 weights, float32 activations")
-    p.add_argument("--data", help="text to measure validation loss on when needed (default: the run's own dataset)")
+    p.add_argument("--out", help="DIR/ (ending in / or an existing directory): a model folder; NAME.onnx: one file, "
+                   "with NAME.json and NAME.md beside it (default: RUN_DIR/model/)")
+    p.add_argument("--quantize", choices=("int8",), help="int8 weights, float32 activations: in a folder, onnx/model.onnx "
+                   "holds them; beside NAME.onnx, NAME.int8.onnx is written too")
+    p.add_argument("--data", help="the training text, to measure the validation loss and the plain loop on "
+                   "(default: the run's own dataset)")
+    p.add_argument("--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     return p
 
@@ -102,17 +110,34 @@ def sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.name[: -len(".onnx")] + suffix)
 
 
-def check_outputs(out: Path, quantize: bool, force: bool) -> None:
-    if out.suffix != ".onnx":
-        raise UsageError(f"--out {out} must end in .onnx.")
-    if not out.parent.is_dir():
-        raise UsageError(f"the directory of --out {out} does not exist; create it first or choose another --out.")
-    targets = [out, sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
+def is_folder(out: str | None) -> bool:
+    return out is None or out.endswith(("/", os.sep)) or Path(out).is_dir()
+
+
+def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
+    """Every file an export to `out` writes."""
+    if folder:
+        onnx_file = out / MODEL_FILE
+        return [onnx_file, sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"), out / "README.md",
+                *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
+    files = [out, sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
     if quantize:
-        targets += [sibling(out, ".int8.onnx"), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
-    existing = [str(t) for t in targets if t.exists()]
+        files += [sibling(out, ".int8.onnx"), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
+    return files
+
+
+def check_outputs(out: Path, folder: bool, quantize: bool, force: bool) -> None:
+    if folder and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose another --out.")
+    if not folder:
+        if out.suffix != ".onnx":
+            raise UsageError(f"--out {out} must be a folder (ending in /) or a file ending in .onnx.")
+        if not out.parent.is_dir():
+            raise UsageError(f"the directory of --out {out} does not exist; create it first or choose another --out.")
+    existing = [str(t) for t in planned_files(out, folder, quantize) if t.exists()]
     if existing and not force:
-        raise UsageError(f"{', '.join(existing)} already exist; pass --force to replace them, or choose another --out.")
+        raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to replace "
+                         f"{'it' if len(existing) == 1 else 'them'}, or choose another --out.")
 
 
 def write_atomic(path: Path, write) -> None:
@@ -127,9 +152,12 @@ def write_json(path: Path, data: dict) -> None:
     write_json_atomically(path, data)
 
 
-def temp_onnx(directory: Path) -> Path:
+def temp_onnx(near: Path) -> Path:
+    """A temporary .onnx file in the nearest existing folder at or above `near` (the same
+    file system as the target, so that moving it into place is one rename)."""
     from train.checkpoint import temp_file
 
+    directory = next(d for d in (near, *near.parents) if d.is_dir())
     return temp_file(directory, ".export-", ".onnx")
 
 
@@ -137,81 +165,127 @@ def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     from train import checkpoint
     from train.model import GPTConfig, GPTLanguageModel
-    from train.text import DataError, read_text
+    from train.text import DataError, read_text, split_index
 
+    from . import folder as mf
     from . import metadata as md
     from .onnx_export import export_onnx, format_table, name_weights, set_metadata, verify
     from webapp.onnx_model import OnnxModel
 
     prog = "python -m export"
     run_dir = Path(args.run_dir)
-    out = Path(args.out) if args.out else run_dir / "model.onnx"
+    folder = is_folder(args.out)
+    out = Path(args.out) if args.out else run_dir / "model"
     try:
         meta = checkpoint.read_meta(run_dir)
-        check_outputs(out, args.quantize is not None, args.force)
+        check_outputs(out, folder, args.quantize is not None, args.force)
         model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
         checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
         model.eval()
         data_path = args.data or meta["dataset"]["path"]
-        text = None
-        if args.quantize or meta.get("val_loss_full") is None:
-            text, sha = read_text(Path(data_path))
-            if sha != meta["dataset"]["sha256"]:
-                raise UsageError(f"{data_path} is not the text this model was trained on (SHA-256 differs); "
-                                 "its validation loss is measured on the training text: pass that with --data.")
+        text, sha = read_text(Path(data_path))
+        if sha != meta["dataset"]["sha256"]:
+            raise UsageError(f"{data_path} is not the text this model was trained on (SHA-256 differs); "
+                             "its validation loss and the plain loop are measured on the training text: pass that with --data.")
     except (UsageError, checkpoint.CheckpointError, DataError, ValueError) as e:
         if isinstance(e, DataError):
-            e = UsageError(f"{e} The validation loss needs the training text: pass --data FILE.")
+            e = UsageError(f"{e} The export measures the model on its training text: pass --data FILE.")
         return fail(prog, str(e))
 
+    vocab = meta["vocab"]
+    index = {c: i for i, c in enumerate(vocab)}
+    val_ids = np.array([index[c] for c in text[split_index(len(text)) :]], dtype=np.int64)
     val_loss = meta.get("val_loss_full")
     metadata = md.build(meta, model.num_params(), val_loss)
-    vocab = meta["vocab"]
-    prompt = [vocab.index("\n")] if "\n" in vocab else [0]
-    tmp = temp_onnx(out.parent)
+    prompt = [index["\n"]] if "\n" in index else [0]
+    tmp = temp_onnx(out if folder else out.parent)
+    int8_tmp = None
     try:
         print(f"exporting {run_dir} (step {meta['step']}, {model.num_params() / 1e6} M parameters) ...")
         export_onnx(model, tmp)
         name_weights(tmp, model)
         set_metadata(tmp, md.to_props(metadata))
-        checks, greedy_ids = verify(model, tmp, prompt)
+        checks, greedy_ids = verify(model, tmp, prompt, val_ids)
         table = format_table(checks)
         print(table)
         if not all(c.ok for c in checks):
             return fail(prog, f"the ONNX export does not match PyTorch (see the table); nothing was written to {out}.",
                         VERIFICATION_FAILED)
         if val_loss is None:
-            loss, _ = measure_loss(OnnxModel(tmp), text, "val")
-            metadata["training"]["val_loss"] = loss
+            metadata["training"]["val_loss"] = measure_loss(OnnxModel(tmp), text, "val")[0]
             set_metadata(tmp, md.to_props(metadata))
-        os.replace(tmp, out)
+        sample = "".join(vocab[i] for i in greedy_ids)
+        if args.quantize:
+            int8_tmp = temp_onnx(tmp.parent)
+            int8_meta, int8_table = quantize_int8(tmp, int8_tmp, metadata, text)
+        if folder:
+            shipped, shipped_meta = (int8_tmp, int8_meta) if args.quantize else (tmp, metadata)
+            verification = f"{table}\n\n{int8_table}" if args.quantize else table
+            prompt_text = mf.example_prompt(vocab, text[split_index(len(text)) :])
+            write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir, prompt_text)
+        else:
+            os.replace(tmp, out)
+            write_sidecars(out, metadata, sample, table)
+            draw_loss_curve(run_dir, sibling(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
+            if args.quantize:
+                int8_path = sibling(out, ".int8.onnx")
+                os.replace(int8_tmp, int8_path)
+                write_sidecars(int8_path, int8_meta, sample, f"{table}\n\n{int8_table}")
+    except Int8TooLossy as e:
+        return fail(prog, str(e), VERIFICATION_FAILED)
     finally:
         tmp.unlink(missing_ok=True)
-    sample = "".join(vocab[i] for i in greedy_ids)
-    write_sidecars(out, metadata, sample, table)
-    draw_loss_curve(run_dir, out, meta["step"], metadata["training"]["val_loss"])
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {sibling(out, '.json').name}, {sibling(out, '.md').name}; "
-          f"val loss {metadata['training']['val_loss']:.4f}")
-    if args.quantize:
-        return quantize_int8(out, metadata, text, sample, table)
+        if int8_tmp is not None:
+            int8_tmp.unlink(missing_ok=True)
+    loss = (int8_meta if args.quantize else metadata)["training"]["val_loss"]
+    print(f"wrote {out}{os.sep if folder else ''} ({'model folder' if folder else 'one file and its sidecars'}); "
+          f"val loss {loss:.4f}")
     return 0
+
+
+class Int8TooLossy(Exception):
+    pass
+
+
+def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
+                 prompt: str) -> None:
+    """The model folder (webapp/model_folder.py): the verified graph moved into onnx/, then its
+    metadata, loss curve, configuration and tokenizer files, and the card."""
+    from . import folder as mf
+    from . import metadata as md
+
+    onnx_file = out / MODEL_FILE
+    onnx_file.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(model_file, onnx_file)
+    write_json(sibling(onnx_file, ".json"), sidecar(onnx_file, metadata))
+    draw_loss_curve(run_dir, sibling(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
+    for name, data in mf.config_files(metadata).items():
+        write_json(out / name, data)
+    name = out.resolve().name
+    card = (mf.front_matter(name, metadata, license) + md.model_card(name, metadata, onnx_file.stat().st_size, sample, verification)
+            + mf.usage(name, prompt, mf.end_of_text_id(metadata)))
+    write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+
+
+def sidecar(onnx_file: Path, metadata: dict) -> dict:
+    """NAME.json: the metadata, and the file's own checksum, which its metadata cannot hold (the
+    engine refuses a model file that does not match it: truncated or altered after export)."""
+    from train.checkpoint import file_sha256
+
+    return {**metadata, SIDECAR_SHA256: file_sha256(onnx_file)}
 
 
 def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) -> None:
     from . import metadata as md
 
-    from train.checkpoint import file_sha256
-
-    # The file's own checksum, which its metadata cannot hold: the engine refuses a model file
-    # that does not match it (truncated or altered after export).
-    write_json(sibling(out, ".json"), {**metadata, SIDECAR_SHA256: file_sha256(out)})
+    write_json(sibling(out, ".json"), sidecar(out, metadata))
     card = md.model_card(out.name, metadata, out.stat().st_size, sample, verification)
     write_atomic(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
-def draw_loss_curve(run_dir: Path, out: Path, step: int, val_loss: float | None) -> None:
-    """NAME.loss.png beside the model: the run's curve (a best/ checkpoint's run is its parent),
-    with the exported checkpoint marked."""
+def draw_loss_curve(run_dir: Path, target: Path, step: int, val_loss: float | None) -> None:
+    """The run's loss curve (a best/ checkpoint's run is its parent), with the exported
+    checkpoint marked."""
     from train.plot import plot_losses
 
     runs = [run_dir, run_dir.parent] if run_dir.name == "best" else [run_dir]
@@ -219,44 +293,36 @@ def draw_loss_curve(run_dir: Path, out: Path, step: int, val_loss: float | None)
     if metrics is None:
         return
     mark = (step, val_loss) if val_loss is not None else None
-    write_atomic(sibling(out, ".loss.png"), lambda tmp: plot_losses(metrics, Path(tmp), mark))
+    write_atomic(target, lambda tmp: plot_losses(metrics, Path(tmp), mark))
 
 
-def quantize_int8(out: Path, metadata: dict, text: str, sample: str, verification: str) -> int:
-    """NAME.int8.onnx: every MatMul weight stored as int8 (symmetric, one scale per output
-    column; see quantize_weights_int8), activations kept in float32. Weight-only on purpose:
-    onnxruntime's dynamic quantization picks activation scales per call, so a prefill and
-    cached decoding of the same text disagree (DESIGN.md requires them equal). Kept only if
-    its validation loss is within INT8_TOLERANCE of the float32 file's."""
+def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[dict, str]:
+    """Write the int8 form of the float32 file `fp32` to `target`: every MatMul weight stored as
+    int8 (symmetric, one scale per output column; see quantize_weights_int8), activations kept
+    in float32. Weight-only on purpose: onnxruntime's dynamic quantization picks activation
+    scales per call, so a prefill and cached decoding of the same text disagree (DESIGN.md
+    requires them equal). Int8TooLossy unless its validation loss is within INT8_TOLERANCE of
+    the float32 file's. Returns its metadata and a table of the two losses."""
     from . import metadata as md
     from .onnx_export import quantize_weights_int8, set_metadata
     from webapp.onnx_model import OnnxModel
 
-    int8_path = sibling(out, ".int8.onnx")
-    tmp = temp_onnx(out.parent)
-    try:
-        quantize_weights_int8(out, tmp)
-        fp32_loss, n = measure_loss(OnnxModel(out), text, "val")
-        int8_loss, _ = measure_loss(OnnxModel(tmp), text, "val")  # metadata survives quantization
-        rows = [("file", "size (MB)", "val loss"), (out.name, f"{out.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
-                (int8_path.name, f"{tmp.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}")]
-        delta = int8_loss - fp32_loss
-        int8_table = "\n".join(f"{r[0]:<28}{r[1]:>10}{r[2]:>10}" for r in rows)
-        int8_table += f"\nint8 - fp32: {delta:+.4f} nats/char over {n:,} characters (allowed: +{INT8_TOLERANCE})"
-        print(int8_table)
-        if delta > INT8_TOLERANCE:
-            return fail("python -m export", f"int8 quantization loses {delta:.4f} nats/char, more than "
-                        f"{INT8_TOLERANCE}; {int8_path} was not written (ship the float32 file).", VERIFICATION_FAILED)
-        int8_meta = {**metadata, "training": {**metadata["training"], "val_loss": int8_loss,
-                                              "quantization": "int8 weights (one scale per output column), float32 activations"}}
-        set_metadata(tmp, md.to_props(int8_meta))
-        os.replace(tmp, int8_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    # The float32 file's checks against PyTorch, then what int8 weights cost.
-    write_sidecars(int8_path, int8_meta, sample, f"{verification}\n\n{int8_table}")
-    print(f"wrote {int8_path}, {sibling(int8_path, '.json').name}, {sibling(int8_path, '.md').name}")
-    return 0
+    quantize_weights_int8(fp32, target)
+    fp32_loss, n = measure_loss(OnnxModel(fp32), text, "val")
+    int8_loss, _ = measure_loss(OnnxModel(target), text, "val")  # metadata survives quantization
+    rows = [("weights", "size (MB)", "val loss"), ("float32", f"{fp32.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
+            ("int8", f"{target.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}")]
+    delta = int8_loss - fp32_loss
+    table = "\n".join(f"{r[0]:<28}{r[1]:>10}{r[2]:>10}" for r in rows)
+    table += f"\nint8 - fp32: {delta:+.4f} nats/char over {n:,} characters (allowed: +{INT8_TOLERANCE})"
+    print(table)
+    if delta > INT8_TOLERANCE:
+        raise Int8TooLossy(f"int8 quantization loses {delta:.4f} nats/char, more than {INT8_TOLERANCE}; nothing was "
+                           "written (export without --quantize).")
+    int8_meta = {**metadata, "training": {**metadata["training"], "val_loss": int8_loss,
+                                          "quantization": "int8 weights (one scale per output column), float32 activations"}}
+    set_metadata(target, md.to_props(int8_meta))
+    return int8_meta, table
 
 
 def main(argv: list[str] | None = None) -> int:

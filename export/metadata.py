@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 
+from train.model import GPTConfig
 from webapp.onnx_model import FORMAT_VERSION
+
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
 
 
@@ -16,6 +18,8 @@ def build(meta: dict, num_params: int, val_loss: float | None) -> dict:
     m, t = meta["model"], meta["train"]
     config = {k: m[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
     config["head_dim"] = m["n_embd"] // m["n_head"]
+    # how many of a prompt's last characters a runtime needs to prefill (GPTConfig.receptive_field)
+    config["receptive_field"] = GPTConfig.from_dict(m).receptive_field
     config.update({k: m[k] for k in ARCHITECTURE_KEYS})
     training = {
         "val_loss": val_loss,  # whole validation split, nats per character (DESIGN.md)
@@ -63,10 +67,14 @@ A character-level GPT exported by chargpt (format {metadata['chargpt.format']}).
 | dataset SHA-256 | `{t['dataset_sha256']}` |
 | source checkpoint SHA-256 | `{metadata['source_sha256']}` |
 
-Inputs: `input_ids` int64 [batch, sequence] and `past_key_values.{{i}}.key/value` float32
-[batch, {c['n_head']}, past_sequence, {c['head_dim']}] (length 0 for a fresh prompt). Outputs: `logits`
-[batch, sequence, {c['vocab_size']}] and `present.{{i}}.key/value`. The vocabulary and this
-configuration are in the file's metadata and in the JSON file beside it.
+Inputs: `input_ids` int64 [batch_size, sequence_length] and `past_key_values.{{i}}.key/value`
+float32 [batch_size, {c['n_head']}, past_sequence_length, {c['head_dim']}] (length 0 for a fresh prompt). Outputs:
+`logits` [batch_size, sequence_length, {c['vocab_size'] + 1}] (the {c['vocab_size']} characters, then an end-of-text
+id that is never predicted) and `present.{{i}}.key/value`. The window is in the graph: a plain
+loop (prefill, then each `present` fed back as the next `past`) writes text of any length, and
+the cache never holds more than the last {c['block_size'] - 1} characters. Only a prompt's last
+{c['receptive_field']} characters change what comes next. The vocabulary and this configuration are in the
+file's metadata and in the JSON file beside it.
 
 ## Greedy continuation of a newline (200 characters, from this ONNX file)
 

@@ -17,13 +17,26 @@ from train.model import GPTLanguageModel
 
 from webapp.engine import Engine, EncodedPrompt, Settings
 
+from .runtime import last_window_loss, plain_loop_loss
+
 TOLERANCE = 1e-4  # max |logit difference| between PyTorch and onnxruntime, float32
 GREEDY_CHARS = 200
+# The plain loop (the window in the graph) against an exact last window, on validation text:
+# at most this much worse, in nats per character.
+PLAIN_LOOP_CHARS, PLAIN_LOOP_SLACK = 1500, 0.01
+
+
+# The logit of the end-of-text id (vocab_size, one past the characters): a character model has
+# no end of text, but generation libraries need an end id (onnxruntime-genai insists that it
+# index the logits). Its probability is exp(-1e9) = 0 at any temperature, and being finite it
+# cannot turn a library's arithmetic into NaN.
+END_OF_TEXT_LOGIT = -1e9
 
 
 class CachedLM(torch.nn.Module):
     """The model with flat inputs and outputs, as the ONNX graph has them:
-    (input_ids, past.0.key, past.0.value, ...) -> (logits, present.0.key, present.0.value, ...)."""
+    (input_ids, past.0.key, past.0.value, ...) -> (logits, present.0.key, present.0.value, ...),
+    the model's cached path (GPTLanguageModel.decode), with the end-of-text logit appended."""
 
     def __init__(self, model: GPTLanguageModel):
         super().__init__()
@@ -31,8 +44,9 @@ class CachedLM(torch.nn.Module):
 
     def forward(self, input_ids, *past):
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits, _, presents = self.model(input_ids, past_kv=pairs)
-        return (logits, *[t for pair in presents for t in pair])
+        logits, presents = self.model.decode(input_ids, pairs)
+        end = torch.full_like(logits[..., :1], END_OF_TEXT_LOGIT)
+        return (torch.cat((logits, end), dim=-1), *[t for pair in presents for t in pair])
 
 
 @contextlib.contextmanager
@@ -56,7 +70,8 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
     """Write `model` to one self-contained ONNX file with dynamic batch, sequence and past."""
     cfg = model.config
     names = past_names(cfg.n_layer)
-    batch, sequence, past_sequence = (torch.export.Dim(n) for n in ("batch", "sequence", "past_sequence"))
+    # The dimension names the ecosystem's tools read (transformers.js sizes an empty cache from batch_size).
+    batch, sequence, past_sequence = (torch.export.Dim(n) for n in ("batch_size", "sequence_length", "past_sequence_length"))
     # Example sizes other than 0 and 1, so that no dimension is specialised to a constant.
     ids = torch.zeros(2, 3, dtype=torch.long)
     past = [torch.zeros(2, cfg.n_head, 4, cfg.head_dim) for _ in names]
@@ -74,6 +89,11 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
             verbose=False,
         )
     program.save(str(path), external_data=False)
+    # The exporter names the presents' length by its formula, min(past + new, block_size - 1).
+    proto = onnx.load(str(path))
+    for output in proto.graph.output[1:]:
+        output.type.tensor_type.shape.dim[2].dim_param = "present_sequence_length"
+    onnx.save(proto, str(path))
 
 
 TRANSPOSED = ".T"  # suffix of an initializer that holds a parameter transposed (Linear weights)
@@ -111,7 +131,8 @@ def torch_model_from_onnx(path: Path) -> GPTLanguageModel:
 
     proto = onnx.load(str(path))
     meta = parse_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
-    config = {k: v for k, v in meta["config"].items() if k != "head_dim"}
+    fields = GPTConfig.__dataclass_fields__
+    config = {k: v for k, v in meta["config"].items() if k in fields}  # not the derived head_dim, receptive_field
     model = GPTLanguageModel(GPTConfig(**config, dropout=0.0))
     arrays = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
     state = {}
@@ -197,10 +218,12 @@ class Check:
     detail: str = ""
 
 
-def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list[Check], list[int]]:
-    """Compare the ONNX file with the PyTorch model: the onnx checker, prefills, cached
-    step-by-step decoding, and a greedy continuation of `prompt`. Returns the checks and the
-    continuation's ids (from onnxruntime)."""
+def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndarray) -> tuple[list[Check], list[int]]:
+    """Compare the ONNX file with the PyTorch model: the onnx checker, prefills shorter and
+    longer than the window, cached step-by-step decoding past the window, the end-of-text
+    logit, a greedy continuation of `prompt` by the web app's engine (the plain loop), and,
+    on `text` (validation ids), how the plain loop compares with an exact last window.
+    Returns the checks and the continuation's ids (from onnxruntime)."""
     checks = []
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -211,6 +234,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list
     cfg = model.config
     model = model.eval()
     rng = np.random.default_rng(0)
+    beyond = 2 * cfg.block_size + 3  # a text that slides the window twice
 
     def reference(ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -221,31 +245,47 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int]) -> tuple[list
         checks.append(Check(name, batch, length, diff, diff <= TOLERANCE))
 
     for batch in (1, 3):
-        for length in sorted({1, 7, cfg.block_size}):
+        for length in sorted({1, 7, cfg.block_size, beyond}):
             ids = rng.integers(0, cfg.vocab_size, (batch, length))
             compare("prefill (empty cache)", batch, length, engine.forward(ids)[0], reference(ids))
-        ids = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        ids = rng.integers(0, cfg.vocab_size, (batch, beyond))
         want = reference(ids)
         past, steps = engine.empty_past(batch), []
-        for t in range(cfg.block_size):
+        for t in range(beyond):
             logits, past = engine.forward(ids[:, t : t + 1], past)
             steps.append(logits)
-        compare("decode one by one with cache", batch, cfg.block_size, np.concatenate(steps, axis=1), want)
+        compare("decode one by one with cache", batch, beyond, np.concatenate(steps, axis=1), want)
         split = min(7, cfg.block_size - 1)
         first, past = engine.forward(ids[:, :split])
         rest = [first]
-        for t in range(split, cfg.block_size):
+        for t in range(split, beyond):
             logits, past = engine.forward(ids[:, t : t + 1], past)
             rest.append(logits)
-        compare(f"prefill {split}, then decode", batch, cfg.block_size, np.concatenate(rest, axis=1), want)
+        compare(f"prefill {split}, then decode", batch, beyond, np.concatenate(rest, axis=1), want)
 
-    text = engine.complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=GREEDY_CHARS, temperature=0))[0]
-    onnx_ids = [engine.vocab.index(c) for c in text]
-    torch_ids = model.generate(torch.tensor([prompt]), GREEDY_CHARS, temperature=0, window=engine.window)[0, len(prompt) :].tolist()
+    feed = {"input_ids": rng.integers(0, cfg.vocab_size, (2, 5)), **engine.empty_past(2)}
+    end = engine.session.run(["logits"], feed)[0][..., cfg.vocab_size :]
+    checks.append(Check("end-of-text logit", 2, 5, None, end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
+                        f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})"))
+
+    text_out = engine.complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=GREEDY_CHARS, temperature=0))[0]
+    onnx_ids = [engine.vocab.index(c) for c in text_out]
+    torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[0].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
-    checks.append(Check(f"greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
+    checks.append(Check(f"greedy {GREEDY_CHARS} characters (plain loop)", 1, GREEDY_CHARS, None, same,
                         "identical" if same else f"differs from character {first_diff}"))
+
+    ids = text[:PLAIN_LOOP_CHARS]
+    if len(ids) > cfg.block_size:
+        loop, count, longest = plain_loop_loss(engine, ids)
+        exact = last_window_loss(engine, ids)
+        ok = loop - exact <= PLAIN_LOOP_SLACK and longest <= cfg.block_size - 1
+        checks.append(Check(f"plain loop vs last window, {len(ids):,} val chars", 1, count, None, ok,
+                            f"{loop:.4f} vs {exact:.4f} nats/char, cache <= {longest}"))
+    else:  # nothing to compare: no prediction has a full window
+        checks.append(Check("plain loop vs last window", 1, len(ids), None, True,
+                            f"not measured: the validation split has only {len(ids)} characters"))
     return checks, onnx_ids
 
 
@@ -257,4 +297,5 @@ def format_table(checks: list[Check]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32)"
+    return "\n".join(lines) + (f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32); the plain loop at most "
+                              f"{PLAIN_LOOP_SLACK} nats/char above the last window, its cache within the window")

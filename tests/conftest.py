@@ -66,6 +66,39 @@ def exported(tmp_path_factory, small_text):
     return run_dir, out, result
 
 
+# A non-English text: French with its typography (no-break spaces before ;:!? and inside
+# guillemets, curly apostrophes, ligatures) and characters of two, three and four UTF-8 bytes.
+FRENCH_WORDS = ("été", "forêt", "château", "cœur", "naïve", "où", "déjà", "garçon", "Noël", "île", "Ève", "Ça", "ægide",
+                "fenêtre", "lumière", "écho", "mûre", "aïeul", "Zoé", "Œuvre", "paysage", "rivière", "l’eau", "qu’il",
+                "s’en", "âme", "là-bas", "près", "où", "très", "bientôt", "peut-être", "€", "Ω", "🎭")
+FRENCH_ENDS = ("\u202f!", "\u202f?", "\u00a0:", "\u202f;", ".", "…", " — ")
+
+
+def french_text(n_sentences: int = 2500, seed: int = 0) -> str:
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_sentences):
+        words = [rng.choice(FRENCH_WORDS) for _ in range(rng.randint(3, 8))]
+        sentence = " ".join(words).capitalize() + rng.choice(FRENCH_ENDS)
+        lines.append(f"«\u00a0{sentence}\u00a0»" if rng.random() < 0.2 else sentence)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def french_folder(tmp_path_factory):
+    """A small learned-position model trained on french_text, exported as a model folder."""
+    data = tmp_path_factory.mktemp("french") / "french.txt"
+    data.write_text(french_text(), encoding="utf-8")
+    run_dir = trained_run(tmp_path_factory, data, "--max-iters", "300", "--eval-interval", "100")
+    folder = tmp_path_factory.mktemp("folders") / "french-tiny"
+    result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", f"{folder}/"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder, data
+
+
 def chromium_or_skip() -> str:
     """Debian's chromium for Playwright; a skip where it is missing, a failure in CI."""
     path = shutil.which("chromium") or "/usr/bin/chromium"

@@ -5,7 +5,6 @@ import torch
 
 from train import data, text
 from train.text import CharTokenizer, DataError
-from webapp import window
 
 
 def test_vocabulary_is_the_sorted_set_of_characters_and_round_trips():
@@ -85,21 +84,3 @@ def test_too_short_text_names_the_minimum():
     with pytest.raises(DataError, match="too short for block_size 32.*needs at least 33"):
         data.check_long_enough(train, val, 32)
     data.check_long_enough(train, val, 19)
-
-
-def test_window_rule_keep_all_is_the_seeds_crop():
-    assert [window.context_length(n, 8, 8) for n in range(1, 14)] == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8, 8]
-
-
-def test_window_rule_grows_to_the_block_then_drops_to_keep():
-    # block 8, keep 3: grows 1..8, then 3..8 again, forever (period block - keep + 1 = 6).
-    lengths = [window.context_length(n, 8, 3) for n in range(1, 22)]
-    assert lengths == [1, 2, 3, 4, 5, 6, 7, 8, 3, 4, 5, 6, 7, 8, 3, 4, 5, 6, 7, 8, 3]
-    assert window.context_length(10_000, 8, 3) in range(3, 9)
-    assert window.default_keep(256) == 128 and window.default_keep(1) == 1
-
-
-@pytest.mark.parametrize("keep", [0, 9])
-def test_window_rule_refuses_a_keep_out_of_range(keep):
-    with pytest.raises(ValueError, match="keep must be from 1 to block_size"):
-        window.context_length(5, 8, keep)

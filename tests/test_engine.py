@@ -1,14 +1,16 @@
 """The web app's engine against PyTorch and against a from-scratch reference decoder."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
-from webapp.window import context_length
 from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt
-from webapp.onnx_model import ModelLoadError, OnnxModel
+from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError, OnnxModel
 from webapp.sampling import SplitMix64, next_ids
 
 
@@ -26,32 +28,39 @@ def torch_model(exported):
     return model.eval()
 
 
-@pytest.mark.parametrize("keep", [None, 1, 5, 16])
 @pytest.mark.parametrize("prompt", ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."])
-def test_greedy_text_equals_pytorch_across_the_window_slide(exported, torch_model, prompt, keep):
-    """keep=16 (the whole window) is the seed's own crop: PyTorch's generate with no window."""
-    engine = Engine(exported[1], device="cpu", keep=keep)
+def test_greedy_text_equals_pytorch_past_the_window(exported, torch_model, prompt):
+    """The tiny model has learned positions: its plain loop is the seed's crop, exactly."""
+    engine = Engine(exported[1], device="cpu")
     ids = encode_prompt(prompt, engine.vocab).ids
-    window = None if keep == engine.block_size else engine.window
-    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0, window=window)[0, len(ids):].tolist()
+    expected = torch_model.generate(torch.tensor([ids]), 120, temperature=0)[0, len(ids):].tolist()
     got = engine.complete(prompt, Settings(max_new_tokens=120, temperature=0))[0]
     assert got == "".join(engine.vocab[i] for i in expected)
 
 
-def test_keep_out_of_range_is_refused(exported):
-    with pytest.raises(ValueError, match="keep must be from 1 to block_size"):
-        Engine(exported[1], device="cpu", keep=17)
+def test_shipped_greedy_text_equals_pytorchs_plain_loop():
+    """The shipped model has rotary positions and a sliding window: 300 characters, more than
+    twice its window, from the PyTorch model that its file's weights rebuild."""
+    from export.onnx_export import torch_model_from_onnx
+
+    engine = Engine(SHIPPED_MODEL)
+    model = torch_model_from_onnx(engine.path)
+    ids = encode_prompt("ROMEO:", engine.vocab).ids
+    expected = torch.cat(list(model.generate_cached(torch.tensor([ids]), 300, temperature=0)), dim=1)[0].tolist()
+    assert engine.complete("ROMEO:", Settings(max_new_tokens=300, temperature=0))[0] == "".join(engine.vocab[i] for i in expected)
 
 
-def test_cached_decoding_with_slide_samples_what_a_full_recompute_would(engine, exported):
-    """Reference: every character predicted by running its window (the window rule) from scratch."""
-    lm = OnnxModel(exported[1])
+@pytest.mark.parametrize("model_path", ["tiny", "shipped"])
+def test_cached_decoding_samples_what_a_full_recompute_would(exported, model_path):
+    """Reference: every character sampled from a fresh prefill of everything before it (its
+    receptive field), no cache carried over."""
+    lm = OnnxModel(exported[1] if model_path == "tiny" else SHIPPED_MODEL)
+    engine = Engine(lm.path)
     settings = Settings(max_new_tokens=80, temperature=1.0, top_k=20, top_p=0.95, seed=11)
     context = encode_prompt("KING RICHARD III:", engine.vocab).ids
     rng, expected = [SplitMix64(11)], []
     for _ in range(80):
-        window = context[-context_length(len(context), lm.block_size, engine.keep):]
-        logits, _ = lm.forward(np.array([window]), lm.empty_past(1))
+        logits, _ = lm.forward(np.array([context[-lm.receptive_field:]]), lm.empty_past(1))
         next_id = int(next_ids(logits[:, -1], 1.0, 20, 0.95, rng)[0])
         expected.append(lm.vocab[next_id])
         context.append(next_id)
@@ -99,9 +108,9 @@ def test_prompt_characters_outside_the_vocabulary_are_replaced_or_dropped(engine
     assert encoded.replaced == {"é": "e"} and encoded.dropped == ["🙂", "{", "}"]
     assert encoded.text == "Cafe  x" and "dropped '🙂', '{', '}'" in encoded.notice()
     assert encode_prompt("", engine.vocab).text == "\n" and encode_prompt("🙂", engine.vocab).text == "\n"
-    # A long prompt: the model reads only its last block_size characters.
+    # A long prompt: only its last receptive_field characters can change what comes next.
     long = "To be, or not to be, that is the question. " * 20
-    tail = long[-engine.block_size:]
+    tail = long[-engine.receptive_field:]
     a = engine.complete(long, Settings(max_new_tokens=30, temperature=0))
     assert a == engine.complete(tail, Settings(max_new_tokens=30, temperature=0))
 
@@ -133,7 +142,7 @@ def test_out_of_range_settings_are_refused_with_a_sentence(field, value, message
 
 
 def test_bad_model_files_are_named(tmp_path, shakespeare):
-    with pytest.raises(ModelLoadError, match=r"model file .*missing.onnx does not exist; use the shipped models/chargpt.onnx"):
+    with pytest.raises(ModelLoadError, match=r"model .*missing.onnx does not exist; use the shipped models/chargpt,"):
         Engine(tmp_path / "missing.onnx")
     (tmp_path / "text.onnx").write_bytes(shakespeare.read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match="is not a readable ONNX model"):
@@ -147,3 +156,42 @@ def test_cuda_asked_for_falls_back_to_cpu_with_a_notice(exported):
         pytest.skip("this onnxruntime has CUDA")
     engine = Engine(exported[1], device="cuda")
     assert engine.provider == "CPUExecutionProvider" and "running on CPU" in engine.notice
+
+
+def test_a_model_folder_missing_a_file_is_named(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    (folder / "genai_config.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"the model folder .*model has no genai_config.json; export the folder again"):
+        Engine(folder)
+    (folder / "onnx" / "model.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"has no genai_config.json \(nor onnx/model.onnx\)"):
+        Engine(folder)
+
+
+def test_a_tokenizer_that_disagrees_with_the_vocabulary_is_named(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tokenizer["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]  # two characters swap ids
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"tokenizer.json disagrees with the model's vocabulary: id 39 is 'b' there and 'a'"):
+        Engine(folder)
+    (folder / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"tokenizer.json is not a tokenizer.json with a vocabulary"):
+        Engine(folder)
+    assert Engine(folder / "onnx" / "model.onnx").vocab  # the .onnx file alone does not need the tokenizer
+
+
+def test_an_old_format_model_is_refused_with_how_to_export_again(tmp_path):
+    import onnx
+
+    proto = onnx.load(str(SHIPPED_MODEL / "onnx" / "model.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == "chargpt.format":
+            prop.value = "1"
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(ModelLoadError, match=r"has chargpt format '1' and this version reads '2' \(format 1 keeps the window "
+                                             r"outside its graph\); export its checkpoint again with `python -m export RUN_DIR --out DIR/`"):
+        Engine(tmp_path / "old.onnx")

@@ -17,7 +17,7 @@ import torch
 import export.onnx_export
 from export.cli import main as export_main
 from webapp.engine import Engine, EncodedPrompt, Settings
-from webapp.onnx_model import OnnxModel
+from webapp.onnx_model import SHIPPED_MODEL, OnnxModel
 from train import checkpoint
 from train.model import GPTConfig, GPTLanguageModel
 
@@ -39,7 +39,11 @@ def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(
     assert re.search(r"onnx checker \(full\)\s+-\s+-\s+-\s+ok", result.stdout)
     for row in ("prefill (empty cache)", "decode one by one with cache", "prefill 7, then decode"):
         assert re.search(rf"{re.escape(row)}\s+[13]\s+\S+\s+\S+\s+ok", result.stdout), row
-    assert re.search(r"greedy 200 characters\s+1\s+200\s+identical\s+ok", result.stdout)
+    assert re.search(r"greedy 200 characters \(plain loop\)\s+1\s+200\s+identical\s+ok", result.stdout)
+    assert re.search(r"end-of-text logit\s+2\s+5\s+-1e\+09 \(id \d+\)\s+ok", result.stdout)
+    loop = re.search(r"plain loop vs last window, 1,500 val chars\s+1\s+1484\s+([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok",
+                     result.stdout)
+    assert loop and float(loop.group(1)) == pytest.approx(float(loop.group(2)), abs=1e-4)  # learned positions: exactly the window
     assert "FAIL" not in result.stdout
     assert out.with_name("tiny.loss.png").read_bytes()[:4] == b"\x89PNG"  # the run's curve, checkpoint marked
     card = out.with_suffix(".md").read_text()
@@ -47,12 +51,13 @@ def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left
 
 
-def test_the_shared_contract_checker_accepts_both_files(exported):
+def test_the_shared_contract_checker_accepts_both_files_and_the_folders(exported, french_folder):
     _, out, _ = exported
-    for model in (out, out.with_name("tiny.int8.onnx")):
+    for model in (out, out.with_name("tiny.int8.onnx"), french_folder[0], SHIPPED_MODEL):
         check = subprocess.run([sys.executable, str(SHARED / "tools" / "check_onnx_contract.py"), str(model)],
                                capture_output=True, text=True, timeout=120)
         assert check.returncode == 0, check.stdout + check.stderr
+        assert "ok   plain loop past the window keeps the cache within it" in check.stdout  # format 2: the window
 
 
 def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
@@ -63,7 +68,7 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     meta = checkpoint.read_meta(run_dir)
     assert lm.vocab == meta["vocab"] and "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
     assert lm.metadata["config"] == {**{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
-                                     "head_dim": 8, "position": "learned", "activation": "relu", "norm": "layernorm",
+                                     "head_dim": 8, "receptive_field": 16, "position": "learned", "activation": "relu", "norm": "layernorm",
                                      "bias": True, "tie_weights": False, "qk_norm": False, "mlp_ratio": 4, "rope_base": 10000.0}
     training = lm.metadata["training"]
     assert training["val_loss"] == meta["val_loss_full"] and training["step"] == 60
@@ -74,14 +79,15 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
 def test_onnxruntime_matches_pytorch_and_cached_decoding_matches_a_full_forward(exported):
     run_dir, out, _ = exported
     model, lm = load_torch_model(run_dir), OnnxModel(out)
-    ids = np.random.default_rng(1).integers(0, lm.metadata["config"]["vocab_size"], (2, 16))
+    ids = np.random.default_rng(1).integers(0, lm.metadata["config"]["vocab_size"], (2, 40))  # window 16: slides
     full, _ = lm.forward(ids, lm.empty_past(2))
     with torch.no_grad():
         assert np.abs(full - model(torch.from_numpy(ids))[0].numpy()).max() <= 1e-4
     past, steps = lm.empty_past(2), []
-    for t in range(16):
+    for t in range(40):
         logits, past = lm.forward(ids[:, t : t + 1], past)
         steps.append(logits)
+        assert next(iter(past.values())).shape[2] == min(t + 1, 15)  # never more than the window
     assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
     # Greedy text across the window slide (200 > block_size 16) is the seed's generate exactly.
     prompt = [3, 1, 4, 1, 5]
@@ -98,7 +104,8 @@ def test_an_independent_onnx_implementation_gives_the_same_logits(exported):
     reference = ReferenceEvaluator(onnx.load(str(out)))
     ids = np.random.default_rng(2).integers(0, lm.metadata["config"]["vocab_size"], (3, 7))
     feed = {"input_ids": ids, **lm.empty_past(3)}
-    got = reference.run(["logits"], feed)[0]
+    got, end = np.split(reference.run(["logits"], feed)[0], [len(lm.vocab)], axis=-1)
+    assert np.all(end == export.onnx_export.END_OF_TEXT_LOGIT)  # the end-of-text id, never predicted
     assert np.abs(got - lm.forward(ids, lm.empty_past(3))[0]).max() <= 1e-4
     with torch.no_grad():
         assert np.abs(got - load_torch_model(run_dir)(torch.from_numpy(ids))[0].numpy()).max() <= 1e-4
@@ -129,7 +136,7 @@ def test_int8_file_is_standard_onnx_with_int8_matmul_weights(exported):
     assert n_matmul >= len(int8_weights)
     lm = OnnxModel(int8_path)
     ids = np.random.default_rng(1).integers(0, lm.metadata["config"]["vocab_size"], (2, lm.block_size))
-    got = ReferenceEvaluator(proto).run(["logits"], {"input_ids": ids, **lm.empty_past(2)})[0]
+    got = ReferenceEvaluator(proto).run(["logits"], {"input_ids": ids, **lm.empty_past(2)})[0][..., : len(lm.vocab)]
     assert np.abs(got - lm.forward(ids)[0]).max() <= 1e-4
 
 
@@ -146,10 +153,13 @@ def test_the_eval_command_reproduces_the_recorded_loss_with_onnxruntime_alone(ex
 
 def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text, capsys):
     run_dir = trained_run(tmp_path_factory, small_text, *MODERN)
-    out = run_dir / "model.onnx"
-    assert export_main([str(run_dir)]) == 0
-    assert "greedy 200 characters" in capsys.readouterr().out
-    assert OnnxModel(out).metadata["config"]["position"] == "rotary"
+    assert export_main([str(run_dir)]) == 0  # by default, a model folder in the run directory
+    out = capsys.readouterr().out
+    assert "greedy 200 characters" in out and "FAIL" not in out
+    loop = re.search(r"plain loop vs last window.*?([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok", out)
+    assert loop and float(loop.group(1)) - float(loop.group(2)) <= 0.01
+    lm = OnnxModel(run_dir / "model")
+    assert lm.metadata["config"]["position"] == "rotary" and lm.receptive_field == 2 * 15 + 1
 
 
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
@@ -188,7 +198,9 @@ def test_bad_export_inputs(exported, tmp_path, capsys):
     assert_refused(capsys, [str(tmp_path / "missing")], "is not a directory")
     assert_refused(capsys, [str(tmp_path)], "holds no config.json")
     assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "no" / "m.onnx")], "does not exist; create it first")
-    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "m.txt")], "must end in .onnx")
+    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "m.txt")], "must be a folder (ending in /) or a file ending in .onnx")
+    (tmp_path / "file").write_text("x")
+    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "file") + "/"], "is a file, not a folder")
     assert_refused(capsys, [str(run_dir), "--out", str(out)], "already exist; pass --force")
     assert out.read_bytes() == before
     (tmp_path / "other.txt").write_text("Some other text. " * 200)
@@ -219,3 +231,71 @@ def test_bad_eval_inputs(exported, tmp_path, capsys, small_text):
     (tmp_path / "emoji.txt").write_text("Hello 🙂 world, " * 50)
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "emoji.txt")], "characters the model's vocabulary lacks", prog)
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "none.txt")], "does not exist", prog)
+
+
+# --- the model folder ----------------------------------------------------------------------
+
+def test_the_folder_holds_what_generation_libraries_read(french_folder):
+    folder, _ = french_folder
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert names == ["README.md", "config.json", "genai_config.json", "generation_config.json", "onnx/model.json",
+                     "onnx/model.loss.png", "onnx/model.onnx", "tokenizer.json", "tokenizer_config.json"]
+    lm = OnnxModel(folder)
+    end = len(lm.vocab)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["model_type"], config["vocab_size"], config["eos_token_id"]) == ("gpt2", end + 1, end)
+    genai = json.loads((folder / "genai_config.json").read_text())["model"]
+    assert genai["eos_token_id"] == genai["pad_token_id"] == end and genai["vocab_size"] == end + 1
+    assert genai["decoder"]["sliding_window"]["window_size"] + genai["decoder"]["sliding_window"]["cache_slack"] == 15
+    proto = onnx.load(str(folder / "onnx" / "model.onnx"))
+    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input[:2]]
+    assert dims == [["batch_size", "sequence_length"], ["batch_size", 4, "past_sequence_length", 8]]
+
+
+def test_the_card_carries_the_hubs_metadata(french_folder):
+    folder, _ = french_folder
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    for line in ("license: mit", "pipeline_tag: text-generation", "library_name: transformers.js", "- chargpt",
+                 "model-index:", "    - type: loss", "      name: Validation loss (whole split, nats per character)"):
+        assert line in front.splitlines(), line
+    val = OnnxModel(folder).metadata["training"]["val_loss"]
+    assert f"      value: {round(val, 4)}" in front.splitlines()
+    assert "datasets:" not in front  # not Tiny Shakespeare: the card names the text by its SHA-256
+    assert body.startswith("# french-tiny") and "## Use it" in body and "onnxruntime_genai" in body
+
+
+@pytest.mark.parametrize("text", ["« Où êtes-vous\u202f? »\n", "Ça c’est l’été — déjà… 🎭 Ω €"])
+def test_tokenizer_json_gives_the_models_ids_in_the_tokenizers_library(french_folder, text):
+    from tokenizers import Tokenizer
+
+    folder, _ = french_folder
+    lm = OnnxModel(folder)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = tokenizer.encode(text).ids
+    assert ids == [lm.vocab.index(c) for c in text]
+    assert tokenizer.decode(ids) == text
+
+
+def test_any_vocabulary_round_trips_through_the_byte_level_tokenizer():
+    """Characters of every UTF-8 length, spaces of every kind, controls, combining marks."""
+    from tokenizers import Tokenizer
+
+    from export.folder import tokenizer_json
+
+    vocab = sorted(set("aé€🎭\n\t \u00a0\u202f\u2009\u3000\u200b\x00\x7f\u0301ÃĠ“”‘’«»ЖΩ中あ\ufeff"))
+    tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json(vocab)))
+    text = "".join(vocab) + "".join(reversed(vocab))
+    assert tokenizer.encode(text).ids == [vocab.index(c) for c in text]
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+
+
+def test_an_existing_folder_is_not_overwritten(exported, tmp_path, capsys):
+    run_dir, _, _ = exported
+    folder = tmp_path / "deep" / "folder"  # missing parents are created
+    assert export_main([str(run_dir), "--out", f"{folder}/"]) == 0
+    capsys.readouterr()
+    before = (folder / "onnx" / "model.onnx").read_bytes()
+    assert_refused(capsys, [str(run_dir), "--out", str(folder)], "already exist; pass --force")  # an existing folder, no /
+    assert (folder / "onnx" / "model.onnx").read_bytes() == before
+    assert [p.name for p in folder.rglob(".*")] == []  # no temporary files left

@@ -96,9 +96,8 @@ def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k
     prompt, settings = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
     encoded = encode_prompt(prompt, engine.vocab)
     notices = [n for n in (engine.notice, encoded.notice()) if n]
-    reads = engine.window(len(encoded.ids))
-    if reads < len(encoded.ids):
-        notices.append(f"the model reads the last {reads} characters of the prompt")
+    if len(encoded.ids) > engine.receptive_field:
+        notices.append(f"the model reads the last {engine.receptive_field} characters of the prompt")
     text = prompt if prompt else encoded.text  # an empty prompt starts from a newline
     spans = [f'<div style="{TEXT_STYLE}"><span style="{PROMPT_STYLE}">{html.escape(text)}</span>']
     generated = 0

@@ -13,7 +13,7 @@ USAGE_ERROR = 2
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported .onnx model (default: the shipped models/chargpt.onnx)")
+    p.add_argument("--model", default=str(SHIPPED_MODEL), help="a model folder or its .onnx file (default: the shipped models/chargpt)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="onnxruntime provider; auto uses CUDA when available, cuda falls back to CPU with a notice")
 

@@ -2,14 +2,11 @@
 
 onnxruntime and numpy only (no torch, no `train`): this is what a hosted Space runs.
 
-Decoding: the prompt's last characters (up to block_size) are run in one prefill; each new
-character is then one cached step of a single position. The window rule
-(webapp.window.context_length): when the next character would overflow the model's window, the
-context drops to the last `keep` characters (default half the window), which are prefilled
-again, and grows from there. With keep = block_size // 2 that is one prefill of half a window
-per half window of text, against one full-window prefill per character for the seed's crop
-(keep = block_size), which the engine also does exactly when asked.
-Every decoder here and in the benchmark follows the same rule, so their texts are equal.
+Decoding is the plain loop that any runtime runs on the graph (format 2 keeps the window in
+it): one prefill of the prompt's last `receptive_field` characters (the earlier ones cannot
+change what comes next), then one cached step per new character, each step's cache fed back as
+the next one's past. So the engine writes the same text as onnxruntime-genai, transformers.js
+or the JavaScript page given the same prompt, at a constant cost per character.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import numpy as np
 
 from .onnx_model import OnnxModel
 from .sampling import SplitMix64, next_ids, softmax
-from .window import context_length, default_keep
 
 MAX_NEW_TOKENS = 2000  # per request, on the server
 MAX_PROMPT_CHARS = 10_000
@@ -157,21 +153,7 @@ class Step:
 
 
 class Engine(OnnxModel):
-    """Text generation on an OnnxModel: prefill, cached steps, the window rule, sampling.
-
-    keep: how many characters the window keeps when it overflows (webapp.window.context_length);
-    default half the window. keep=block_size reproduces the seed's crop exactly, at one full
-    prefill per character past the window.
-    """
-
-    def __init__(self, path, device: str = "cpu", keep: int | None = None, threads: int | None = None):
-        super().__init__(path, device, threads)
-        self.keep = default_keep(self.block_size) if keep is None else keep
-        self.window(self.block_size)  # ValueError for a keep out of range
-
-    def window(self, n: int) -> int:
-        """How many of the last n characters predict the next one (the window rule)."""
-        return context_length(n, self.block_size, self.keep)
+    """Text generation on an OnnxModel: prefill, cached steps, sampling, stop strings."""
 
     def last_logits(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Logits of the last position [B, vocab], and the new cache.
@@ -184,15 +166,12 @@ class Engine(OnnxModel):
 
     def generate(self, prompt: EncodedPrompt, settings: Settings) -> Iterator[Step]:
         """Yield a Step per new character until max_new_tokens, or until every row has stopped."""
-        rows, block = settings.num_samples, self.block_size
-        # The last block_size characters are all any window can hold.
-        history = np.tile(np.array(prompt.ids[-block:], dtype=np.int64), (rows, 1))
-        n = len(prompt.ids)  # characters so far: the window rule depends on it alone
-        length = self.window(n)
+        rows = settings.num_samples
+        context = np.tile(np.array(prompt.ids[-self.receptive_field :], dtype=np.int64), (rows, 1))
         rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
         filters = [StopFilter(settings.stop) for _ in range(rows)]
         row_index = np.arange(rows)
-        logits, past = self.last_logits(history[:, -length:], None)
+        logits, past = self.last_logits(context, None)
         for step in range(settings.max_new_tokens):
             ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
             probs = softmax(logits)[row_index, ids]
@@ -202,14 +181,7 @@ class Engine(OnnxModel):
                 return
             if step == settings.max_new_tokens - 1:
                 break  # no forward pass for a character nobody asked for
-            history = np.concatenate([history, ids[:, None]], axis=1)[:, -block:]
-            n += 1
-            if self.window(n) == length + 1:  # the window grows: one cached step
-                length += 1
-                logits, past = self.last_logits(ids[:, None], past)
-            else:  # the window overflowed: recompute the characters it keeps
-                length = self.window(n)
-                logits, past = self.last_logits(history[:, -length:], None)
+            logits, past = self.last_logits(ids[:, None], past)
         yield Step([f.flush() for f in filters], [f.finished for f in filters])
 
     def complete(self, prompt: str | EncodedPrompt, settings: Settings) -> list[str]:

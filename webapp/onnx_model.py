@@ -1,8 +1,9 @@
-"""An exported chargpt model file on onnxruntime: loading, its metadata, one forward call.
+"""An exported chargpt model on onnxruntime: loading, its metadata, one forward call.
 
 The one reader of DESIGN.md's ONNX contract in Python (onnxruntime and numpy only). The web
 app's engine decodes with it, and `python -m export` verifies and evaluates with it, so the
-code that serves a model is the code that was checked against PyTorch.
+code that serves a model is the code that was checked against PyTorch. A model is a model
+folder (webapp.model_folder) or a single .onnx file with its NAME.json beside it.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt.onnx"
-FORMAT_VERSION = "1"
+from .model_folder import MODEL_FILE, ModelLoadError, check_files, check_tokenizer
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt"  # a model folder
+# 2: the window is in the graph (a plain loop is correct at any length), the logits end with an
+# end-of-text column, and the dimensions are named batch_size, sequence_length, past_sequence_length.
+FORMAT_VERSION = "2"
 METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
 SIDECAR_SHA256 = "onnx_sha256"  # the JSON sidecar's record of the model file's own SHA-256
-
-
-class ModelLoadError(ValueError):
-    """The model file cannot be used; the message names the path and what to do."""
 
 
 def parse_metadata(props: dict[str, str], source: str) -> dict:
@@ -29,9 +30,12 @@ def parse_metadata(props: dict[str, str], source: str) -> dict:
     missing = [k for k in METADATA_KEYS if k not in props]
     if missing:
         raise ModelLoadError(f"{source} is an ONNX file without chargpt metadata (no {', '.join(missing)}); export one "
-                             "with `python -m export RUN_DIR --out MODEL.onnx`, or use the shipped models/chargpt.onnx.")
+                             "with `python -m export RUN_DIR --out DIR/`, or use the shipped models/chargpt.")
     if props["chargpt.format"] != FORMAT_VERSION:
-        raise ModelLoadError(f"{source} has chargpt format {props['chargpt.format']!r}; this version reads {FORMAT_VERSION!r}.")
+        older = props["chargpt.format"] == "1"
+        raise ModelLoadError(f"{source} has chargpt format {props['chargpt.format']!r} and this version reads {FORMAT_VERSION!r}"
+                             + (" (format 1 keeps the window outside its graph); export its checkpoint again with "
+                                "`python -m export RUN_DIR --out DIR/`." if older else "; use the chargpt that exported it."))
     try:
         return {k: props[k] if k in PLAIN_STRING_KEYS else json.loads(props[k]) for k in METADATA_KEYS}
     except json.JSONDecodeError as e:
@@ -63,16 +67,26 @@ def choose_providers(device: str) -> tuple[list[str], str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
 
 
+def resolve_model_path(path: str | Path) -> Path:
+    """The .onnx file of a model: a folder's onnx/model.onnx, or the file itself."""
+    path = Path(path)
+    return path / MODEL_FILE if path.is_dir() else path
+
+
 class OnnxModel:
-    """threads: onnxruntime's intra-op threads (None: one per physical core, its default)."""
+    """path: a model folder or an .onnx file. threads: onnxruntime's intra-op threads (None:
+    one per physical core, its default)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
-        self.path = Path(path)
+        self.path = resolve_model_path(path)
+        folder = Path(path) if Path(path).is_dir() else None
+        if folder is not None:
+            check_files(folder)
         if not self.path.is_file():
-            raise ModelLoadError(f"model file {self.path} does not exist; use the shipped models/chargpt.onnx, "
-                                 "or train and export one (see README: python -m train, then python -m export).")
+            raise ModelLoadError(f"model {path} does not exist; use the shipped models/chargpt, or train and export "
+                                 "one (see README: python -m train, then python -m export).")
         check_against_sidecar(self.path)
         providers, self.notice = choose_providers(device)
         try:
@@ -89,7 +103,11 @@ class OnnxModel:
         self.metadata = parse_metadata(dict(self.session.get_modelmeta().custom_metadata_map), str(self.path))
         config = self.metadata["config"]
         self.vocab: list[str] = self.metadata["vocab"]
+        if folder is not None:
+            check_tokenizer(folder, self.vocab)
         self.block_size = config["block_size"]
+        # A prompt's characters before its last receptive_field cannot change what comes next.
+        self.receptive_field = config["receptive_field"]
         self.n_head, self.head_dim = config["n_head"], config["head_dim"]
         self.past_names = [f"past_key_values.{i}.{kv}" for i in range(config["n_layer"]) for kv in ("key", "value")]
         self.output_names = ["logits"] + [n.replace("past_key_values", "present") for n in self.past_names]
@@ -98,9 +116,11 @@ class OnnxModel:
         return {n: np.zeros((batch, self.n_head, 0, self.head_dim), np.float32) for n in self.past_names}
 
     def forward(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """ids [B, T] following the cached positions (none when past is None) ->
-        (logits [B, T, vocab], the cache including the new positions)."""
+        """ids [B, T] following the cached characters (none when past is None) ->
+        (logits [B, T, vocab], the cache of the window's last characters). The graph's last
+        logit, the end-of-text id that generation libraries need, is left out: it is never
+        sampled (export.onnx_export.END_OF_TEXT_LOGIT)."""
         if past is None:
             past = self.empty_past(ids.shape[0])
         logits, *presents = self.session.run(self.output_names, {"input_ids": ids.astype(np.int64, copy=False), **past})
-        return logits, dict(zip(self.past_names, presents))
+        return logits[..., : len(self.vocab)], dict(zip(self.past_names, presents))
