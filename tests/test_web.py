@@ -46,10 +46,10 @@ def test_node_logits_and_greedy_text_equal_python_onnxruntime(node, model_path):
     prompt = "ROMEO:\nBut soft, what light through yonder window breaks?"
     out = json.loads(node_check(node, str(model_path), "--prompt", prompt, "--chars", "200", "--json").stdout)
     engine = Engine(model_path)
-    ids = encode_prompt(prompt, engine.vocab).ids[-engine.block_size:]
+    ids = encode_prompt(prompt, engine.vocab).ids[-engine.receptive_field:]
     assert out["prompt_ids"] == ids
     want, _ = engine.forward(np.array([ids]))
-    got = np.array(out["logits"], dtype=np.float32).reshape(out["dims"])
+    got = np.array(out["logits"], dtype=np.float32).reshape(out["dims"])[..., : len(engine.vocab)]  # less the end-of-text id
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4
     assert out["text"] == engine.complete(prompt, Settings(max_new_tokens=200, temperature=0))[0]
@@ -67,11 +67,16 @@ def test_js_sampler_writes_the_python_text(node, model_path, temperature, top_k,
 
 def test_node_check_refuses_bad_input(node, tmp_path, small_text):
     result = node_check(node, str(tmp_path / "missing.onnx"), expect=2)
-    assert "cannot read the model's sidecar" in result.stderr
+    assert "cannot read the model's metadata" in result.stderr
+    assert "missing/onnx/model.json" in node_check(node, str(tmp_path / "missing"), expect=2).stderr  # a folder
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
-    (tmp_path / "bad.json").write_text((SHIPPED_MODEL.with_suffix(".json")).read_text())
-    assert "not a readable ONNX model" in node_check(node, str(bad), expect=2).stderr
+    (tmp_path / "bad.json").write_text((SHIPPED_MODEL / "onnx" / "model.json").read_text())
+    assert "not a readable chargpt model" in node_check(node, str(bad), expect=2).stderr
+    old = json.loads((SHIPPED_MODEL / "onnx" / "model.json").read_text())
+    (tmp_path / "old.onnx").write_bytes((SHIPPED_MODEL / "onnx" / "model.onnx").read_bytes())
+    (tmp_path / "old.json").write_text(json.dumps({**old, "chargpt.format": "1"}))
+    assert "export its checkpoint again" in node_check(node, str(tmp_path / "old.onnx"), expect=2).stderr
     assert "temperature must be between 0" in node_check(node, "--temperature", "11", expect=2).stderr
     assert "unknown option --frobnicate" in node_check(node, "--frobnicate", expect=2).stderr
     assert "--seed needs a whole number" in node_check(node, "--seed", "-3", expect=2).stderr

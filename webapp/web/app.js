@@ -1,11 +1,10 @@
-// The static page: loads model/chargpt.onnx with onnxruntime-web (WebAssembly) and streams text.
+// The static page: loads model/model.onnx with onnxruntime-web (WebAssembly) and streams text.
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
-import { CharGPT, checkSettings, encodePrompt, LIMITS } from "./chargpt.js";
+import { CharGPT, checkSettings, encodePrompt, LIMITS, modelFiles } from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
-const MODEL = "model/chargpt.onnx";
-const SIDECAR = "model/chargpt.json";
+const { onnx: MODEL, meta: SIDECAR } = modelFiles("model/model.onnx");
 
 ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 // Threads need a cross-origin isolated page (COOP/COEP headers), which static hosts rarely send.

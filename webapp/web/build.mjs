@@ -1,10 +1,14 @@
-// node build.mjs [MODEL.onnx] [--out DIR]
+// node build.mjs [MODEL] [--out DIR]
 // Assembles the static site in dist/ (or DIR): the page, onnxruntime-web's WebAssembly build from
-// node_modules, the model and its JSON sidecar, and a README whose front matter makes the folder
-// a static Hugging Face Space. Serve it with any static server, e.g. python -m http.server -d dist.
+// node_modules, the model (a model folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and
+// NAME.json; default the shipped models/chargpt) as model/model.onnx and model/model.json, and a
+// README whose front matter makes the folder a static Hugging Face Space. Serve it with any
+// static server, e.g. python -m http.server -d dist.
 import { copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { modelFiles } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PAGE = ["index.html", "style.css", "app.js", "chargpt.js"];
@@ -25,16 +29,16 @@ chargpt's \`webapp/web/\`; see the chargpt README.
 `;
 
 function main(argv) {
-  let model = path.join(here, "..", "..", "models", "chargpt.onnx");
+  let model = path.join(here, "..", "..", "models", "chargpt");
   let out = path.join(here, "dist");
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--out") out = path.resolve(argv[++i] ?? "");
     else if (argv[i].startsWith("--")) return fail(`unknown option ${argv[i]}`);
     else model = path.resolve(argv[i]);
   }
-  const sidecar = model.replace(/\.onnx$/, ".json");
+  const { onnx, meta } = modelFiles(model);
   const ortDir = path.join(here, "node_modules", "onnxruntime-web", "dist");
-  for (const [file, hint] of [[model, "export one with python -m export"], [sidecar, "export writes it beside the model"],
+  for (const [file, hint] of [[onnx, "export one with python -m export"], [meta, "export writes it beside the .onnx file"],
     [ortDir, "run npm ci --ignore-scripts in webapp/web first"]]) {
     if (!existsSync(file)) return fail(`${file} does not exist (${hint}).`);
   }
@@ -44,8 +48,8 @@ function main(argv) {
   mkdirSync(path.join(out, "model"), { recursive: true });
   for (const f of PAGE) copyFileSync(path.join(here, f), path.join(out, f));
   for (const f of ORT) copyFileSync(path.join(ortDir, f), path.join(out, "vendor", f));
-  copyFileSync(model, path.join(out, "model", "chargpt.onnx"));
-  copyFileSync(sidecar, path.join(out, "model", "chargpt.json"));
+  copyFileSync(onnx, path.join(out, "model", "model.onnx"));
+  copyFileSync(meta, path.join(out, "model", "model.json"));
   writeFileSync(path.join(out, "README.md"), SPACE_README);
   console.log(`built ${out} (model ${model})`);
   return 0;

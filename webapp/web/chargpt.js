@@ -1,9 +1,10 @@
-// chargpt in JavaScript: the sampling specification, the window rule and a KV-cached decoder
-// over onnxruntime (onnxruntime-web in the browser, onnxruntime-node in Node: same API).
+// chargpt in JavaScript: the sampling specification and the plain decoding loop over
+// onnxruntime (onnxruntime-web in the browser, onnxruntime-node in Node: same API).
 //
-// A port of webapp/sampling.py, webapp/window.py and webapp/engine.py; the same
-// seed and settings give the same text as the Python engine (tests/test_web.py checks it).
-// Numbers are float64 throughout the sampling, as in numpy.
+// A port of webapp/sampling.py and webapp/engine.py; the same seed and settings give the same
+// text as the Python engine (tests/test_web.py checks it). The window is in the graph (chargpt
+// format 2), so decoding is a prefill and then one cached step per character. Numbers are
+// float64 throughout the sampling, as in numpy.
 
 const MASK64 = (1n << 64n) - 1n;
 
@@ -87,16 +88,6 @@ export function nextId(logits, { temperature, topK, topP }, rng) {
   return draw(samplingProbs(logits, temperature, topK, topP), rng.uniform());
 }
 
-/** How many of the last characters predict the next one when the text so far has n: the
- * context grows to blockSize, then drops to the last `keep` and grows again. */
-export function contextLength(n, blockSize, keep) {
-  if (!(keep >= 1 && keep <= blockSize)) throw new RangeError(`keep must be from 1 to block_size (${blockSize}), not ${keep}`);
-  if (n <= blockSize) return n;
-  return keep + ((n - blockSize - 1) % (blockSize - keep + 1));
-}
-
-export const defaultKeep = (blockSize) => Math.max(1, Math.floor(blockSize / 2));
-
 /** Map a prompt to ids: a character outside the vocabulary is replaced by its accent-free form
  * when that is in the vocabulary (é -> e), else dropped; an empty result starts from "\n". */
 export function encodePrompt(text, vocab) {
@@ -132,24 +123,38 @@ export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0,
   return { maxNewTokens, temperature, topK, topP, seed: big };
 }
 
-/** An exported chargpt model on onnxruntime. `meta` is the NAME.json sidecar (vocab, config). */
+/** The files of a model: a folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and the
+ * NAME.json beside it (paths or URLs, with "/" separators). */
+export function modelFiles(model) {
+  if (model.endsWith(".onnx")) return { onnx: model, meta: model.replace(/\.onnx$/, ".json") };
+  const folder = model.replace(/\/+$/, "");
+  return { onnx: `${folder}/onnx/model.onnx`, meta: `${folder}/onnx/model.json` };
+}
+
+/** The metadata's chargpt format that this code reads (webapp/onnx_model.py's FORMAT_VERSION). */
+export const FORMAT_VERSION = "2";
+
+/** An exported chargpt model on onnxruntime. `meta` is its JSON metadata (onnx/model.json in a
+ * model folder, NAME.json beside NAME.onnx): vocab and config. */
 export class CharGPT {
-  constructor(ort, session, meta, keep) {
+  constructor(ort, session, meta) {
+    if (meta["chargpt.format"] !== FORMAT_VERSION)
+      throw new Error(`the model has chargpt format ${JSON.stringify(meta["chargpt.format"])} and this page reads ` +
+        `${FORMAT_VERSION}; export its checkpoint again with python -m export RUN_DIR --out DIR/.`);
     this.ort = ort;
     this.session = session;
     this.vocab = meta.vocab;
     this.config = meta.config;
     this.blockSize = meta.config.block_size;
-    this.keep = keep ?? defaultKeep(this.blockSize);
-    contextLength(this.blockSize, this.blockSize, this.keep); // RangeError for a keep out of range
+    this.receptiveField = meta.config.receptive_field;
     this.pastNames = [];
     for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
   }
 
   /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes. */
-  static async load(ort, model, meta, { keep, sessionOptions } = {}) {
+  static async load(ort, model, meta, { sessionOptions } = {}) {
     const session = await ort.InferenceSession.create(model, sessionOptions ?? {});
-    return new CharGPT(ort, session, meta, keep);
+    return new CharGPT(ort, session, meta);
   }
 
   emptyPast(batch) {
@@ -157,7 +162,9 @@ export class CharGPT {
     return Object.fromEntries(this.pastNames.map((n) => [n, new this.ort.Tensor("float32", new Float32Array(0), [batch, h, 0, d])]));
   }
 
-  /** rows: arrays of ids, all the same length. Returns {logits: Float32Array [B, T, V], dims, past}. */
+  /** rows: arrays of ids, all the same length, following the cached characters (none without
+   * past). Returns {logits: Float32Array [B, T, V + 1], dims, past}: the graph's last logit is
+   * the end-of-text id, which is never sampled. */
   async forward(rows, past) {
     const batch = rows.length;
     const length = rows[0].length;
@@ -170,40 +177,31 @@ export class CharGPT {
     return { logits: out.logits.data, dims: out.logits.dims, past: present };
   }
 
-  /** Last position's logits, one Float32Array per row. */
-  static lastRows({ logits, dims }) {
-    const [batch, length, vocab] = dims;
-    return Array.from({ length: batch }, (_, b) => logits.subarray((b * length + length - 1) * vocab, (b * length + length) * vocab));
+  /** Last position's logits over the vocabulary (the end-of-text column left out), one
+   * Float32Array per row. */
+  lastRows({ logits, dims }) {
+    const [batch, length, columns] = dims;
+    return Array.from({ length: batch }, (_, b) => {
+      const start = (b * length + length - 1) * columns;
+      return logits.subarray(start, start + this.vocab.length);
+    });
   }
 
   /** Yields, per new character, {ids, probs}: one id per row and the probability the model
-   * gave it. Row r samples with seed + r. Same window rule and cache use as the Python engine. */
+   * gave it. Row r samples with seed + r. The plain loop, as the Python engine: a prefill of
+   * the prompt's last receptive_field characters, then one cached step per character. */
   async *generate(promptIds, settings, numSamples = 1) {
     const s = checkSettings(settings);
-    const block = this.blockSize;
     const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
-    const history = Array.from({ length: numSamples }, () => promptIds.slice(-block));
-    let n = promptIds.length;
-    let length = contextLength(n, block, this.keep);
-    let result = await this.forward(history.map((h) => h.slice(-length)));
+    const context = promptIds.slice(-this.receptiveField);
+    let result = await this.forward(Array.from({ length: numSamples }, () => context));
     for (let step = 0; step < s.maxNewTokens; step++) {
-      const rows = CharGPT.lastRows(result);
+      const rows = this.lastRows(result);
       const ids = rows.map((row, r) => nextId(row, s, rngs[r]));
       const probs = rows.map((row, r) => softmax(row)[ids[r]]);
       yield { ids, probs };
       if (step === s.maxNewTokens - 1) return;
-      history.forEach((h, r) => {
-        h.push(ids[r]);
-        if (h.length > block) h.shift();
-      });
-      n += 1;
-      if (contextLength(n, block, this.keep) === length + 1) {
-        length += 1;
-        result = await this.forward(ids.map((id) => [id]), result.past);
-      } else {
-        length = contextLength(n, block, this.keep);
-        result = await this.forward(history.map((h) => h.slice(-length)));
-      }
+      result = await this.forward(ids.map((id) => [id]), result.past);
     }
   }
 

@@ -1,20 +1,21 @@
-// node node_check.mjs [MODEL.onnx] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
+// node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
 //                    [--top-p P] [--seed S] [--json]
-// Loads an exported chargpt model (and its NAME.json sidecar) with onnxruntime-node, prints the
-// logits of the prompt's last position and a continuation (greedy unless --temperature > 0).
+// Loads an exported chargpt model (a model folder, or NAME.onnx with its NAME.json) with
+// onnxruntime-node, prints the logits of the prompt's last position and a continuation (greedy
+// unless --temperature > 0).
 // --json prints everything as JSON: what tests/test_web.py compares with Python's onnxruntime.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { CharGPT, encodePrompt } from "./chargpt.js";
+import { CharGPT, encodePrompt, modelFiles } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const USAGE = "usage: node node_check.mjs [MODEL.onnx] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
+const USAGE = "usage: node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
 
 function parseArgs(argv) {
-  const opts = { model: path.join(here, "..", "..", "models", "chargpt.onnx"), prompt: "ROMEO:", chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
+  const opts = { model: path.join(here, "..", "..", "models", "chargpt"), prompt: "ROMEO:", chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
   const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP" };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -45,26 +46,27 @@ async function main() {
     console.error(`node_check: error: ${e.message}\n${USAGE}`);
     return 2;
   }
-  const sidecar = opts.model.replace(/\.onnx$/, ".json");
+  const files = modelFiles(opts.model);
   let meta;
   try {
-    meta = JSON.parse(readFileSync(sidecar, "utf8"));
+    meta = JSON.parse(readFileSync(files.meta, "utf8"));
   } catch (e) {
-    console.error(`node_check: error: cannot read the model's sidecar ${sidecar} (${e.code ?? e.message}); export writes it beside NAME.onnx.`);
+    console.error(`node_check: error: cannot read the model's metadata ${files.meta} (${e.code ?? e.message}); export writes it beside the .onnx file.`);
     return 2;
   }
   const ort = createRequire(import.meta.url)("onnxruntime-node");
   let model;
   try {
-    model = await CharGPT.load(ort, opts.model, meta);
+    model = await CharGPT.load(ort, files.onnx, meta);
   } catch (e) {
-    console.error(`node_check: error: ${opts.model} is not a readable ONNX model (${String(e.message).split("\n")[0]}).`);
+    console.error(`node_check: error: ${files.onnx} is not a readable chargpt model (${String(e.message).split("\n")[0]}).`);
     return 2;
   }
   const { ids } = encodePrompt(opts.prompt, model.vocab);
-  const window = ids.slice(-model.blockSize);
-  const { logits, dims } = await model.forward([window]);
-  const last = Array.from(CharGPT.lastRows({ logits, dims })[0]);
+  const context = ids.slice(-model.receptiveField);
+  const result = await model.forward([context]);
+  const { logits, dims } = result;
+  const last = Array.from(model.lastRows(result)[0]);
   let text;
   try {
     const settings = { maxNewTokens: opts.chars, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed };
@@ -74,11 +76,11 @@ async function main() {
     return 2;
   }
   if (opts.json) {
-    console.log(JSON.stringify({ runtime: `onnxruntime-node ${ort.env.versions.node}`, prompt_ids: window, dims, logits: Array.from(logits), text }));
+    console.log(JSON.stringify({ runtime: `onnxruntime-node ${ort.env.versions.node}`, prompt_ids: context, dims, logits: Array.from(logits), text }));
     return 0;
   }
   const top = last.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, 5);
-  console.log(`${opts.model}: onnxruntime-node ${ort.env.versions.node}, ${meta.training.params} parameters, block_size ${model.blockSize}`);
+  console.log(`${files.onnx}: onnxruntime-node ${ort.env.versions.node}, ${meta.training.params} parameters, block_size ${model.blockSize}`);
   console.log(`logits after ${JSON.stringify(opts.prompt)} (top 5): ${top.map(([v, i]) => `${JSON.stringify(model.vocab[i])} ${v.toFixed(4)}`).join(", ")}`);
   console.log(`${opts.temperature === 0 ? "greedy" : "sampled"} continuation (${opts.chars} characters):`);
   console.log(opts.prompt + text);
