@@ -1,21 +1,22 @@
 """`python -m benchmarks.generation`: every way this project can generate text, timed side by side.
 
-For one exported model (default: the shipped models/chargpt.onnx), its float32 and int8 forms
-(one made from the other) and the PyTorch model with the same weights (rebuilt from the ONNX
-file's named weights, or read from --checkpoint), each
-decoder continues the same prompt greedily for --chars characters at batch 1 and batch 8:
+For one exported model (default: the shipped models/chargpt), its float32 and int8 forms (one
+made from the other) and the PyTorch model with the same weights (rebuilt from the ONNX file's
+named weights, or read from --checkpoint), each decoder continues the same prompt greedily for
+--chars characters at batch 1 and batch 8:
 
-  1. PyTorch, seed-style: the whole context recomputed for every character
-  2. PyTorch with a KV cache
-  3. onnxruntime without a cache (the whole context per character)
-  4. the web app's engine (onnxruntime with a KV cache), float32 and int8 weights
+  1. PyTorch, seed-style: the last block_size characters recomputed for every character
+  2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)
+  3. onnxruntime without a cache (the last block_size characters per character, as row 1)
+  4. the web app's engine (the plain loop on onnxruntime), float32 and int8 weights
   5. the floor: bare cached `session.run` calls in a tight loop, no sampling, no Python around
      (on the given file; the overhead line compares it with the engine row of that file)
 
-All follow the same window rule (webapp.window.context_length with the engine's keep), and the
-table gives characters/s, time to first character (the prompt's prefill included) and
-each row's speed-up over row 1. Greedy decoding makes the texts comparable: every decoder must
-produce row 1's text (int8 weights may change it), and the table says whether it did.
+The table gives characters/s, time to first character (the prompt's prefill included) and
+each row's speed-up over row 1. Greedy decoding makes the texts comparable: each row must write
+the text of the row that follows the same rule (3 as 1; 2 and 4 as the float32 engine), and the
+table says whether it did. The two rules agree exactly for learned positions; for rotary ones
+the plain loop's sliding window may pick another character where two are nearly tied.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import torch
 
 from export.onnx_export import export_onnx, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
 from train.model import GPTLanguageModel
-from webapp.window import context_length
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
 
@@ -47,36 +47,17 @@ FALLBACK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
 Decoder = Callable[[np.ndarray, int], Iterator[np.ndarray]]
 
 
-def seed_style(model: GPTLanguageModel, keep: int) -> Decoder:
+def seed_style(model: GPTLanguageModel) -> Decoder:
     def run(prompt: np.ndarray, n: int):
-        for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0,
-                                            window=lambda length: context_length(length, model.config.block_size, keep)):
+        for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0):
             yield next_id[:, 0].numpy()
     return run
 
 
-def torch_cached(model: GPTLanguageModel, keep: int) -> Decoder:
-    """KV-cached PyTorch decoding under the engine's window rule: a cached step while the
-    window grows, a prefill of the kept characters when it overflows."""
-    block = model.config.block_size
-
-    @torch.no_grad()
+def torch_cached(model: GPTLanguageModel) -> Decoder:
     def run(prompt: np.ndarray, n: int):
-        text = torch.from_numpy(prompt)
-        length = context_length(text.size(1), block, keep)
-        logits, _, past = model(text[:, -length:])
-        for step in range(n):
-            next_id = logits[:, -1].argmax(dim=-1, keepdim=True)
+        for next_id in model.generate_cached(torch.from_numpy(prompt), n, temperature=0):
             yield next_id[:, 0].numpy()
-            if step == n - 1:
-                return
-            text = torch.cat([text, next_id], dim=1)
-            if context_length(text.size(1), block, keep) == length + 1:
-                length += 1
-                logits, _, past = model(next_id, past_kv=past)
-            else:
-                length = context_length(text.size(1), block, keep)
-                logits, _, past = model(text[:, -length:])
     return run
 
 
@@ -84,7 +65,7 @@ def onnx_uncached(engine: Engine) -> Decoder:
     def run(prompt: np.ndarray, n: int):
         text = prompt
         for _ in range(n):
-            logits, _ = engine.forward(text[:, -engine.window(text.shape[1]) :])
+            logits, _ = engine.forward(text[:, -engine.block_size :])
             next_id = logits[:, -1].argmax(axis=-1)
             yield next_id
             text = np.concatenate([text, next_id[:, None]], axis=1)
@@ -104,25 +85,18 @@ def engine_decoder(engine: Engine) -> Decoder:
 
 
 def session_floor(engine: Engine) -> Decoder:
-    """Bare session.run calls with the engine's window rule (feeding id 0, no sampling): a
-    prefill, one cached step per character, a prefill of the kept characters on overflow."""
+    """Bare session.run calls in the plain loop (feeding id 0, no sampling): a prefill of the
+    prompt's last receptive_field characters, then one cached step per character."""
     session, names, outputs = engine.session, engine.past_names, engine.output_names
 
     def run(prompt: np.ndarray, n: int):
-        batch, total = prompt.shape[0], prompt.shape[1]
-        length = engine.window(total)
-        feed = {"input_ids": prompt[:, -length:], **engine.empty_past(batch)}
+        batch = prompt.shape[0]
+        feed = {"input_ids": prompt[:, -engine.receptive_field :], **engine.empty_past(batch)}
         step_ids = np.zeros((batch, 1), np.int64)
         for _ in range(n):
             _, *presents = session.run(outputs, feed)
             yield step_ids[:, 0]
-            total += 1
-            if engine.window(total) == length + 1:
-                length += 1
-                feed = {"input_ids": step_ids, **dict(zip(names, presents))}
-            else:
-                length = engine.window(total)
-                feed = {"input_ids": np.zeros((batch, length), np.int64), **engine.empty_past(batch)}
+            feed = {"input_ids": step_ids, **dict(zip(names, presents))}
     return run
 
 
@@ -151,9 +125,10 @@ def time_once(decoder: Decoder, prompt: np.ndarray, n: int) -> tuple[np.ndarray,
 
 
 def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batches: list[int],
-              runs: int, slow_runs: int, slow: set[str], reference: str, not_compared: set[str]) -> list[Row]:
+              runs: int, slow_runs: int, slow: set[str], reference: str, same_as: dict[str, str]) -> list[Row]:
     """Medians over rounds in which every decoder runs once in turn: a slow minute of these
-    shared cores then falls on all rows alike instead of on whichever row it met."""
+    shared cores then falls on all rows alike instead of on whichever row it met. Speed-ups are
+    over `reference`; same_as names, for a decoder, the decoder whose text it must write."""
     rows = []
     for batch in batches:
         prompt = np.tile(np.array(prompt_ids, dtype=np.int64), (batch, 1))
@@ -169,8 +144,8 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
         for name in decoders:
             total = statistics.median(totals[name])
             row = Row(name, batch, n, batch * n / total, 1000 * total / n, 1000 * statistics.median(firsts[name]), planned[name])
-            if name != reference and name not in not_compared:
-                row.same_text = bool(np.array_equal(ids[name], ids[reference]))
+            if name in same_as:
+                row.same_text = bool(np.array_equal(ids[name], ids[same_as[name]]))
             row.speedup = row.chars_per_s / reference_rate
             rows.append(row)
             print(f"  {name}, batch {batch}: {row.chars_per_s:,.0f} characters/s", file=sys.stderr, flush=True)
@@ -178,7 +153,7 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
 
 
 def format_table(rows: list[Row], floor: str, engine: str) -> str:
-    header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text")
+    header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
     lines = [header]
     for r in rows:
         same = "-" if r.same_text is None else ("yes" if r.same_text else "no")
@@ -204,10 +179,10 @@ def float32_and_int8(engine: Engine, model: GPTLanguageModel, tmp: Path) -> tupl
         export_onnx(model, fp32_path)
         name_weights(fp32_path, model)
         set_metadata(fp32_path, props)
-        return Engine(fp32_path, device="cpu", keep=engine.keep), engine
+        return Engine(fp32_path, device="cpu"), engine
     int8_path = tmp / "int8.onnx"
     quantize_weights_int8(engine.path, int8_path)
-    return engine, Engine(int8_path, device="cpu", keep=engine.keep)
+    return engine, Engine(int8_path, device="cpu")
 
 
 def load_prompt(path: Path | None, length: int) -> str:
@@ -220,7 +195,8 @@ def load_prompt(path: Path | None, length: int) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.generation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported model, float32 or int8 (default: the shipped model)")
+    p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported model, a folder or an .onnx file, float32 or int8 "
+                   "(default: the shipped model)")
     p.add_argument("--checkpoint", help="run directory holding the PyTorch weights (default: read them from --model)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="text whose validation split gives the prompt")
     p.add_argument("--prompt-chars", type=int, default=200, help="prompt length in characters")
@@ -228,7 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
     p.add_argument("--runs", type=int, default=5, help="runs per fast decoder; the median is reported")
     p.add_argument("--slow-runs", type=int, default=1, help="runs of the decoders that recompute the whole context")
-    p.add_argument("--keep", type=int, help="characters the window keeps when it overflows (default: the engine's, half the window)")
     p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     return p
@@ -243,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        engine = Engine(args.model, device="cpu", keep=args.keep)
+        engine = Engine(args.model, device="cpu")
         if args.checkpoint:
             from train import checkpoint
             from train.model import GPTConfig
@@ -253,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint.load_model_weights(model, checkpoint.load_weights(Path(args.checkpoint), meta), Path(args.checkpoint))
             model.eval()
         else:
-            model = torch_model_from_onnx(Path(args.model))
+            model = torch_model_from_onnx(engine.path)
     except (ModelLoadError, ValueError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -262,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = float32_and_int8(engine, model, Path(tmp))
         decoders = {
-            "1. PyTorch, seed-style (whole context)": seed_style(model, engine.keep),
-            "2. PyTorch, KV cache": torch_cached(model, engine.keep),
-            "3. onnxruntime, no cache (whole context)": onnx_uncached(fp32),
+            "1. PyTorch, seed-style (last window)": seed_style(model),
+            "2. PyTorch, plain loop (KV cache)": torch_cached(model),
+            "3. onnxruntime, no cache (last window)": onnx_uncached(fp32),
             "4. engine, float32": engine_decoder(fp32),
             "4. engine, int8 weights": engine_decoder(int8),
             "5. floor: bare cached session.run": session_floor(engine),  # on the given file, like its engine row
@@ -272,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         names = list(decoders)
         print(f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
               f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
+        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3]}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
-                         slow={names[0], names[2]}, reference=names[0], not_compared={names[5]})
+                         slow={names[0], names[2]}, reference=names[0], same_as=same_as)
     table = format_table(rows, floor=names[5], engine=names[3] if engine is fp32 else names[4])
     print(table)
     if args.json:

@@ -47,12 +47,12 @@ def test_an_int8_file_gives_its_dequantized_weights(exported):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_every_decoder_writes_the_seed_style_greedy_text(models, batch):
-    """Prompt and length cross the window (block_size 16) many times: the cached decoders'
-    window slide must give exactly the seed's cropped-context text."""
+    """Prompt and length cross the window (block_size 16) many times; with learned positions
+    the plain loop is the seed's crop, so every decoder writes the seed's text exactly."""
     model, engine = models
-    decoders = [bench.torch_cached(model, engine.keep), bench.onnx_uncached(engine), bench.engine_decoder(engine)]
+    decoders = [bench.torch_cached(model), bench.onnx_uncached(engine), bench.engine_decoder(engine)]
     prompt = np.tile(np.arange(1, 31) % engine.metadata["config"]["vocab_size"], (batch, 1)).astype(np.int64)
-    want = np.stack(list(bench.seed_style(model, engine.keep)(prompt, 70)), axis=1)
+    want = np.stack(list(bench.seed_style(model)(prompt, 70)), axis=1)
     for decoder in decoders:
         assert np.array_equal(np.stack(list(decoder(prompt, 70)), axis=1), want)
 
@@ -76,7 +76,8 @@ def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text
     assert "batch 2: row '4. engine, float32' takes" in result.stdout and "| decoder" in result.stdout
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 2}
-    assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.", "4. engine, float32")))
+    assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.")))
+    assert all(r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5.")))  # references
     assert all(r["chars_per_s"] > 0 for r in rows)
 
 
