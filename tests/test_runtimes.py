@@ -1,0 +1,172 @@
+"""Other programs run a model folder: transformers.js (in Node) and onnxruntime-genai (Python),
+each on the shipped folder and on a folder exported here from a small model of French text.
+Their tokenizers give exactly the model's ids, and their greedy 300 characters (more than twice
+the window, with nothing but their own plain loop) are exactly the web app's engine's text.
+
+The README's snippets are export/folder.py's, verbatim (a test checks that), and these tests run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from export.folder import ONNXRUNTIME_GENAI, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
+from webapp.engine import Engine, Settings, encode_prompt
+from webapp.onnx_model import SHIPPED_MODEL
+
+WEB = REPO / "webapp" / "web"
+NEW_CHARS = 300
+
+# transformers.js's tokenizer on a text: its ids, and its decoding of them.
+TRANSFORMERS_JS_TOKENIZER = """\
+import { AutoTokenizer, env } from "@huggingface/transformers";
+import { readFileSync } from "node:fs";
+
+env.localModelPath = ".";
+env.allowRemoteModels = false;
+const tokenizer = await AutoTokenizer.from_pretrained("models/chargpt");
+const ids = tokenizer.encode(readFileSync(0, "utf8"), { add_special_tokens: false });
+console.log(JSON.stringify({ ids, text: tokenizer.decode(ids) }));
+"""
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    import shutil
+
+    node = shutil.which("node")
+    if node is None or not (WEB / "node_modules" / "@huggingface" / "transformers").is_dir():
+        if IN_CI:
+            pytest.fail("CI must have node and webapp/web/node_modules (npm ci --ignore-scripts; see .ci/run)")
+        pytest.skip("no node or no transformers.js: cd webapp/web && npm ci --ignore-scripts")
+    return node
+
+
+@pytest.fixture(scope="module", params=["shipped", "french"])
+def folder_and_prompt(request, french_folder):
+    """(model folder, a prompt it can spell, a text to tokenize): the shipped Tiny Shakespeare
+    model (rotary, a sliding window) and a small French one (learned positions), each with a
+    prompt longer than its window."""
+    if request.param == "shipped":
+        text = (REPO.parent / "shared" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[-3000:]
+        return SHIPPED_MODEL, text[:200], text
+    folder, data = french_folder
+    text = data.read_text(encoding="utf-8")[-3000:]
+    return folder, text[:60], text
+
+
+def expected_text(folder, prompt: str) -> str:
+    engine = Engine(folder)
+    assert encode_prompt(prompt, engine.vocab).ids == [engine.vocab.index(c) for c in prompt]  # no stand-ins
+    return engine.complete(prompt, Settings(max_new_tokens=NEW_CHARS, temperature=0))[0]
+
+
+def run_node(node: str, tmp_path, script: str, folder, stdin: str = "") -> str:
+    """Run a JavaScript module with the folder at ./models/chargpt and webapp/web's packages."""
+    (tmp_path / "node_modules").symlink_to(WEB / "node_modules")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "chargpt").symlink_to(folder.resolve())
+    (tmp_path / "run.mjs").write_text(script, encoding="utf-8")
+    result = subprocess.run([node, "run.mjs"], cwd=tmp_path, input=stdin, capture_output=True, text=True,
+                            encoding="utf-8", timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_transformers_js_writes_the_engines_text(node, folder_and_prompt, tmp_path):
+    folder, prompt, _ = folder_and_prompt
+    out = run_node(node, tmp_path, with_model(TRANSFORMERS_JS, "models/chargpt", prompt), folder)
+    assert out == prompt + expected_text(folder, prompt) + "\n"
+
+
+def test_transformers_js_in_a_browser_page_writes_the_engines_text(node, folder_and_prompt, tmp_path):
+    """The README's page, served as it is beside the folder, in Chromium. The page imports
+    transformers.js (and it onnxruntime-web's WebAssembly) from the jsDelivr CDN: the test
+    answers those requests from webapp/web/node_modules, the same packages, without a network."""
+    import functools
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    folder, prompt, _ = folder_and_prompt
+    chromium = chromium_or_skip()
+    package = WEB / "node_modules" / "@huggingface" / "transformers"
+    page_html = with_model(TRANSFORMERS_JS_PAGE, "models/chargpt", prompt)
+    (tmp_path / "index.html").write_text(f"<!doctype html><meta charset=utf-8>{page_html}<body></body>", encoding="utf-8")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "chargpt").symlink_to(folder.resolve())
+
+    def from_node_modules(route):
+        path = route.request.url.split("cdn.jsdelivr.net/npm/", 1)[1]
+        if path.startswith("@huggingface/transformers@"):
+            file = package / "dist" / "transformers.min.js"  # the package's jsdelivr entry
+        elif path.startswith("onnxruntime-web@"):
+            file = package / "node_modules" / "onnxruntime-web" / path.split("/", 1)[1]
+        else:
+            return route.abort()
+        kind = "application/wasm" if file.suffix == ".wasm" else "text/javascript"
+        route.fulfill(path=str(file), headers={"Content-Type": kind, "Access-Control-Allow-Origin": "*"})
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                errors = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.route("https://cdn.jsdelivr.net/**", from_node_modules)
+                page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+                page.wait_for_function("document.body.textContent.length > 0", timeout=180_000)
+                text = page.evaluate("document.body.textContent")
+                SCREENSHOTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / f"transformers-js-{folder.name}.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+    assert not errors
+    assert text == prompt + expected_text(folder, prompt)
+
+
+def test_transformers_js_tokenizer_gives_the_models_ids(node, folder_and_prompt, tmp_path):
+    folder, _, text = folder_and_prompt
+    out = json.loads(run_node(node, tmp_path, TRANSFORMERS_JS_TOKENIZER, folder, stdin=text))
+    vocab = Engine(folder).vocab
+    assert out["ids"] == [vocab.index(c) for c in text]
+    assert out["text"] == text
+
+
+def test_onnxruntime_genai_writes_the_engines_text(folder_and_prompt):
+    folder, prompt, _ = folder_and_prompt
+    result = subprocess.run([sys.executable, "-c", with_model(ONNXRUNTIME_GENAI, str(folder), prompt)], capture_output=True, text=True,
+                            encoding="utf-8", timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == prompt + expected_text(folder, prompt) + "\n"
+
+
+def test_onnxruntime_genai_tokenizer_gives_the_models_ids(folder_and_prompt):
+    import onnxruntime_genai as og
+
+    folder, _, text = folder_and_prompt
+    tokenizer = og.Tokenizer(og.Model(str(folder)))
+    ids = [int(i) for i in tokenizer.encode(text)]
+    vocab = Engine(folder).vocab
+    assert ids == [vocab.index(c) for c in text]
+    assert tokenizer.decode(ids) == text
+
+
+def test_the_readme_shows_these_snippets_verbatim():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for snippet in (TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, ONNXRUNTIME_GENAI):
+        assert snippet in readme
+    assert sum(1 for line in ONNXRUNTIME_GENAI.splitlines() if line.strip()) <= 11  # an import and 10 lines
