@@ -34,15 +34,14 @@ def tokenizer_json(vocab: list[str]) -> dict:
     No normalizer and no splitting, so every tool gives exactly the model's ids."""
     ids = {byte_level(c.encode("utf-8")): i for i, c in enumerate(vocab)}
     ids[END_OF_TEXT] = len(vocab)
-    merges = []
+    merges = {}  # in order, once each (a dict keeps insertion order)
     for c in vocab:
         data = c.encode("utf-8")
         for n in range(1, len(data)):
             left, right = byte_level(data[:n]), byte_level(data[n : n + 1])
             for piece in (left, right):
                 ids.setdefault(piece, len(ids))
-            if f"{left} {right}" not in merges:
-                merges.append(f"{left} {right}")
+            merges[f"{left} {right}"] = None
     byte_level_options = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     return {
         "version": "1.0",
@@ -56,7 +55,7 @@ def tokenizer_json(vocab: list[str]) -> dict:
         "decoder": {"type": "ByteLevel", **byte_level_options},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": ids, "merges": merges},
+                  "vocab": ids, "merges": list(merges)},
     }
 
 

@@ -67,12 +67,6 @@ def choose_providers(device: str) -> tuple[list[str], str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
 
 
-def resolve_model_path(path: str | Path) -> Path:
-    """The .onnx file of a model: a folder's onnx/model.onnx, or the file itself."""
-    path = Path(path)
-    return path / MODEL_FILE if path.is_dir() else path
-
-
 class OnnxModel:
     """path: a model folder or an .onnx file. threads: onnxruntime's intra-op threads (None:
     one per physical core, its default)."""
@@ -80,9 +74,9 @@ class OnnxModel:
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
-        self.path = resolve_model_path(path)
         folder = Path(path) if Path(path).is_dir() else None
-        if folder is not None:
+        self.path = folder / MODEL_FILE if folder else Path(path)  # a folder's onnx/model.onnx, or the file
+        if folder:
             check_files(folder)
         if not self.path.is_file():
             raise ModelLoadError(f"model {path} does not exist; use the shipped models/chargpt, or train and export "
@@ -103,7 +97,7 @@ class OnnxModel:
         self.metadata = parse_metadata(dict(self.session.get_modelmeta().custom_metadata_map), str(self.path))
         config = self.metadata["config"]
         self.vocab: list[str] = self.metadata["vocab"]
-        if folder is not None:
+        if folder:
             check_tokenizer(folder, self.vocab)
         self.block_size = config["block_size"]
         # A prompt's characters before its last receptive_field cannot change what comes next.
