@@ -299,3 +299,26 @@ def test_an_existing_folder_is_not_overwritten(exported, tmp_path, capsys):
     assert_refused(capsys, [str(run_dir), "--out", str(folder)], "already exist; pass --force")  # an existing folder, no /
     assert (folder / "onnx" / "model.onnx").read_bytes() == before
     assert [p.name for p in folder.rglob(".*")] == []  # no temporary files left
+
+
+def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakespeare):
+    """The acceptance figure: over 1,500 validation characters, a runtime's plain loop on the
+    shipped folder is at most 0.01 nats/char worse than predicting each character from exactly
+    its last 128, and its cache never holds more than 127."""
+    from export.runtime import last_window_loss, plain_loop_loss
+    from train.text import split_index
+
+    lm = OnnxModel(SHIPPED_MODEL)
+    text = shakespeare.read_text(encoding="utf-8")
+    ids = np.array([lm.vocab.index(c) for c in text[split_index(len(text)) :][:1500]], dtype=np.int64)
+    loop, count, longest = plain_loop_loss(lm, ids)
+    exact = last_window_loss(lm, ids)
+    assert count == 1500 - 128 and longest == 127
+    assert 0 <= loop - exact <= 0.01
+
+
+def test_eval_takes_a_model_folder(french_folder, capsys):
+    folder, data = french_folder
+    assert export_main(["eval", str(folder), "--data", str(data)]) == 0
+    measured = float(re.search(r"val loss \(whole validation split, [0-9,]+ characters\): ([0-9.]+)", capsys.readouterr().out).group(1))
+    assert measured == pytest.approx(OnnxModel(folder).metadata["training"]["val_loss"], abs=1e-4)
