@@ -22,7 +22,6 @@ the plain loop's sliding window may pick another character where two are nearly 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import onnx
 import torch
 
 from export.onnx_export import export_onnx, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
+from train.files import new_output_file, write_json
 from train.model import GPTLanguageModel
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        json_out = new_output_file(args.json, "--json") if args.json else None
         engine = Engine(args.model, device="cpu")
         if args.checkpoint:
             from train import checkpoint
@@ -252,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                          slow={names[0], names[2]}, reference=names[0], same_as=same_as)
     table = format_table(rows, floor=names[5], engine=names[3] if engine is fp32 else names[4])
     print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
-                                               "rows": [asdict(r) for r in rows]}, indent=1) + "\n", encoding="utf-8")
+    if json_out:
+        write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
+                              "rows": [asdict(r) for r in rows]})
     return 0
 
 

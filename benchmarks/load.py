@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from train.files import OutputExists, new_output_file, write_json
 from webapp.cli import CONCURRENCY, QUEUE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: --clients, --chars, --burst-chars and --concurrency must be at least 1, "
               "--burst and --queue-size at least 0.", file=sys.stderr)
         return 2
+    try:
+        json_out = new_output_file(args.json, "--json") if args.json else None
+    except OutputExists as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     if args.url:
         context = contextlib.nullcontext((args.url.rstrip("/") + "/", None))
     else:
@@ -221,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in phases:
         for error in p.errors[:5]:
             print(f"{p.name}: {error}", file=sys.stderr)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"url": url, "queue_size": args.queue_size, "concurrency": args.concurrency,
-                                               "rss_peak_mb": peak, "phases": [asdict(p) for p in phases]}, indent=1) + "\n")
+    if json_out:
+        write_json(json_out, {"url": url, "queue_size": args.queue_size, "concurrency": args.concurrency,
+                              "rss_peak_mb": peak, "phases": [asdict(p) for p in phases]})
     healthy = all(p.failed == 0 for p in phases) and (not burst or phases[3].completed == 1)
     return 0 if healthy else 1
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from train import checkpoint
 from train.cli import main
+from train.config import TrainConfig, lr_at
 from train.model import GPTConfig, GPTLanguageModel
 from train.trainer import full_split_loss, load_corpus
 
@@ -112,6 +113,33 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, cap
     assert [r["step"] for r in records(whole, "train")] == [r["step"] for r in records(parts, "train")]
 
 
+def test_a_run_extended_with_max_iters_equals_one_longer_run_under_a_constant_rate(tmp_path, capsys, small_text):
+    settings = [*TINY, "--data", small_text, "--dropout", 0.1]
+    whole, extended = tmp_path / "whole", tmp_path / "extended"
+    assert main([*map(str, settings), "--max-iters", "80", "--out", str(whole)]) == 0
+    assert main([*map(str, settings), "--max-iters", "40", "--out", str(extended)]) == 0  # finished at 40
+    assert main(["--resume", str(extended), "--max-iters", "80"]) == 0
+    assert f"resuming {extended} at step 40 of 80" in capsys.readouterr().out
+    a, b = load_file(whole / "model.safetensors"), load_file(extended / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoint.read_meta(extended)["train"]["max_iters"] == 80
+    assert records(whole, "final")[0]["val_loss_full"] == records(extended, "final")[0]["val_loss_full"]
+    assert len(records(extended, "final")) == 1  # the first ending's record is gone with it
+
+
+def test_extending_a_cosine_run_follows_the_longer_schedule_from_where_it_stopped(tmp_path, capsys, small_text):
+    run = tmp_path / "cosine"
+    settings = [*TINY, "--data", small_text, "--lr-schedule", "cosine", "--warmup-iters", "5", "--out", run]
+    assert main([*map(str, settings)]) == 0
+    assert main(["--resume", str(run), "--max-iters", "100"]) == 0
+    cfg = TrainConfig(**checkpoint.read_meta(run)["train"])
+    lrs = {r["step"]: r["lr"] for r in records(run, "train")}  # the rate of the step before each record
+    assert cfg.max_iters == 100 and lrs[40] < lrs[50]  # the schedule of 40 steps ended low; 100 steps' rose again
+    assert lrs[50] == pytest.approx(lr_at(49, cfg)) and lrs[100] == pytest.approx(lr_at(99, cfg))
+    capsys.readouterr()
+    assert_refused(capsys, ["--resume", str(run), "--max-iters", "100"], "--max-iters 100 must be above the 100 steps")
+
+
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, small_text):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -162,7 +190,6 @@ def test_bad_settings(tmp_path, capsys, small_text):
     out = str(tmp_path / "out")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--n-embd", "65"], "must be divisible by n_head")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive")
-    assert_refused(capsys, ["--data", str(small_text), "--out", str(tmp_path / "no" / "such")], "does not exist; create it first")
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as e:  # argparse's own usage error
         main(["--preset", "gpt-5"])
@@ -184,7 +211,7 @@ def test_an_existing_run_is_never_overwritten(finished_run, capsys, small_text):
     before = snapshot(finished_run)
     assert_refused(capsys, [*TINY, "--data", str(small_text), "--out", str(finished_run)],
                    f"{finished_run} already holds a run; continue it with --resume {finished_run}")
-    assert_refused(capsys, ["--resume", str(finished_run)], "already complete (25 of 25 steps)")
+    assert_refused(capsys, ["--resume", str(finished_run)], "already complete (25 of 25 steps); to train it further")
     assert snapshot(finished_run) == before
 
 
@@ -217,6 +244,17 @@ def test_cuda_asked_for_without_a_gpu(capsys, small_text, tmp_path):
         pytest.skip("this machine has a GPU")
     assert_refused(capsys, ["--data", str(small_text), "--device", "cuda", "--out", str(tmp_path / "o")],
                    "--device cuda was asked for but PyTorch sees no CUDA GPU")
+
+
+def test_missing_folders_of_out_are_made_and_the_end_says_which_checkpoint_to_export(tmp_path, capsys, small_text):
+    out = tmp_path / "new" / "folders" / "run"
+    code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 60)
+    assert code == 0 and checkpoint.read_meta(out)["step"] == 60
+    final, best = checkpoint.read_meta(out)["val_loss_full"], checkpoint.read_meta(out / "best")["val_loss_full"]
+    advised = out / "best" if best < final else out
+    (line,) = [line for line in stdout.splitlines() if line.startswith("to export: ")]
+    assert line.startswith(f"to export: python -m export {advised}   (")
+    assert checkpoint.lower_loss_checkpoint(out, final, best) == advised
 
 
 def test_the_default_out_dir_is_made_under_runs(tmp_path, capsys, small_text, monkeypatch):

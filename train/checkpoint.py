@@ -16,61 +16,25 @@ leaves only .next litter, which the next save clears.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_write, file_sha256, temp_file, write_json  # noqa: F401 (re-exported)
+
 FORMAT = "chargpt-checkpoint/1"
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.pt"
+BEST_DIR = "best"  # a run's checkpoint of its lowest validation estimate
 PENDING = ".next"  # suffix of a file written by a save that has not been moved into place yet
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says which file and why."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def temp_file(directory: Path, prefix: str, suffix: str) -> Path:
-    """A new empty file in `directory`, with the permissions a plain new file would get
-    (mkstemp's are private to the owner)."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
-    os.close(fd)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    return Path(tmp)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename it over `path`. On any failure the old
-    file is untouched and the temporary one is removed."""
-    tmp = temp_file(path.parent, f".{path.name}.", ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n"))
 
 
 def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -205,3 +169,10 @@ def _is_tied(model: torch.nn.Module, name: str, state: dict) -> bool:
     params = dict(model.named_parameters(remove_duplicate=False))
     target = params.get(name)
     return target is not None and any(params.get(k) is target for k in state)
+
+
+def lower_loss_checkpoint(run_dir: Path, final_loss: float, best_loss: float) -> Path:
+    """The checkpoint of a finished run to export: best/ (the lowest validation *estimate*) when
+    its whole-split loss is lower than the final weights', else the final weights. The estimate
+    is noisy, so best/ is not always the better one (a short run's best/ was 0.02 worse)."""
+    return run_dir / BEST_DIR if best_loss < final_loss else run_dir

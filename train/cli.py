@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, TrainConfig, split_settings
@@ -49,8 +50,9 @@ SWITCHES = {
     "zero_init_proj": "zero-initialise each residual branch's output projection",
     "attention_dropout": "apply dropout to attention weights too (the seed's default)",
 }
-# Flags that may accompany --resume: they change where and how fast, not what is trained.
-RESUME_FLAGS = {"device", "compile", "data"}
+# Flags that may accompany --resume: they change where and how fast, not what is trained, except
+# --max-iters, which extends the run (the schedule is then the one of a run of the new length).
+RESUME_FLAGS = {"device", "compile", "data", "max_iters"}
 
 
 class UsageError(Exception):
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help=f"named settings (default {DEFAULT_PRESET})")
     p.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, cached or downloaded)")
     p.add_argument("--out", help="new run directory (default runs/PRESET-TIME)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings")
+    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings; with --max-iters N, "
+                   "extend it to N steps (the learning-rate schedule becomes that of an N-step run: unchanged when "
+                   "constant, a cosine rises again from the step reached and decays to its floor at N)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto picks CUDA when present")
     p.add_argument("--seed", type=int, help="random seed (default 1337)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="fit the run (and its schedule) to this many minutes")
@@ -112,9 +116,15 @@ def prepare_out_dir(out: str | None, preset: str) -> Path:
         if (path / "config.json").exists():
             raise UsageError(f"{path} already holds a run; continue it with --resume {path}, or choose another --out.")
         raise UsageError(f"{path} is not empty; choose a new or empty directory for --out.")
-    if given and not path.parent.is_dir():  # the default's runs/ folder is created on first use
-        raise UsageError(f"the parent directory of --out {path} does not exist; create it first or choose another --out.")
-    return path
+    return path  # created with its missing parents once every input has been checked
+
+
+def extended(cfg: TrainConfig, max_iters: int, done: int, run_dir: Path) -> TrainConfig:
+    """The settings of a run continued to `max_iters` steps in all. A time budget no longer
+    applies (the new length is the user's); the schedule is lr_at's for the new max_iters."""
+    if max_iters <= done:
+        raise UsageError(f"--max-iters {max_iters} must be above the {done} steps the run in {run_dir} has done.")
+    return replace(cfg, max_iters=max_iters, time_budget=None)
 
 
 def plan_run(args: argparse.Namespace):
@@ -133,8 +143,11 @@ def plan_run(args: argparse.Namespace):
         checkpoint.verify_files(run_dir, meta, [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
         model_cfg = GPTConfig.from_dict(meta["model"])
         cfg = TrainConfig(**meta["train"])
-        if meta["step"] >= cfg.max_iters and "val_loss_full" in meta:  # finished, final evaluation included
-            raise UsageError(f"the run in {run_dir} is already complete ({meta['step']} of {cfg.max_iters} steps).")
+        if args.max_iters is not None:
+            cfg = extended(cfg, args.max_iters, meta["step"], run_dir)
+        elif meta["step"] >= cfg.max_iters and "val_loss_full" in meta:  # finished, final evaluation included
+            raise UsageError(f"the run in {run_dir} is already complete ({meta['step']} of {cfg.max_iters} steps); "
+                             f"to train it further, give the new total: --resume {run_dir} --max-iters N.")
         corpus = load_corpus(args.data or meta["dataset"]["path"])
         if corpus.sha256 != meta["dataset"]["sha256"]:
             raise UsageError(f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data.")

@@ -12,17 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .text import TRAIN_FRACTION, DataError, sha256_bytes, split_index
+from .text import SHAKESPEARE_SHA256, TRAIN_FRACTION, DataError, cache_dir, cached_shakespeare, sha256_bytes, split_index
 
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("CHARGPT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "chargpt"
-    )
-    return Path(base)
 
 
 def resolve_data_path(path: str | None) -> Path:
@@ -30,9 +22,10 @@ def resolve_data_path(path: str | None) -> Path:
     and verifying it the first time."""
     if path is not None:
         return Path(path)
+    found = cached_shakespeare()
+    if found:
+        return found
     cached = cache_dir() / "tinyshakespeare.txt"
-    if cached.is_file() and sha256_bytes(cached.read_bytes()) == SHAKESPEARE_SHA256:
-        return cached
     url = os.environ.get("CHARGPT_SHAKESPEARE_URL", SHAKESPEARE_URL)
     hint = f"download it yourself from {SHAKESPEARE_URL} and pass --data PATH, or save it as {cached}"
     try:

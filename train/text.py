@@ -4,10 +4,12 @@ windows. Shared by training, export and the onnxruntime-only evaluation."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation, as the seed and nanoGPT
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
 class DataError(ValueError):
@@ -16,6 +18,21 @@ class DataError(ValueError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CHARGPT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "chargpt"
+    )
+    return Path(base)
+
+
+def cached_shakespeare() -> Path | None:
+    """Tiny Shakespeare in the cache (`python -m train` downloads it there), if it is there whole."""
+    cached = cache_dir() / "tinyshakespeare.txt"
+    if cached.is_file() and sha256_bytes(cached.read_bytes()) == SHAKESPEARE_SHA256:
+        return cached
+    return None
 
 
 def read_text(path: Path) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import checkpoint
+from .checkpoint import BEST_DIR, lower_loss_checkpoint
 from .config import TrainConfig, lr_at
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .flops import measure_matmul_peak, train_flops_per_char
@@ -31,7 +32,7 @@ from .optim import build_optimizers
 from .plot import plot_losses
 from .text import CharTokenizer, eval_batches, read_text
 
-METRICS, BEST_DIR, SAMPLE, LOSS_PNG = "metrics.jsonl", "best", "sample.txt", "loss.png"
+METRICS, SAMPLE, LOSS_PNG = "metrics.jsonl", "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
 SAMPLE_CHARS = 500
 FINISH_OVERHEAD_S = 3.0  # final checkpoint, sample file, loss plot (matplotlib's import)
@@ -382,6 +383,7 @@ class Trainer:
         val_full = full_split_loss(model, corpus.val, self.model_cfg.block_size, self.device)
         self.say(f"val loss (whole split, {len(corpus.val) - 1:,} characters): {val_full:.4f}")
         best_dir = run_dir / BEST_DIR
+        to_export = run_dir
         if (best_dir / checkpoint.CONFIG).exists():
             best_meta = checkpoint.read_meta(best_dir)
             best_full = val_full
@@ -391,6 +393,8 @@ class Trainer:
                 best_full = full_split_loss(best, corpus.val, self.model_cfg.block_size, self.device)
                 self.say(f"best checkpoint ({best_dir}, step {best_meta['step']}): val loss (whole split) {best_full:.4f}")
             checkpoint.write_json(best_dir / checkpoint.CONFIG, {**best_meta, "val_loss_full": best_full})
+            to_export = lower_loss_checkpoint(run_dir, val_full, best_full)
+        self.say(f"to export: python -m export {to_export}   ({export_reason(run_dir, to_export)})")
         self.say(f"Model size: {model_size_mb(model):.2f} MB")
         self.say(f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
                  f"{self.elapsed():.1f} s ({self.chars_per_s():,.0f} characters/s)")
@@ -418,6 +422,14 @@ class Trainer:
             gc.collect()
             dist.barrier()  # rank 0 may still be finishing
             dist.destroy_process_group()
+
+
+def export_reason(run_dir: Path, chosen: Path) -> str:
+    if chosen != run_dir:
+        return "best/ has the lower whole-split validation loss"
+    if (run_dir / BEST_DIR).is_dir():
+        return "the final weights have the lowest whole-split validation loss"
+    return "the final weights"
 
 
 def ranks_out_of_sync(model, device) -> int:
