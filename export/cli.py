@@ -1,5 +1,5 @@
 """`python -m export RUN_DIR --out DIR/ [--quantize int8]` (a model folder), `--out NAME.onnx`
-(one file and its sidecars), and `python -m export eval MODEL --data FILE` (onnxruntime alone)."""
+(one file and its sidecars), and `python -m export eval MODEL [--data FILE]` (onnxruntime alone)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.files import atomic_write, file_sha256, temp_file, write_json
 from webapp.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
 
@@ -32,8 +33,9 @@ def fail(prog: str, message: str, code: int = USAGE_ERROR) -> int:
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export eval",
                                 description="Validation loss of an exported model on a text file, with onnxruntime alone.")
-    p.add_argument("model", help="an exported .onnx file")
-    p.add_argument("--data", required=True, help="UTF-8 text file (e.g. the one the model was trained on)")
+    p.add_argument("model", help="a model folder or an exported .onnx file")
+    p.add_argument("--data", help="UTF-8 text file (default: the model's training text where it can be found: "
+                   "the cached Tiny Shakespeare for a model trained on it)")
     p.add_argument("--split", choices=("val", "all"), default="val",
                    help="val: the last 10%% of the file, as in training (default); all: the whole file")
     p.add_argument("--batch-size", type=int, default=64, help="windows per onnxruntime call")
@@ -72,7 +74,8 @@ def eval_main(argv: list[str]) -> int:
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1.")
         model = OnnxModel(args.model)
-        text, _ = read_text(Path(args.data))
+        data = args.data or training_text(model.metadata["training"]["dataset_sha256"])
+        text, _ = read_text(Path(data))
         loss, n = measure_loss(model, text, args.split, args.batch_size)
     except (UsageError, ModelLoadError, DataError) as e:
         return fail("python -m export eval", str(e))
@@ -92,7 +95,7 @@ def export_parser() -> argparse.ArgumentParser:
         description="Export a training checkpoint to a model folder (onnx/model.onnx with a KV cache and the window "
         "in its graph, the configuration and tokenizer files that generation libraries read, a model card), "
         "or to one .onnx file with its JSON sidecar and card, verified against PyTorch first. "
-        "See also: python -m export eval MODEL --data FILE",
+        "See also: python -m export eval MODEL [--data FILE]",
     )
     p.add_argument("run_dir", help="checkpoint directory written by `python -m train` (or its best/ folder)")
     p.add_argument("--out", help="DIR/ (ending in / or an existing directory): a model folder; NAME.onnx: one file, "
@@ -101,7 +104,17 @@ def export_parser() -> argparse.ArgumentParser:
                    "holds them; beside NAME.onnx, NAME.int8.onnx is written too")
     p.add_argument("--data", help="the training text, to measure the validation loss and the plain loop on "
                    "(default: the run's own dataset)")
+    p.add_argument("--lower-loss", action="store_true", help="RUN_DIR is a finished run: export whichever of its final "
+                   "weights and its best/ checkpoint has the lower whole-split validation loss (what training advised)")
     p.add_argument("--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)")
+    page = p.add_argument_group("what the pages and the card say about the model (default: derived from the training text)")
+    page.add_argument("--title", help="the page's title (default 'chargpt: DATASET')")
+    page.add_argument("--dataset-name", help="a short name of the training text (default: from its file name; "
+                      "Tiny Shakespeare for it)")
+    page.add_argument("--description", help="one line under the title")
+    page.add_argument("--example", action="append", metavar="PROMPT", help="an example prompt (repeat the flag for several; "
+                      "the first is the default prompt; \\n stands for a newline). Default: the text's most frequent "
+                      "short lines and line openings")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     return p
 
@@ -132,33 +145,55 @@ def check_outputs(out: Path, folder: bool, quantize: bool, force: bool) -> None:
     if not folder:
         if out.suffix != ".onnx":
             raise UsageError(f"--out {out} must be a folder (ending in /) or a file ending in .onnx.")
-        if not out.parent.is_dir():
-            raise UsageError(f"the directory of --out {out} does not exist; create it first or choose another --out.")
     existing = [str(t) for t in planned_files(out, folder, quantize) if t.exists()]
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to replace "
                          f"{'it' if len(existing) == 1 else 'them'}, or choose another --out.")
 
 
-def write_atomic(path: Path, write) -> None:
-    from train.checkpoint import atomic_write
-
-    atomic_write(path, write)
-
-
-def write_json(path: Path, data: dict) -> None:
-    from train.checkpoint import write_json as write_json_atomically
-
-    write_json_atomically(path, data)
-
-
 def temp_onnx(near: Path) -> Path:
     """A temporary .onnx file in the nearest existing folder at or above `near` (the same
     file system as the target, so that moving it into place is one rename)."""
-    from train.checkpoint import temp_file
-
     directory = next(d for d in (near, *near.parents) if d.is_dir())
     return temp_file(directory, ".export-", ".onnx")
+
+
+def training_text(sha256: str, recorded_path: str | None = None) -> str:
+    """Where a model's training text is: the path its run recorded, if the file there is still
+    that text, else the cached Tiny Shakespeare if the model was trained on it; UsageError."""
+    from train.text import cached_shakespeare, sha256_bytes
+
+    if recorded_path and Path(recorded_path).is_file() and sha256_bytes(Path(recorded_path).read_bytes()) == sha256:
+        return recorded_path
+    cached = cached_shakespeare()
+    if cached and sha256_bytes(cached.read_bytes()) == sha256:
+        return str(cached)
+    where = f" (the run recorded {recorded_path}, which is gone or has changed)" if recorded_path else ""
+    raise UsageError(f"the model's training text was not found{where}; pass it with --data FILE.")
+
+
+def lower_loss_checkpoint(run_dir: Path) -> Path:
+    """The finished run's final weights or its best/ checkpoint, whichever has the lower
+    whole-split validation loss (both are recorded when training ends)."""
+    from train import checkpoint
+
+    final = checkpoint.read_meta(run_dir)
+    best = run_dir / checkpoint.BEST_DIR
+    if "val_loss_full" not in final:
+        raise UsageError(f"--lower-loss needs a finished run, and {run_dir} has not finished (no whole-split loss recorded).")
+    if not (best / checkpoint.CONFIG).is_file():
+        return run_dir
+    return checkpoint.lower_loss_checkpoint(run_dir, final["val_loss_full"], checkpoint.read_meta(best).get("val_loss_full", math.inf))
+
+
+def page_about(args: argparse.Namespace, vocab: list[str], data_path: str, sha256: str, text: str) -> dict:
+    from . import about
+
+    try:
+        return about.build(vocab, data_path, sha256, text, title=args.title, dataset=args.dataset_name,
+                           description=args.description, examples=args.example)
+    except about.AboutError as e:
+        raise UsageError(str(e)) from None
 
 
 def export_main(argv: list[str]) -> int:
@@ -167,7 +202,6 @@ def export_main(argv: list[str]) -> int:
     from train.model import GPTConfig, GPTLanguageModel
     from train.text import DataError, read_text, split_index
 
-    from . import folder as mf
     from . import metadata as md
     from .onnx_export import export_onnx, format_table, name_weights, set_metadata, verify
     from webapp.onnx_model import OnnxModel
@@ -177,16 +211,19 @@ def export_main(argv: list[str]) -> int:
     folder = is_folder(args.out)
     out = Path(args.out) if args.out else run_dir / "model"
     try:
+        if args.lower_loss:
+            run_dir = lower_loss_checkpoint(run_dir)
         meta = checkpoint.read_meta(run_dir)
         check_outputs(out, folder, args.quantize is not None, args.force)
         model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
         checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
         model.eval()
-        data_path = args.data or meta["dataset"]["path"]
+        data_path = args.data or training_text(meta["dataset"]["sha256"], meta["dataset"]["path"])
         text, sha = read_text(Path(data_path))
         if sha != meta["dataset"]["sha256"]:
             raise UsageError(f"{data_path} is not the text this model was trained on (SHA-256 differs); "
                              "its validation loss and the plain loop are measured on the training text: pass that with --data.")
+        about = page_about(args, meta["vocab"], str(data_path), sha, text)
     except (UsageError, checkpoint.CheckpointError, DataError, ValueError) as e:
         if isinstance(e, DataError):
             e = UsageError(f"{e} The export measures the model on its training text: pass --data FILE.")
@@ -196,7 +233,7 @@ def export_main(argv: list[str]) -> int:
     index = {c: i for i, c in enumerate(vocab)}
     val_ids = np.array([index[c] for c in text[split_index(len(text)) :]], dtype=np.int64)
     val_loss = meta.get("val_loss_full")
-    metadata = md.build(meta, model.num_params(), val_loss)
+    metadata = md.build(meta, model.num_params(), val_loss, about)
     prompt = [index["\n"]] if "\n" in index else [0]
     tmp = temp_onnx(out if folder else out.parent)
     int8_tmp = None
@@ -221,9 +258,9 @@ def export_main(argv: list[str]) -> int:
         if folder:
             shipped, shipped_meta = (int8_tmp, int8_meta) if args.quantize else (tmp, metadata)
             verification = f"{table}\n\n{int8_table}" if args.quantize else table
-            prompt_text = mf.example_prompt(vocab, text[split_index(len(text)) :])
-            write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir, prompt_text)
+            write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir)
         else:
+            out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out)
             write_sidecars(out, metadata, sample, table)
             draw_loss_curve(run_dir, sibling(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
@@ -247,8 +284,7 @@ class Int8TooLossy(Exception):
     pass
 
 
-def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
-                 prompt: str) -> None:
+def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path) -> None:
     """The model folder (webapp/model_folder.py): the verified graph moved into onnx/, then its
     metadata, loss curve, configuration and tokenizer files, and the card."""
     from . import folder as mf
@@ -263,15 +299,13 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
         write_json(out / name, data)
     name = out.resolve().name
     card = (mf.front_matter(name, metadata, license) + md.model_card(name, metadata, onnx_file.stat().st_size, sample, verification)
-            + mf.usage(name, prompt, mf.end_of_text_id(metadata)))
-    write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+            + mf.usage(name, metadata["about"]["examples"][0], mf.end_of_text_id(metadata)))
+    atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
 def sidecar(onnx_file: Path, metadata: dict) -> dict:
     """NAME.json: the metadata, and the file's own checksum, which its metadata cannot hold (the
     engine refuses a model file that does not match it: truncated or altered after export)."""
-    from train.checkpoint import file_sha256
-
     return {**metadata, SIDECAR_SHA256: file_sha256(onnx_file)}
 
 
@@ -280,7 +314,7 @@ def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) ->
 
     write_json(sibling(out, ".json"), sidecar(out, metadata))
     card = md.model_card(out.name, metadata, out.stat().st_size, sample, verification)
-    write_atomic(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+    atomic_write(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
 def draw_loss_curve(run_dir: Path, target: Path, step: int, val_loss: float | None) -> None:
@@ -293,7 +327,7 @@ def draw_loss_curve(run_dir: Path, target: Path, step: int, val_loss: float | No
     if metrics is None:
         return
     mark = (step, val_loss) if val_loss is not None else None
-    write_atomic(target, lambda tmp: plot_losses(metrics, Path(tmp), mark))
+    atomic_write(target, lambda tmp: plot_losses(metrics, Path(tmp), mark))
 
 
 def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[dict, str]:

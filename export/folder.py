@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from train.data import SHAKESPEARE_SHA256
+from train.text import SHAKESPEARE_SHA256
 from webapp.model_folder import MODEL_FILE, byte_level
 
 END_OF_TEXT = "<|endoftext|>"
@@ -130,7 +130,7 @@ def front_matter(name: str, metadata: dict, license: str) -> str:
              "tags:", *(f"- {tag}" for tag in ("chargpt", "character-level", "onnx", "onnxruntime-genai", "gpt"))]
     if shakespeare:
         lines += ["datasets:", "- karpathy/tiny_shakespeare"]
-    dataset_name = "Tiny Shakespeare" if shakespeare else f"training text (SHA-256 {t['dataset_sha256'][:12]}…)"
+    dataset_name = metadata["about"]["dataset"]
     if t["val_loss"] is not None:
         lines += [
             "model-index:",
@@ -149,15 +149,6 @@ def front_matter(name: str, metadata: dict, license: str) -> str:
             "      name: Validation loss (whole split, nats per character)",
         ]
     return "\n".join([*lines, "---", ""])
-
-
-def example_prompt(vocab: list[str], text: str) -> str:
-    """A prompt for the card's snippets that the vocabulary can spell: "ROMEO:" where it can,
-    else the first line of `text` (the model's own training text), cut short."""
-    if all(c in vocab for c in "ROMEO:"):
-        return "ROMEO:"
-    line = next((line for line in text.splitlines() if line.strip()), text)
-    return line[:20]
 
 
 # How other programs run a folder: the README shows these verbatim, tests/test_runtimes.py runs

@@ -13,8 +13,9 @@ from webapp.onnx_model import FORMAT_VERSION
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
 
 
-def build(meta: dict, num_params: int, val_loss: float | None) -> dict:
-    """The metadata of an export of the checkpoint described by `meta` (its config.json)."""
+def build(meta: dict, num_params: int, val_loss: float | None, about: dict) -> dict:
+    """The metadata of an export of the checkpoint described by `meta` (its config.json), with
+    what the pages say about it (export/about.py)."""
     m, t = meta["model"], meta["train"]
     config = {k: m[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}
     config["head_dim"] = m["n_embd"] // m["n_head"]
@@ -37,6 +38,7 @@ def build(meta: dict, num_params: int, val_loss: float | None) -> dict:
         "config": config,
         "training": training,
         "source_sha256": meta["files"]["model.safetensors"],
+        "about": about,
     }
 
 
@@ -50,9 +52,13 @@ def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verifica
     s = t["settings"]
     val = f"{t['val_loss']:.4f}" if t["val_loss"] is not None else "not measured"
     arch = ", ".join(f"{k} {c[k]}" for k in ARCHITECTURE_KEYS)
+    a = metadata["about"]
+    examples = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in a["examples"])
     return f"""# {name}
 
-A character-level GPT exported by chargpt (format {metadata['chargpt.format']}).
+{a['description']}
+
+A character-level GPT exported by chargpt (format {metadata['chargpt.format']}), trained on {a['dataset']}.
 
 | | |
 | --- | --- |
@@ -75,6 +81,14 @@ loop (prefill, then each `present` fed back as the next `past`) writes text of a
 the cache never holds more than the last {c['block_size'] - 1} characters. Only a prompt's last
 {c['receptive_field']} characters change what comes next. The vocabulary and this configuration are in the
 file's metadata and in the JSON file beside it.
+
+## On the page
+
+`python -m webapp --model` and the static page (`webapp/web`) show this model as
+"{a['title']}", with the description above, and these example prompts (the first is the
+default prompt):
+
+{examples}
 
 ## Greedy continuation of a newline (200 characters, from this ONNX file)
 

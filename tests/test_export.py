@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,7 +198,16 @@ def test_bad_export_inputs(exported, tmp_path, capsys):
     before = out.read_bytes()
     assert_refused(capsys, [str(tmp_path / "missing")], "is not a directory")
     assert_refused(capsys, [str(tmp_path)], "holds no config.json")
-    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "no" / "m.onnx")], "does not exist; create it first")
+    new = str(tmp_path / "new" / "m.onnx")  # missing folders would be made: these are refused before that
+    assert_refused(capsys, [str(run_dir), "--out", new, "--example", "ROMEO:\u00e6"], "the example prompt 'ROMEO:\u00e6' has "
+                   "characters outside the model's vocabulary ('\u00e6')")
+    assert_refused(capsys, [str(run_dir), "--out", new, "--description", " "], "the description must be one line of 1 to 300")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished)
+    meta = json.loads((unfinished / "config.json").read_text())
+    (unfinished / "config.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "val_loss_full"}))
+    assert_refused(capsys, [str(unfinished), "--lower-loss"], f"--lower-loss needs a finished run, and {unfinished} has not finished")
+    assert not (tmp_path / "new").exists()
     assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "m.txt")], "must be a folder (ending in /) or a file ending in .onnx")
     (tmp_path / "file").write_text("x")
     assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "file") + "/"], "is a file, not a folder")
@@ -217,7 +227,7 @@ def test_bad_export_inputs(exported, tmp_path, capsys):
     assert_refused(capsys, [str(broken)], "does not match the checksum")
 
 
-def test_bad_eval_inputs(exported, tmp_path, capsys, small_text):
+def test_bad_eval_inputs(exported, tmp_path, capsys, small_text, monkeypatch):
     _, out, _ = exported
     prog = "python -m export eval"
     assert_refused(capsys, ["eval", str(tmp_path / "none.onnx"), "--data", str(small_text)], "does not exist", prog)
@@ -231,6 +241,8 @@ def test_bad_eval_inputs(exported, tmp_path, capsys, small_text):
     (tmp_path / "emoji.txt").write_text("Hello 🙂 world, " * 50)
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "emoji.txt")], "characters the model's vocabulary lacks", prog)
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "none.txt")], "does not exist", prog)
+    monkeypatch.setenv("CHARGPT_CACHE", str(tmp_path / "empty-cache"))  # its text is not Tiny Shakespeare anyway
+    assert_refused(capsys, ["eval", str(out)], "the model's training text was not found; pass it with --data FILE.", prog)
 
 
 # --- the model folder ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from webapp.about import read_about
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL
 
@@ -100,7 +101,8 @@ def site(node, tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "dist"
     result = subprocess.run([node, "build.mjs", "--out", str(out)], cwd=WEB, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "sdk: static" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    assert "sdk: static" in readme and 'title: "chargpt: Shakespeare, one character at a time in the browser"' in readme
     return out
 
 
@@ -118,6 +120,11 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.goto(url)
             page.get_by_role("button", name="Generate").wait_for(state="visible")
             page.wait_for_function("!document.getElementById('generate').disabled", timeout=60_000)
+            shown = {"title": page.title(), "heading": page.locator("#title").inner_text(), "prompt": page.input_value("#prompt"),
+                     "description": page.locator("#description").inner_text(),
+                     "examples": [b.get_attribute("title") for b in page.locator("#examples button").all()]}
+            page.locator("#examples button").nth(1).click()
+            clicked = page.input_value("#prompt")
             page.fill("#prompt", "ROMEO:")
             page.fill("#length", "300")
             page.fill("#temperature", "0.8")
@@ -137,6 +144,10 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
         finally:
             browser.close()
     assert not errors
+    about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
+    assert shown == {"title": f"{about.title} in your browser", "heading": about.title, "prompt": "ROMEO:",
+                     "description": about.description, "examples": about.examples}
+    assert clicked == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
     expected = Engine(SHIPPED_MODEL).complete("ROMEO:", Settings(max_new_tokens=300, temperature=0.8, top_k=40, seed=42))[0]
     assert text == "ROMEO:" + expected
     assert "Generated 300 characters" in status and "seed 42" in status

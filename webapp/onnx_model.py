@@ -21,6 +21,7 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt"  # a 
 # end-of-text column, and the dimensions are named batch_size, sequence_length, past_sequence_length.
 FORMAT_VERSION = "2"
 METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
+OPTIONAL_KEYS = ("about",)  # what the pages say about the model (webapp/about.py); older exports lack it
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
 SIDECAR_SHA256 = "onnx_sha256"  # the JSON sidecar's record of the model file's own SHA-256
 
@@ -37,7 +38,8 @@ def parse_metadata(props: dict[str, str], source: str) -> dict:
                              + (" (format 1 keeps the window outside its graph); export its checkpoint again with "
                                 "`python -m export RUN_DIR --out DIR/`." if older else "; use the chargpt that exported it."))
     try:
-        return {k: props[k] if k in PLAIN_STRING_KEYS else json.loads(props[k]) for k in METADATA_KEYS}
+        present = [*METADATA_KEYS, *(k for k in OPTIONAL_KEYS if k in props)]
+        return {k: props[k] if k in PLAIN_STRING_KEYS else json.loads(props[k]) for k in present}
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{source} has corrupt chargpt metadata ({e}).") from None
 

@@ -1,7 +1,7 @@
 // The static page: loads model/model.onnx with onnxruntime-web (WebAssembly) and streams text.
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
-import { CharGPT, checkSettings, encodePrompt, LIMITS, modelFiles } from "./chargpt.js";
+import { CharGPT, checkSettings, encodePrompt, LIMITS, modelFiles, readAbout } from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
 const { onnx: MODEL, meta: SIDECAR } = modelFiles("model/model.onnx");
@@ -82,12 +82,33 @@ async function generate() {
   }
 }
 
+/** The model's title, description, default prompt and example prompts (its metadata's words). */
+function present(meta) {
+  const about = readAbout(meta);
+  document.title = `${about.title} in your browser`;
+  $("title").textContent = about.title;
+  $("description").textContent = about.description;
+  $("prompt").value = about.prompt;
+  for (const example of about.examples) {
+    const button = document.createElement("button");
+    button.type = "button";
+    const shown = example.replaceAll("\n", " ↵ ");
+    button.textContent = shown.length > 40 ? `${shown.slice(0, 40)}…` : shown;
+    button.title = example;
+    button.addEventListener("click", () => ($("prompt").value = example));
+    $("examples").append(button);
+  }
+}
+
 async function load() {
   try {
-    const meta = await (await fetch(SIDECAR)).json();
-    const response = await fetch(MODEL);
-    if (!response.ok) throw new Error(`${MODEL}: HTTP ${response.status}`);
-    const bytes = new Uint8Array(await response.arrayBuffer());
+    const response = await fetch(SIDECAR);
+    if (!response.ok) throw new Error(`${SIDECAR}: HTTP ${response.status}`);
+    const meta = await response.json();
+    present(meta);
+    const modelResponse = await fetch(MODEL);
+    if (!modelResponse.ok) throw new Error(`${MODEL}: HTTP ${modelResponse.status}`);
+    const bytes = new Uint8Array(await modelResponse.arrayBuffer());
     model = await CharGPT.load(ort, bytes, meta, { sessionOptions: { executionProviders: ["wasm"] } });
     const t = meta.training;
     $("model-info").textContent = `Model: ${(t.params / 1e6).toFixed(2)} M parameters, ${meta.config.n_layer} layers, ` +

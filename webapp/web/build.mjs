@@ -4,29 +4,38 @@
 // NAME.json; default the shipped models/chargpt) as model/model.onnx and model/model.json, and a
 // README whose front matter makes the folder a static Hugging Face Space. Serve it with any
 // static server, e.g. python -m http.server -d dist.
-import { copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { modelFiles } from "./chargpt.js";
+import { modelFiles, readAbout } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PAGE = ["index.html", "style.css", "app.js", "chargpt.js"];
 const ORT = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"];
-const SPACE_README = `---
-title: chargpt in the browser
-emoji: 🎭
+const SHORT_DESCRIPTION_CHARS = 60; // the Hub's limit for a Space's short_description
+
+/** The README whose front matter makes dist/ a static Space, in the model's own words. */
+function spaceReadme(about) {
+  const line = (text) => JSON.stringify(text); // a JSON string is a YAML scalar
+  const short = about.description.length > SHORT_DESCRIPTION_CHARS
+    ? `${about.description.slice(0, SHORT_DESCRIPTION_CHARS - 1)}…` : about.description;
+  return `---
+title: ${line(`${about.title} in the browser`)}
 colorFrom: yellow
 colorTo: red
 sdk: static
 app_file: index.html
 pinned: false
-short_description: A character-level GPT writing Shakespeare in your browser
+short_description: ${line(short)}
 ---
 
-chargpt's model running client-side with onnxruntime-web. Built by \`node build.mjs\` in
-chargpt's \`webapp/web/\`; see the chargpt README.
+${about.description}
+
+The model runs client-side with onnxruntime-web. Built by \`node build.mjs\` in chargpt's
+\`webapp/web/\`; see the chargpt README.
 `;
+}
 
 function main(argv) {
   let model = path.join(here, "..", "..", "models", "chargpt");
@@ -42,6 +51,12 @@ function main(argv) {
     [ortDir, "run npm ci --ignore-scripts in webapp/web first"]]) {
     if (!existsSync(file)) return fail(`${file} does not exist (${hint}).`);
   }
+  let about;
+  try {
+    about = readAbout(JSON.parse(readFileSync(meta, "utf8")));
+  } catch (e) {
+    return fail(`${meta} is not a model's JSON metadata (${e.message}).`);
+  }
   if (existsSync(out) && !existsSync(path.join(out, "index.html"))) return fail(`${out} exists and is not a built site; choose another --out.`);
   rmSync(out, { recursive: true, force: true });
   mkdirSync(path.join(out, "vendor"), { recursive: true });
@@ -50,7 +65,7 @@ function main(argv) {
   for (const f of ORT) copyFileSync(path.join(ortDir, f), path.join(out, "vendor", f));
   copyFileSync(onnx, path.join(out, "model", "model.onnx"));
   copyFileSync(meta, path.join(out, "model", "model.json"));
-  writeFileSync(path.join(out, "README.md"), SPACE_README);
+  writeFileSync(path.join(out, "README.md"), spaceReadme(about));
   console.log(`built ${out} (model ${model})`);
   return 0;
 }

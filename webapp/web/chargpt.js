@@ -134,6 +134,24 @@ export function modelFiles(model) {
 /** The metadata's chargpt format that this code reads (webapp/onnx_model.py's FORMAT_VERSION). */
 export const FORMAT_VERSION = "2";
 
+/** What the page says about the model: its metadata's `about` (written by python -m export),
+ * else neutral words; examples outside the vocabulary are left out. webapp/about.py's rules. */
+export const NEUTRAL_ABOUT = {
+  title: "chargpt",
+  description: "A small character-level GPT. Write the start of a text and let it continue.",
+};
+const MAX_EXAMPLES = 12;
+
+export function readAbout(meta) {
+  const about = meta.about !== null && typeof meta.about === "object" && !Array.isArray(meta.about) ? meta.about : {};
+  const line = (key) => (typeof about[key] === "string" && about[key].trim() ? about[key].trim() : NEUTRAL_ABOUT[key]);
+  const vocab = new Set(meta.vocab);
+  const examples = (Array.isArray(about.examples) ? about.examples : [])
+    .filter((e) => typeof e === "string" && e.length > 0 && [...e].every((c) => vocab.has(c)))
+    .slice(0, MAX_EXAMPLES);
+  return { title: line("title"), description: line("description"), examples, prompt: examples[0] ?? "" };
+}
+
 /** An exported chargpt model on onnxruntime. `meta` is its JSON metadata (onnx/model.json in a
  * model folder, NAME.json beside NAME.onnx): vocab and config. */
 export class CharGPT {

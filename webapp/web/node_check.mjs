@@ -2,25 +2,28 @@
 //                    [--top-p P] [--seed S] [--json]
 // Loads an exported chargpt model (a model folder, or NAME.onnx with its NAME.json) with
 // onnxruntime-node, prints the logits of the prompt's last position and a continuation (greedy
-// unless --temperature > 0).
+// unless --temperature > 0). The prompt defaults to the model's own default prompt.
 // --json prints everything as JSON: what tests/test_web.py compares with Python's onnxruntime.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { CharGPT, encodePrompt, modelFiles } from "./chargpt.js";
+import { CharGPT, encodePrompt, modelFiles, readAbout } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const USAGE = "usage: node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
 
 function parseArgs(argv) {
-  const opts = { model: path.join(here, "..", "..", "models", "chargpt"), prompt: "ROMEO:", chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
+  const opts = { model: path.join(here, "..", "..", "models", "chargpt"), prompt: undefined, chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
   const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP" };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--json") opts.json = true;
-    else if (arg === "--prompt") opts.prompt = argv[++i];
+    else if (arg === "--prompt") {
+      opts.prompt = argv[++i];
+      if (opts.prompt === undefined) throw new Error("--prompt needs a text");
+    }
     else if (arg === "--seed") {
       // A BigInt: seeds go up to 2^63-1, past what a double holds exactly.
       const text = argv[++i] ?? "";
@@ -34,7 +37,6 @@ function parseArgs(argv) {
     } else if (arg.startsWith("--")) throw new Error(`unknown option ${arg}`);
     else opts.model = arg;
   }
-  if (opts.prompt === undefined) throw new Error("--prompt needs a text");
   return opts;
 }
 
@@ -54,6 +56,7 @@ async function main() {
     console.error(`node_check: error: cannot read the model's metadata ${files.meta} (${e.code ?? e.message}); export writes it beside the .onnx file.`);
     return 2;
   }
+  if (opts.prompt === undefined) opts.prompt = readAbout(meta).prompt; // the model's default prompt
   const ort = createRequire(import.meta.url)("onnxruntime-node");
   let model;
   try {
