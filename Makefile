@@ -7,7 +7,14 @@ TORCH ?= torch
 
 WEB := webapp/web
 
-.PHONY: serve test web clean-venv
+# make serve MODEL=DIR serves another model folder; make model DATA=FILE trains one on your text.
+MODEL ?= models/chargpt
+DATA ?=
+RUN ?= runs/$(basename $(notdir $(DATA)))
+MINUTES ?= 10
+EXPORT_FLAGS ?=
+
+.PHONY: serve model test web clean-venv
 
 # The web app alone needs only requirements.txt (what a hosted Space installs).
 $(VENV)/.app-installed: requirements.txt
@@ -15,14 +22,29 @@ $(VENV)/.app-installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# --exit-with-parent: stopping make (Ctrl-C, kill PID) stops the server too.
 serve: $(VENV)/.app-installed
-	$(PY) -m webapp
+	$(PY) -m webapp --model "$(MODEL)" --exit-with-parent
+
+$(VENV)/.train-installed: requirements.txt requirements-train.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -r requirements-train.txt
+	touch $(VENV)/.app-installed $@
+
+# Your own text to a model folder the pages serve: `quick` (the shipped recipe) for MINUTES
+# minutes, then the checkpoint with the lower whole-split loss exported to RUN/model/.
+model: $(VENV)/.train-installed
+	@test -n "$(DATA)" || { echo "make model: name your text file: make model DATA=mine.txt" >&2; exit 2; }
+	$(PY) -m train --preset quick --time-budget $(MINUTES) --data "$(DATA)" --out "$(RUN)"
+	$(PY) -m export "$(RUN)" --lower-loss --out "$(RUN)/model/" $(EXPORT_FLAGS)
+	@echo "Serve it:  make serve MODEL=$(RUN)/model   (or: python -m webapp --model $(RUN)/model)"
 
 $(VENV)/.dev-installed: requirements.txt requirements-train.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $(VENV)/.app-installed $@
+	touch $(VENV)/.app-installed $(VENV)/.train-installed $@
 
 # The JavaScript side (onnxruntime-web/-node); --ignore-scripts: onnxruntime-node's install
 # script downloads extra binaries, and its CPU binaries ship in the package anyway.

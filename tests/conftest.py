@@ -31,6 +31,8 @@ TINY = ["--n-embd", "32", "--n-head", "4", "--n-layer", "2", "--block-size", "16
 def pytest_addoption(parser):
     parser.addoption("--fuzz-cases", type=int, default=40,
                      help="random requests in the API fuzz test (CI runs the default; the full test is 1000)")
+    parser.addoption("--fuzz-seed", type=int, default=20261126,
+                     help="seed of the fuzz test's requests (fixed, so that a failure can be replayed; -1: a random one)")
 
 
 @pytest.fixture(scope="session")

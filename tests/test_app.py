@@ -28,10 +28,16 @@ def serving(*args: str):
 
 
 @pytest.fixture(scope="module")
-def app_url(exported):
-    """The tiny fixture model: fast, for the API tests."""
-    with serving("--model", str(exported[1])) as url:
-        yield url
+def served(exported, tmp_path_factory):
+    """The tiny fixture model: fast, for the API tests. (url, the server's log file)"""
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    with open(log, "w") as stderr, running_app("--model", str(exported[1]), stderr=stderr) as (url, _):
+        yield url, log
+
+
+@pytest.fixture(scope="module")
+def app_url(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +68,44 @@ def test_random_seed_is_reported(client):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("x", 10**9, 0.8, 0, 1.0, 1), "greater than maximum value 2000"),
-    (("x", 10, -1, 0, 1.0, 1), "less than minimum value 0"),
-    (("x", 10, 0.8, 0, 0, 1), "less than minimum value 0.05"),
-    (("x", 10, 0.8, 0, 2, 1), "greater than maximum value 1"),
-    (("x", 10, 0.8, -5, 1.0, 1), "less than minimum value 0"),
+    (("x", 10**9, 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 1000000000."),
+    (("x", 10, -1, 0, 1.0, 1), "Temperature must be between 0 \\(greedy\\) and 10, not -1."),
+    (("x", 10, 0.8, 0, 0, 1), "Top_p must be above 0 and at most 1"),
+    (("x", 10, 0.8, 0, 2, 1), "Top_p must be above 0 and at most 1"),
+    (("x", 10, 0.8, -5, 1.0, 1), "Top_k must be a whole number, 0 for off, not -5."),
+    (("x", "ten", 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 'ten'."),
     (("x", 10, 0.8, 0, 1.0, 1.5), "Seed must be a whole number"),
     (("x" * 100_000, 10, 0.8, 0, 1.0, 1), "The prompt is 100,000 characters; the limit is 10,000"),
 ])
 def test_bad_api_input_gets_a_sentence_not_a_server_error(client, args, message):
     with pytest.raises(Exception, match=message):
         client.predict(*args, api_name="/generate")
+
+
+def test_a_refused_request_is_one_line_in_the_servers_log(client, served):
+    _, log = served
+    before = log.read_text().splitlines()
+    with pytest.raises(Exception, match="Max_new_tokens must be a whole number from 1 to 2000, not 100000."):
+        client.predict("ROMEO:", 100_000, 0.8, 0, 1.0, 1, api_name="/generate")
+    time.sleep(0.5)
+    new = log.read_text().splitlines()[len(before):]
+    assert len(new) == 1 and new[0].endswith(
+        " chargpt: refused a request: Max_new_tokens must be a whole number from 1 to 2000, not 100000."), new
+    assert "Traceback" not in log.read_text()
+
+
+def test_the_page_presents_the_model_from_its_metadata(app_url, shipped_app_url, small_text):
+    from export.about import example_prompts
+
+    """The tiny model's words were derived from its text at export; the shipped model keeps its own."""
+    tiny, shipped = (json.loads(urllib.request.urlopen(url + "config", timeout=30).read()) for url in (app_url, shipped_app_url))
+    assert tiny["title"] == "chargpt: small" and shipped["title"] == "chargpt: Shakespeare, one character at a time"
+    examples = [[c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"][0] for config in (tiny, shipped)]
+    assert examples[0] == [[e] for e in example_prompts(small_text.read_text(encoding="utf-8"))] and "MARCIUS:" in examples[0][0]
+    assert examples[1] == [["ROMEO:"], ["JULIET:\nO Romeo, Romeo!"], ["First Citizen:\n"], ["KING RICHARD III:\n"],
+                           ["MENENIUS:"], ["PETRUCHIO:\n"]]
+    header = [c["props"]["value"] for c in shipped["components"] if c.get("props", {}).get("elem_id") == "about"][0]
+    assert "<p>A small character-level GPT trained on Tiny Shakespeare. Write the start of a scene and let it continue.</p>" in header
 
 
 def test_hostile_prompts_are_handled(client):

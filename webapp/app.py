@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import logging
 import math
 import secrets
 import sys
@@ -20,11 +21,11 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 import gradio as gr
 
+from webapp.about import read_about
 from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, SettingsError, encode_prompt
 from webapp.cli import CONCURRENCY, QUEUE_SIZE
 from webapp.onnx_model import SHIPPED_MODEL
 
-EXAMPLES = ["ROMEO:", "JULIET:\nO Romeo, Romeo!", "First Citizen:\n", "KING RICHARD III:\n", "MENENIUS:", "PETRUCHIO:\n"]
 STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
 STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
@@ -32,6 +33,9 @@ STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
 # ~120 KB of JSON, so this leaves room for a clear "too long" answer to a long paste, and keeps
 # a hostile client from making the server hold megabytes per request (or fill the upload folder).
 MAX_REQUEST_BYTES = 2**20
+# A refused body is read and dropped up to this many bytes, so that its sender gets the answer;
+# a client that sends more is cut off (its connection reset) instead.
+DRAIN_BYTES = 16 * MAX_REQUEST_BYTES
 # Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
 # default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
 SESSION_CAPACITY = 100
@@ -55,15 +59,35 @@ def legend() -> str:
     return f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}</div>'
 
 
+LOG = logging.getLogger("chargpt.webapp")
+
+
+def refuse(message: str) -> gr.Error:
+    """The error that answers a refused request: one sentence to the client, one line in the
+    server's log (not Gradio's traceback: a refusal is not a fault of the server)."""
+    LOG.warning("refused a request: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+def values_as_sent(component):
+    """The component, with its API values passed to check_request as they were sent. Gradio's own
+    check of a slider's range answers an out-of-range number with a traceback in the log for
+    every such request; check_request refuses it with a sentence naming the field and one log
+    line. (An instance attribute: a subclass of a Gradio component writes a .pyi file beside
+    this one on import.)"""
+    component.preprocess = lambda payload: payload
+    return component
+
+
 def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed) -> tuple[str, Settings]:
     """Turn the six API inputs into a prompt and Settings, or raise gr.Error with one sentence."""
     if prompt is None:
         prompt = ""
     if not isinstance(prompt, str):
-        raise gr.Error("The prompt must be text.")
+        raise refuse("The prompt must be text.")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
-                       "(the model reads only its last few hundred anyway).")
+        raise refuse(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
+                     "(the model reads only its last few hundred anyway).")
     # JSON may carry lone UTF-16 surrogates ("\ud800"), which no UTF-8 answer can hold: pair
     # what pairs, and replace the rest by U+FFFD (then dropped as outside the vocabulary).
     prompt = prompt.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
@@ -74,7 +98,7 @@ def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed) -> tu
         settings = Settings(max_new_tokens=_number(max_new_tokens), temperature=_number(temperature),
                             top_k=_number(top_k), top_p=_number(top_p), seed=seed)
     except SettingsError as e:
-        raise gr.Error(str(e)[0].upper() + str(e)[1:]) from None
+        raise refuse(str(e)[0].upper() + str(e)[1:]) from None
     return prompt, settings
 
 
@@ -144,22 +168,25 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
         yield from stream_generation(engine, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
     loss_curve = engine.path.with_suffix(".loss.png")
-    with gr.Blocks(title="chargpt: Shakespeare, one character at a time") as demo:
-        gr.Markdown("# chargpt\nA small character-level GPT trained on Tiny Shakespeare, "
-                    "running on onnxruntime. Write the start of a scene and let it continue. " + static_site_note())
+    about = read_about(engine.metadata)  # the model's own words (export records them), or neutral ones
+    with gr.Blocks(title=about.title) as demo:
+        # HTML with the model's words escaped: they are shown as written, never as markup.
+        gr.HTML(f"<h1>{html.escape(about.title)}</h1><p>{html.escape(about.description)}</p>"
+                f"<p>It runs on onnxruntime ({engine.provider}). {static_site_note()}</p>", elem_id="about")
         with gr.Row():
             with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Prompt", value="ROMEO:", lines=3, max_length=MAX_PROMPT_CHARS)
+                prompt = gr.Textbox(label="Prompt", value=about.prompt, lines=3, max_length=MAX_PROMPT_CHARS)
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary")
                     stop_btn = gr.Button("Stop")
-                gr.Examples(EXAMPLES, inputs=prompt, cache_examples=False)
+                if about.examples:
+                    gr.Examples([[e] for e in about.examples], inputs=prompt, cache_examples=False)
             with gr.Column(scale=1):
-                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate")
-                temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)")
-                top_k = gr.Slider(0, len(engine.vocab), value=0, step=1, label="Top-k (0 = off)")
-                top_p = gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)")
-                seed = gr.Number(value=-1, precision=None, label="Seed (-1 = random)")
+                max_new_tokens = values_as_sent(gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate"))
+                temperature = values_as_sent(gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)"))
+                top_k = values_as_sent(gr.Slider(0, len(engine.vocab), value=0, step=1, label="Top-k (0 = off)"))
+                top_p = values_as_sent(gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)"))
+                seed = values_as_sent(gr.Number(value=-1, precision=None, label="Seed (-1 = random)"))
         gr.HTML(legend())
         colored = gr.HTML(elem_id="colored", label="Generated text")
         stats = gr.Markdown(elem_id="stats", label="Stats")
@@ -178,8 +205,8 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
 def static_site_note() -> str:
     """A link to the static page (the model in the visitor's browser) when it has been built."""
     if (STATIC_SITE / "index.html").is_file():
-        return f"The same model also runs [in your browser]({STATIC_URL}index.html), with no server."
-    return "The same model also runs in your browser with onnxruntime-web: see `webapp/web` in the README."
+        return f'The same model also runs <a href="{html.escape(STATIC_URL)}index.html">in your browser</a>, with no server.'
+    return "The same model also runs in your browser with onnxruntime-web: see <code>webapp/web</code> in the README."
 
 
 class RequestSizeLimit:
@@ -220,7 +247,7 @@ class RequestSizeLimit:
         # Read what the client is still sending and drop it (memory stays flat), so that it gets
         # the answer instead of a broken connection; a client sending without end is cut off.
         dropped = 0
-        while dropped < 16 * self.max_bytes:
+        while dropped < DRAIN_BYTES:
             message = await receive()
             dropped += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body"):
@@ -245,6 +272,13 @@ def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int |
     if (STATIC_SITE / "index.html").is_file():
         allowed.append(str(STATIC_SITE))
     from starlette.middleware import Middleware
+
+    if not LOG.handlers:  # refusals, one line each, beside Gradio's own output
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s chargpt: %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
 
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed, show_error=True,
                        max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": [Middleware(RequestSizeLimit)]},

@@ -28,7 +28,28 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"requests generating at once (default {CONCURRENCY})")
     p.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
                    help=f"requests that may wait; more are turned away with 'Queue is full' (default {QUEUE_SIZE})")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop serving when the process that started this one ends, however it ends (make serve uses it)")
     return p
+
+
+def exit_with_parent() -> None:
+    """Stop this server, as Ctrl-C would, once its parent process is gone. `make serve` runs the
+    server as make's child, and make passes on SIGTERM but not SIGINT or SIGHUP, and nothing
+    survives SIGKILL: without this, stopping make by its process id would leave the server running."""
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:  # an orphan is adopted by another process
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def generate_parser() -> argparse.ArgumentParser:
@@ -85,6 +106,8 @@ def serve_main(argv: list[str]) -> int:
         print(f"note: {engine.notice}", file=sys.stderr)
     from .app import build_demo, launch
 
+    if args.exit_with_parent:
+        exit_with_parent()
     launch(build_demo(engine, args.concurrency, args.queue_size), engine, host=args.host, port=args.port, share=args.share)
     return 0
 
