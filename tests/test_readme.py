@@ -1,0 +1,283 @@
+"""The README's commands, run as written on a fresh clone (`git clone` of this repository into a
+temporary folder, with ../shared beside it), shortened only where they train or benchmark.
+
+Every line of every ```bash block is either run (as written, with flags appended that shorten
+it, or as a server that is started, asked for a page and stopped) or skipped for a reason
+written here (it installs packages or needs the network). A new README command that no rule
+covers fails `test_every_readme_command_has_a_rule`, so the README cannot drift from what works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from benchmarks.load import free_port, wait_until_up
+
+from conftest import REPO, SHAKESPEARE, SHARED
+
+README = REPO / "README.md"
+VENV_BIN = Path(sys.executable).parent
+OWN_TEXT = "Your own text"
+
+
+def bash_blocks(readme: str) -> list[tuple[str, list[str]]]:
+    """(the section's heading, the block's lines) of each ```bash block, comments kept."""
+    blocks, heading = [], ""
+    lines = iter(readme.splitlines())
+    for line in lines:
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("```"):  # a fenced block: its lines are code, never headings
+            block = []
+            for inner in lines:
+                if inner.strip() == "```":
+                    break
+                block.append(inner)
+            if line.strip() == "```bash":
+                blocks.append((heading, [b for b in block if b.strip()]))
+    return blocks
+
+
+@dataclass
+class Rule:
+    """How the test runs a README line that starts with `prefix`."""
+
+    prefix: str
+    how: str  # "run" (append `extra`), "server" (start, fetch `page`, stop), "cd", or "skip"
+    extra: str = ""
+    page: str = ""
+    why: str = ""  # for "skip": why the line cannot run here
+
+
+SHORT_TRAINING = "--max-iters 30 --eval-iters 2"
+RULES = [
+    Rule("make test", "skip", why="it runs this test suite"),
+    Rule("make serve MODEL=", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config"),
+    Rule("make serve", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config"),
+    Rule("make model DATA=mine.txt", "skip", why="the command that 'Your own text' runs on faust.txt"),
+    Rule("make model", "run", extra="MINUTES=0.1 VENV={venv} -o {venv}/.train-installed"),
+    Rule("pip install", "skip", why="the test's environment holds what the README installs; no package downloads here"),
+    Rule("curl ", "skip", why="no network here: the test writes pg2229.txt itself, in Project Gutenberg's layout"),
+    Rule("git clone https://huggingface.co", "skip", why="pushing to a Space needs the network and an account"),
+    Rule("cd chargpt-static", "skip", why="pushing to a Space needs the network and an account"),
+    Rule("npm ci", "skip", why="node_modules is linked from the checkout under test (npm ci downloads)"),
+    Rule("cd ", "cd"),
+    Rule("python -m webapp generate", "run"),
+    Rule("python -m webapp", "server", page="config"),
+    Rule("python -m http.server", "server", page="model/model.json"),
+    Rule("python -m benchmarks.load", "run", extra="--clients 2 --chars 10 --burst 0"),
+    Rule("python -m benchmarks.generation", "run", extra="--chars 10 --prompt-chars 20 --runs 1 --batch 1"),
+    Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
+    Rule("python -m train --preset shakespeare-cpu", "run", extra="--time-budget 0.01 --eval-iters 1"),
+    Rule("python -m train --preset quick", "run", extra="--time-budget 0.01 --eval-iters 1"),
+    Rule("torchrun", "run", extra="--max-iters 2 --eval-iters 1 --batch-size 2 --block-size 32 --n-layer 1 --device cpu"),
+    Rule("python -m export", "run"),
+    Rule("python ../shared/tools/check_onnx_contract.py", "run"),
+    Rule("sed ", "run"),
+    Rule("node ", "run"),
+]
+
+
+def rule_for(line: str) -> Rule:
+    return next((r for r in RULES if line.startswith(r.prefix)), None)
+
+
+def test_every_readme_command_has_a_rule():
+    lines = [line for _, block in bash_blocks(README.read_text(encoding="utf-8")) for line in block]
+    assert len(lines) > 20
+    assert [line for line in lines if rule_for(line) is None] == []
+
+
+# -- running them on a fresh clone ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of the committed repository, with ../shared beside it, node_modules linked
+    from this checkout, and a cache holding Tiny Shakespeare (as `python -m train` leaves it)."""
+    root = tmp_path_factory.mktemp("fresh")
+    subprocess.run(["git", "clone", "-q", str(REPO), str(root / "chargpt")], check=True, timeout=120)
+    (root / "shared").symlink_to(SHARED.resolve())
+    node_modules = REPO / "webapp" / "web" / "node_modules"
+    if node_modules.is_dir():
+        (root / "chargpt" / "webapp" / "web" / "node_modules").symlink_to(node_modules)
+    cache = root / "cache"
+    cache.mkdir()
+    shutil.copy(SHAKESPEARE, cache / "tinyshakespeare.txt")
+    return root / "chargpt"
+
+
+def environment(clone: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADIO_SERVER_PORT", "VIRTUAL_ENV")}
+    return dict(env, PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", CHARGPT_CACHE=str(clone.parent / "cache"),
+                CHARGPT_SHARED=str(clone.parent / "shared"))
+
+
+def command(line: str, rule: Rule) -> str:
+    venv = VENV_BIN.parent
+    return f"{line.split(' #')[0].rstrip()} {rule.extra.format(venv=venv)}".strip()
+
+
+def run_line(line: str, rule: Rule, cwd: Path, env: dict, timeout: float = 420) -> subprocess.CompletedProcess:
+    result = subprocess.run(["bash", "-c", command(line, rule)], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def serve(line: str, rule: Rule, cwd: Path, env: dict, check=None) -> str:
+    """Start a server line on a free port, fetch its page (or run `check(url)`), stop it the way a
+    user would (Ctrl-C to make, SIGTERM to python), and return the page. Any process it leaves
+    behind fails the test."""
+    port = free_port()
+    line = re.sub(r"--port \d+", f"--port {port}", line)
+    line = re.sub(r"http\.server (.*) 8000", rf"http.server \1 {port}", line)
+    line = line.replace("--host 0.0.0.0", "--host 127.0.0.1")  # the same server, not exposed by a test
+    proc = subprocess.Popen(["bash", "-c", f"exec {command(line, rule)}"], cwd=cwd, env=dict(env, GRADIO_SERVER_PORT=str(port)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, proc, timeout=180)
+        if check is not None:
+            check(url)
+        with urllib.request.urlopen(url + rule.page, timeout=30) as r:
+            return r.read().decode("utf-8")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        assert_port_closed(port)
+
+
+def assert_port_closed(port: int, wait_s: float = 10) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+        except OSError:
+            return
+        time.sleep(0.25)
+    pytest.fail(f"a server still answers on port {port} after its command was stopped")
+
+
+def run_blocks(clone: Path, blocks: list[list[str]], pages: dict) -> None:
+    env = environment(clone)
+    for block in blocks:
+        cwd = clone
+        for line in block:
+            rule = rule_for(line)
+            assert rule is not None, f"no rule for README line {line!r}"
+            if rule.how == "skip":
+                continue
+            if rule.how == "cd":
+                cwd = (cwd / line.split()[1]).resolve()
+            elif rule.how == "server":
+                pages[line] = serve(line, rule, cwd, env)
+            else:
+                pages[line] = run_line(line, rule, cwd, env).stdout
+
+
+# A German play in Project Gutenberg's layout (an English header and licence around it, CRLF
+# line ends), which the README's sed line cuts away. A few runes too: a script that most fonts
+# lack must still show on the page.
+GERMAN_LINES = ["Habe nun, ach! Philosophie,", "Juristerei und Medizin,", "Und leider auch Theologie",
+                "Durchaus studiert, mit heißem Bemühn.", "Da steh ich nun, ich armer Tor!", "Und bin so klug als wie zuvor;",
+                "Heiße Magister, heiße Doktor gar", "Daß wir nichts wissen können!", "Das will mir schier das Herz verbrennen.",
+                "Grau, teurer Freund, ist alle Theorie,", "Und grün des Lebens goldner Baum.", "Verweile doch! du bist so schön!",
+                "Meine Ruh ist hin, mein Herz ist schwer;", "Ich bin der Geist, der stets verneint!", "Zwei Seelen wohnen, ach! in meiner Brust,",
+                "Wer immer strebend sich bemüht, den können wir erlösen.", "Es irrt der Mensch, so lang er strebt.",
+                "ᚠᚢᚦᚨᚱᚲ — Runen an der Wand.", "Süße Träume über Öl und Äpfel; Größe."]
+SPEAKERS = ["FAUST:", "MEPHISTOPHELES:", "MARGARETE:", "WAGNER:", "MARTHE:"]
+SHAKESPEARE_WORDS = ("Shakespeare", "ROMEO", "JULIET", "Citizen", "MENENIUS", "PETRUCHIO", "scene")
+
+
+def gutenberg_play(n_speeches: int = 400, seed: int = 3) -> str:
+    import random
+
+    rng = random.Random(seed)
+    play = []
+    for _ in range(n_speeches):
+        play += [rng.choice(SPEAKERS), *rng.sample(GERMAN_LINES, rng.randint(2, 4)), ""]
+    header = ["\ufeffThe Project Gutenberg eBook of Faust: Der Tragödie erster Teil", "", "This eBook is for the use of anyone.",
+              "*** START OF THE PROJECT GUTENBERG EBOOK FAUST: DER TRAGÖDIE ERSTER TEIL ***"]
+    footer = ["*** END OF THE PROJECT GUTENBERG EBOOK FAUST: DER TRAGÖDIE ERSTER TEIL ***", "Section 1. General Terms of Use"]
+    return "\r\n".join([*header, *play, *footer]) + "\r\n"
+
+
+def config_of(page: str) -> dict:
+    return json.loads(page)
+
+
+def test_your_own_text_from_a_file_to_the_page(clone):
+    blocks = [block for heading, block in bash_blocks(README.read_text(encoding="utf-8")) if heading == OWN_TEXT]
+    assert len(blocks) == 2 and any(line.startswith("make model DATA=faust.txt") for line in blocks[0])
+    (clone / "pg2229.txt").write_bytes(gutenberg_play().encode("utf-8"))
+    pages: dict[str, str] = {}
+    run_blocks(clone, blocks[:1], pages)
+    text = (clone / "faust.txt").read_text(encoding="utf-8")
+    assert "Project Gutenberg" not in text and "\r" not in text and text.lstrip().startswith(tuple(SPEAKERS))
+
+    made = next(out for line, out in pages.items() if line.startswith("make model"))
+    assert "Serve it:  make serve MODEL=runs/faust/model" in made
+    config = config_of(next(out for line, out in pages.items() if line.startswith("make serve")))
+    assert not [w for w in SHAKESPEARE_WORDS if w.lower() in json.dumps(config, ensure_ascii=False).lower()]
+    assert config["title"] == "chargpt: faust"
+    (examples,) = [c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"]
+    assert len(examples) >= 3 and all(example in text for (example,) in examples)
+    (prompt,) = [c["props"]["value"] for c in config["components"] if c["type"] == "textbox" and c["props"].get("label") == "Prompt"]
+    assert prompt == examples[0][0]
+    about = json.loads((clone / "runs/faust/model/onnx/model.json").read_text(encoding="utf-8"))["about"]
+    assert about["dataset"] == "faust" and about["examples"] == [e for (e,) in examples]
+
+    run_blocks(clone, blocks[1:], pages)  # the flags rename it: page, card and metadata
+    about = json.loads((clone / "runs/faust/model/onnx/model.json").read_text(encoding="utf-8"))["about"]
+    assert about == {"title": "chargpt: Goethes Faust", "dataset": "Goethes Faust",
+                     "description": "Ein kleines GPT, Zeichen für Zeichen.", "examples": ["Habe nun, ach!", "Mephistopheles\n"]}
+    card = (clone / "runs/faust/model/README.md").read_text(encoding="utf-8")
+    assert "Ein kleines GPT, Zeichen für Zeichen." in card and '`"Mephistopheles\\n"`' in card
+
+
+def test_make_serve_leaves_no_server_behind_however_make_is_stopped(clone):
+    """make passes SIGTERM on to the server, but not SIGINT, SIGHUP or SIGKILL: the server watches
+    for its parent's end (--exit-with-parent)."""
+    env = environment(clone)
+    venv = VENV_BIN.parent
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        port = free_port()
+        make = subprocess.Popen(["make", "serve", f"VENV={venv}", "-o", f"{venv}/.app-installed"], cwd=clone,
+                                env=dict(env, GRADIO_SERVER_PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_up(f"http://127.0.0.1:{port}/", make, timeout=180)
+        make.send_signal(sig)  # to make alone, as `kill PID` does: not to its process group
+        make.wait(timeout=30)
+        assert_port_closed(port)
+
+
+def test_the_other_readme_commands_as_written(clone):
+    blocks = [block for heading, block in bash_blocks(README.read_text(encoding="utf-8")) if heading != OWN_TEXT]
+    pages: dict[str, str] = {}
+    run_blocks(clone, blocks, pages)
+
+    def page(prefix: str) -> str:
+        return next(out for line, out in pages.items() if line.startswith(prefix))
+
+    assert config_of(page("make serve"))["title"] == "chargpt: Shakespeare, one character at a time"
+    assert "to export: python -m export runs/s02" in page("python -m train --preset seed-0.2m")
+    assert (clone / "runs/s02/model/onnx/model.onnx").is_file() and (clone / "runs/load.json").is_file()
+    assert (clone / "runs/bench.json").is_file()
+    assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
+    assert "ROMEO:" in page("node node_check.mjs")
+    assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
+    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json"}
