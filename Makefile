@@ -12,6 +12,7 @@ MODEL ?= models/chargpt
 DATA ?=
 RUN ?= runs/$(basename $(notdir $(DATA)))
 MINUTES ?= 10
+TRAIN_FLAGS ?=
 EXPORT_FLAGS ?=
 
 .PHONY: serve model test web clean-venv
@@ -29,14 +30,14 @@ serve: $(VENV)/.app-installed
 $(VENV)/.train-installed: requirements.txt requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -r requirements-train.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-train.txt
 	touch $(VENV)/.app-installed $@
 
 # Your own text to a model folder the pages serve: `quick` (the shipped recipe) for MINUTES
 # minutes, then the checkpoint with the lower whole-split loss exported to RUN/model/.
 model: $(VENV)/.train-installed
 	@test -n "$(DATA)" || { echo "make model: name your text file: make model DATA=mine.txt" >&2; exit 2; }
-	$(PY) -m train --preset quick --time-budget $(MINUTES) --data "$(DATA)" --out "$(RUN)"
+	$(PY) -m train --preset quick --time-budget $(MINUTES) --data "$(DATA)" --out "$(RUN)" $(TRAIN_FLAGS)
 	$(PY) -m export "$(RUN)" --lower-loss --out "$(RUN)/model/" $(EXPORT_FLAGS)
 	@echo "Serve it:  make serve MODEL=$(RUN)/model   (or: python -m webapp --model $(RUN)/model)"
 
