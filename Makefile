@@ -23,9 +23,10 @@ $(VENV)/.app-installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# --exit-with-parent: stopping make (Ctrl-C, kill PID) stops the server too.
+# exec: the server is make's own child (no shell between), and --exit-with-parent stops it
+# when make ends, however make is stopped (kill PID, kill -9 PID, Ctrl-C).
 serve: $(VENV)/.app-installed
-	$(PY) -m webapp --model "$(MODEL)" --exit-with-parent
+	exec $(PY) -m webapp --model "$(MODEL)" --exit-with-parent
 
 $(VENV)/.train-installed: requirements.txt requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
