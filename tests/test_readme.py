@@ -182,12 +182,14 @@ def run_blocks(clone: Path, blocks: list[list[str]], pages: dict) -> None:
             assert rule is not None, f"no rule for README line {line!r}"
             if rule.how == "skip":
                 continue
+            start = time.monotonic()
             if rule.how == "cd":
                 cwd = (cwd / line.split()[1]).resolve()
             elif rule.how == "server":
                 pages[line] = serve(line, rule, cwd, env)
             else:
                 pages[line] = run_line(line, rule, cwd, env).stdout
+            print(f"{time.monotonic() - start:6.1f} s  {line[:100]}")  # shown with pytest -s
 
 
 # A German play in Project Gutenberg's layout (an English header and licence around it, CRLF
