@@ -60,7 +60,7 @@ web: $(WEB)/node_modules/.installed
 
 # The JavaScript tests need npm; without it they are skipped (outside CI).
 test: $(VENV)/.dev-installed $(if $(shell command -v npm),$(WEB)/node_modules/.installed)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,7 +24,8 @@ from conftest import REPO, TINY
 from test_train import run_cli as start
 
 # Many checkpoints (one per evaluation), so that kills often land in or near a save.
-SETTINGS = [*TINY, "--max-iters", "600", "--eval-interval", "25", "--dropout", "0.1"]
+STEPS = 300
+SETTINGS = [*TINY, "--max-iters", str(STEPS), "--eval-interval", "25", "--dropout", "0.1"]
 
 
 def saved_step(run_dir: Path) -> int | None:
@@ -126,7 +127,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(u
     proc = start(*SETTINGS, "--data", small_text, "--out", run)
     kills, last = [], -1
     for _ in range(3):
-        if last < 600:  # killed in the final phase, a resumed run only evaluates and finishes
+        if last < STEPS:  # killed in the final phase, a resumed run only evaluates and finishes
             wait_for_checkpoint(run, proc, at_least=last + 1)  # training again, past where it was killed
         time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is not None:
@@ -143,7 +144,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(u
         assert proc.wait(timeout=300) == 0, f"kill schedule seed {seed}: {proc.stderr.read()}"
     assert kills, "the run finished before the first kill"
     meta = checkpoint.read_meta(run)
-    assert meta["step"] == 600 and "val_loss_full" in meta
+    assert meta["step"] == STEPS and "val_loss_full" in meta
     assert same_weights(run, uninterrupted), f"kill schedule seed {seed}, killed with checkpoints at {kills}"
     assert not [p for p in run.iterdir() if p.name.endswith((checkpoint.PENDING, ".tmp"))]
 
@@ -180,7 +181,7 @@ def test_a_full_disk_or_read_only_directory_while_saving_keeps_the_previous_chec
     step = saved_step(run)
     assert error == (f"python -m train: error: writing to {run} failed ({reason}); the checkpoint of step {step} there "
                      f"is intact: fix the problem (free space, write access), then continue with python -m train --resume {run}")
-    assert 100 <= step < 600
+    assert 100 <= step < STEPS
     meta = checkpoint.read_meta(run)
     checkpoint.verify_files(run, meta, [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
 
