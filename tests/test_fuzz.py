@@ -34,8 +34,8 @@ CODE_POINTS = [  # (first, last): the kinds of characters a prompt is drawn from
     (0xE000, 0xF8FF), (0xF0000, 0x10FFFF),  # private use
 ]
 MEMORY_GROWTH_MB = 100
-# What Gradio logs, with a traceback, for every error answer it sends: our sentences (gr.Error)
-# and its own checks of the inputs (a slider given a string). Any other exception is a server error.
+# What Gradio logs with a traceback for an error answer that is not a refusal of ours (those are
+# one line each: webapp/app.py's refuse): its own input checks. Any other exception is a server error.
 ANSWERED_ERRORS = ("gradio.exceptions.Error:", "gradio.exceptions.ComponentProcessingError:")
 CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
 
