@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from train.files import OutputExists, new_output_file, write_json
+from train.table import format_table as table
 from webapp.cli import CONCURRENCY, QUEUE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None) ->
     return phase
 
 
-def format_table(phases: list[Phase]) -> str:
+def phases_table(phases: list[Phase]) -> str:
     def number(x, spec):
         return "-" if x is None else format(x, spec)
 
@@ -164,10 +165,7 @@ def format_table(phases: list[Phase]) -> str:
     lines = [header] + [(p.name, str(p.clients), str(p.chars), str(p.completed), str(p.busy), str(p.failed),
                          number(p.p50_s, ".2f"), number(p.p95_s, ".2f"), number(p.chars_per_s, ",.0f"),
                          f"{number(p.rss_before_mb, '.0f')} → {number(p.rss_after_mb, '.0f')}") for p in phases]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
-    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(text)
+    return table(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    print(format_table(phases))
+    print(phases_table(phases))
     load = phases[1]
     growth = (load.rss_after_mb - phases[0].rss_after_mb) if pid else None
     print(f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "

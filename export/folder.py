@@ -16,6 +16,7 @@ import json
 
 from train.text import SHAKESPEARE_SHA256
 from webapp.model_folder import MODEL_FILE, byte_level
+from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT
 
 END_OF_TEXT = "<|endoftext|>"
 # Lengths are not capped by the model (the window is in the graph); tools want a number anyway.
@@ -101,10 +102,10 @@ def genai_config(metadata: dict) -> dict:
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
                 "head_size": c["head_dim"], "hidden_size": c["n_embd"],
                 "num_attention_heads": c["n_head"], "num_key_value_heads": c["n_head"], "num_hidden_layers": c["n_layer"],
-                "inputs": {"input_ids": "input_ids", "past_key_names": "past_key_values.%d.key",
-                           "past_value_names": "past_key_values.%d.value"},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
-                            "present_value_names": "present.%d.value"},
+                "inputs": {"input_ids": INPUT_IDS, "past_key_names": PAST.format(i="%d", kv="key"),
+                           "past_value_names": PAST.format(i="%d", kv="value")},
+                "outputs": {"logits": LOGITS, "present_key_names": PRESENT.format(i="%d", kv="key"),
+                            "present_value_names": PRESENT.format(i="%d", kv="value")},
                 "sliding_window": {"window_size": max(c["block_size"] - 2, 1), "cache_slack": 1,
                                    "layers": list(range(c["n_layer"])), "slide_key_value_cache": False, "slide_inputs": False},
             },

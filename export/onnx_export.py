@@ -14,8 +14,10 @@ from onnx import numpy_helper
 import torch
 
 from train.model import GPTLanguageModel
+from train.table import format_table as table
 
 from webapp.engine import Engine, EncodedPrompt, Settings
+from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names
 
 from .runtime import last_window_loss, plain_loop_loss
 
@@ -63,7 +65,7 @@ def quiet_loggers(*names: str):
 
 
 def past_names(n_layer: int) -> list[str]:
-    return [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    return cache_names(PAST, n_layer)
 
 
 def export_onnx(model: GPTLanguageModel, path: Path) -> None:
@@ -81,8 +83,8 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
             CachedLM(model).eval(),
             (ids, *past),
             dynamo=True,
-            input_names=["input_ids", *names],
-            output_names=["logits", *[n.replace("past_key_values", "present") for n in names]],
+            input_names=[INPUT_IDS, *names],
+            output_names=[LOGITS, *cache_names(PRESENT, model.config.n_layer)],
             dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)},
             external_data=False,
             optimize=True,
@@ -263,8 +265,8 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
             rest.append(logits)
         compare(f"prefill {split}, then decode", batch, beyond, np.concatenate(rest, axis=1), want)
 
-    feed = {"input_ids": rng.integers(0, cfg.vocab_size, (2, 5)), **engine.empty_past(2)}
-    end = engine.session.run(["logits"], feed)[0][..., cfg.vocab_size :]
+    feed = {INPUT_IDS: rng.integers(0, cfg.vocab_size, (2, 5)), **engine.empty_past(2)}
+    end = engine.session.run([LOGITS], feed)[0][..., cfg.vocab_size :]
     checks.append(Check("end-of-text logit", 2, 5, None, end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
                         f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})"))
 
@@ -289,13 +291,10 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
     return checks, onnx_ids
 
 
-def format_table(checks: list[Check]) -> str:
+def checks_table(checks: list[Check]) -> str:
     rows = [("check", "batch", "length", "max |Δ logit|", "result")]
     for c in checks:
         diff = f"{c.diff:.2e}" if c.diff is not None else (c.detail or "-")
         rows.append((c.name, str(c.batch), str(c.length), diff, "ok" if c.ok else "FAIL"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + (f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32); the plain loop at most "
+    return table(rows, markdown=False) + (f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32); the plain loop at most "
                               f"{PLAIN_LOOP_SLACK} nats/char above the last window, its cache within the window")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+from .metrics import read_metrics
 
 
 def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float] | None = None) -> None:

@@ -24,6 +24,14 @@ METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256
 OPTIONAL_KEYS = ("about",)  # what the pages say about the model (webapp/about.py); older exports lack it
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
 SIDECAR_SHA256 = "onnx_sha256"  # the JSON sidecar's record of the model file's own SHA-256
+# The graph's names (DESIGN.md), as generation libraries expect them; export writes them from here.
+INPUT_IDS, LOGITS = "input_ids", "logits"
+PAST, PRESENT = "past_key_values.{i}.{kv}", "present.{i}.{kv}"
+
+
+def cache_names(template: str, n_layer: int) -> list[str]:
+    """PAST or PRESENT for every layer, key then value: the order of the graph's inputs/outputs."""
+    return [template.format(i=i, kv=kv) for i in range(n_layer) for kv in ("key", "value")]
 
 
 def parse_metadata(props: dict[str, str], source: str) -> dict:
@@ -105,8 +113,8 @@ class OnnxModel:
         # A prompt's characters before its last receptive_field cannot change what comes next.
         self.receptive_field = config["receptive_field"]
         self.n_head, self.head_dim = config["n_head"], config["head_dim"]
-        self.past_names = [f"past_key_values.{i}.{kv}" for i in range(config["n_layer"]) for kv in ("key", "value")]
-        self.output_names = ["logits"] + [n.replace("past_key_values", "present") for n in self.past_names]
+        self.past_names = cache_names(PAST, config["n_layer"])
+        self.output_names = [LOGITS, *cache_names(PRESENT, config["n_layer"])]
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return {n: np.zeros((batch, self.n_head, 0, self.head_dim), np.float32) for n in self.past_names}
@@ -118,5 +126,5 @@ class OnnxModel:
         sampled (export.onnx_export.END_OF_TEXT_LOGIT)."""
         if past is None:
             past = self.empty_past(ids.shape[0])
-        logits, *presents = self.session.run(self.output_names, {"input_ids": ids.astype(np.int64, copy=False), **past})
+        logits, *presents = self.session.run(self.output_names, {INPUT_IDS: ids.astype(np.int64, copy=False), **past})
         return logits[..., : len(self.vocab)], dict(zip(self.past_names, presents))

@@ -1,0 +1,29 @@
+"""A run's metrics.jsonl: one JSON record per line (train losses, evaluations, the final
+whole-split loss), appended as training goes. The one writer and the one reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METRICS = "metrics.jsonl"
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def parse_metrics_line(line: str) -> dict | None:
+    """One record, or None for a line that a crash or a full disk cut short."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Every whole record of a metrics.jsonl; a line cut short is skipped."""
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    return [r for r in map(parse_metrics_line, lines) if r is not None]
