@@ -36,9 +36,10 @@ import torch
 
 from export.onnx_export import export_onnx, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
 from train.files import new_output_file, write_json
+from train.table import format_table as table
 from train.model import GPTLanguageModel
 from webapp.engine import Engine, EncodedPrompt, Settings
-from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
+from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 FALLBACK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
@@ -91,12 +92,12 @@ def session_floor(engine: Engine) -> Decoder:
 
     def run(prompt: np.ndarray, n: int):
         batch = prompt.shape[0]
-        feed = {"input_ids": prompt[:, -engine.receptive_field :], **engine.empty_past(batch)}
+        feed = {INPUT_IDS: prompt[:, -engine.receptive_field :], **engine.empty_past(batch)}
         step_ids = np.zeros((batch, 1), np.int64)
         for _ in range(n):
             _, *presents = session.run(outputs, feed)
             yield step_ids[:, 0]
-            feed = {"input_ids": step_ids, **dict(zip(names, presents))}
+            feed = {INPUT_IDS: step_ids, **dict(zip(names, presents))}
     return run
 
 
@@ -152,16 +153,14 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
     return rows
 
 
-def format_table(rows: list[Row], floor: str, engine: str) -> str:
+def results_table(rows: list[Row], floor: str, engine: str) -> str:
     header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
     lines = [header]
     for r in rows:
         same = "-" if r.same_text is None else ("yes" if r.same_text else "no")
         lines.append((r.decoder, str(r.batch), f"{r.chars_per_s:,.0f}", f"{r.ms_per_char:.3f}", f"{r.first_char_ms:.2f}",
                       f"{r.speedup:.1f}" if r.speedup else "-", same))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
-    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    text = [table(lines)]
     for batch in sorted({r.batch for r in rows}):
         by_name = {r.decoder: r for r in rows if r.batch == batch}
         if floor in by_name and engine in by_name:
@@ -222,12 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(args.model, device="cpu")
         if args.checkpoint:
             from train import checkpoint
-            from train.model import GPTConfig
 
-            meta = checkpoint.read_meta(Path(args.checkpoint))
-            model = GPTLanguageModel(GPTConfig.from_dict({**meta["model"], "dropout": 0.0}))
-            checkpoint.load_model_weights(model, checkpoint.load_weights(Path(args.checkpoint), meta), Path(args.checkpoint))
-            model.eval()
+            model = checkpoint.load_model(Path(args.checkpoint))  # eval mode: no dropout
         else:
             model = torch_model_from_onnx(engine.path)
     except (ModelLoadError, ValueError, OSError) as e:
@@ -251,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3]}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
                          slow={names[0], names[2]}, reference=names[0], same_as=same_as)
-    table = format_table(rows, floor=names[5], engine=names[3] if engine is fp32 else names[4])
-    print(table)
+    print(results_table(rows, floor=names[5], engine=names[3] if engine is fp32 else names[4]))
     if json_out:
         write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
                               "rows": [asdict(r) for r in rows]})

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from train.files import atomic_write, file_sha256, temp_file, write_json
+from train.table import format_table
 from webapp.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
 
@@ -199,11 +200,10 @@ def page_about(args: argparse.Namespace, vocab: list[str], data_path: str, sha25
 def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     from train import checkpoint
-    from train.model import GPTConfig, GPTLanguageModel
     from train.text import DataError, read_text, split_index
 
     from . import metadata as md
-    from .onnx_export import export_onnx, format_table, name_weights, set_metadata, verify
+    from .onnx_export import checks_table, export_onnx, name_weights, set_metadata, verify
     from webapp.onnx_model import OnnxModel
 
     prog = "python -m export"
@@ -215,9 +215,7 @@ def export_main(argv: list[str]) -> int:
             run_dir = lower_loss_checkpoint(run_dir)
         meta = checkpoint.read_meta(run_dir)
         check_outputs(out, folder, args.quantize is not None, args.force)
-        model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
-        checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
-        model.eval()
+        model = checkpoint.load_model(run_dir, meta)
         data_path = args.data or training_text(meta["dataset"]["sha256"], meta["dataset"]["path"])
         text, sha = read_text(Path(data_path))
         if sha != meta["dataset"]["sha256"]:
@@ -243,7 +241,7 @@ def export_main(argv: list[str]) -> int:
         name_weights(tmp, model)
         set_metadata(tmp, md.to_props(metadata))
         checks, greedy_ids = verify(model, tmp, prompt, val_ids)
-        table = format_table(checks)
+        table = checks_table(checks)
         print(table)
         if not all(c.ok for c in checks):
             return fail(prog, f"the ONNX export does not match PyTorch (see the table); nothing was written to {out}.",
@@ -347,7 +345,7 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
     rows = [("weights", "size (MB)", "val loss"), ("float32", f"{fp32.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
             ("int8", f"{target.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}")]
     delta = int8_loss - fp32_loss
-    table = "\n".join(f"{r[0]:<28}{r[1]:>10}{r[2]:>10}" for r in rows)
+    table = format_table(rows, markdown=False)
     table += f"\nint8 - fp32: {delta:+.4f} nats/char over {n:,} characters (allowed: +{INT8_TOLERANCE})"
     print(table)
     if delta > INT8_TOLERANCE:

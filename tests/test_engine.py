@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from train import checkpoint
-from train.model import GPTConfig, GPTLanguageModel
 from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError, OnnxModel
 from webapp.sampling import SplitMix64, next_ids
@@ -21,11 +20,7 @@ def engine(exported):
 
 @pytest.fixture(scope="module")
 def torch_model(exported):
-    run_dir = exported[0]
-    meta = checkpoint.read_meta(run_dir)
-    model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
-    checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
-    return model.eval()
+    return checkpoint.load_model(exported[0])
 
 
 @pytest.mark.parametrize("prompt", ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak."])

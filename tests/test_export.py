@@ -20,7 +20,8 @@ from export.cli import main as export_main
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import SHIPPED_MODEL, OnnxModel
 from train import checkpoint
-from train.model import GPTConfig, GPTLanguageModel
+from train.files import file_sha256
+from train.model import GPTLanguageModel
 
 from conftest import SHARED, trained_run
 
@@ -28,10 +29,7 @@ MODERN = ["--position", "rotary", "--activation", "swiglu", "--norm", "rmsnorm",
 
 
 def load_torch_model(run_dir: Path) -> GPTLanguageModel:
-    meta = checkpoint.read_meta(run_dir)
-    model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
-    checkpoint.load_model_weights(model, checkpoint.load_weights(run_dir, meta), run_dir)
-    return model.eval()
+    return checkpoint.load_model(run_dir)
 
 
 def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(exported):
@@ -65,7 +63,7 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     run_dir, out, _ = exported
     lm = OnnxModel(out)
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar == {**lm.metadata, "onnx_sha256": checkpoint.file_sha256(out)}  # and the file's own checksum
+    assert sidecar == {**lm.metadata, "onnx_sha256": file_sha256(out)}  # and the file's own checksum
     meta = checkpoint.read_meta(run_dir)
     assert lm.vocab == meta["vocab"] and "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
     assert lm.metadata["config"] == {**{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
@@ -74,7 +72,7 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     training = lm.metadata["training"]
     assert training["val_loss"] == meta["val_loss_full"] and training["step"] == 60
     assert training["params"] == load_torch_model(run_dir).num_params()
-    assert lm.metadata["source_sha256"] == checkpoint.file_sha256(run_dir / "model.safetensors")
+    assert lm.metadata["source_sha256"] == file_sha256(run_dir / "model.safetensors")
 
 
 def test_onnxruntime_matches_pytorch_and_cached_decoding_matches_a_full_forward(exported):

@@ -263,3 +263,15 @@ def test_the_default_out_dir_is_made_under_runs(tmp_path, capsys, small_text, mo
     assert code == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("seed-0.2m-") and checkpoint.read_meta(run)["step"] == 3
+
+
+def test_the_metrics_reader_skips_a_line_cut_short_and_the_plot_still_draws(tmp_path):
+    from train.metrics import read_metrics
+    from train.plot import plot_losses
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"kind": "train", "step": 10, "loss": 3.0}\n{"kind": "eval", "step": 10, "train_loss": 2.9, '
+                       '"val_loss": 3.1}\n{"kind": "train", "st')  # a crash in the middle of a write
+    assert [r["kind"] for r in read_metrics(metrics)] == ["train", "eval"]
+    plot_losses(metrics, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_write, file_sha256, temp_file, write_json  # noqa: F401 (re-exported)
+from .files import atomic_write, file_sha256, write_json
 
 FORMAT = "chargpt-checkpoint/1"
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.pt"
@@ -163,6 +163,17 @@ def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], s
         raise CheckpointError(
             f"{source} does not fit the model in its config.json (missing {missing[:3]}, unexpected {unexpected[:3]})."
         )
+
+
+def load_model(directory: Path, meta: dict | None = None):
+    """The GPTLanguageModel saved in `directory` (a run or its best/), weights checked against
+    config.json, in eval mode on the CPU: the one way a checkpoint becomes a model."""
+    from .model import GPTConfig, GPTLanguageModel
+
+    meta = read_meta(directory) if meta is None else meta
+    model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
+    load_model_weights(model, load_weights(directory, meta), Path(directory))
+    return model.eval()
 
 
 def _is_tied(model: torch.nn.Module, name: str, state: dict) -> bool:

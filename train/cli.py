@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         model_cfg, cfg, corpus, run_dir, meta = plan_run(args)
         trainer = Trainer(model_cfg, cfg, corpus, run_dir, device, args.compile, meta)
-        if trainer.world.is_main:
+        if trainer.job.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
     except (UsageError, DataError, CheckpointError, ValueError) as e:
         print(f"python -m train: error: {e}", file=sys.stderr)

@@ -60,7 +60,8 @@ class TrainConfig:
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
-SEED = dict(batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0)
+# The lecture's hyperparameters ("Let's build GPT"), the code this project started from.
+LECTURE = dict(batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0)
 
 # The baseline of the CPU ablations (issue 5's 10-minute probe): rotary positions, ReLU^2, no
 # biases, zero-initialised output projections, lr 2e-3 with warmup and cosine decay.
@@ -75,10 +76,10 @@ CPU_RECIPE = dict(CPU_BASELINE, optimizer="muon", attention_dropout=False)
 
 PRESETS: dict[str, dict] = {
     # The seed's two models ("Let's build GPT"): its architecture and loop.
-    "seed-0.2m": dict(SEED, n_embd=64, n_head=4, n_layer=4),
+    "seed-0.2m": dict(LECTURE, n_embd=64, n_head=4, n_layer=4),
     # The seed's 2.7M model; its constant learning rate reaches 1.7640 here (seed 1337), 0.055 worse
     # than the seed's 1.7088, while 100 warmup steps and a cosine decay reach 1.6594 (README).
-    "seed-2.7m": dict(SEED, n_embd=192, n_head=6, n_layer=6, lr_schedule="cosine", warmup_iters=100),
+    "seed-2.7m": dict(LECTURE, n_embd=192, n_head=6, n_layer=6, lr_schedule="cosine", warmup_iters=100),
     # The ablations' baseline (models/README.md), run with --time-budget 10 and one change each.
     "cpu-baseline": dict(CPU_BASELINE),
     # The shipped model's recipe: the most validation loss per CPU minute found here, meant for
@@ -88,7 +89,7 @@ PRESETS: dict[str, dict] = {
     "quick": dict(CPU_RECIPE, time_budget=10.0),
     # nanoGPT's Shakespeare-char model; sized for a GPU.
     "nanogpt-10m": dict(
-        SEED, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
+        LECTURE, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
         eval_interval=500, max_iters=5000, learning_rate=1e-3,
     ),
 }

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, optional warmup + cosine, clipping, evaluation, checkpoints.
+"""The training loop: AdamW, or Muon for the blocks' matrices and AdamW for the rest, optional
+warmup + cosine, clipping, evaluation, checkpoints.
 
 Reproducibility: every random draw of step s (its batch, its dropout masks) comes from a seed
 derived from (seed, s, rank), not from a generator carried through the run. A checkpoint is
@@ -26,13 +27,15 @@ from . import checkpoint
 from .checkpoint import BEST_DIR, lower_loss_checkpoint
 from .config import TrainConfig, lr_at
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
+from .files import atomic_write, write_json
 from .flops import measure_matmul_peak, train_flops_per_char
+from .metrics import METRICS, append_metrics, read_metrics
 from .model import GPTConfig, GPTLanguageModel, model_size_mb
 from .optim import build_optimizers
 from .plot import plot_losses
 from .text import CharTokenizer, eval_batches, read_text
 
-METRICS, SAMPLE, LOSS_PNG = "metrics.jsonl", "sample.txt", "loss.png"
+SAMPLE, LOSS_PNG = "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
 SAMPLE_CHARS = 500
 FINISH_OVERHEAD_S = 3.0  # final checkpoint, sample file, loss plot (matplotlib's import)
@@ -63,7 +66,7 @@ class Dist:
     """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
 
     rank: int = 0
-    world: int = 1
+    size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
 
     @property
     def is_main(self) -> bool:
@@ -71,11 +74,11 @@ class Dist:
 
 
 def init_distributed(device: torch.device) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
         return Dist()
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), world)
+    return Dist(dist.get_rank(), size)
 
 
 def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
@@ -91,11 +94,11 @@ def autocast_for(device: torch.device):
 
 
 @torch.no_grad()
-def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step: int, world: Dist, device) -> dict:
+def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step: int, job: Dist, device) -> dict:
     """The seed's progress estimate: mean loss over eval_iters random batches per split."""
     model.eval()
     out = {}
-    g = torch.Generator().manual_seed(step_seed(cfg.seed, step, world.rank, stream=1))  # never the training draws
+    g = torch.Generator().manual_seed(step_seed(cfg.seed, step, job.rank, stream=1))  # never the training draws
     for split, data in (("train", corpus.train), ("val", corpus.val)):
         losses = torch.zeros(cfg.eval_iters)
         for k in range(cfg.eval_iters):
@@ -104,9 +107,9 @@ def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step
                 _, loss, _ = model(x.to(device), y.to(device))
             losses[k] = loss.item()
         mean = losses.mean()
-        if world.world > 1:
+        if job.size > 1:
             dist.all_reduce(mean)
-            mean /= world.world
+            mean /= job.size
         out[split] = mean.item()
     model.train()
     return out
@@ -149,20 +152,6 @@ class StopFlag:
         self.requested = True
 
 
-def append_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def parse_metrics_line(line: str) -> dict | None:
-    """One metrics.jsonl record, or None for a line that a crash or a full disk cut short."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
     """Keep the metric lines that the checkpoint being resumed (at `step`) had behind it: a
     killed run may have written lines past it, and those steps are about to be redone. An
@@ -171,7 +160,7 @@ def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
     path = run_dir / METRICS
     if not path.exists():
         return
-    records = [r for r in map(parse_metrics_line, path.read_text(encoding="utf-8", errors="replace").splitlines()) if r]
+    records = read_metrics(path)
 
     def behind_checkpoint(r: dict) -> bool:
         at = r.get("step", 0)
@@ -180,7 +169,7 @@ def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
         return at < step or r.get("kind") != "eval" or last_eval == step
 
     kept = "".join(json.dumps(r) + "\n" for r in records if behind_checkpoint(r))
-    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
 
 
 class Trainer:
@@ -189,8 +178,8 @@ class Trainer:
     def __init__(self, model_cfg: GPTConfig, cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device,
                  compile_model: bool = False, resume_meta: dict | None = None):
         check_long_enough(corpus.train, corpus.val, model_cfg.block_size)
-        self.world = init_distributed(device)
-        if self.world.world > 1 and device.type == "cuda":
+        self.job = init_distributed(device)
+        if self.job.size > 1 and device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         self.model_cfg, self.cfg, self.corpus, self.run_dir, self.device = model_cfg, cfg, corpus, run_dir, device
@@ -204,15 +193,17 @@ class Trainer:
             checkpoint.load_model_weights(self.model, checkpoint.load_weights(run_dir, resume_meta), run_dir)
             self.optimizer.load_state_dict(checkpoint.load_optimizer_state(run_dir, resume_meta))
             self.state.update({k: resume_meta[k] for k in self.state if k in resume_meta})
-        self.forward = torch.compile(self.model) if compile_model else self.model
-        if self.world.world > 1:
+        # The model as the training steps call it: compiled and/or wrapped for DDP (self.model
+        # stays the plain module whose weights are saved).
+        self.step_model = torch.compile(self.model) if compile_model else self.model
+        if self.job.size > 1:
             ids = [device.index] if device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
-        self.tokens_per_step = cfg.batch_size * model_cfg.block_size * self.world.world
+            self.step_model = torch.nn.parallel.DistributedDataParallel(self.step_model, device_ids=ids)
+        self.tokens_per_step = cfg.batch_size * model_cfg.block_size * self.job.size
         self.clock_start = time.perf_counter() - self.state["elapsed_s"]
         # The hardware's float32 matmul rate, measured now in this process (same threads, same
         # load), against which the training rate is reported; every process has its own.
-        self.peak_flops = measure_matmul_peak(device, PEAK_SECONDS) * self.world.world
+        self.peak_flops = measure_matmul_peak(device, PEAK_SECONDS) * self.job.size
         self.flops_per_char = train_flops_per_char(model_cfg)
         self.train_time, self.timed_steps = 0.0, 0
         self.resumed = resume_meta is not None
@@ -229,7 +220,7 @@ class Trainer:
         return self.chars_per_s() * self.flops_per_char / self.peak_flops
 
     def say(self, line: str) -> None:
-        if self.world.is_main:
+        if self.job.is_main:
             tqdm.write(line)
 
     def meta(self, **extra) -> dict:
@@ -245,12 +236,12 @@ class Trainer:
         }
 
     def save(self, **extra) -> None:
-        if self.world.is_main:
+        if self.job.is_main:
             checkpoint.save(self.run_dir, self.model, self.meta(**extra), self.optimizer)
 
     def agree(self, *flags: bool) -> list[bool]:
         """Each flag, True on every rank when it is True on any (signals reach ranks at different steps)."""
-        if self.world.world == 1:
+        if self.job.size == 1:
             return list(flags)
         t = torch.tensor([float(f) for f in flags], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -264,7 +255,7 @@ class Trainer:
         self.say(f"{self.model.num_params() / 1e6} M parameters")
         if self.resumed:
             self.say(f"resuming {self.run_dir} at step {step} of {cfg.max_iters}")
-            if self.world.is_main:
+            if self.job.is_main:
                 trim_metrics(self.run_dir, step, self.state["last_eval"])
         else:
             self.save()  # a checkpoint from the first moment: a run killed at any time can be resumed
@@ -272,7 +263,7 @@ class Trainer:
         budget_s = cfg.time_budget * 60 if cfg.time_budget else None
         calibrate_at = step + 20 if budget_s and not self.state["max_iters_fitted"] else None
         self.bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True,
-                        disable=None if self.world.is_main else True)  # None: a bar on terminals only
+                        disable=None if self.job.is_main else True)  # None: a bar on terminals only
         self.model.train()
         while step < self.cfg.max_iters:
             out_of_time = budget_s is not None and self.elapsed() > budget_s - self.state["reserve_s"]
@@ -297,10 +288,10 @@ class Trainer:
             self.report(step, loss)
         self.bar.close()
         self.save()
-        if self.world.world > 1:
-            self.say(f"ranks in sync: {self.world.world} processes, "
+        if self.job.size > 1:
+            self.say(f"ranks in sync: {self.job.size} processes, "
                      f"{ranks_out_of_sync(self.model, self.device)} parameter tensors differ from rank 0")
-        if self.world.is_main:
+        if self.job.is_main:
             self.finish()
         self._shutdown()
         return 0
@@ -308,11 +299,11 @@ class Trainer:
     def train_step(self, step: int) -> torch.Tensor:
         t0 = time.perf_counter()
         self.optimizer.set_lr(lr_at(step, self.cfg))
-        seed = step_seed(self.cfg.seed, step, self.world.rank)
+        seed = step_seed(self.cfg.seed, step, self.job.rank)
         torch.manual_seed(seed)  # this step's dropout masks
         x, y = get_batch(self.corpus.train, self.cfg.batch_size, self.model_cfg.block_size, torch.Generator().manual_seed(seed))
         with autocast_for(self.device):
-            _, loss, _ = self.forward(x.to(self.device), y.to(self.device))
+            _, loss, _ = self.step_model(x.to(self.device), y.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -326,11 +317,11 @@ class Trainer:
 
     def evaluate(self, step: int) -> None:
         t0 = time.perf_counter()
-        losses = estimate_loss(self.forward, self.corpus, self.cfg, self.model_cfg.block_size, step, self.world, self.device)
+        losses = estimate_loss(self.step_model, self.corpus, self.cfg, self.model_cfg.block_size, step, self.job, self.device)
         self.eval_s = time.perf_counter() - t0
         self.state.update(last_eval=step, losses=losses)
         self.say(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        if self.world.is_main:
+        if self.job.is_main:
             append_metrics(self.run_dir, {"kind": "eval", "step": step, "train_loss": losses["train"], "val_loss": losses["val"],
                                           "lr": lr_at(step, self.cfg), "tokens": self.state["tokens_seen"],
                                           "elapsed_s": round(self.elapsed(), 3)})
@@ -356,7 +347,7 @@ class Trainer:
         self.state["reserve_s"] = forward_s * 2 * val_batches + sample_s + FINISH_OVERHEAD_S
         step_s = self.train_time / max(1, self.timed_steps)
         fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"])
-        if self.world.world > 1:
+        if self.job.size > 1:
             t = torch.tensor([fitted], device=self.device)
             dist.broadcast(t, src=0)
             fitted = int(t.item())
@@ -367,7 +358,7 @@ class Trainer:
         self.bar.total = fitted
 
     def report(self, step: int, loss: torch.Tensor) -> None:
-        if not self.world.is_main:
+        if not self.job.is_main:
             return
         self.bar.update(1)
         if step % LOG_EVERY == 0 or step == self.cfg.max_iters:
@@ -388,11 +379,10 @@ class Trainer:
             best_meta = checkpoint.read_meta(best_dir)
             best_full = val_full
             if best_meta["step"] != self.state["step"]:
-                best = GPTLanguageModel(self.model_cfg).to(self.device)
-                checkpoint.load_model_weights(best, checkpoint.load_weights(best_dir, best_meta), best_dir)
+                best = checkpoint.load_model(best_dir, best_meta).to(self.device)
                 best_full = full_split_loss(best, corpus.val, self.model_cfg.block_size, self.device)
                 self.say(f"best checkpoint ({best_dir}, step {best_meta['step']}): val loss (whole split) {best_full:.4f}")
-            checkpoint.write_json(best_dir / checkpoint.CONFIG, {**best_meta, "val_loss_full": best_full})
+            write_json(best_dir / checkpoint.CONFIG, {**best_meta, "val_loss_full": best_full})
             to_export = lower_loss_checkpoint(run_dir, val_full, best_full)
         self.say(f"to export: python -m export {to_export}   ({export_reason(run_dir, to_export)})")
         self.say(f"Model size: {model_size_mb(model):.2f} MB")
@@ -415,10 +405,10 @@ class Trainer:
                   peak_fraction=round(self.utilisation(), 4), peak_gflops=round(self.peak_flops / 1e9, 1))
 
     def _shutdown(self) -> None:
-        if self.world.world > 1:
+        if self.job.size > 1:
             # Release DDP's reducer (and the gloo work it holds) while Python is fully alive:
             # left to interpreter shutdown, gloo's threads can abort the process.
-            self.forward = self.model
+            self.step_model = self.model
             gc.collect()
             dist.barrier()  # rank 0 may still be finishing
             dist.destroy_process_group()

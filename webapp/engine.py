@@ -25,6 +25,8 @@ MAX_NEW_TOKENS = 2000  # per request, on the server
 MAX_PROMPT_CHARS = 10_000
 MAX_SAMPLES = 8
 MAX_SEED = 2**63 - 1
+MAX_TEMPERATURE = 10
+# The JavaScript port (webapp/web/chargpt.js, LIMITS) keeps the same limits; tests/test_web.py ties them.
 
 
 class SettingsError(ValueError):
@@ -45,8 +47,8 @@ class Settings:
         checks = [
             (is_integer(self.max_new_tokens) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS,
              f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens!r}"),
-            (is_number(self.temperature) and 0 <= self.temperature <= 10,
-             f"temperature must be between 0 (greedy) and 10, not {self.temperature!r}"),
+            (is_number(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
+             f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE}, not {self.temperature!r}"),
             (is_integer(self.top_k) and self.top_k >= 0, f"top_k must be a whole number, 0 for off, not {self.top_k!r}"),
             (is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be above 0 and at most 1 (1 = off), not {self.top_p!r}"),
             (is_integer(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to 2^63-1, not {self.seed!r}"),

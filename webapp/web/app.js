@@ -10,6 +10,11 @@ ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 // Threads need a cross-origin isolated page (COOP/COEP headers), which static hosts rarely send.
 ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 
+// The inputs' bounds are the engine's limits (one definition: chargpt.js's LIMITS).
+$("length").max = LIMITS.maxNewTokens;
+$("temperature").max = LIMITS.maxTemperature;
+$("prompt").maxLength = LIMITS.maxPromptChars;
+
 let model = null;
 let stopRequested = false;
 

@@ -107,15 +107,16 @@ export function encodePrompt(text, vocab) {
   return { ids, dropped: [...dropped] };
 }
 
-export const LIMITS = { maxNewTokens: 2000, maxPromptChars: 10000, maxSeed: 2n ** 63n - 1n };
+// webapp/engine.py's limits (MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, MAX_TEMPERATURE); tests/test_web.py ties them.
+export const LIMITS = { maxNewTokens: 2000, maxPromptChars: 10000, maxSeed: 2n ** 63n - 1n, maxTemperature: 10 };
 
 /** Checked settings, or a RangeError whose message says which and why (as the Python engine). */
 export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0, topP = 1, seed = 0 } = {}) {
   const whole = (x) => Number.isInteger(x);
   if (!(whole(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= LIMITS.maxNewTokens))
     throw new RangeError(`max_new_tokens must be a whole number from 1 to ${LIMITS.maxNewTokens}, not ${maxNewTokens}.`);
-  if (!(Number.isFinite(temperature) && temperature >= 0 && temperature <= 10))
-    throw new RangeError(`temperature must be between 0 (greedy) and 10, not ${temperature}.`);
+  if (!(Number.isFinite(temperature) && temperature >= 0 && temperature <= LIMITS.maxTemperature))
+    throw new RangeError(`temperature must be between 0 (greedy) and ${LIMITS.maxTemperature}, not ${temperature}.`);
   if (!(whole(topK) && topK >= 0)) throw new RangeError(`top_k must be a whole number, 0 for off, not ${topK}.`);
   if (!(Number.isFinite(topP) && topP > 0 && topP <= 1)) throw new RangeError(`top_p must be above 0 and at most 1 (1 = off), not ${topP}.`);
   const big = typeof seed === "bigint" ? seed : Number.isInteger(seed) ? BigInt(seed) : -1n;
