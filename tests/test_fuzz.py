@@ -16,7 +16,7 @@ import random
 import pytest
 
 from benchmarks.load import rss_mb, running_app
-from webapp.app import DRAIN_BYTES
+from webapp.size_limit import DRAIN_BYTES
 from webapp.engine import MAX_NEW_TOKENS
 
 from test_app import raw_generate

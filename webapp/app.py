@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import logging
-import math
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -22,20 +19,15 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import gradio as gr
 
 from webapp.about import read_about
-from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, Settings, SettingsError, encode_prompt
-from webapp.cli import CONCURRENCY, QUEUE_SIZE
+from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, encode_prompt
+from webapp.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
 from webapp.onnx_model import SHIPPED_MODEL
+from webapp.api_input import LOG, check_request, values_as_sent
 
 STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
 STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
-# The largest request body the server reads: a prompt of MAX_PROMPT_CHARS characters is at most
-# ~120 KB of JSON, so this leaves room for a clear "too long" answer to a long paste, and keeps
-# a hostile client from making the server hold megabytes per request (or fill the upload folder).
-MAX_REQUEST_BYTES = 2**20
-# A refused body is read and dropped up to this many bytes, so that its sender gets the answer;
-# a client that sends more is cut off (its connection reset) instead.
-DRAIN_BYTES = 16 * MAX_REQUEST_BYTES
+CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
 # Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
 # default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
 SESSION_CAPACITY = 100
@@ -57,62 +49,6 @@ def char_span(ch: str, p: float) -> str:
 def legend() -> str:
     stops = "".join(f'<span style="background:{color(p)}">&nbsp;{p:.1f}&nbsp;</span>' for p in (0.1, 0.3, 0.5, 0.7, 0.9))
     return f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}</div>'
-
-
-LOG = logging.getLogger("chargpt.webapp")
-
-
-def refuse(message: str) -> gr.Error:
-    """The error that answers a refused request: one sentence to the client, one line in the
-    server's log (not Gradio's traceback: a refusal is not a fault of the server)."""
-    LOG.warning("refused a request: %s", message)
-    return gr.Error(message, print_exception=False)
-
-
-def values_as_sent(component):
-    """The component, with its API values passed to check_request as they were sent. Gradio's own
-    check of a slider's range answers an out-of-range number with a traceback in the log for
-    every such request; check_request refuses it with a sentence naming the field and one log
-    line. (An instance attribute: a subclass of a Gradio component writes a .pyi file beside
-    this one on import.)"""
-    component.preprocess = lambda payload: payload
-    return component
-
-
-def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed) -> tuple[str, Settings]:
-    """Turn the six API inputs into a prompt and Settings, or raise gr.Error with one sentence."""
-    if prompt is None:
-        prompt = ""
-    if not isinstance(prompt, str):
-        raise refuse("The prompt must be text.")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise refuse(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
-                     "(the model reads only its last few hundred anyway).")
-    # JSON may carry lone UTF-16 surrogates ("\ud800"), which no UTF-8 answer can hold: pair
-    # what pairs, and replace the rest by U+FFFD (then dropped as outside the vocabulary).
-    prompt = prompt.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    seed = _number(seed)
-    if seed is None or seed == "" or seed == -1:
-        seed = secrets.randbelow(2**31)  # reported in the stats line, so the text can be made again
-    try:
-        settings = Settings(max_new_tokens=_number(max_new_tokens), temperature=_number(temperature),
-                            top_k=_number(top_k), top_p=_number(top_p), seed=seed)
-    except SettingsError as e:
-        raise refuse(str(e)[0].upper() + str(e)[1:]) from None
-    return prompt, settings
-
-
-def _number(x):
-    """Numbers through the API may arrive as strings; anything unparseable stays as it is and
-    is refused by Settings with a sentence naming the field."""
-    if isinstance(x, str):
-        try:
-            return float(x) if any(c in x.lower() for c in ".en") else int(x)
-        except ValueError:
-            return x
-    if isinstance(x, float) and x.is_integer() and math.isfinite(x):
-        return int(x)
-    return x
 
 
 def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k, top_p, seed):
@@ -207,60 +143,6 @@ def static_site_note() -> str:
     if (STATIC_SITE / "index.html").is_file():
         return f'The same model also runs <a href="{html.escape(STATIC_URL)}index.html">in your browser</a>, with no server.'
     return "The same model also runs in your browser with onnxruntime-web: see <code>webapp/web</code> in the README."
-
-
-class RequestSizeLimit:
-    """ASGI middleware: a request body over max_bytes is answered 413 with one sentence, before
-    it is read into memory (declared by Content-Length, or counted as it streams in)."""
-
-    def __init__(self, app, max_bytes: int = MAX_REQUEST_BYTES):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
-            return await self.refuse(receive, send)
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise RequestTooLarge
-            return message
-
-        async def unless_too_large(message):
-            if received <= self.max_bytes:  # past the limit, the app's own answer (a 400: body unreadable) is dropped
-                await send(message)
-
-        try:
-            await self.app(scope, counted, unless_too_large)
-        except RequestTooLarge:
-            pass
-        if received > self.max_bytes:
-            await self.refuse(receive, send)
-
-    async def refuse(self, receive, send):
-        # Read what the client is still sending and drop it (memory stays flat), so that it gets
-        # the answer instead of a broken connection; a client sending without end is cut off.
-        dropped = 0
-        while dropped < DRAIN_BYTES:
-            message = await receive()
-            dropped += len(message.get("body", b""))
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
-        body = json.dumps({"detail": f"The request is larger than {self.max_bytes / 2**20:g} MB; a prompt may have at most "
-                                     f"{MAX_PROMPT_CHARS:,} characters."}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class RequestTooLarge(Exception):
-    pass
 
 
 def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):

@@ -8,7 +8,6 @@ import sys
 from .engine import MAX_NEW_TOKENS, Engine, Settings, SettingsError, encode_prompt
 from .onnx_model import SHIPPED_MODEL, ModelLoadError
 
-CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
 USAGE_ERROR = 2
 
 
@@ -19,6 +18,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def serve_parser() -> argparse.ArgumentParser:
+    from .app import CONCURRENCY, QUEUE_SIZE  # the page's module (and gradio) only where a page is served
+
     p = argparse.ArgumentParser(prog="python -m webapp", description="Serve the chargpt Gradio page and its /generate API. "
                                 "See also: python -m webapp generate --help")
     add_model_args(p)
