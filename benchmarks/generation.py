@@ -74,14 +74,13 @@ def onnx_uncached(engine: Engine) -> Decoder:
 
 
 def engine_decoder(engine: Engine) -> Decoder:
-    index = {c: i for i, c in enumerate(engine.vocab)}
-
+    """The web app's engine as it serves (characters, stop filters), read at the level of ids."""
     def run(prompt: np.ndarray, n: int):
         encoded = EncodedPrompt(prompt[0].tolist(), "")
         settings = Settings(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0])
         for step in engine.generate(encoded, settings):
-            if step.pieces[0]:  # the last Step flushes nothing when there is no stop string
-                yield np.array([index[piece[0][0]] for piece in step.pieces])
+            if step.ids is not None:  # the last Step only flushes the stop filters
+                yield step.ids
     return run
 
 

@@ -16,7 +16,7 @@ import torch
 from train.model import GPTLanguageModel
 from train.table import format_table as table
 
-from webapp.engine import Engine, EncodedPrompt, Settings
+from webapp.engine import Engine, Settings
 from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names
 
 from .runtime import last_window_loss, plain_loop_loss
@@ -270,8 +270,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
     checks.append(Check("end-of-text logit", 2, 5, None, end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
                         f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})"))
 
-    text_out = engine.complete(EncodedPrompt(prompt, ""), Settings(max_new_tokens=GREEDY_CHARS, temperature=0))[0]
-    onnx_ids = [engine.vocab.index(c) for c in text_out]
+    onnx_ids = [int(ids[0]) for ids, _ in engine.decode(prompt, Settings(max_new_tokens=GREEDY_CHARS, temperature=0))]
     torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[0].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)

@@ -190,3 +190,16 @@ def test_an_old_format_model_is_refused_with_how_to_export_again(tmp_path):
     with pytest.raises(ModelLoadError, match=r"has chargpt format '1' and this version reads '2' \(format 1 keeps the window "
                                              r"outside its graph\); export its checkpoint again with `python -m export RUN_DIR --out DIR/`"):
         Engine(tmp_path / "old.onnx")
+
+
+def test_decode_is_the_id_level_loop_under_the_text_and_runs_no_forward_pass_past_the_end(engine, monkeypatch):
+    settings = Settings(max_new_tokens=25, temperature=0.9, top_k=10, seed=3, num_samples=2)
+    prompt = encode_prompt("ROMEO:", engine.vocab)
+    calls = []
+    forward = engine.forward
+    monkeypatch.setattr(engine, "forward", lambda ids, past=None: calls.append(ids.shape) or forward(ids, past))
+    rows = [ids for ids, _ in engine.decode(prompt.ids, settings)]
+    assert calls == [(2, len(prompt.ids))] + [(2, 1)] * 24  # a prefill, then one cached step per character but the last
+    texts = ["".join(engine.vocab[i] for i in column) for column in zip(*[r.tolist() for r in rows])]
+    monkeypatch.undo()
+    assert texts == engine.complete(prompt, settings) and texts[0] != texts[1]

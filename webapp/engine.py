@@ -148,42 +148,55 @@ class StopFilter:
 @dataclass
 class Step:
     """What each row adds to its text: (character, probability the model gave it) pairs, and
-    whether the row has finished (its stop string appeared)."""
+    whether the row has finished (its stop string appeared); `ids` are the sampled ids (None
+    on the last Step, which only releases what a stop filter held back)."""
 
     pieces: list[list[tuple[str, float]]]
     finished: list[bool]
+    ids: np.ndarray | None = None
 
 
 class Engine(OnnxModel):
-    """Text generation on an OnnxModel: prefill, cached steps, sampling, stop strings."""
+    """Text generation on an OnnxModel, in layers: `decode` is the plain loop over ids (prefill,
+    then one cached step per character, as gpt-fast names the phases), `generate` adds
+    characters and stop strings, `complete` collects the text."""
 
-    def last_logits(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Logits of the last position [B, vocab], and the new cache.
+    def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Logits after the prompt [B, vocab] and the cache: only its last receptive_field
+        characters can change what comes next, so only those are run.
 
         Plain session.run with numpy arrays: keeping the cache inside onnxruntime with
         IOBinding was measured 10% slower per character here (binding 26 values a step in
         Python costs more than the copies it saves; benchmarks/generation.py)."""
-        logits, past = self.forward(ids, past)
+        logits, past = self.forward(ids[:, -self.receptive_field :])
         return logits[:, -1], past
+
+    def step(self, ids: np.ndarray, past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One cached step: the logits after `ids` [B] and the cache, fed back as is."""
+        logits, past = self.forward(ids[:, None], past)
+        return logits[:, -1], past
+
+    def decode(self, prompt_ids: list[int], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The plain loop at the level of ids: yields (ids [rows], the probability the model gave
+        each) per new character, num_samples rows with seeds seed + row; no forward pass after
+        the last character asked for."""
+        rows = settings.num_samples
+        rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
+        logits, past = self.prefill(np.tile(np.array(prompt_ids, dtype=np.int64), (rows, 1)))
+        for n in range(settings.max_new_tokens):
+            ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
+            yield ids, softmax(logits)[np.arange(rows), ids]
+            if n < settings.max_new_tokens - 1:
+                logits, past = self.step(ids, past)
 
     def generate(self, prompt: EncodedPrompt, settings: Settings) -> Iterator[Step]:
         """Yield a Step per new character until max_new_tokens, or until every row has stopped."""
-        rows = settings.num_samples
-        context = np.tile(np.array(prompt.ids[-self.receptive_field :], dtype=np.int64), (rows, 1))
-        rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
-        filters = [StopFilter(settings.stop) for _ in range(rows)]
-        row_index = np.arange(rows)
-        logits, past = self.last_logits(context, None)
-        for step in range(settings.max_new_tokens):
-            ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
-            probs = softmax(logits)[row_index, ids]
+        filters = [StopFilter(settings.stop) for _ in range(settings.num_samples)]
+        for ids, probs in self.decode(prompt.ids, settings):
             pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
-            yield Step(pieces, [f.finished for f in filters])
+            yield Step(pieces, [f.finished for f in filters], ids)
             if all(f.finished for f in filters):
                 return
-            if step == settings.max_new_tokens - 1:
-                break  # no forward pass for a character nobody asked for
-            logits, past = self.last_logits(ids[:, None], past)
         yield Step([f.flush() for f in filters], [f.finished for f in filters])
 
     def complete(self, prompt: str | EncodedPrompt, settings: Settings) -> list[str]:
