@@ -33,6 +33,8 @@ def pytest_addoption(parser):
                      help="random requests in the API fuzz test (CI runs the default; the full test is 1000)")
     parser.addoption("--fuzz-seed", type=int, default=20261126,
                      help="seed of the fuzz test's requests (fixed, so that a failure can be replayed; -1: a random one)")
+    parser.addoption("--kill-seed", type=int, default=20261126,
+                     help="seed of the SIGKILL test's waits between kills (fixed; -1: a random one)")
 
 
 @pytest.fixture(scope="session")

@@ -70,9 +70,11 @@ def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text
          "--prompt-chars", "20", "--chars", "30", "--batch", "1", "2", "--runs", "2", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert "batch 2: row '4. engine, float32' takes" in result.stdout and "| decoder" in result.stdout
+    assert "batch 2: row '4. engine, float32' takes" in result.stdout
+    assert "| decoder" in result.stdout
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 2}
+    assert len(rows) == 12
+    assert {r["batch"] for r in rows} == {1, 2}
     assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.")))
     assert all(r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5.")))  # references
 
@@ -82,14 +84,17 @@ def test_command_refuses_bad_numbers_and_existing_json(exported, small_text, tmp
     (tmp_path / "old.json").write_text("{}")
     result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--json",
                              str(tmp_path / "old.json")], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2 and f"--json {tmp_path / 'old.json'} already exists" in result.stderr
+    assert result.returncode == 2
+    assert f"--json {tmp_path / 'old.json'} already exists" in result.stderr
     assert (tmp_path / "old.json").read_text() == "{}"
     result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--chars", "0"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2 and "at least 1" in result.stderr
+    assert result.returncode == 2
+    assert "at least 1" in result.stderr
     result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(small_text)],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
+    assert result.returncode == 2
+    assert "not a readable ONNX model" in result.stderr
 
 
 def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exported, tmp_path):
@@ -99,16 +104,23 @@ def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exp
          "--concurrency", "1", "--queue-size", "2", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "load: 3 clients, 0 failures" in result.stdout and "after it the server answered" in result.stdout
+    assert "load: 3 clients, 0 failures" in result.stdout
+    assert "after it the server answered" in result.stdout
     phases = {p["name"]: p for p in json.loads(out.read_text())["phases"]}
     load, burst = phases["load"], phases["burst"]
-    assert load["completed"] == 3 and load["p95_s"] >= load["p50_s"] > 0 and load["rss_after_mb"] > 0
+    assert load["completed"] == 3
+    assert load["p95_s"] >= load["p50_s"] > 0
+    assert load["rss_after_mb"] > 0
     # One generating and two waiting fit; the rest of the 12 are turned away at once.
-    assert burst["failed"] == 0 and burst["completed"] >= 3 and burst["busy"] >= 1 and burst["completed"] + burst["busy"] == 12
+    assert burst["failed"] == 0
+    assert burst["completed"] >= 3
+    assert burst["busy"] >= 1
+    assert burst["completed"] + burst["busy"] == 12
     assert phases["after the burst"]["completed"] == 1
 
 
 def test_load_command_refuses_bad_numbers():
     result = subprocess.run([sys.executable, "-m", "benchmarks.load", "--clients", "0"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2 and "--clients, --chars, --burst-chars and --concurrency must be at least 1" in result.stderr
+    assert result.returncode == 2
+    assert "--clients, --chars, --burst-chars and --concurrency must be at least 1" in result.stderr

@@ -15,18 +15,23 @@ def test_vocabulary_is_the_sorted_set_of_characters_and_round_trips():
 
 def test_shakespeare_vocabulary_and_split(shakespeare):
     content, sha = text.read_text(shakespeare)
-    assert len(content) == 1_115_394 and sha == data.SHAKESPEARE_SHA256
+    assert len(content) == 1_115_394
+    assert sha == data.SHAKESPEARE_SHA256
     tok = CharTokenizer.from_text(content)
-    assert tok.vocab_size == 65 and tok.chars[:2] == ("\n", " ")
+    assert tok.vocab_size == 65
+    assert tok.chars[:2] == ("\n", " ")
     train, val = data.split_ids(torch.arange(len(content)))
-    assert len(train) == 1_003_854 and len(val) == 111_540 and val[0] == train[-1] + 1
+    assert len(train) == 1_003_854
+    assert len(val) == 111_540
+    assert val[0] == train[-1] + 1
 
 
 def test_batches_are_windows_shifted_by_one():
     ids = torch.arange(100)
     x, y = data.get_batch(ids, 4, 8, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 8)
-    assert torch.equal(y, x + 1) and torch.equal(x[:, 1:], x[:, :-1] + 1)
+    assert torch.equal(y, x + 1)
+    assert torch.equal(x[:, 1:], x[:, :-1] + 1)
 
 
 @pytest.mark.parametrize("n, block", [(100, 8), (33, 32), (65, 32), (2, 5)])
@@ -40,7 +45,8 @@ def test_eval_windows_predict_every_character_once(n, block):
 def test_eval_batches_cover_the_windows_in_groups():
     batches = list(text.eval_batches(101, 8, 5))
     assert [(s, n) for starts, n in batches for s in starts] == text.eval_windows(101, 8)
-    assert all(len(starts) <= 5 for starts, _ in batches) and batches[-1] == ([96], 4)
+    assert all(len(starts) <= 5 for starts, _ in batches)
+    assert batches[-1] == ([96], 4)
 
 
 def test_download_is_verified_and_cached(tmp_path, monkeypatch, shakespeare):

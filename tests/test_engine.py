@@ -67,7 +67,8 @@ def test_same_seed_same_text_and_batch_rows_are_independent(engine):
     batch = engine.complete("JULIET:", settings)
     assert batch == engine.complete("JULIET:", settings)
     singles = [engine.complete("JULIET:", Settings(max_new_tokens=60, temperature=0.9, seed=5 + r))[0] for r in range(3)]
-    assert batch == singles and len(set(batch)) == 3
+    assert batch == singles
+    assert len(set(batch)) == 3
 
 
 def test_probabilities_are_those_the_model_gave(engine, exported):
@@ -78,17 +79,22 @@ def test_probabilities_are_those_the_model_gave(engine, exported):
     logits, _ = lm.forward(np.array([prompt.ids]), lm.empty_past(1))
     probs = np.exp(logits[0, -1] - logits[0, -1].max())
     probs /= probs.sum()
-    assert ch == lm.vocab[int(probs.argmax())] and p == pytest.approx(float(probs.max()), rel=1e-5)
+    assert ch == lm.vocab[int(probs.argmax())]
+    assert p == pytest.approx(float(probs.max()), rel=1e-5)
 
 
 def test_stop_string_ends_generation_and_is_not_shown():
     f = StopFilter("\n\n")
     shown = [f.push(c, 0.5) for c in "ab\nc\n\nzz"]
     assert "".join(c for piece in shown for c, _ in piece) == "ab\nc"
-    assert shown[2] == [] and shown[3] == [("\n", 0.5), ("c", 0.5)]  # a held-back newline is released
-    assert f.finished and f.push("x", 1.0) == []
+    assert shown[2] == []
+    assert shown[3] == [("\n", 0.5), ("c", 0.5)]  # a held-back newline is released
+    assert f.finished
+    assert f.push("x", 1.0) == []
     held = StopFilter("END")
-    assert held.push("E", 1) == [] and held.push("N", 1) == [] and held.flush() == [("E", 1), ("N", 1)]
+    assert held.push("E", 1) == []
+    assert held.push("N", 1) == []
+    assert held.flush() == [("E", 1), ("N", 1)]
 
 
 def test_stop_string_through_the_engine(engine):
@@ -100,9 +106,12 @@ def test_stop_string_through_the_engine(engine):
 
 def test_prompt_characters_outside_the_vocabulary_are_replaced_or_dropped(engine):
     encoded = encode_prompt("Café 🙂 {x}", engine.vocab)
-    assert encoded.replaced == {"é": "e"} and encoded.dropped == ["🙂", "{", "}"]
-    assert encoded.text == "Cafe  x" and "dropped '🙂', '{', '}'" in encoded.notice()
-    assert encode_prompt("", engine.vocab).text == "\n" and encode_prompt("🙂", engine.vocab).text == "\n"
+    assert encoded.replaced == {"é": "e"}
+    assert encoded.dropped == ["🙂", "{", "}"]
+    assert encoded.text == "Cafe  x"
+    assert "dropped '🙂', '{', '}'" in encoded.notice()
+    assert encode_prompt("", engine.vocab).text == "\n"
+    assert encode_prompt("🙂", engine.vocab).text == "\n"
     # A long prompt: only its last receptive_field characters can change what comes next.
     long = "To be, or not to be, that is the question. " * 20
     tail = long[-engine.receptive_field:]
@@ -150,7 +159,8 @@ def test_cuda_asked_for_falls_back_to_cpu_with_a_notice(exported):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     engine = Engine(exported[1], device="cuda")
-    assert engine.provider == "CPUExecutionProvider" and "running on CPU" in engine.notice
+    assert engine.provider == "CPUExecutionProvider"
+    assert "running on CPU" in engine.notice
 
 
 def test_a_model_folder_missing_a_file_is_named(tmp_path):
@@ -202,4 +212,5 @@ def test_decode_is_the_id_level_loop_under_the_text_and_runs_no_forward_pass_pas
     assert calls == [(2, len(prompt.ids))] + [(2, 1)] * 24  # a prefill, then one cached step per character but the last
     texts = ["".join(engine.vocab[i] for i in column) for column in zip(*[r.tolist() for r in rows])]
     monkeypatch.undo()
-    assert texts == engine.complete(prompt, settings) and texts[0] != texts[1]
+    assert texts == engine.complete(prompt, settings)
+    assert texts[0] != texts[1]

@@ -42,11 +42,13 @@ def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(
     assert re.search(r"end-of-text logit\s+2\s+5\s+-1e\+09 \(id \d+\)\s+ok", result.stdout)
     loop = re.search(r"plain loop vs last window, 1,500 val chars\s+1\s+1484\s+([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok",
                      result.stdout)
-    assert loop and float(loop.group(1)) == pytest.approx(float(loop.group(2)), abs=1e-4)  # learned positions: exactly the window
+    assert loop
+    assert float(loop.group(1)) == pytest.approx(float(loop.group(2)), abs=1e-4)  # learned positions: exactly the window
     assert "FAIL" not in result.stdout
     assert out.with_name("tiny.loss.png").read_bytes()[:4] == b"\x89PNG"  # the run's curve, checkpoint marked
     card = out.with_suffix(".md").read_text()
-    assert "validation loss (whole split" in card and "## Verification against PyTorch" in card
+    assert "validation loss (whole split" in card
+    assert "## Verification against PyTorch" in card
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left
 
 
@@ -65,12 +67,14 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar == {**lm.metadata, "onnx_sha256": file_sha256(out)}  # and the file's own checksum
     meta = checkpoint.read_meta(run_dir)
-    assert lm.vocab == meta["vocab"] and "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
+    assert lm.vocab == meta["vocab"]
+    assert "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
     assert lm.metadata["config"] == {**{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
                                      "head_dim": 8, "receptive_field": 16, "position": "learned", "activation": "relu", "norm": "layernorm",
                                      "bias": True, "tie_weights": False, "qk_norm": False, "mlp_ratio": 4, "rope_base": 10000.0}
     training = lm.metadata["training"]
-    assert training["val_loss"] == meta["val_loss_full"] and training["step"] == 60
+    assert training["val_loss"] == meta["val_loss_full"]
+    assert training["step"] == 60
     assert training["params"] == load_torch_model(run_dir).num_params()
     assert lm.metadata["source_sha256"] == file_sha256(run_dir / "model.safetensors")
 
@@ -154,11 +158,14 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
     run_dir = trained_run(tmp_path_factory, small_text, *MODERN)
     assert export_main([str(run_dir)]) == 0  # by default, a model folder in the run directory
     out = capsys.readouterr().out
-    assert "greedy 200 characters" in out and "FAIL" not in out
+    assert "greedy 200 characters" in out
+    assert "FAIL" not in out
     loop = re.search(r"plain loop vs last window.*?([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok", out)
-    assert loop and float(loop.group(1)) - float(loop.group(2)) <= 0.01
+    assert loop
+    assert float(loop.group(1)) - float(loop.group(2)) <= 0.01
     lm = OnnxModel(run_dir / "model")
-    assert lm.metadata["config"]["position"] == "rotary" and lm.receptive_field == 2 * 15 + 1
+    assert lm.metadata["config"]["position"] == "rotary"
+    assert lm.receptive_field == 2 * 15 + 1
 
 
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
@@ -178,7 +185,8 @@ def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, m
     out = tmp_path / "broken.onnx"
     assert export_main([str(run_dir), "--out", str(out)]) == 1
     captured = capsys.readouterr()
-    assert "FAIL" in captured.out and "does not match PyTorch" in captured.err
+    assert "FAIL" in captured.out
+    assert "does not match PyTorch" in captured.err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -188,7 +196,9 @@ def assert_refused(capsys, argv, message, prog="python -m export"):
     code = export_main(argv)
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith(f"{prog}: error: ") and message in err and err.count("\n") == 1
+    assert err.startswith(f"{prog}: error: ")
+    assert message in err
+    assert err.count("\n") == 1
 
 
 def test_bad_export_inputs(exported, tmp_path, capsys):
@@ -255,7 +265,8 @@ def test_the_folder_holds_what_generation_libraries_read(french_folder):
     config = json.loads((folder / "config.json").read_text())
     assert (config["model_type"], config["vocab_size"], config["eos_token_id"]) == ("gpt2", end + 1, end)
     genai = json.loads((folder / "genai_config.json").read_text())["model"]
-    assert genai["eos_token_id"] == genai["pad_token_id"] == end and genai["vocab_size"] == end + 1
+    assert genai["eos_token_id"] == genai["pad_token_id"] == end
+    assert genai["vocab_size"] == end + 1
     assert genai["decoder"]["sliding_window"]["window_size"] + genai["decoder"]["sliding_window"]["cache_slack"] == 15
     proto = onnx.load(str(folder / "onnx" / "model.onnx"))
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input[:2]]
@@ -272,7 +283,9 @@ def test_the_card_carries_the_hubs_metadata(french_folder):
     val = OnnxModel(folder).metadata["training"]["val_loss"]
     assert f"      value: {round(val, 4)}" in front.splitlines()
     assert "datasets:" not in front  # not Tiny Shakespeare: the card names the text by its SHA-256
-    assert body.startswith("# french-tiny") and "## Use it" in body and "onnxruntime_genai" in body
+    assert body.startswith("# french-tiny")
+    assert "## Use it" in body
+    assert "onnxruntime_genai" in body
 
 
 @pytest.mark.parametrize("text", ["« Où êtes-vous\u202f? »\n", "Ça c’est l’été — déjà… 🎭 Ω €"])
@@ -323,7 +336,8 @@ def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakes
     ids = np.array([lm.vocab.index(c) for c in text[split_index(len(text)) :][:1500]], dtype=np.int64)
     loop, count, longest = plain_loop_loss(lm, ids)
     exact = last_window_loss(lm, ids)
-    assert count == 1500 - 128 and longest == 127
+    assert count == 1500 - 128
+    assert longest == 127
     assert 0 <= loop - exact <= 0.01
 
 

@@ -87,11 +87,15 @@ def check_answer(event: str, data, request: list) -> str:
         return "error"
     if event == "complete":
         text, colored, stats = data
-        assert isinstance(text, str) and isinstance(colored, str) and "characters in" in stats, str(data)[:300]
+        assert isinstance(text, str), str(data)[:300]
+        assert isinstance(colored, str), str(data)[:300]
+        assert "characters in" in stats, str(data)[:300]
         return "text"
     assert event == "error", event
     message = data.get("error") if isinstance(data, dict) else data  # Gradio 6 sends {"error": ..., "title": ...}
-    assert isinstance(message, str) and message.strip() and "Traceback" not in message, (data, [str(v)[:50] for v in request])
+    assert isinstance(message, str), (data, [str(v)[:50] for v in request])
+    assert message.strip(), (data, [str(v)[:50] for v in request])
+    assert "Traceback" not in message, (data, [str(v)[:50] for v in request])
     return "error"
 
 
@@ -146,7 +150,8 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
     assert proc.poll() is None, "the server died"
     assert not server_errors(log.read_text()), server_errors(log.read_text())[:5]
     assert after - before < MEMORY_GROWTH_MB, f"RSS grew from {before:.0f} to {after:.0f} MB over {cases} cases"
-    assert outcomes["text"] and outcomes["error"], outcomes  # both kinds of answer were exercised
+    assert outcomes["text"], outcomes
+    assert outcomes["error"], outcomes  # both kinds of answer were exercised
     print(f"fuzz seed {seed}: {cases} cases, {outcomes}, RSS {before:.0f} -> {after:.0f} MB")
 
 

@@ -148,7 +148,8 @@ def test_rotary_is_the_pairwise_rotation_bit_for_bit():
     cos, sin = rotary_tables(14, 16, 10000.0)
     cos, sin = cos[5:], sin[5:]  # positions 5..13
     c, s = cos[:, :8], sin[:, 8:]
-    assert torch.equal(sin[:, :8], -s) and torch.equal(cos[:, 8:], c)
+    assert torch.equal(sin[:, :8], -s)
+    assert torch.equal(cos[:, 8:], c)
     x1, x2 = x.chunk(2, dim=-1)
     assert torch.equal(apply_rotary(x, cos, sin), torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1))
 
@@ -193,7 +194,8 @@ def test_muon_orthogonalizes_updates(shape):
 
     g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     s = torch.linalg.svdvals(orthogonalize(g))
-    assert s.min() > 0.6 and s.max() < 1.25
+    assert s.min() > 0.6
+    assert s.max() < 1.25
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
     assert torch.nn.functional.cosine_similarity(orthogonalize(g).flatten(), (u @ vh).flatten(), dim=0) > 0.95
 

@@ -227,12 +227,15 @@ def config_of(page: str) -> dict:
 
 def test_your_own_text_from_a_file_to_the_page(clone):
     blocks = [block for heading, block in bash_blocks(README.read_text(encoding="utf-8")) if heading == OWN_TEXT]
-    assert len(blocks) == 2 and any(line.startswith("make model DATA=faust.txt") for line in blocks[0])
+    assert len(blocks) == 2
+    assert any(line.startswith("make model DATA=faust.txt") for line in blocks[0])
     (clone / "pg2229.txt").write_bytes(gutenberg_play().encode("utf-8"))
     pages: dict[str, str] = {}
     run_blocks(clone, blocks[:1], pages)
     text = (clone / "faust.txt").read_text(encoding="utf-8")
-    assert "Project Gutenberg" not in text and "\r" not in text and text.lstrip().startswith(tuple(SPEAKERS))
+    assert "Project Gutenberg" not in text
+    assert "\r" not in text
+    assert text.lstrip().startswith(tuple(SPEAKERS))
 
     made = next(out for line, out in pages.items() if line.startswith("make model"))
     assert "Serve it:  make serve MODEL=runs/faust/model" in made
@@ -240,18 +243,21 @@ def test_your_own_text_from_a_file_to_the_page(clone):
     assert not [w for w in SHAKESPEARE_WORDS if w.lower() in json.dumps(config, ensure_ascii=False).lower()]
     assert config["title"] == "chargpt: faust"
     (examples,) = [c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"]
-    assert len(examples) >= 3 and all(example in text for (example,) in examples)
+    assert len(examples) >= 3
+    assert all(example in text for (example,) in examples)
     (prompt,) = [c["props"]["value"] for c in config["components"] if c["type"] == "textbox" and c["props"].get("label") == "Prompt"]
     assert prompt == examples[0][0]
     about = json.loads((clone / "runs/faust/model/onnx/model.json").read_text(encoding="utf-8"))["about"]
-    assert about["dataset"] == "faust" and about["examples"] == [e for (e,) in examples]
+    assert about["dataset"] == "faust"
+    assert about["examples"] == [e for (e,) in examples]
 
     run_blocks(clone, blocks[1:], pages)  # the flags rename it: page, card and metadata
     about = json.loads((clone / "runs/faust/model/onnx/model.json").read_text(encoding="utf-8"))["about"]
     assert about == {"title": "chargpt: Goethes Faust", "dataset": "Goethes Faust",
                      "description": "Ein kleines GPT, Zeichen für Zeichen.", "examples": ["Habe nun, ach!", "Mephistopheles\n"]}
     card = (clone / "runs/faust/model/README.md").read_text(encoding="utf-8")
-    assert "Ein kleines GPT, Zeichen für Zeichen." in card and '`"Mephistopheles\\n"`' in card
+    assert "Ein kleines GPT, Zeichen für Zeichen." in card
+    assert '`"Mephistopheles\\n"`' in card
 
 
 @pytest.mark.parametrize("how", ["kill -9 PID", "Ctrl-C"])
@@ -284,7 +290,8 @@ def test_the_other_readme_commands_as_written(clone):
 
     assert config_of(page("make serve"))["title"] == "chargpt: Shakespeare, one character at a time"
     assert "to export: python -m export runs/s02" in page("python -m train --preset seed-0.2m")
-    assert (clone / "runs/s02/model/onnx/model.onnx").is_file() and (clone / "runs/load.json").is_file()
+    assert (clone / "runs/s02/model/onnx/model.onnx").is_file()
+    assert (clone / "runs/load.json").is_file()
     assert (clone / "runs/bench.json").is_file()
     # The shipped model is int8: the floor runs on that file, and its engine row is compared with it.
     assert "batch 1: row '4. engine, int8 weights' takes" in page("python -m benchmarks.generation")

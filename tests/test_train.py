@@ -42,17 +42,20 @@ def test_a_short_run_learns_and_leaves_a_complete_run_directory(tmp_path, capsys
     vocab = len(set(small_text.read_text()))
     tiny = GPTConfig(vocab_size=vocab, block_size=16, n_embd=32, n_head=4, n_layer=2)
     assert lines[0] == f"{GPTLanguageModel(tiny).num_params() / 1e6} M parameters"
-    assert "step 0: train loss 4.0" in stdout and "step 149: train loss" in stdout  # the seed's progress lines
+    assert "step 0: train loss 4.0" in stdout
+    assert "step 149: train loss" in stdout  # the seed's progress lines
     evals = records(out, "eval")
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.8
     final = records(out, "final")[0]
     meta = checkpoint.read_meta(out)
-    assert meta["step"] == 150 and meta["val_loss_full"] == final["val_loss_full"]
+    assert meta["step"] == 150
+    assert meta["val_loss_full"] == final["val_loss_full"]
     assert f"val loss (whole split, 3,999 characters): {final['val_loss_full']:.4f}" in stdout
     assert "Model size: 0." in stdout
     assert len((out / "sample.txt").read_text()) == 500
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "best" / "model.safetensors").exists() and "val_loss_full" in checkpoint.read_meta(out / "best")
+    assert (out / "best" / "model.safetensors").exists()
+    assert "val_loss_full" in checkpoint.read_meta(out / "best")
 
 
 def test_whole_split_loss_is_deterministic_and_independent_of_batching(small_text):
@@ -107,7 +110,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, cap
     assert main(["--resume", str(parts)]) == 0
     assert f"resuming {parts} at step {stopped_at} of 700" in capsys.readouterr().out
     a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert records(whole, "final")[0]["val_loss_full"] == records(parts, "final")[0]["val_loss_full"]
     assert [r["val_loss"] for r in records(whole, "eval")] == [r["val_loss"] for r in records(parts, "eval")]
     assert [r["step"] for r in records(whole, "train")] == [r["step"] for r in records(parts, "train")]
@@ -134,8 +138,10 @@ def test_extending_a_cosine_run_follows_the_longer_schedule_from_where_it_stoppe
     assert main(["--resume", str(run), "--max-iters", "100"]) == 0
     cfg = TrainConfig(**checkpoint.read_meta(run)["train"])
     lrs = {r["step"]: r["lr"] for r in records(run, "train")}  # the rate of the step before each record
-    assert cfg.max_iters == 100 and lrs[40] < lrs[50]  # the schedule of 40 steps ended low; 100 steps' rose again
-    assert lrs[50] == pytest.approx(lr_at(49, cfg)) and lrs[100] == pytest.approx(lr_at(99, cfg))
+    assert cfg.max_iters == 100
+    assert lrs[40] < lrs[50]  # the schedule of 40 steps ended low; 100 steps' rose again
+    assert lrs[50] == pytest.approx(lr_at(49, cfg))
+    assert lrs[100] == pytest.approx(lr_at(99, cfg))
     capsys.readouterr()
     assert_refused(capsys, ["--resume", str(run), "--max-iters", "100"], "--max-iters 100 must be above the 100 steps")
 
@@ -152,7 +158,8 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, small_text):
     assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in result.stdout
     assert result.stdout.count("M parameters") == 1  # only rank 0 speaks
     meta = checkpoint.read_meta(out)
-    assert meta["step"] == 40 and meta["tokens_seen"] == 40 * 8 * 16 * 2
+    assert meta["step"] == 40
+    assert meta["tokens_seen"] == 40 * 8 * 16 * 2
 
 
 def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_text):
@@ -172,7 +179,8 @@ def assert_refused(capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err
-    assert err.count("\n") == 1 and err.startswith("python -m train: error: ")
+    assert err.count("\n") == 1
+    assert err.startswith("python -m train: error: ")
 
 
 def test_bad_data_files(tmp_path, capsys):
@@ -193,7 +201,8 @@ def test_bad_settings(tmp_path, capsys, small_text):
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as e:  # argparse's own usage error
         main(["--preset", "gpt-5"])
-    assert e.value.code == 2 and "invalid choice: 'gpt-5'" in capsys.readouterr().err
+    assert e.value.code == 2
+    assert "invalid choice: 'gpt-5'" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -249,7 +258,8 @@ def test_cuda_asked_for_without_a_gpu(capsys, small_text, tmp_path):
 def test_missing_folders_of_out_are_made_and_the_end_says_which_checkpoint_to_export(tmp_path, capsys, small_text):
     out = tmp_path / "new" / "folders" / "run"
     code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 60)
-    assert code == 0 and checkpoint.read_meta(out)["step"] == 60
+    assert code == 0
+    assert checkpoint.read_meta(out)["step"] == 60
     final, best = checkpoint.read_meta(out)["val_loss_full"], checkpoint.read_meta(out / "best")["val_loss_full"]
     advised = out / "best" if best < final else out
     (line,) = [line for line in stdout.splitlines() if line.startswith("to export: ")]
@@ -262,7 +272,8 @@ def test_the_default_out_dir_is_made_under_runs(tmp_path, capsys, small_text, mo
     code, _, _ = train_run(capsys, "--data", small_text, "--max-iters", 3)
     assert code == 0
     (run,) = (tmp_path / "runs").iterdir()
-    assert run.name.startswith("seed-0.2m-") and checkpoint.read_meta(run)["step"] == 3
+    assert run.name.startswith("seed-0.2m-")
+    assert checkpoint.read_meta(run)["step"] == 3
 
 
 def test_the_metrics_reader_skips_a_line_cut_short_and_the_plot_still_draws(tmp_path):

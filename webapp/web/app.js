@@ -68,7 +68,7 @@ async function generate() {
   let count = 0;
   let firstMs = null;
   try {
-    for await (const step of model.generate(ids, settings)) {
+    for await (const step of model.decode(ids, settings)) {
       if (firstMs === null) firstMs = performance.now() - start;
       generated.appendData(model.vocab[step.ids[0]]);
       count += 1;

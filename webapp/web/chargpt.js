@@ -206,10 +206,11 @@ export class CharGPT {
     });
   }
 
-  /** Yields, per new character, {ids, probs}: one id per row and the probability the model
-   * gave it. Row r samples with seed + r. The plain loop, as the Python engine: a prefill of
-   * the prompt's last receptive_field characters, then one cached step per character. */
-  async *generate(promptIds, settings, numSamples = 1) {
+  /** webapp/engine.py's Engine.decode: yields, per new character, {ids, probs}, one id per row
+   * and the probability the model gave it. Row r samples with seed + r. The plain loop: a
+   * prefill of the prompt's last receptive_field characters, then one cached step per
+   * character, and no forward pass after the last one. */
+  async *decode(promptIds, settings, numSamples = 1) {
     const s = checkSettings(settings);
     const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
     const context = promptIds.slice(-this.receptiveField);
@@ -227,7 +228,7 @@ export class CharGPT {
   /** The continuations as strings (for checks and the Node command). */
   async complete(promptIds, settings, numSamples = 1) {
     const texts = Array(numSamples).fill("");
-    for await (const { ids } of this.generate(promptIds, settings, numSamples)) ids.forEach((id, r) => (texts[r] += this.vocab[id]));
+    for await (const { ids } of this.decode(promptIds, settings, numSamples)) ids.forEach((id, r) => (texts[r] += this.vocab[id]));
     return texts;
   }
 }
