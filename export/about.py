@@ -30,11 +30,14 @@ def dataset_name(path: str, sha256: str) -> str:
     return re.sub(r"[_\-.]+", " ", Path(path).stem).strip() or "a text"
 
 
+def has_letter(text: str) -> bool:
+    return any(c.isalpha() for c in text)
+
+
 def example_prompts(text: str, count: int = EXAMPLES) -> list[str]:
     """Prompts that occur in `text`, most frequent first: short lines that recur (a play's speaker
     names, a book's headings, a song's refrain), then the commonest two-word line openings."""
     lines = [line.strip() for line in text.splitlines()]
-    has_letter = lambda s: any(c.isalpha() for c in s)  # noqa: E731
     recurring = Counter(line for line in lines if 2 <= len(line) <= HEADING_CHARS and has_letter(line))
     picked = [line for line, n in recurring.most_common() if n >= 3][:count]
     openings = Counter(" ".join(line.split()[:2]) for line in lines if len(line.split()) >= 3)

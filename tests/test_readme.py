@@ -221,10 +221,6 @@ def gutenberg_play(n_speeches: int = 400, seed: int = 3) -> str:
     return "\r\n".join([*header, *play, *footer]) + "\r\n"
 
 
-def config_of(page: str) -> dict:
-    return json.loads(page)
-
-
 def test_your_own_text_from_a_file_to_the_page(clone):
     blocks = [block for heading, block in bash_blocks(README.read_text(encoding="utf-8")) if heading == OWN_TEXT]
     assert len(blocks) == 2
@@ -239,7 +235,7 @@ def test_your_own_text_from_a_file_to_the_page(clone):
 
     made = next(out for line, out in pages.items() if line.startswith("make model"))
     assert "Serve it:  make serve MODEL=runs/faust/model" in made
-    config = config_of(next(out for line, out in pages.items() if line.startswith("make serve")))
+    config = json.loads(next(out for line, out in pages.items() if line.startswith("make serve")))
     assert not [w for w in SHAKESPEARE_WORDS if w.lower() in json.dumps(config, ensure_ascii=False).lower()]
     assert config["title"] == "chargpt: faust"
     (examples,) = [c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"]
@@ -288,7 +284,7 @@ def test_the_other_readme_commands_as_written(clone):
     def page(prefix: str) -> str:
         return next(out for line, out in pages.items() if line.startswith(prefix))
 
-    assert config_of(page("make serve"))["title"] == "chargpt: Shakespeare, one character at a time"
+    assert json.loads(page("make serve"))["title"] == "chargpt: Shakespeare, one character at a time"
     assert "to export: python -m export runs/s02" in page("python -m train --preset seed-0.2m")
     assert (clone / "runs/s02/model/onnx/model.onnx").is_file()
     assert (clone / "runs/load.json").is_file()

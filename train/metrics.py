@@ -6,12 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .files import atomic_write
+
 METRICS = "metrics.jsonl"
+
+
+def format_record(record: dict) -> str:
+    return json.dumps(record) + "\n"
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(format_record(record))
+
+
+def rewrite_metrics(path: Path, records: list[dict]) -> None:
+    """Replace the file by `records`, atomically (a resumed run drops the lines it will redo)."""
+    text = "".join(map(format_record, records))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def parse_metrics_line(line: str) -> dict | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import signal
 import time
@@ -27,9 +26,9 @@ from . import checkpoint
 from .checkpoint import BEST_DIR, lower_loss_checkpoint
 from .config import TrainConfig, lr_at
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
-from .files import atomic_write, write_json
+from .files import write_json
 from .flops import measure_matmul_peak, train_flops_per_char
-from .metrics import METRICS, append_metrics, read_metrics
+from .metrics import METRICS, append_metrics, read_metrics, rewrite_metrics
 from .model import GPTConfig, GPTLanguageModel, model_size_mb
 from .optim import build_optimizers
 from .plot import plot_losses
@@ -168,8 +167,7 @@ def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
             return False
         return at < step or r.get("kind") != "eval" or last_eval == step
 
-    kept = "".join(json.dumps(r) + "\n" for r in records if behind_checkpoint(r))
-    atomic_write(path, lambda tmp: Path(tmp).write_text(kept, encoding="utf-8"))
+    rewrite_metrics(path, [r for r in records if behind_checkpoint(r)])
 
 
 class Trainer:
