@@ -84,6 +84,7 @@ RULES = [
     # The presets' own flags and data, on a model small enough to finish in seconds.
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
     Rule("python -m train --preset quick", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
+    Rule("python -m train.gpu_check", "skip", why="it needs a CUDA GPU; tests/test_gpu_check.py runs its --dry-run"),
     Rule("torchrun", "run", extra=f"--max-iters 2 --block-size 32 {TINY_MODEL}"),
     Rule("python -m export", "run"),
     Rule("python ../shared/tools/check_onnx_contract.py", "run"),

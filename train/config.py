@@ -87,6 +87,11 @@ PRESETS: dict[str, dict] = {
     "shakespeare-cpu": dict(CPU_RECIPE, time_budget=60.0),
     # The same recipe for a 10-minute budget.
     "quick": dict(CPU_RECIPE, time_budget=10.0),
+    # The GPU recipe (issue 17): the CPU recipe's choices at a GPU's size: wider, deeper, a longer
+    # window, larger batches, more dropout, for --time-budget 5. A first guess, not yet measured on
+    # a GPU (python -m train.gpu_check runs it; its report says what it reached).
+    "shakespeare-gpu": dict(CPU_RECIPE, n_embd=384, n_head=6, n_layer=8, block_size=256, batch_size=64, dropout=0.2,
+                            learning_rate=1e-3, warmup_iters=200, eval_interval=250, eval_iters=40, time_budget=5.0),
     # nanoGPT's Shakespeare-char model; sized for a GPU.
     "nanogpt-10m": dict(
         LECTURE, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
