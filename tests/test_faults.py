@@ -38,7 +38,7 @@ def saved_step(run_dir: Path) -> int | None:
 def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, at_least: int, timeout: float = 120) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        step = saved_step(run_dir) if (run_dir / checkpoint.CONFIG).exists() else None
+        step = checkpoint.peek_step(run_dir)  # not read_meta: its recovery would race the running save
         if step is not None and step >= at_least:
             return step
         if proc.poll() is not None:

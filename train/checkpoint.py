@@ -100,6 +100,16 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def peek_step(directory: Path) -> int | None:
+    """The step of the checkpoint config.json describes right now, or None: a plain read that,
+    unlike read_meta, never finishes a pending save, so it is safe beside a running trainer
+    (read_meta's recovery would move files under a save in progress)."""
+    try:
+        return json.loads((Path(directory) / CONFIG).read_text(encoding="utf-8"))["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_meta(directory: Path) -> dict:
     """config.json of a checkpoint directory, checked for format; CheckpointError otherwise."""
     directory = Path(directory)

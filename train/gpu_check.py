@@ -86,20 +86,17 @@ def interrupted_and_resumed(out: Path, base: list[str], device: list[str], env: 
     total = checkpoint.read_meta(whole)["step"]
     proc = subprocess.Popen([*base, "--out", str(parts)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if checkpoint.read_meta(parts)["step"] >= total // 3:
-                break
-        except (checkpoint.CheckpointError, KeyError, OSError):
-            pass
+    while time.monotonic() < deadline and proc.poll() is None and (checkpoint.peek_step(parts) or 0) < total // 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stopped = proc.wait(timeout=120)
+    said = "".join(proc.communicate(timeout=120))[-1500:]
+    stopped = proc.returncode
     stopped_at = checkpoint.read_meta(parts)["step"]
     resumed, _ = run("resume: the rest", [*base[:3], "--resume", str(parts), *device], env, timeout)  # its data: recorded
     wall = time.perf_counter() - start
     if stopped != 130 or not resumed.ok:
-        return Result("interrupted and resumed", resumed.command, False, wall, tail=f"exit {stopped} on SIGINT; " + resumed.tail)
+        return Result("interrupted and resumed", resumed.command, False, wall,
+                      tail=f"exit {stopped} on SIGINT: {said}\n{resumed.tail}")
     a, b = load_file(whole / checkpoint.WEIGHTS), load_file(parts / checkpoint.WEIGHTS)
     weight_diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     loss_diff = abs(checkpoint.read_meta(whole)["val_loss_full"] - checkpoint.read_meta(parts)["val_loss_full"])
