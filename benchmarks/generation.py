@@ -5,7 +5,7 @@ made from the other) and the PyTorch model with the same weights (rebuilt from t
 named weights, or read from --checkpoint), each decoder continues the same prompt greedily for
 --chars characters at batch 1 and batch 8:
 
-  1. PyTorch, seed-style: the last block_size characters recomputed for every character
+  1. PyTorch, lecture-style (the code the project started from): the last block_size characters recomputed for every character
   2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
   4. the web app's engine (the plain loop on onnxruntime), float32 and int8 weights
@@ -48,7 +48,7 @@ FALLBACK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
 Decoder = Callable[[np.ndarray, int], Iterator[np.ndarray]]
 
 
-def seed_style(model: GPTLanguageModel) -> Decoder:
+def lecture_style(model: GPTLanguageModel) -> Decoder:
     def run(prompt: np.ndarray, n: int):
         for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0):
             yield next_id[:, 0].numpy()
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = float32_and_int8(engine, model, Path(tmp))
         decoders = {
-            "1. PyTorch, seed-style (last window)": seed_style(model),
+            "1. PyTorch, lecture-style (last window)": lecture_style(model),
             "2. PyTorch, plain loop (KV cache)": torch_cached(model),
             "3. onnxruntime, no cache (last window)": onnx_uncached(fp32),
             "4. engine, float32": engine_decoder(fp32),

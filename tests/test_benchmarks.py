@@ -42,13 +42,13 @@ def test_an_int8_file_gives_its_dequantized_weights(exported):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_every_decoder_writes_the_seed_style_greedy_text(models, batch):
+def test_every_decoder_writes_the_lecture_style_greedy_text(models, batch):
     """Prompt and length cross the window (block_size 16) many times; with learned positions
-    the plain loop is the seed's crop, so every decoder writes the seed's text exactly."""
+    the plain loop is the lecture's crop, so every decoder writes the lecture code's text exactly."""
     model, engine = models
     decoders = [bench.torch_cached(model), bench.onnx_uncached(engine), bench.engine_decoder(engine)]
     prompt = np.tile(np.arange(1, 31) % engine.metadata["config"]["vocab_size"], (batch, 1)).astype(np.int64)
-    want = np.stack(list(bench.seed_style(model)(prompt, 70)), axis=1)
+    want = np.stack(list(bench.lecture_style(model)(prompt, 70)), axis=1)
     for decoder in decoders:
         assert np.array_equal(np.stack(list(decoder(prompt, 70)), axis=1), want)
 

@@ -16,7 +16,7 @@ DEFAULT_PRESET = "seed-0.2m"
 USAGE_ERROR = 2
 WRITE_ERROR = 1  # the run could not be written (disk full, read-only); its last checkpoint is intact
 
-# Flags that tune a run; each overrides the preset's value. The first group are the seed's names.
+# Flags that tune a run; each overrides the preset's value. The first group are the lecture's names.
 HYPERPARAMETERS = {
     "batch_size": (int, "sequences per step (per process under torchrun)"),
     "block_size": (int, "context length in characters"),
@@ -44,11 +44,11 @@ HYPERPARAMETERS = {
     "mlp_ratio": (int, "MLP hidden width as a multiple of n_embd"),
 }
 SWITCHES = {
-    "bias": "biases in linear layers and norms (the seed's default)",
+    "bias": "biases in linear layers and norms (the lecture's default)",
     "tie_weights": "share the token embedding with the output head",
     "qk_norm": "normalise queries and keys",
     "zero_init_proj": "zero-initialise each residual branch's output projection",
-    "attention_dropout": "apply dropout to attention weights too (the seed's default)",
+    "attention_dropout": "apply dropout to attention weights too (the lecture's default)",
 }
 # Flags that may accompany --resume: they change where and how fast, not what is trained, except
 # --max-iters, which extends the run (the schedule is then the one of a run of the new length).

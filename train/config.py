@@ -1,6 +1,6 @@
 """Training settings and the named presets.
 
-A preset is a flat dict of hyperparameters with the seed's names (batch_size, block_size,
+A preset is a flat dict of hyperparameters with the lecture's names (batch_size, block_size,
 max_iters, eval_interval, learning_rate, eval_iters, n_embd, n_head, n_layer, dropout) plus the
 options added since; command-line flags override it field by field.
 """
@@ -20,16 +20,16 @@ class TrainConfig:
     eval_interval: int = 100
     eval_iters: int = 200  # random batches per split for the progress-line loss estimates
     learning_rate: float = 1e-3
-    lr_schedule: str = "constant"  # "constant" (the seed) or "cosine" (warmup, then cosine decay)
+    lr_schedule: str = "constant"  # "constant" (the lecture) or "cosine" (warmup, then cosine decay)
     warmup_iters: int = 0
     min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
-    weight_decay: float = 0.01  # torch.optim.AdamW's default, which the seed used
+    weight_decay: float = 0.01  # torch.optim.AdamW's default, which the lecture used
     beta1: float = 0.9
     beta2: float = 0.999
     optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' matrices, AdamW for the rest
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
-    grad_clip: float = 0.0  # max gradient norm; 0 = off (the seed did not clip)
+    grad_clip: float = 0.0  # max gradient norm; 0 = off (the lecture did not clip)
     seed: int = 1337
     time_budget: float | None = None  # minutes; max_iters is then fitted to the budget
 
@@ -75,10 +75,10 @@ CPU_BASELINE = dict(
 CPU_RECIPE = dict(CPU_BASELINE, optimizer="muon", attention_dropout=False)
 
 PRESETS: dict[str, dict] = {
-    # The seed's two models ("Let's build GPT"): its architecture and loop.
+    # The lecture's two models ("Let's build GPT"): its architecture and loop.
     "seed-0.2m": dict(LECTURE, n_embd=64, n_head=4, n_layer=4),
-    # The seed's 2.7M model; its constant learning rate reaches 1.7640 here (seed 1337), 0.055 worse
-    # than the seed's 1.7088, while 100 warmup steps and a cosine decay reach 1.6594 (README).
+    # The lecture's 2.7M model; its constant learning rate reaches 1.7640 here (seed 1337), 0.055 worse
+    # than the lecture's 1.7088, while 100 warmup steps and a cosine decay reach 1.6594 (README).
     "seed-2.7m": dict(LECTURE, n_embd=192, n_head=6, n_layer=6, lr_schedule="cosine", warmup_iters=100),
     # The ablations' baseline (models/README.md), run with --time-budget 10 and one change each.
     "cpu-baseline": dict(CPU_BASELINE),

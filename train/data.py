@@ -58,7 +58,7 @@ def check_long_enough(train: torch.Tensor, val: torch.Tensor, block_size: int) -
 
 
 def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
-    """Random windows, as the seed: x [B, T] and y = x shifted by one character."""
+    """Random windows, as the lecture: x [B, T] and y = x shifted by one character."""
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     positions = ix[:, None] + torch.arange(block_size)  # [B, T]
     return data[positions], data[positions + 1]

@@ -1,9 +1,9 @@
 """The chargpt model: a decoder-only transformer over characters, in one file.
 
-The seed's classes are all here: the attention heads (fused into one `MultiHeadAttention`,
+The lecture's classes are all here: the attention heads (fused into one `MultiHeadAttention`,
 one matmul for every head's query/key/value instead of a Python loop over `Head` objects),
 `FeedForward`, `Block` and `GPTLanguageModel`. With the default `GPTConfig` options the
-parameter count equals the seed's exactly (0.209729 M for n_embd 64, 4 heads, 4 layers).
+parameter count equals the lecture's exactly (0.209729 M for n_embd 64, 4 heads, 4 layers).
 
 The forward pass optionally takes and returns a key/value cache, which is what the ONNX
 export and every decoder use. The window is part of that cached path (`decode`), so that a
@@ -43,7 +43,7 @@ class GPTConfig:
     n_head: int = 4
     n_layer: int = 4
     dropout: float = 0.0
-    # Architecture options. The defaults are the seed's: biases everywhere but on the
+    # Architecture options. The defaults are the lecture's: biases everywhere but on the
     # query/key/value projection, learned positions, ReLU, LayerNorm, an untied output head.
     bias: bool = True
     position: str = "learned"
@@ -54,7 +54,7 @@ class GPTConfig:
     mlp_ratio: int = 4
     zero_init_proj: bool = False  # start each residual branch's output projection at zero
     rope_base: float = 10000.0
-    # Dropout on the attention weights too, as the seed did. Off, dropout acts on the residual
+    # Dropout on the attention weights too, as the lecture did. Off, dropout acts on the residual
     # branches only and CPU attention keeps its fused kernel (19% more characters/s here).
     attention_dropout: bool = True
 
@@ -152,13 +152,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 class MultiHeadAttention(nn.Module):
     """n_head causal self-attention heads computed together: one fused q/k/v projection and
-    PyTorch's scaled_dot_product_attention (a fused kernel) in place of the seed's per-head loop."""
+    PyTorch's scaled_dot_product_attention (a fused kernel) in place of the lecture's per-head loop."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head, self.head_dim = config.n_head, config.head_dim
         self.window = config.block_size
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # the seed's heads had no bias
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # the lecture's heads had no bias
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.q_norm = make_norm(config, self.head_dim) if config.qk_norm else None
         self.k_norm = make_norm(config, self.head_dim) if config.qk_norm else None
@@ -370,7 +370,7 @@ class GPTLanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
-        """The seed's generation: recompute the last block_size characters for every new token.
+        """The lecture's generation: recompute the last block_size characters for every new token.
 
         Kept as the plain reference: for learned positions the cached path is this exactly;
         for rotary ones it is the exact last window, which the cached path's sliding window
@@ -410,7 +410,7 @@ def sample(logits: torch.Tensor, temperature: float, generator=None) -> torch.Te
 
 
 def model_size_mb(model: nn.Module) -> float:
-    """Memory held by parameters and buffers, in MiB (how the seed reported "Model size")."""
+    """Memory held by parameters and buffers, in MiB (how the lecture reported "Model size")."""
     tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
 

@@ -1,4 +1,4 @@
-"""Optimizers: AdamW for everything (the seed), or Muon for the hidden matrices with AdamW for
+"""Optimizers: AdamW for everything (the lecture), or Muon for the hidden matrices with AdamW for
 the rest.
 
 Muon (momentum, orthogonalised): each update of a 2-D hidden weight is its Nesterov momentum

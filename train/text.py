@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation, as the seed and nanoGPT
+TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation, as the lecture and nanoGPT
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 

@@ -94,7 +94,7 @@ def autocast_for(device: torch.device):
 
 @torch.no_grad()
 def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step: int, job: Dist, device) -> dict:
-    """The seed's progress estimate: mean loss over eval_iters random batches per split."""
+    """The lecture's progress estimate: mean loss over eval_iters random batches per split."""
     model.eval()
     out = {}
     g = torch.Generator().manual_seed(step_seed(cfg.seed, step, job.rank, stream=1))  # never the training draws

@@ -1,4 +1,4 @@
-"""The Gradio page and its API (`/generate`), built around one Engine.
+"""The Gradio page (its layout) and its API (`/generate`, streaming), built around one Engine.
 
 Run it with `python -m webapp`, or as a Space does: `python webapp/app.py` from the repo root.
 `demo` is available as a module attribute (built on first access, for `gradio webapp/app.py`).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import html
-import logging
 import sys
 import time
 from pathlib import Path
@@ -20,35 +19,13 @@ import gradio as gr
 
 from webapp.about import read_about
 from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, encode_prompt
-from webapp.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
+from webapp.api_input import check_request, values_as_sent
+from webapp.coloured import ColouredText, legend
 from webapp.onnx_model import SHIPPED_MODEL
-from webapp.api_input import LOG, check_request, values_as_sent
+from webapp.server import STATIC_URL, static_site_built
 
-STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
-STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
 CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
-# Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
-# default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
-SESSION_CAPACITY = 100
-# Inline styles, so the coloured view looks the same wherever the HTML is shown (API clients too).
-TEXT_STYLE = ("font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
-              "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px")
-PROMPT_STYLE = "opacity: 0.6"
-
-
-def color(p: float) -> str:
-    """Background for a character the model gave probability p: red (unlikely) to green (sure)."""
-    return f"hsl({round(130 * p)}, 75%, 82%)"
-
-
-def char_span(ch: str, p: float) -> str:
-    return f'<span style="background:{color(p)}" title="p = {p:.2f}">{html.escape(ch)}</span>'
-
-
-def legend() -> str:
-    stops = "".join(f'<span style="background:{color(p)}">&nbsp;{p:.1f}&nbsp;</span>' for p in (0.1, 0.3, 0.5, 0.7, 0.9))
-    return f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}</div>'
 
 
 def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k, top_p, seed):
@@ -59,7 +36,7 @@ def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k
     if len(encoded.ids) > engine.receptive_field:
         notices.append(f"the model reads the last {engine.receptive_field} characters of the prompt")
     text = prompt if prompt else encoded.text  # an empty prompt starts from a newline
-    spans = [f'<div style="{TEXT_STYLE}"><span style="{PROMPT_STYLE}">{html.escape(text)}</span>']
+    coloured = ColouredText(text)
     generated = 0
     start = last_yield = time.perf_counter()
 
@@ -73,13 +50,13 @@ def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k
     for step in engine.generate(encoded, settings):
         for ch, p in step.pieces[0]:
             text += ch
-            spans.append(char_span(ch, p))
+            coloured.add(ch, p)
             generated += 1
         now = time.perf_counter()
         if now - last_yield >= STREAM_EVERY_S:
             last_yield = now
-            yield text, "".join(spans) + "</div>", stats()
-    yield text, "".join(spans) + "</div>", stats()
+            yield text, coloured.html(), stats()
+    yield text, coloured.html(), stats()
 
 
 def model_panel(engine: Engine) -> str:
@@ -140,31 +117,9 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
 
 def static_site_note() -> str:
     """A link to the static page (the model in the visitor's browser) when it has been built."""
-    if (STATIC_SITE / "index.html").is_file():
+    if static_site_built():
         return f'The same model also runs <a href="{html.escape(STATIC_URL)}index.html">in your browser</a>, with no server.'
     return "The same model also runs in your browser with onnxruntime-web: see <code>webapp/web</code> in the README."
-
-
-def launch(demo: gr.Blocks, engine: Engine, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
-    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces).
-    The only files served are the model's loss curve and the built static page: not the rest
-    of the model's folder, which may hold anything (SECURITY.md)."""
-    loss_curve = engine.path.with_suffix(".loss.png")
-    allowed = [str(loss_curve)] if loss_curve.is_file() else []
-    if (STATIC_SITE / "index.html").is_file():
-        allowed.append(str(STATIC_SITE))
-    from starlette.middleware import Middleware
-
-    if not LOG.handlers:  # refusals, one line each, beside Gradio's own output
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s chargpt: %(message)s"))
-        LOG.addHandler(handler)
-        LOG.setLevel(logging.INFO)
-        LOG.propagate = False
-
-    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed, show_error=True,
-                       max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": [Middleware(RequestSizeLimit)]},
-                       state_session_capacity=SESSION_CAPACITY, **kwargs)
 
 
 @functools.cache

@@ -105,11 +105,12 @@ def serve_main(argv: list[str]) -> int:
         return fail("python -m webapp", str(e))
     if engine.notice:
         print(f"note: {engine.notice}", file=sys.stderr)
-    from .app import build_demo, launch
+    from .app import build_demo
+    from .server import launch
 
     if args.exit_with_parent:
         exit_with_parent()
-    launch(build_demo(engine, args.concurrency, args.queue_size), engine, host=args.host, port=args.port, share=args.share)
+    launch(build_demo(engine, args.concurrency, args.queue_size), engine.path, host=args.host, port=args.port, share=args.share)
     return 0
 
 

@@ -93,7 +93,7 @@ class EncodedPrompt:
 def encode_prompt(text: str, vocab: list[str], start: str = "\n") -> EncodedPrompt:
     """Map the prompt to ids: a character outside the vocabulary is replaced by its accent-free
     form when that is in the vocabulary (é → e), else dropped. An empty result starts from
-    `start` (a newline, as the seed's generation does)."""
+    `start` (a newline, as the lecture's generation does)."""
     index = {c: i for i, c in enumerate(vocab)}
     ids, kept, replaced, dropped = [], [], {}, []
     for ch in text:

@@ -1,0 +1,55 @@
+"""Serving the page: the files it may hand out, the request size limit, refusals in the log.
+
+Gradio serves; this module only decides what it serves and how (SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from webapp.api_input import LOG
+from webapp.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
+
+STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
+STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
+# Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
+# default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
+SESSION_CAPACITY = 100
+
+
+def static_site_built() -> bool:
+    return (STATIC_SITE / "index.html").is_file()
+
+
+def allowed_files(model_path: Path) -> list[str]:
+    """The model's loss curve and the built static page: not the rest of the model's folder,
+    which may hold anything."""
+    loss_curve = model_path.with_suffix(".loss.png")
+    allowed = [str(loss_curve)] if loss_curve.is_file() else []
+    if static_site_built():
+        allowed.append(str(STATIC_SITE))
+    return allowed
+
+
+def log_refusals() -> None:
+    """Refused requests, one line each, beside Gradio's own output."""
+    if not LOG.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s chargpt: %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
+
+
+def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
+    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces)."""
+    from starlette.middleware import Middleware
+
+    log_refusals()
+    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed_files(model_path),
+                       show_error=True, max_file_size=MAX_REQUEST_BYTES,
+                       app_kwargs={"middleware": [Middleware(RequestSizeLimit)]},
+                       state_session_capacity=SESSION_CAPACITY, **kwargs)
