@@ -3,10 +3,13 @@
 Starts the app (`python -m webapp`, the shipped model unless --model) on a free port, or uses
 a running one (--url, with --pid for its memory), then:
 
-  1. load: --clients gradio_client clients (default 32) ask at the same moment for --chars
-     characters each (default 200): completed and failed requests, p50/p95 latency, aggregate
-     characters/s, and the server's resident memory (RSS) before and after;
-  2. burst: --burst clients at once (default: as many as the queue holds, plus the requests
+  1. one visitor: a single gradio_client client asks for --chars characters (default 300),
+     --alone-rounds times in turn (default 3), after one unmeasured warm-up request;
+  2. load: --clients clients (default 32) ask at the same moment for --chars characters each:
+     completed and failed requests, p50/p95 latency, aggregate characters/s, and the server's
+     resident memory (RSS) before and after; then the crowd's aggregate characters/s over the
+     one visitor's, measured against the same server in the same run;
+  3. burst: --burst clients at once (default: as many as the queue holds, plus the requests
      generating, plus 32), each asking for --burst-chars: those beyond the queue must be turned
      away at once with Gradio's "Queue is full" answer, and afterwards one more request must
      complete normally (the server stayed healthy).
@@ -112,8 +115,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None) -> Phase:
-    """`clients` requests released at the same moment, one gradio_client Client each."""
+def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None, rounds: int = 1) -> Phase:
+    """`clients` requests released at the same moment, one gradio_client Client each; `rounds`
+    times in turn. Aggregate characters/s: the characters of completed requests over the wall time."""
     from gradio_client import Client
 
     phase = Phase(name, clients, chars, rss_before_mb=rss_mb(pid))
@@ -144,12 +148,13 @@ def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None) ->
                 phase.errors.append(f"a wrong answer of {len(text)} characters")
 
     with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(visit, i) for i in range(clients)]
-        start_line.wait()
-        t0 = time.perf_counter()
-        for f in futures:
-            f.result()
-        phase.wall_s = time.perf_counter() - t0
+        for _ in range(rounds):
+            futures = [pool.submit(visit, i) for i in range(clients)]
+            start_line.wait()
+            t0 = time.perf_counter()
+            for f in futures:
+                f.result()
+            phase.wall_s += time.perf_counter() - t0
     if latencies:
         phase.p50_s, phase.p95_s = percentile(latencies, 0.5), percentile(latencies, 0.95)
         phase.chars_per_s = len(latencies) * chars / phase.wall_s
@@ -174,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pid", type=int, help="the running app's process id, for its memory (with --url)")
     p.add_argument("--model", help="model for the app this command starts (default: the shipped one)")
     p.add_argument("--clients", type=int, default=32, help="clients at once in the load phase")
-    p.add_argument("--chars", type=int, default=200, help="characters each load-phase client asks for")
+    p.add_argument("--chars", type=int, default=300, help="characters each request of the one-visitor and load phases asks for")
+    p.add_argument("--alone-rounds", type=int, default=3, help="requests of the one visitor, one after another")
     p.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help="the app's queue size (passed to the app this command starts)")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="the app's concurrent requests (likewise)")
     p.add_argument("--burst", type=int, help="clients at once in the burst (default: queue size + concurrency + 32; 0 skips it)")
@@ -187,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m benchmarks.load"
     burst = args.queue_size + args.concurrency + 32 if args.burst is None else args.burst
-    if min(args.clients, args.chars, args.burst_chars, args.concurrency) < 1 or burst < 0 or args.queue_size < 0:
-        print(f"{prog}: error: --clients, --chars, --burst-chars and --concurrency must be at least 1, "
+    if min(args.clients, args.chars, args.burst_chars, args.concurrency, args.alone_rounds) < 1 or burst < 0 or args.queue_size < 0:
+        print(f"{prog}: error: --clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1, "
               "--burst and --queue-size at least 0.", file=sys.stderr)
         return 2
     try:
@@ -205,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         with context as (url, proc):
             pid = proc.pid if proc is not None else args.pid
             phases = [run_phase(url, "warm-up", 1, args.chars, pid),
+                      run_phase(url, "one visitor", 1, args.chars, pid, rounds=args.alone_rounds),
                       run_phase(url, "load", args.clients, args.chars, pid)]
             if burst:
                 phases.append(run_phase(url, "burst", burst, args.burst_chars, pid))
@@ -214,20 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     print(phases_table(phases))
-    load = phases[1]
-    growth = (load.rss_after_mb - phases[0].rss_after_mb) if pid else None
+    alone, load = phases[1], phases[2]
+    if alone.chars_per_s and load.chars_per_s:
+        print(f"crowd / one visitor: {load.chars_per_s / alone.chars_per_s:.2f}x aggregate characters/s "
+              f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {args.chars} characters")
+    growth = (load.rss_after_mb - alone.rss_after_mb) if pid else None
     print(f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
           f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak {'-' if peak is None else f'{peak:.0f} MB'})")
     if burst:
-        print(f"burst: {phases[2].completed} served, {phases[2].busy} turned away with '{BUSY}', {phases[2].failed} failures; "
-              f"after it the server {'answered' if phases[3].completed == 1 else 'did NOT answer'}")
+        print(f"burst: {phases[3].completed} served, {phases[3].busy} turned away with '{BUSY}', {phases[3].failed} failures; "
+              f"after it the server {'answered' if phases[4].completed == 1 else 'did NOT answer'}")
     for p in phases:
         for error in p.errors[:5]:
             print(f"{p.name}: {error}", file=sys.stderr)
     if json_out:
         write_json(json_out, {"url": url, "queue_size": args.queue_size, "concurrency": args.concurrency,
                               "rss_peak_mb": peak, "phases": [asdict(p) for p in phases]})
-    healthy = all(p.failed == 0 for p in phases) and (not burst or phases[3].completed == 1)
+    healthy = all(p.failed == 0 for p in phases) and (not burst or phases[4].completed == 1)
     return 0 if healthy else 1
 
 

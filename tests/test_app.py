@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.load import free_port, running_app, wait_until_up
+from webapp.app import CONCURRENCY
 
 from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 
@@ -259,7 +260,7 @@ def test_bad_queue_settings_are_one_sentence():
     result = subprocess.run([sys.executable, "-m", "webapp", "--queue-size", "-1"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
-    assert "--queue-size at least 0, not 2 and -1" in result.stderr
+    assert f"--queue-size at least 0, not {CONCURRENCY} and -1" in result.stderr
 
 
 # --- the security review's checks (SECURITY.md) ----------------------------------------------

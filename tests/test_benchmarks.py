@@ -101,11 +101,12 @@ def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exp
     out = tmp_path / "load.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.load", "--model", str(exported[1]), "--clients", "3", "--chars", "20",
-         "--concurrency", "1", "--queue-size", "2", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
+         "--alone-rounds", "1", "--concurrency", "1", "--queue-size", "2", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "load: 3 clients, 0 failures" in result.stdout
     assert "after it the server answered" in result.stdout
+    assert "crowd / one visitor: " in result.stdout
     phases = {p["name"]: p for p in json.loads(out.read_text())["phases"]}
     load, burst = phases["load"], phases["burst"]
     assert load["completed"] == 3
@@ -123,4 +124,4 @@ def test_load_command_refuses_bad_numbers():
     result = subprocess.run([sys.executable, "-m", "benchmarks.load", "--clients", "0"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2
-    assert "--clients, --chars, --burst-chars and --concurrency must be at least 1" in result.stderr
+    assert "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1" in result.stderr

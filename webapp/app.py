@@ -20,16 +20,24 @@ import gradio as gr
 from webapp.about import read_about
 from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, encode_prompt
 from webapp.api_input import check_request, values_as_sent
-from webapp.coloured import ColouredText, legend
+from webapp.batching import Batcher
+from webapp.coloured import TEXT_STYLE, ColouredText, legend
 from webapp.onnx_model import SHIPPED_MODEL
 from webapp.server import STATIC_URL, static_site_built
 
-STREAM_EVERY_S = 0.05  # how often the page is updated while characters arrive
-CONCURRENCY, QUEUE_SIZE = 2, 32  # requests generating at once (2 cores), and waiting
+# The page is updated while characters arrive, at most every STREAM_EVERY_S, and only once
+# UPDATE_CHARS new characters have come or STREAM_MAX_WAIT_S has passed. Each update costs the
+# server the same whatever it carries: when a crowd shares the model, each visitor's characters
+# come slower, and fewer, fuller updates leave the cores to the model (benchmarks/load.py).
+STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.25
+# Requests decoding at once (their steps share session.run calls: webapp/batching.py), and
+# requests waiting beyond those.
+CONCURRENCY, QUEUE_SIZE = 32, 32
 
 
-def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k, top_p, seed):
-    """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters arrive."""
+def stream_generation(engine: Engine, batcher: Batcher | None, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters
+    arrive; its forward passes run in `batcher`'s batches (None: on their own)."""
     prompt, settings = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
     encoded = encode_prompt(prompt, engine.vocab)
     notices = [n for n in (engine.notice, encoded.notice()) if n]
@@ -37,7 +45,7 @@ def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k
         notices.append(f"the model reads the last {engine.receptive_field} characters of the prompt")
     text = prompt if prompt else encoded.text  # an empty prompt starts from a newline
     coloured = ColouredText(text)
-    generated = 0
+    generated = shown = 0
     start = last_yield = time.perf_counter()
 
     def stats() -> str:
@@ -47,14 +55,15 @@ def stream_generation(engine: Engine, prompt, max_new_tokens, temperature, top_k
                 f"{engine.provider} · seed {settings.seed}")
         return line + "".join(f" · {n}" for n in notices)
 
-    for step in engine.generate(encoded, settings):
+    for step in engine.generate(encoded, settings, batcher.decode if batcher else None):
         for ch, p in step.pieces[0]:
             text += ch
             coloured.add(ch, p)
             generated += 1
         now = time.perf_counter()
-        if now - last_yield >= STREAM_EVERY_S:
-            last_yield = now
+        waited = now - last_yield
+        if waited >= STREAM_MAX_WAIT_S or (waited >= STREAM_EVERY_S and generated - shown >= UPDATE_CHARS):
+            last_yield, shown = now, generated
             yield text, coloured.html(), stats()
     yield text, coloured.html(), stats()
 
@@ -75,10 +84,12 @@ def model_panel(engine: Engine) -> str:
 
 
 def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
-    """The page; `concurrency` requests generate at once, `queue_size` more wait, and any
+    """The page; `concurrency` requests decode at once (batched), `queue_size` more wait, and any
     beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
+    batcher = Batcher(engine)
+
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
-        yield from stream_generation(engine, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        yield from stream_generation(engine, batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
     loss_curve = engine.path.with_suffix(".loss.png")
     about = read_about(engine.metadata)  # the model's own words (export records them), or neutral ones
@@ -101,7 +112,7 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
                 top_p = values_as_sent(gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)"))
                 seed = values_as_sent(gr.Number(value=-1, precision=None, label="Seed (-1 = random)"))
         gr.HTML(legend())
-        colored = gr.HTML(elem_id="colored", label="Generated text")
+        colored = gr.HTML(elem_id="colored", label="Generated text", html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>')
         stats = gr.Markdown(elem_id="stats", label="Stats")
         output = gr.Textbox(label="Plain text", lines=6, interactive=False, elem_id="output")
         with gr.Accordion("About the model", open=False):

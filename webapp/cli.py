@@ -26,7 +26,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"requests generating at once (default {CONCURRENCY})")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"requests decoding at once, their steps batched together (default {CONCURRENCY})")
     p.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
                    help=f"requests that may wait; more are turned away with 'Queue is full' (default {QUEUE_SIZE})")
     p.add_argument("--exit-with-parent", action="store_true",

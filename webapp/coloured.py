@@ -1,7 +1,9 @@
 """Generated text as HTML, each character coloured by the probability the model gave it.
 
-Inline styles, so the coloured view looks the same wherever the HTML is shown (the page, API
-clients). The static page draws the same colours (webapp/web/chargpt.js, `colour`).
+Each character's colour is an inline style, so API clients get it too; the box around the text
+(TEXT_STYLE) is the page's. The HTML only ever grows at its end while characters arrive, so
+Gradio streams each update as the new spans alone, not the whole text again. The static page
+draws the same colours (webapp/web/chargpt.js, `colour`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ class ColouredText:
     """The prompt (dimmed) and the generated characters as they arrive; `html()` at any time."""
 
     def __init__(self, prompt: str):
-        self.parts = [f'<div style="{TEXT_STYLE}"><span style="{PROMPT_STYLE}">{html.escape(prompt)}</span>']
+        self.parts = [f'<span style="{PROMPT_STYLE}">{html.escape(prompt)}</span>']
 
     def add(self, ch: str, p: float) -> None:
         self.parts.append(char_span(ch, p))
 
     def html(self) -> str:
-        return "".join(self.parts) + "</div>"
+        return "".join(self.parts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -27,6 +27,10 @@ MAX_SAMPLES = 8
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10
 # The JavaScript port (webapp/web/chargpt.js, LIMITS) keeps the same limits; tests/test_web.py ties them.
+
+
+# The loop over ids: (prompt ids, settings) -> (ids [rows], their probabilities) per new character.
+Decode = Callable[[list[int], "Settings"], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
 class SettingsError(ValueError):
@@ -189,14 +193,19 @@ class Engine(OnnxModel):
             if n < settings.max_new_tokens - 1:
                 logits, past = self.step(ids, past)
 
-    def generate(self, prompt: EncodedPrompt, settings: Settings) -> Iterator[Step]:
-        """Yield a Step per new character until max_new_tokens, or until every row has stopped."""
+    def generate(self, prompt: EncodedPrompt, settings: Settings, decode: Decode | None = None) -> Iterator[Step]:
+        """Yield a Step per new character until max_new_tokens, or until every row has stopped.
+        `decode` runs the loop over ids: this engine's own by default, or a Batcher's (the server)."""
         filters = [StopFilter(settings.stop) for _ in range(settings.num_samples)]
-        for ids, probs in self.decode(prompt.ids, settings):
-            pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
-            yield Step(pieces, [f.finished for f in filters], ids)
-            if all(f.finished for f in filters):
-                return
+        steps = (decode or self.decode)(prompt.ids, settings)
+        try:
+            for ids, probs in steps:
+                pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
+                yield Step(pieces, [f.finished for f in filters], ids)
+                if all(f.finished for f in filters):
+                    return
+        finally:
+            steps.close()  # a Batcher frees the request's rows at once
         yield Step([f.flush() for f in filters], [f.finished for f in filters])
 
     def complete(self, prompt: str | EncodedPrompt, settings: Settings) -> list[str]:

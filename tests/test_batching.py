@@ -1,0 +1,104 @@
+"""The server's batching: requests decoding at once share session.run calls, and each gets
+exactly the text it gets alone."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from webapp.batching import Batcher
+from webapp.engine import Engine, Settings, encode_prompt
+from webapp.onnx_model import SHIPPED_MODEL
+
+PROMPTS = ["ROMEO:\n", "", "To be, or not to be", "KING RICHARD III:\nNow is the winter of our discontent\n" * 20]
+
+
+def requests():
+    """Prompts of four lengths (one longer than the receptive field), greedy and sampled
+    settings, one and two samples, each case twice with other seeds."""
+    cases = []
+    for i, prompt in enumerate(PROMPTS * 3):
+        settings = Settings(max_new_tokens=60 + 13 * i, temperature=(0, 0.8, 1.3)[i % 3], top_k=(0, 12)[i % 2],
+                            top_p=(1.0, 0.9)[i % 2], seed=100 + i, num_samples=1 + (i % 4 == 3), stop="\n\n" if i == 5 else None)
+        cases.append((prompt, settings))
+    return cases
+
+
+def complete_with(engine: Engine, batcher: Batcher, prompt: str, settings: Settings) -> list[str]:
+    texts = [""] * settings.num_samples
+    for step in engine.generate(encode_prompt(prompt, engine.vocab), settings, batcher.decode):
+        for r, piece in enumerate(step.pieces):
+            texts[r] += "".join(c for c, _ in piece)
+    return texts
+
+
+@pytest.fixture(scope="module", params=["tiny", "shipped"])
+def engine(request, exported):
+    return Engine(exported[1] if request.param == "tiny" else SHIPPED_MODEL)
+
+
+def test_batched_requests_get_exactly_their_text_alone(engine):
+    cases = requests()
+    alone = [engine.complete(prompt, settings) for prompt, settings in cases]
+    batcher = Batcher(engine)
+    got = [None] * len(cases)
+    start = threading.Barrier(len(cases))
+
+    def visit(i):
+        start.wait()
+        time.sleep(0.002 * (i % 5))  # arrivals spread over a few steps, as a crowd's are
+        got[i] = complete_with(engine, batcher, *cases[i])
+
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i, (want, have) in enumerate(zip(alone, got)):
+        assert have == want, f"request {i} ({cases[i][1]}) differs from its text alone"
+    steps_alone = sum(s.max_new_tokens - 1 for _, s in cases)
+    assert batcher.ticks < 0.75 * steps_alone  # the steps were shared (alone: one run per step)
+
+
+def test_one_request_runs_no_step_past_its_last_character(engine):
+    batcher = Batcher(engine)
+    complete_with(engine, batcher, "ROMEO:", Settings(max_new_tokens=25, temperature=0.8, seed=3))
+    assert batcher.ticks == 24  # a prefill gives the first character; one step per character after it
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine):
+    batcher = Batcher(engine)
+    long = Settings(max_new_tokens=2000, temperature=0.8, seed=1)
+    cancelled = engine.generate(encode_prompt("ROMEO:", engine.vocab), long, batcher.decode)
+    for _ in range(5):
+        next(cancelled)
+    other = Settings(max_new_tokens=300, temperature=0.8, seed=2)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(text=complete_with(engine, batcher, "JULIET:", other)))
+    worker.start()
+    while batcher.active_rows() < 2 and worker.is_alive():
+        time.sleep(0.001)
+    cancelled.close()  # what Gradio does on Stop or a closed tab
+    deadline = time.time() + 10
+    while batcher.active_rows() > 1 and time.time() < deadline:
+        time.sleep(0.001)
+    left = batcher.active_rows()
+    worker.join(timeout=60)
+    assert left <= 1  # only the other request, if it has not finished yet
+    assert result["text"] == engine.complete("JULIET:", other)
+    assert batcher.active_rows() == 0
+
+
+def test_row_r_of_a_step_is_the_step_of_row_r_alone(engine):
+    """What the batching rests on: a row's logits and cache do not depend on the other rows."""
+    rng = np.random.default_rng(0)
+    for length in (3, engine.block_size - 1):
+        past = {n: rng.standard_normal((6, engine.n_head, length, engine.head_dim)).astype(np.float32) for n in engine.past_names}
+        ids = rng.integers(0, len(engine.vocab), 6)
+        logits, presents = engine.step(ids, past)
+        for r in range(6):
+            row_logits, row_presents = engine.step(ids[r : r + 1], {n: a[r : r + 1] for n, a in past.items()})
+            assert np.array_equal(row_logits[0], logits[r])
+            for n in row_presents:
+                assert np.array_equal(row_presents[n][0], presents[n][r])

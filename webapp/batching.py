@@ -1,0 +1,228 @@
+"""Many requests decoding at once, sharing session.run calls: continuous batching for the server.
+
+`Batcher.decode` has the contract of `Engine.decode` (the plain loop at the level of ids), so
+`Engine.generate(prompt, settings, decode=batcher.decode)` streams text as before. Behind it,
+one thread runs every forward pass:
+
+- new requests are prefilled together when their prompts have one length, and join the
+  cohort of requests whose caches have the same length: their caches are stacked along the
+  batch axis and each tick runs one cached step for all of them;
+- caches grow by one position a step until they hold block_size - 1, so requests of different
+  lengths meet in one cohort once their windows are full, and stay there;
+- each row samples with its own settings and SplitMix64 stream, so a request's text is exactly
+  what it is alone (row r of a batch gives the same logits as a batch of one; a test checks it);
+- a request whose consumer stops (Stop in the page, a closed tab, a stop string) leaves its
+  cohort before the next step: nothing is computed for it after that.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .engine import Engine, Settings
+from .sampling import SplitMix64, next_ids, softmax
+
+_FINISHED = object()  # put on a request's queue after its last character
+# A request arriving while others decode waits up to this long for others to arrive, so that a
+# crowd arriving together starts as few cohorts (caches of one length only meet once their
+# windows are full). It delays a first character by at most as much as one page update.
+ADMIT_WINDOW_S = 0.05
+
+
+@dataclass(eq=False)
+class Request:
+    prompt_ids: list[int]
+    settings: Settings
+    rngs: list[SplitMix64]
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    produced: int = 0
+    next_ids: np.ndarray | None = None  # the ids its next cached step reads
+    cancelled: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.settings.num_samples
+
+    @property
+    def done(self) -> bool:
+        return self.cancelled or self.produced >= self.settings.max_new_tokens
+
+
+@dataclass(eq=False)
+class Cohort:
+    """Requests whose caches have the same length, stacked: row r of `logits` and of every
+    cache array belongs to the request that `owners[r]` names."""
+
+    requests: list[Request]
+    logits: np.ndarray  # [rows, vocab]: the next character's logits
+    past: dict[str, np.ndarray]  # [rows, heads, length, head_dim] each
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.past.values())).shape[2]
+
+    def row_slices(self) -> list[slice]:
+        slices, start = [], 0
+        for request in self.requests:
+            slices.append(slice(start, start + request.rows))
+            start += request.rows
+        return slices
+
+    def keep(self, kept: list[Request]) -> None:
+        """Drop the rows of the requests not in `kept` (one copy of the caches, only when needed)."""
+        if len(kept) == len(self.requests):
+            return
+        rows = np.concatenate([np.arange(s.start, s.stop) for r, s in zip(self.requests, self.row_slices()) if r in kept]
+                              or [np.zeros(0, np.int64)])
+        self.requests, self.logits = kept, self.logits[rows]
+        self.past = {name: array[rows] for name, array in self.past.items()}
+
+    @staticmethod
+    def merge(cohorts: list["Cohort"]) -> "Cohort":
+        if len(cohorts) == 1:
+            return cohorts[0]
+        return Cohort([r for c in cohorts for r in c.requests], np.concatenate([c.logits for c in cohorts]),
+                      {name: np.concatenate([c.past[name] for c in cohorts]) for name in cohorts[0].past})
+
+
+class Batcher:
+    """Runs the forward passes of every request on `engine` in one thread (started on first use).
+    max_rows caps the rows of one session.run; a larger cohort runs in several calls."""
+
+    def __init__(self, engine: Engine, max_rows: int = 64):
+        self.engine = engine
+        self.max_rows = max_rows
+        self.arrivals: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.waiting: list[tuple[float, Request]] = []  # (arrival time, request), not yet prefilled
+        self.cohorts: list[Cohort] = []
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.ticks = 0  # session.run calls for cached steps, for tests and benchmarks
+
+    def decode(self, prompt_ids: list[int], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As Engine.decode: yields (ids [rows], the probability the model gave each) per new
+        character. Closing the iterator (or dropping it) takes the request out of its batch."""
+        request = Request(list(prompt_ids), settings, [SplitMix64(settings.seed + r) for r in range(settings.num_samples)])
+        self._start()
+        self.arrivals.put(request)
+        try:
+            while True:
+                item = request.out.get()
+                if item is _FINISHED:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled = True
+
+    def active_rows(self) -> int:
+        return sum(r.rows for c in self.cohorts for r in c.requests)
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="chargpt-batcher", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._tick()
+            except Exception as e:  # a fault here must not leave consumers waiting forever
+                for request in (r for c in self.cohorts for r in c.requests):
+                    request.out.put(e)
+                self.cohorts = []
+
+    def _tick(self) -> None:
+        # Block only when nothing is decoding; otherwise take whoever has arrived.
+        self._admit(block=not self.cohorts)
+        for cohort in self.cohorts:
+            self._sample(cohort)
+        self.cohorts = [c for c in self.cohorts if c.requests]
+        for cohort in self.cohorts:
+            self._step(cohort)
+        self._regroup()
+
+    def _admit(self, block: bool) -> None:
+        """Prefill the requests that have waited ADMIT_WINDOW_S (all of them when nothing else
+        is decoding), those of one prompt length together, and add them as a cohort."""
+        while True:
+            try:
+                request = self.arrivals.get(block=block and not self.waiting, timeout=None)
+                self.waiting.append((time.perf_counter(), request))
+                continue
+            except queue.Empty:
+                break
+        if not self.waiting or (self.cohorts and time.perf_counter() - self.waiting[0][0] < ADMIT_WINDOW_S):
+            return
+        by_length: dict[int, list[Request]] = {}
+        for _, request in self.waiting:
+            if not request.cancelled:
+                by_length.setdefault(min(len(request.prompt_ids), self.engine.receptive_field), []).append(request)
+        self.waiting = []
+        for length, requests in by_length.items():
+            ids = np.concatenate([np.tile(np.array(r.prompt_ids[-length:], dtype=np.int64), (r.rows, 1)) for r in requests])
+            try:
+                logits, past = self.engine.prefill(ids)
+            except Exception as e:  # a failure of the runtime: these requests' consumers raise it
+                for request in requests:
+                    request.out.put(e)
+                continue
+            self.cohorts.append(Cohort(requests, logits, past))
+        self._regroup()
+
+    def _sample(self, cohort: Cohort) -> None:
+        """Each request's next character(s), from its rows of the cohort's logits: the rows of
+        requests with the same settings are sampled together (sampling is row by row, each row
+        with its own stream, so this is what each would draw alone)."""
+        live = [(r, rows) for r, rows in zip(cohort.requests, cohort.row_slices()) if not r.cancelled]
+        probs = softmax(cohort.logits)
+        groups: dict[tuple, list[tuple[Request, slice]]] = {}
+        for request, rows in live:
+            s = request.settings
+            groups.setdefault((s.temperature, s.top_k, s.top_p), []).append((request, rows))
+        for (temperature, top_k, top_p), members in groups.items():
+            rows = np.concatenate([np.arange(r.start, r.stop) for _, r in members])
+            ids = next_ids(cohort.logits[rows], temperature, top_k, top_p, [rng for request, _ in members for rng in request.rngs])
+            start = 0
+            for request, _ in members:
+                request.next_ids = ids[start : start + request.rows]
+                start += request.rows
+        kept = []
+        for request, rows in live:
+            request.out.put((request.next_ids, probs[rows][np.arange(request.rows), request.next_ids]))
+            request.produced += 1
+            if request.done:
+                request.out.put(_FINISHED)
+            else:
+                kept.append(request)
+        cohort.keep(kept)
+
+    def _step(self, cohort: Cohort) -> None:
+        ids = np.concatenate([r.next_ids for r in cohort.requests])
+        try:
+            parts = [self.engine.step(ids[i : i + self.max_rows], {n: a[i : i + self.max_rows] for n, a in cohort.past.items()})
+                     for i in range(0, len(ids), self.max_rows)]
+        except Exception as e:
+            for request in cohort.requests:
+                request.out.put(e)
+            cohort.requests = []
+            return
+        self.ticks += len(parts)
+        cohort.logits = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        cohort.past = ({n: np.concatenate([p[1][n] for p in parts]) for n in cohort.past} if len(parts) > 1 else parts[0][1])
+
+    def _regroup(self) -> None:
+        """One cohort per cache length."""
+        by_length: dict[int, list[Cohort]] = {}
+        for cohort in self.cohorts:
+            if cohort.requests:
+                by_length.setdefault(cohort.length, []).append(cohort)
+        self.cohorts = [Cohort.merge(group) for group in by_length.values()]
