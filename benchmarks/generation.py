@@ -11,10 +11,14 @@ named weights, or read from --checkpoint), each decoder continues the same promp
   4. the web app's engine (the plain loop on onnxruntime), float32 and int8 weights
   5. the floor: bare cached `session.run` calls in a tight loop, no sampling, no Python around
      (on the given file; the overhead line compares it with the engine row of that file)
+  6. the static page (webapp/web, onnxruntime-web in headless Chromium, one thread), driven as a
+     visitor drives it, at batch 1, timed by the page itself (skipped, with the reason, where
+     node, chromium or playwright is missing; --no-page skips it)
 
 The table gives characters/s, time to first character (the prompt's prefill included) and
 each row's speed-up over row 1. Greedy decoding makes the texts comparable: each row must write
-the text of the row that follows the same rule (3 as 1; 2 and 4 as the float32 engine), and the
+the text of the row that follows the same rule (3 as 1; 2 and 4 as the float32 engine; 6 as the
+engine on the same file), and the
 table says whether it did. The two rules agree exactly for learned positions; for rotary ones
 the plain loop's sliding window may pick another character where two are nearly tied.
 """
@@ -22,6 +26,7 @@ the plain loop's sliding window may pick another character where two are nearly 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -40,6 +45,8 @@ from train.table import format_table as table
 from train.model import GPTLanguageModel
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
+
+from .page import PageUnavailable, StaticPage, static_page
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 FALLBACK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
@@ -113,8 +120,25 @@ class Row:
     speedup: float | None = None
 
 
+def page_decoder(page: StaticPage, vocab: list[str]) -> Decoder:
+    """The static page, batch 1 only; it times itself (from the click to the last character)."""
+    index = {c: i for i, c in enumerate(vocab)}
+
+    def timed(prompt: np.ndarray, n: int) -> tuple[np.ndarray, float, float]:
+        run = page.generate("".join(vocab[i] for i in prompt[0]), n)
+        return np.array([[index[c] for c in run.text]]), run.seconds, run.first_ms / 1000
+
+    def run(prompt: np.ndarray, n: int):
+        raise TypeError("the page decoder is timed whole: use time_once")
+
+    run.timed = timed
+    return run
+
+
 def time_once(decoder: Decoder, prompt: np.ndarray, n: int) -> tuple[np.ndarray, float, float]:
     """(ids [B, n], seconds for all n steps, seconds to the first)."""
+    if hasattr(decoder, "timed"):
+        return decoder.timed(prompt, n)
     steps, first = [], None
     start = time.perf_counter()
     for step in decoder(prompt, n):
@@ -125,23 +149,24 @@ def time_once(decoder: Decoder, prompt: np.ndarray, n: int) -> tuple[np.ndarray,
 
 
 def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batches: list[int],
-              runs: int, slow_runs: int, slow: set[str], reference: str, same_as: dict[str, str]) -> list[Row]:
+              runs: int, slow_runs: int, slow: set[str], reference: str, same_as: dict[str, str],
+              batch_one_only: set[str] = frozenset()) -> list[Row]:
     """Medians over rounds in which every decoder runs once in turn: a slow minute of these
     shared cores then falls on all rows alike instead of on whichever row it met. Speed-ups are
     over `reference`; same_as names, for a decoder, the decoder whose text it must write."""
     rows = []
     for batch in batches:
         prompt = np.tile(np.array(prompt_ids, dtype=np.int64), (batch, 1))
-        planned = {name: slow_runs if name in slow else runs for name in decoders}
+        planned = {name: slow_runs if name in slow else runs for name in decoders if batch == 1 or name not in batch_one_only}
         totals, firsts, ids = ({name: [] for name in decoders} for _ in range(3))
         for round_ in range(max(planned.values())):
             for name, decoder in decoders.items():
-                if round_ < planned[name]:
+                if round_ < planned.get(name, 0):
                     ids[name], total, first = time_once(decoder, prompt, n)
                     totals[name].append(total)
                     firsts[name].append(first)
         reference_rate = batch * n / statistics.median(totals[reference])
-        for name in decoders:
+        for name in planned:
             total = statistics.median(totals[name])
             row = Row(name, batch, n, batch * n / total, 1000 * total / n, 1000 * statistics.median(firsts[name]), planned[name])
             if name in same_as:
@@ -152,7 +177,7 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
     return rows
 
 
-def results_table(rows: list[Row], floor: str, engine: str) -> str:
+def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None) -> str:
     header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
     lines = [header]
     for r in rows:
@@ -165,6 +190,9 @@ def results_table(rows: list[Row], floor: str, engine: str) -> str:
         if floor in by_name and engine in by_name:
             overhead = by_name[floor].chars_per_s / by_name[engine].chars_per_s - 1
             text.append(f"batch {batch}: row '{engine}' takes {overhead:+.1%} time over the session.run floor (same file)")
+        if page in by_name and engine in by_name:
+            text.append(f"batch {batch}: page / native = {by_name[page].chars_per_s / by_name[engine].chars_per_s:.2f} "
+                        f"against row '{engine}', {by_name[page].chars_per_s / by_name[floor].chars_per_s:.2f} against the floor")
     return "\n".join(text)
 
 
@@ -203,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="runs per fast decoder; the median is reported")
     p.add_argument("--slow-runs", type=int, default=1, help="runs of the decoders that recompute the whole context")
     p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
+    p.add_argument("--no-page", action="store_true", help="skip the static page's row")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     return p
 
@@ -229,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prompt_text = load_prompt(Path(args.data), args.prompt_chars)
     prompt_ids = [engine.vocab.index(c) for c in prompt_text if c in engine.vocab]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         fp32, int8 = float32_and_int8(engine, model, Path(tmp))
         decoders = {
             "1. PyTorch, lecture-style (last window)": lecture_style(model),
@@ -240,12 +269,19 @@ def main(argv: list[str] | None = None) -> int:
             "5. floor: bare cached session.run": session_floor(engine),  # on the given file, like its engine row
         }
         names = list(decoders)
+        page_row = "6. static page (onnxruntime-web, Chromium)"
+        if not args.no_page:
+            try:
+                decoders[page_row] = page_decoder(stack.enter_context(static_page(engine.path, Path(tmp))), engine.vocab)
+            except PageUnavailable as e:
+                print(f"note: no static page row: {e}", file=sys.stderr)
         print(f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
               f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
-        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3]}
+        engine_row = names[3] if engine is fp32 else names[4]  # the engine on the given file
+        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], page_row: engine_row}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
-                         slow={names[0], names[2]}, reference=names[0], same_as=same_as)
-    print(results_table(rows, floor=names[5], engine=names[3] if engine is fp32 else names[4]))
+                         slow={names[0], names[2]}, reference=names[0], same_as=same_as, batch_one_only={page_row})
+    print(results_table(rows, floor=names[5], engine=engine_row, page=page_row))
     if json_out:
         write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
                               "rows": [asdict(r) for r in rows]})

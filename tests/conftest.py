@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.page import CHROMIUM_ARGS  # noqa: F401 (the tests import it from here)
+
 # Tiny models run fastest on one thread, and tests then share the CPU well with each other
 # and with a training run in the background; subprocesses inherit the setting.
 torch.set_num_threads(1)
@@ -21,7 +23,6 @@ SHARED = Path(os.environ.get("CHARGPT_SHARED", REPO.parent / "shared"))
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
 IN_CI = os.environ.get("CI") == "true"
 SCREENSHOTS = REPO / "test-results"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Small settings that train in a second or two on a CPU.
 TINY = ["--n-embd", "32", "--n-head", "4", "--n-layer", "2", "--block-size", "16", "--batch-size", "8",

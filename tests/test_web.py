@@ -3,17 +3,15 @@ the Python one, and the static page (onnxruntime-web) in a headless Chromium."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import json
+import re
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
 
+from benchmarks.page import static_server
 from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 from webapp.about import read_about
 from webapp.engine import Engine, Settings, encode_prompt
@@ -83,19 +81,6 @@ def test_node_check_refuses_bad_input(node, tmp_path, small_text):
     assert "--seed needs a whole number" in node_check(node, "--seed", "-3", expect=2).stderr
 
 
-@contextlib.contextmanager
-def static_server(directory):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-
-
 @pytest.fixture(scope="module")
 def site(node, tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "dist"
@@ -135,7 +120,15 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.wait_for_function("document.getElementById('status').textContent.startsWith('Generated')", timeout=120_000)
             text = page.locator("#output").inner_text()
             status = page.locator("#status").inner_text()
+            coloured = page.eval_on_selector_all("#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])")
             page.screenshot(path=str(SCREENSHOTS / "web-static.png"), full_page=True)
+
+            page.fill("#prompt", "KING RICHARD III:")
+            page.fill("#length", "200")
+            page.fill("#temperature", "0")
+            page.click("#generate")
+            page.wait_for_function("window.chargptLastRun && window.chargptLastRun.chars === 200", timeout=120_000)
+            greedy = page.evaluate("window.chargptLastRun.text")
 
             # Bad input is a visible sentence, not an exception.
             page.fill("#temperature", "-1")
@@ -149,8 +142,18 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
     assert shown == {"title": f"{about.title} in your browser", "heading": about.title, "prompt": "ROMEO:",
                      "description": about.description, "examples": about.examples}
     assert clicked == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
-    expected = Engine(SHIPPED_MODEL).complete("ROMEO:", Settings(max_new_tokens=300, temperature=0.8, top_k=40, seed=42))[0]
+    engine = Engine(SHIPPED_MODEL)
+    settings = Settings(max_new_tokens=300, temperature=0.8, top_k=40, seed=42)
+    expected = engine.complete("ROMEO:", settings)[0]
     assert text == "ROMEO:" + expected
+    assert greedy == engine.complete("KING RICHARD III:", Settings(max_new_tokens=200, temperature=0))[0]
+    # Each generated character is coloured by the probability the model gave it, the number on hover.
+    python_probs = [p for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for _, p in step.pieces[0]]
+    assert "".join(ch for ch, _, _ in coloured) == expected
+    page_probs = [float(re.fullmatch(r"p = (\d\.\d\d)", title).group(1)) for _, title, _ in coloured]
+    assert max(abs(a - b) for a, b in zip(page_probs, python_probs)) <= 0.0051
+    assert all(background.startswith("rgb(") for _, _, background in coloured)  # hsl(...) as the browser computes it
+    assert len({background for _, _, background in coloured}) > 5
     assert "Generated 300 characters" in status
     assert "seed 42" in status
     assert "temperature must be between 0 (greedy) and 10" in error

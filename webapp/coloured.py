@@ -17,7 +17,7 @@ PROMPT_STYLE = "opacity: 0.6"
 
 def colour(p: float) -> str:
     """Background for a character the model gave probability p: red (unlikely) to green (sure)."""
-    return f"hsl({round(130 * p)}, 75%, 82%)"
+    return f"hsl({int(130 * p + 0.5)}, 75%, 82%)"  # halves round up, as JavaScript's Math.round
 
 
 def char_span(ch: str, p: float) -> str:

@@ -1,7 +1,7 @@
 // The static page: loads model/model.onnx with onnxruntime-web (WebAssembly) and streams text.
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
-import { CharGPT, checkSettings, encodePrompt, LIMITS, modelFiles, readAbout } from "./chargpt.js";
+import { CharGPT, checkSettings, colour, encodePrompt, LIMITS, modelFiles, readAbout } from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
 const { onnx: MODEL, meta: SIDECAR } = modelFiles("model/model.onnx");
@@ -59,31 +59,79 @@ async function generate() {
   const shown = document.createElement("span");
   shown.className = "prompt-text";
   shown.textContent = promptText;
-  const generated = document.createTextNode("");
-  out.append(shown, generated);
+  out.append(shown);
   stopRequested = false;
   $("generate").disabled = true;
   $("stop").disabled = false;
   const start = performance.now();
-  let count = 0;
+  const text = [];
   let firstMs = null;
+  let pending = [];
+  let lastYield = start;
   try {
     for await (const step of model.decode(ids, settings)) {
       if (firstMs === null) firstMs = performance.now() - start;
-      generated.appendData(model.vocab[step.ids[0]]);
-      count += 1;
-      if (count % 4 === 0) await new Promise((resolve) => setTimeout(resolve, 0)); // let the page paint
+      const ch = model.vocab[step.ids[0]];
+      text.push(ch);
+      pending.push([ch, step.probs[0]]);
+      // The page is drawn, and Stop heard, every UPDATE_MS: characters wait for the next update
+      // rather than each touching the DOM, and the loop then yields to the browser (with a
+      // MessageChannel message: setTimeout(0) is clamped to 4 ms when nested). Each update lays
+      // out the whole text again: 20 a second, as the Gradio page, rather than one a frame,
+      // which took a third of the time per character in headless Chromium.
+      if (performance.now() - lastYield >= UPDATE_MS) {
+        appendColoured(out, pending);
+        pending = [];
+        await nextTask();
+        lastYield = performance.now();
+      }
       if (stopRequested) break;
     }
+    appendColoured(out, pending);
     const seconds = (performance.now() - start) / 1000;
+    window.chargptLastRun = { text: text.join(""), chars: text.length, seconds, firstMs };
     const note = dropped.length ? `; dropped ${dropped.map((c) => JSON.stringify(c)).join(", ")} (not in the vocabulary)` : "";
-    setStatus(`${stopRequested ? "Stopped after" : "Generated"} ${count} characters in ${seconds.toFixed(2)} s ` +
-      `(${(count / seconds).toFixed(0)} characters/s, first after ${firstMs.toFixed(0)} ms), seed ${settings.seed}${note}.`);
+    setStatus(`${stopRequested ? "Stopped after" : "Generated"} ${text.length} characters in ${seconds.toFixed(2)} s ` +
+      `(${(text.length / seconds).toFixed(0)} characters/s, first after ${firstMs.toFixed(0)} ms), seed ${settings.seed}${note}.`);
   } catch (e) {
     setStatus(`Generation failed: ${e.message}`, true);
   } finally {
     $("generate").disabled = false;
     $("stop").disabled = true;
+  }
+}
+
+/** Generated characters as spans coloured by the probability the model gave each (hover: the
+ * number), as the Gradio page does (webapp/coloured.py). */
+function appendColoured(out, pieces) {
+  if (pieces.length === 0) return;
+  const fragment = document.createDocumentFragment();
+  for (const [ch, p] of pieces) {
+    const span = document.createElement("span");
+    span.style.background = colour(p);
+    span.title = `p = ${p.toFixed(2)}`;
+    span.textContent = ch;
+    fragment.append(span);
+  }
+  out.append(fragment);
+}
+
+const UPDATE_MS = 50;
+const channel = new MessageChannel();
+/** A promise that resolves in a new task, after the browser has had its turn (paint, clicks). */
+function nextTask() {
+  return new Promise((resolve) => {
+    channel.port1.onmessage = () => resolve();
+    channel.port2.postMessage(null);
+  });
+}
+
+function showLegend() {
+  for (const p of [0.1, 0.3, 0.5, 0.7, 0.9]) {
+    const stop = document.createElement("span");
+    stop.style.background = colour(p);
+    stop.textContent = ` ${p.toFixed(1)} `;
+    $("legend").append(stop);
   }
 }
 
@@ -128,6 +176,7 @@ async function load() {
   }
 }
 
+showLegend();
 $("generate").addEventListener("click", generate);
 $("stop").addEventListener("click", () => (stopRequested = true));
 load();

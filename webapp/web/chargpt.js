@@ -6,26 +6,43 @@
 // format 2), so decoding is a prefill and then one cached step per character. Numbers are
 // float64 throughout the sampling, as in numpy.
 
-const MASK64 = (1n << 64n) - 1n;
-
-/** Steele, Lea and Flood's SplitMix64: 64-bit state, one uniform in [0, 1) per call. */
+/** Steele, Lea and Flood's SplitMix64: 64-bit state, one uniform in [0, 1) per call. The state
+ * is two 32-bit halves in plain numbers, not a BigInt: a BigInt per draw allocated and cost more
+ * than the draw itself. Every operation is exact (products split into 16-bit pieces), so the
+ * stream is bit for bit the Python one (webapp/sampling.py; tests/test_web.py). */
 export class SplitMix64 {
   constructor(seed) {
-    this.state = BigInt.asUintN(64, BigInt(seed));
+    const state = BigInt.asUintN(64, BigInt(seed));
+    this.hi = Number(state >> 32n);
+    this.lo = Number(state & 0xffffffffn);
   }
 
-  nextU64() {
-    this.state = (this.state + 0x9e3779b97f4a7c15n) & MASK64;
-    let z = this.state;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
-    return z ^ (z >> 31n);
+  /** Advance the state; return the next output as [hi, lo] (unsigned 32-bit halves). */
+  next() {
+    const lo = this.lo + 0x7f4a7c15;
+    this.lo = lo >>> 0;
+    this.hi = (this.hi + 0x9e3779b9 + (lo > 0xffffffff ? 1 : 0)) >>> 0;
+    let [h, l] = [this.hi, this.lo];
+    [h, l] = mul64(h ^ (h >>> 30), (l ^ ((l >>> 30) | (h << 2))) >>> 0, 0xbf58476d, 0x1ce4e5b9);
+    [h, l] = mul64(h ^ (h >>> 27), (l ^ ((l >>> 27) | (h << 5))) >>> 0, 0x94d049bb, 0x133111eb);
+    return [(h ^ (h >>> 31)) >>> 0, (l ^ ((l >>> 31) | (h << 1))) >>> 0];
   }
 
   /** A float in [0, 1) from the top 53 bits. */
   uniform() {
-    return Number(this.nextU64() >> 11n) * 2 ** -53;
+    const [hi, lo] = this.next();
+    return (hi * 2 ** 21 + (lo >>> 11)) * 2 ** -53;
   }
+}
+
+/** The low 64 bits of the product of two 64-bit numbers given as unsigned 32-bit halves. */
+function mul64(ah, al, bh, bl) {
+  const a0 = al & 0xffff, a1 = al >>> 16, b0 = bl & 0xffff, b1 = bl >>> 16;
+  const p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0; // each below 2^32: exact
+  const mid = (p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
+  const lo = (((mid & 0xffff) << 16) | (p00 & 0xffff)) >>> 0;
+  const carry = a1 * b1 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16); // al * bl >> 32, below 2^32
+  return [(carry + Math.imul(al, bh) + Math.imul(ah, bl)) >>> 0, lo];
 }
 
 /** Probabilities of one row of logits (masked -Infinity logits get 0). */
@@ -80,6 +97,22 @@ export function argmax(logits) {
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
   return best;
+}
+
+/** Background for a character the model gave probability p: red (unlikely) to green (sure);
+ * webapp/coloured.py's colour. */
+export function colour(p) {
+  return `hsl(${Math.round(130 * p)}, 75%, 82%)`;
+}
+
+/** The probability the model gave `id` (softmax of the row, float64), without building the
+ * distribution. */
+export function probabilityOf(logits, id) {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += Math.exp(logits[i] - max);
+  return Math.exp(logits[id] - max) / total;
 }
 
 /** The next id for one row of logits: greedy at temperature 0 (nothing drawn), else a draw. */
@@ -168,6 +201,7 @@ export class CharGPT {
     this.receptiveField = meta.config.receptive_field;
     this.pastNames = [];
     for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+    this.presentNames = this.pastNames.map((n) => n.replace("past_key_values", "present"));
   }
 
   /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes. */
@@ -192,7 +226,7 @@ export class CharGPT {
     const feeds = { input_ids: new this.ort.Tensor("int64", ids, [batch, length]), ...(past ?? this.emptyPast(batch)) };
     const out = await this.session.run(feeds);
     const present = {};
-    this.pastNames.forEach((n) => (present[n] = out[n.replace("past_key_values", "present")]));
+    this.pastNames.forEach((n, i) => (present[n] = out[this.presentNames[i]]));
     return { logits: out.logits.data, dims: out.logits.dims, past: present };
   }
 
@@ -218,7 +252,7 @@ export class CharGPT {
     for (let step = 0; step < s.maxNewTokens; step++) {
       const rows = this.lastRows(result);
       const ids = rows.map((row, r) => nextId(row, s, rngs[r]));
-      const probs = rows.map((row, r) => softmax(row)[ids[r]]);
+      const probs = rows.map((row, r) => probabilityOf(row, ids[r]));
       yield { ids, probs };
       if (step === s.maxNewTokens - 1) return;
       result = await this.forward(ids.map((id) => [id]), result.past);
