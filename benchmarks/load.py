@@ -4,7 +4,7 @@ Starts the app (`python -m webapp`, the shipped model unless --model) on a free 
 a running one (--url, with --pid for its memory), then:
 
   1. one visitor: a single gradio_client client asks for --chars characters (default 300),
-     --alone-rounds times in turn (default 3), after one unmeasured warm-up request;
+     --alone-rounds times in turn (default 5; the median counts), after one unmeasured warm-up;
   2. load: --clients clients (default 32) ask at the same moment for --chars characters each:
      completed and failed requests, p50/p95 latency, aggregate characters/s, and the server's
      resident memory (RSS) before and after; then the crowd's aggregate characters/s over the
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -121,6 +122,7 @@ def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None, ro
     from gradio_client import Client
 
     phase = Phase(name, clients, chars, rss_before_mb=rss_mb(pid))
+    walls = []
     with ThreadPoolExecutor(clients) as pool:
         connected = list(pool.map(lambda _: Client(url, verbose=False), range(clients)))
     start_line = threading.Barrier(clients + 1)
@@ -154,10 +156,12 @@ def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None, ro
             t0 = time.perf_counter()
             for f in futures:
                 f.result()
-            phase.wall_s += time.perf_counter() - t0
+            walls.append(time.perf_counter() - t0)
+    phase.wall_s = sum(walls)
     if latencies:
         phase.p50_s, phase.p95_s = percentile(latencies, 0.5), percentile(latencies, 0.95)
-        phase.chars_per_s = len(latencies) * chars / phase.wall_s
+        # Per round: the characters of its completed requests over its wall time; the median round.
+        phase.chars_per_s = len(latencies) / rounds * chars / statistics.median(walls)
     phase.rss_after_mb = rss_mb(pid)
     return phase
 
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model for the app this command starts (default: the shipped one)")
     p.add_argument("--clients", type=int, default=32, help="clients at once in the load phase")
     p.add_argument("--chars", type=int, default=300, help="characters each request of the one-visitor and load phases asks for")
-    p.add_argument("--alone-rounds", type=int, default=3, help="requests of the one visitor, one after another")
+    p.add_argument("--alone-rounds", type=int, default=5, help="requests of the one visitor, one after another (the median counts)")
     p.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help="the app's queue size (passed to the app this command starts)")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="the app's concurrent requests (likewise)")
     p.add_argument("--burst", type=int, help="clients at once in the burst (default: queue size + concurrency + 32; 0 skips it)")

@@ -315,3 +315,39 @@ def test_an_oversized_chunked_request_is_counted_and_refused(app_url):
     response = connection.getresponse()
     assert response.status == 413
     assert "a prompt may have at most" in json.loads(response.read())["detail"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    """Cores a process keeps busy over the next `seconds`."""
+    start = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - start) / seconds
+
+
+def test_a_visitor_who_disconnects_costs_nothing_after_the_disconnect(tmp_path):
+    """A visitor's process killed mid-stream (a closed tab, a dropped connection): the server
+    stops generating for it, so its cores fall back to what they use idle."""
+    visitor = tmp_path / "visitor.py"
+    visitor.write_text("import sys, time\nfrom gradio_client import Client\n"
+                       "Client(sys.argv[1], verbose=False).submit('ROMEO:', 2000, 0.8, 0, 1.0, 1, api_name='/generate')\n"
+                       "time.sleep(600)\n")
+    with running_app() as (url, server):
+        idle = cpu_share(server.pid, 1.0)
+        process = subprocess.Popen([sys.executable, str(visitor), url], cwd=REPO)
+        try:
+            deadline = time.time() + 60
+            while (busy := cpu_share(server.pid, 0.5)) < 0.5 and time.time() < deadline:
+                pass  # until it generates
+        finally:
+            process.kill()
+            process.wait()
+        time.sleep(0.5)
+        after = cpu_share(server.pid, 2.0)
+    assert busy >= 0.5  # it was generating for the visitor: about a core or more
+    assert after < max(0.25, 2 * idle)

@@ -29,7 +29,7 @@ from webapp.server import STATIC_URL, static_site_built
 # UPDATE_CHARS new characters have come or STREAM_MAX_WAIT_S has passed. Each update costs the
 # server the same whatever it carries: when a crowd shares the model, each visitor's characters
 # come slower, and fewer, fuller updates leave the cores to the model (benchmarks/load.py).
-STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.25
+STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.5
 # Requests decoding at once (their steps share session.run calls: webapp/batching.py), and
 # requests waiting beyond those.
 CONCURRENCY, QUEUE_SIZE = 32, 32
@@ -135,7 +135,7 @@ def static_site_note() -> str:
 
 @functools.cache
 def default_demo() -> gr.Blocks:
-    return build_demo(Engine(SHIPPED_MODEL))
+    return build_demo(Engine(SHIPPED_MODEL, spinning=False))
 
 
 def __getattr__(name: str):
