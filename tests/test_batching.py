@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from webapp.batching import Batcher
+from webapp.batching import PREFILL_CHARS, Batcher, Request, prefill_groups
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL
 
@@ -102,3 +102,16 @@ def test_row_r_of_a_step_is_the_step_of_row_r_alone(engine):
             assert np.array_equal(row_logits[0], logits[r])
             for n in row_presents:
                 assert np.array_equal(row_presents[n][0], presents[n][r])
+
+
+def test_long_prompts_are_prefilled_a_few_at_a_time():
+    """A prefill's attention scores grow with rows × length²: a crowd of long prompts is split."""
+    long = [Request([1] * 763, Settings(), []) for _ in range(5)]
+    assert [len(g) for g in prefill_groups(long, 763)] == [2, 2, 1]
+    assert all(sum(r.rows for r in g) * 763 <= PREFILL_CHARS for g in prefill_groups(long, 763))
+    short = [Request([1] * 7, Settings(num_samples=2), []) for _ in range(300)]
+    groups = prefill_groups(short, 7)
+    assert [r for g in groups for r in g] == short  # all of them, in arrival order
+    assert len(groups) == 3
+    huge = [Request([1] * 3000, Settings(), [])]  # longer than the budget alone: still prefilled
+    assert prefill_groups(huge, 3000) == [huge]

@@ -33,6 +33,7 @@ _FINISHED = object()  # put on a request's queue after its last character
 # crowd arriving together starts as few cohorts (caches of one length only meet once their
 # windows are full). It delays a first character by at most as much as one page update.
 ADMIT_WINDOW_S = 0.05
+PREFILL_CHARS = 2048  # prompt characters (rows × length) prefilled in one session.run
 
 
 @dataclass(eq=False)
@@ -52,6 +53,22 @@ class Request:
     @property
     def done(self) -> bool:
         return self.cancelled or self.produced >= self.settings.max_new_tokens
+
+
+def prefill_groups(requests: list[Request], length: int) -> list[list[Request]]:
+    """Requests whose prompts have `length` characters, in groups of at most PREFILL_CHARS
+    characters (one request at least): a prefill's attention scores grow with rows × length²,
+    and 32 visitors with long prompts prefilled at once would hold half a gigabyte."""
+    groups: list[list[Request]] = []
+    chars = 0
+    for request in requests:
+        if groups and chars + request.rows * length <= PREFILL_CHARS:
+            groups[-1].append(request)
+            chars += request.rows * length
+        else:
+            groups.append([request])
+            chars = request.rows * length
+    return groups
 
 
 @dataclass(eq=False)
@@ -168,14 +185,15 @@ class Batcher:
                 by_length.setdefault(min(len(request.prompt_ids), self.engine.receptive_field), []).append(request)
         self.waiting = []
         for length, requests in by_length.items():
-            ids = np.concatenate([np.tile(np.array(r.prompt_ids[-length:], dtype=np.int64), (r.rows, 1)) for r in requests])
-            try:
-                logits, past = self.engine.prefill(ids)
-            except Exception as e:  # a failure of the runtime: these requests' consumers raise it
-                for request in requests:
-                    request.out.put(e)
-                continue
-            self.cohorts.append(Cohort(requests, logits, past))
+            for group in prefill_groups(requests, length):
+                ids = np.concatenate([np.tile(np.array(r.prompt_ids[-length:], dtype=np.int64), (r.rows, 1)) for r in group])
+                try:
+                    logits, past = self.engine.prefill(ids)
+                except Exception as e:  # a failure of the runtime: these requests' consumers raise it
+                    for request in group:
+                        request.out.put(e)
+                    continue
+                self.cohorts.append(Cohort(group, logits, past))
         self._regroup()
 
     def _sample(self, cohort: Cohort) -> None:
