@@ -19,7 +19,7 @@ def requests():
     settings, one and two samples, each case twice with other seeds."""
     cases = []
     for i, prompt in enumerate(PROMPTS * 3):
-        settings = Settings(max_new_tokens=60 + 13 * i, temperature=(0, 0.8, 1.3)[i % 3], top_k=(0, 12)[i % 2],
+        settings = Settings(max_new_tokens=40 + 11 * i, temperature=(0, 0.8, 1.3)[i % 3], top_k=(0, 12)[i % 2],
                             top_p=(1.0, 0.9)[i % 2], seed=100 + i, num_samples=1 + (i % 4 == 3), stop="\n\n" if i == 5 else None)
         cases.append((prompt, settings))
     return cases

@@ -78,8 +78,9 @@ RULES = [
     Rule("python -m webapp generate", "run"),
     Rule("python -m webapp", "server", page="config"),
     Rule("python -m http.server", "server", page="model/model.json"),
-    Rule("python -m benchmarks.load", "run", extra="--clients 2 --chars 10 --burst 0"),
-    Rule("python -m benchmarks.generation", "run", extra="--chars 10 --prompt-chars 20 --runs 1 --batch 1"),
+    Rule("python -m benchmarks.load", "run", extra="--clients 2 --chars 10 --alone-rounds 1 --burst 0"),
+    # The page's row is tested in test_benchmarks.py; here it would only add a browser's start.
+    Rule("python -m benchmarks.generation", "run", extra="--chars 10 --prompt-chars 20 --runs 1 --batch 1 --no-page"),
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     # The presets' own flags and data, on a model small enough to finish in seconds.
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
