@@ -35,9 +35,9 @@ STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.5
 CONCURRENCY, QUEUE_SIZE = 32, 32
 
 
-def stream_generation(engine: Engine, batcher: Batcher | None, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+def stream_generation(engine: Engine, batcher: Batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed):
     """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters
-    arrive; its forward passes run in `batcher`'s batches (None: on their own)."""
+    arrive; its forward passes run in `batcher`'s batches."""
     prompt, settings = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
     encoded = encode_prompt(prompt, engine.vocab)
     notices = [n for n in (engine.notice, encoded.notice()) if n]
@@ -55,7 +55,7 @@ def stream_generation(engine: Engine, batcher: Batcher | None, prompt, max_new_t
                 f"{engine.provider} · seed {settings.seed}")
         return line + "".join(f" · {n}" for n in notices)
 
-    for step in engine.generate(encoded, settings, batcher.decode if batcher else None):
+    for step in engine.generate(encoded, settings, batcher.decode):
         for ch, p in step.pieces[0]:
             text += ch
             coloured.add(ch, p)

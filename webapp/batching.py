@@ -73,8 +73,8 @@ def prefill_groups(requests: list[Request], length: int) -> list[list[Request]]:
 
 @dataclass(eq=False)
 class Cohort:
-    """Requests whose caches have the same length, stacked: row r of `logits` and of every
-    cache array belongs to the request that `owners[r]` names."""
+    """Requests whose caches have the same length, stacked along the batch axis in the order
+    of `requests` (each request's rows are one of `row_slices()`)."""
 
     requests: list[Request]
     logits: np.ndarray  # [rows, vocab]: the next character's logits
@@ -172,7 +172,7 @@ class Batcher:
         is decoding), those of one prompt length together, and add them as a cohort."""
         while True:
             try:
-                request = self.arrivals.get(block=block and not self.waiting, timeout=None)
+                request = self.arrivals.get(block=block and not self.waiting)
                 self.waiting.append((time.perf_counter(), request))
                 continue
             except queue.Empty:

@@ -78,7 +78,7 @@ async function generate() {
       // rather than each touching the DOM, and the loop then yields to the browser (with a
       // MessageChannel message: setTimeout(0) is clamped to 4 ms when nested). Each update lays
       // out the whole text again: 20 a second, as the Gradio page, rather than one a frame,
-      // which took a third of the time per character in headless Chromium.
+      // which doubled the time per character in headless Chromium (6.7-7.3 ms against 3.2-3.4).
       if (performance.now() - lastYield >= UPDATE_MS) {
         appendColoured(out, pending);
         pending = [];
