@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.page import CHROMIUM_ARGS  # noqa: F401 (the tests import it from here)
-
 # Tiny models run fastest on one thread, and tests then share the CPU well with each other
 # and with a training run in the background; subprocesses inherit the setting.
 torch.set_num_threads(1)

@@ -18,7 +18,8 @@ import pytest
 from benchmarks.load import free_port, running_app, wait_until_up
 from webapp.app import CONCURRENCY
 
-from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from benchmarks.page import CHROMIUM_ARGS
+from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 
 
 @contextlib.contextmanager

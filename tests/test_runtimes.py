@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from benchmarks.page import CHROMIUM_ARGS
+from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 from export.folder import ONNXRUNTIME_GENAI, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL

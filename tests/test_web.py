@@ -11,8 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from benchmarks.page import static_server
-from conftest import CHROMIUM_ARGS, IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from benchmarks.page import CHROMIUM_ARGS, static_server
+from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 from webapp.about import read_about
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL
