@@ -88,6 +88,41 @@ def test_the_plain_loop_past_the_window_equals_one_call_on_the_whole_text(option
     assert cache[0][0].shape == (3, 4, 15, 8)
 
 
+def ring_loop(model, idx, prefill: int):
+    """The server's ring step after a prefill by `decode`: the cached keys rotated at their
+    positions into slots position % (block_size - 1), each new key and value written into the
+    slot of the character that leaves the window. Returns the logits of every position."""
+    cfg = model.config
+    S, B = cfg.block_size - 1, idx.size(0)
+    cos, sin = rotary_tables(idx.size(1), cfg.head_dim, cfg.rope_base)
+    logits, past = model.decode(idx[:, :prefill], model.empty_cache(B))
+    kept = torch.arange(prefill - past[0][0].size(2), prefill)  # the positions the cache holds
+    ring = [(torch.zeros(B, cfg.n_head, S, cfg.head_dim), torch.zeros(B, cfg.n_head, S, cfg.head_dim)) for _ in past]
+    for (keys, values), (k, v) in zip(ring, past):
+        keys[:, :, kept % S] = apply_rotary(k, cos[kept], sin[kept])
+        values[:, :, kept % S] = v
+    mask = torch.full((B, S), float("-inf"))
+    mask[:, kept % S] = 0
+    steps = [logits]
+    for t in range(prefill, idx.size(1)):
+        logits, new = model.step_ring(idx[:, t : t + 1], cos[t].expand(B, -1), sin[t].expand(B, -1), mask, ring)
+        for (keys, values), (k, v) in zip(ring, new):
+            keys[:, :, t % S], values[:, :, t % S] = k[:, :, 0], v[:, :, 0]
+        mask[:, t % S] = 0
+        steps.append(logits)
+    return torch.cat(steps, dim=1)
+
+
+@pytest.mark.parametrize("options", [o for o in OPTIONS if o.get("position") == "rotary"])
+def test_the_ring_step_past_the_window_equals_the_plain_loop(options):
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (3, 45), generator=torch.Generator().manual_seed(2))  # block_size 16: slides twice
+    with torch.no_grad():
+        full, _, _ = model(idx)
+        for prefill in (1, 7, 16, 20):  # an empty, a part-filled and a full ring
+            assert (ring_loop(model, idx, prefill) - full).abs().max() <= 1e-5, prefill
+
+
 @pytest.mark.parametrize("options", OPTIONS)
 def test_within_the_window_the_cached_path_is_the_training_forward(options):
     model = small_model(**options)

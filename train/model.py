@@ -165,19 +165,27 @@ class MultiHeadAttention(nn.Module):
         self.dropout = config.dropout if config.attention_dropout else 0.0
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rotary=None, past=None, mask=None):
-        """Without past: plain causal attention over x (training; T <= block_size).
-        With past (the cached keys, before rotation, and values; possibly of length 0), the
-        cached path: rotary holds the tables for positions 0..past_len + T - 1, mask is the
-        additive sliding-window mask [T, past_len + T], and the new cache is returned."""
+    def queries_keys_values(self, x):
+        """x [B, T, C] -> queries and keys together [B, 2H, T, D] (not rotated), values [B, H, T, D]."""
         B, T, C = x.shape
         H, D = self.n_head, self.head_dim
         qk, v = self.qkv(x).view(B, T, 3 * H, D).split((2 * H, H), dim=2)  # [B, T, 2H, D], [B, T, H, D]
         if self.q_norm is not None:
             q, k = qk.split(H, dim=2)
             qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
-        # -> [B, heads, T, head_dim]
-        qk, v = qk.transpose(1, 2), v.transpose(1, 2)
+        return qk.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x, rotary=None, past=None, mask=None, ring=None):
+        """Without past: plain causal attention over x (training; T <= block_size).
+        With past (the cached keys, before rotation, and values; possibly of length 0), the
+        cached path: rotary holds the tables for positions 0..past_len + T - 1, mask is the
+        additive sliding-window mask [T, past_len + T], and the new cache is returned.
+        With ring: the ring step (see step_ring)."""
+        if ring is not None:
+            return self.step_ring(x, rotary, ring, mask)
+        B, T, C = x.shape
+        H, D = self.n_head, self.head_dim
+        qk, v = self.queries_keys_values(x)  # [B, heads, T, head_dim]
         dropout_p = self.dropout if self.training else 0.0
         if past is None:
             if rotary is not None:
@@ -205,6 +213,27 @@ class MultiHeadAttention(nn.Module):
             present = (last_positions(k, self.window - 1), last_positions(v, self.window - 1))
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.proj(y)), present
+
+    def step_ring(self, x, rotary, ring, mask):
+        """One new position per row (x [B, 1, C]) against a ring of cached keys, rotated at their
+        own positions, and values ([B, H, S, D] each, S = block_size - 1, in any order: rotary
+        attention depends only on the distance between positions, and attention on no order).
+        rotary: cos and sin [B, 1, 1, D] at each row's new position; mask [B, 1, 1, S], 0 on
+        the slots that hold a key and -inf on empty ones. Returns the output and the new
+        position's key (rotated) and value [B, H, 1, D], for the caller to write into the ring.
+        The cache is read once and never copied, rotated or sliced: a step costs what its
+        arithmetic costs (the server's fast path; decode is the contract every runtime runs)."""
+        B, T, C = x.shape
+        H, D = self.n_head, self.head_dim
+        qk, v = self.queries_keys_values(x)
+        q, k = apply_rotary(qk, *rotary).split(H, dim=1)  # [B, H, 1, D]
+        q = q * D**-0.5  # one side only: scaling the ring's keys would be a pass over the cache
+        ring_keys, ring_values = ring
+        scores = torch.cat((q @ ring_keys.transpose(-2, -1) + mask, (q * k).sum(-1, keepdim=True)), dim=-1)  # [B, H, 1, S + 1]
+        att = scores.softmax(dim=-1)
+        y = att[..., :-1] @ ring_values + att[..., -1:] * v
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y)), (k, v)
 
 
 def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
@@ -257,8 +286,8 @@ class Block(nn.Module):
         self.ln2 = make_norm(config, config.n_embd)
         self.ffwd = FeedForward(config)
 
-    def forward(self, x, rotary=None, past=None, mask=None):
-        a, present = self.attn(self.ln1(x), rotary, past, mask)
+    def forward(self, x, rotary=None, past=None, mask=None, ring=None):
+        a, present = self.attn(self.ln1(x), rotary, past, mask, ring)
         x = x + a
         x = x + self.ffwd(self.ln2(x))
         return x, present
@@ -344,6 +373,24 @@ class GPTLanguageModel(nn.Module):
             x, present = block(x, rotary, past, mask)
             presents.append(present)
         return self.lm_head(self.ln_f(x)), presents
+
+    def step_ring(self, idx, cos, sin, mask, ring: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """The ring step (rotary models; what the server's extra ONNX file is): idx [B, 1], each
+        row's new character, at the position whose rotary cos and sin [B, head_dim] are given;
+        ring: per layer, the keys (rotated at their positions) and values of the row's last
+        block_size - 1 characters, [B, n_head, block_size - 1, head_dim], in any slot order;
+        mask [B, block_size - 1]: 0 on filled slots, -inf on empty ones. -> (logits [B, 1,
+        vocab], per layer the new character's key and value [B, n_head, 1, head_dim]). The
+        caller writes them into the slot of the character that leaves the window; then this
+        equals `decode`'s plain loop (tests/test_model.py)."""
+        rotary = (cos[:, None, None, :], sin[:, None, None, :])
+        mask = mask[:, None, None, :]
+        x = self.token_embedding(idx)
+        new = []
+        for block, pair in zip(self.blocks, ring):
+            x, key_value = block(x, rotary, mask=mask, ring=pair)
+            new.append(key_value)
+        return self.lm_head(self.ln_f(x)), new
 
     def decode_learned(self, idx, past_kv: KVCache) -> tuple[torch.Tensor, KVCache]:
         """Learned positions: every layer's cache holds the same thing, the token embeddings
