@@ -91,17 +91,26 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine):
 
 
 def test_row_r_of_a_step_is_the_step_of_row_r_alone(engine):
-    """What the batching rests on: a row's logits and cache do not depend on the other rows."""
+    """What the batching rests on: a row's logits and cache do not depend on the other rows
+    (the shipped model steps with its ring file, the tiny one with its model file)."""
     rng = np.random.default_rng(0)
-    for length in (3, engine.block_size - 1):
-        past = {n: rng.standard_normal((6, engine.n_head, length, engine.head_dim)).astype(np.float32) for n in engine.past_names}
+    for length in (3, engine.block_size + 20):  # a cache, or ring, part-filled and full
+        _, state = engine.prefill(rng.integers(0, len(engine.vocab), (6, length)))
+        alone = [{n: a[r : r + 1].copy() for n, a in state.items()} for r in range(6)]  # a ring state changes in place
         ids = rng.integers(0, len(engine.vocab), 6)
-        logits, presents = engine.step(ids, past)
+        logits, after = engine.step(ids, state)
         for r in range(6):
-            row_logits, row_presents = engine.step(ids[r : r + 1], {n: a[r : r + 1] for n, a in past.items()})
+            row_logits, row_after = engine.step(ids[r : r + 1], alone[r])
             assert np.array_equal(row_logits[0], logits[r])
-            for n in row_presents:
-                assert np.array_equal(row_presents[n][0], presents[n][r])
+            for n in row_after:
+                assert np.array_equal(row_after[n][0], after[n][r])
+
+
+def test_the_shipped_model_steps_with_its_ring_file(engine):
+    if engine.metadata["config"]["position"] != "rotary":
+        assert engine.ring is None and engine.notice == ""  # learned positions: no ring file
+        return
+    assert engine.ring is not None, engine.notice
 
 
 def test_long_prompts_are_prefilled_a_few_at_a_time():

@@ -1,7 +1,9 @@
 """The web app's engine against PyTorch and against a from-scratch reference decoder."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,6 +189,38 @@ def test_a_tokenizer_that_disagrees_with_the_vocabulary_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match=r"tokenizer.json is not a tokenizer.json with a vocabulary"):
         Engine(folder)
     assert Engine(folder / "onnx" / "model.onnx").vocab  # the .onnx file alone does not need the tokenizer
+
+
+def spoil_ring(path: Path, how: str) -> None:
+    import onnx
+
+    if how == "not onnx":
+        path.write_bytes(b"not a model")
+        return
+    proto = onnx.load(str(path))
+    if how == "another model's":
+        next(p for p in proto.metadata_props if p.key == "source_sha256").value = "0" * 64
+    else:  # a weight changed: the file loads and runs, and computes something else
+        scale = next(t for t in proto.graph.initializer if t.name.endswith("_scale"))
+        values = onnx.numpy_helper.to_array(scale) * 1.5
+        scale.CopyFrom(onnx.numpy_helper.from_array(values, scale.name))
+    onnx.save(proto, str(path))
+
+
+@pytest.mark.parametrize("how, message", [
+    ("not onnx", "model.ring.onnx is not a readable ONNX model"),
+    ("another model's", "model.ring.onnx was not exported with model.onnx"),
+    ("altered", r"model.ring.onnx disagrees with model.onnx \(max \|Δ logit\| "),
+])
+def test_a_ring_file_that_does_not_belong_is_not_used_and_the_notice_says_why(tmp_path, how, message):
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    spoil_ring(folder / "onnx" / "model.ring.onnx", how)
+    engine = Engine(folder)
+    assert engine.ring is None
+    assert re.search(message + r".*decoding with model.onnx\.$", engine.notice)
+    settings = Settings(max_new_tokens=150, temperature=0)  # the model file alone: the same text
+    assert engine.complete("ROMEO:", settings) == Engine(SHIPPED_MODEL).complete("ROMEO:", settings)
 
 
 def test_an_old_format_model_is_refused_with_how_to_export_again(tmp_path):

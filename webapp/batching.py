@@ -5,10 +5,12 @@
 one thread runs every forward pass:
 
 - new requests are prefilled together when their prompts have one length, and join the
-  cohort of requests whose caches have the same length: their caches are stacked along the
+  cohort of requests whose caches have the same shape: their caches are stacked along the
   batch axis and each tick runs one cached step for all of them;
-- caches grow by one position a step until they hold block_size - 1, so requests of different
-  lengths meet in one cohort once their windows are full, and stay there;
+- with the model's ring file (webapp/ring.py) every cache has one shape, a ring of
+  block_size - 1 slots, so all requests decode in one cohort from their first step; with the
+  model file alone, caches grow by one position a step until they hold block_size - 1, so
+  requests of different lengths meet once their windows are full;
 - each row samples with its own settings and SplitMix64 stream, so a request's text is exactly
   what it is alone (row r of a batch gives the same logits as a batch of one; a test checks it);
 - a request whose consumer stops (Stop in the page, a closed tab, a stop string) leaves its
@@ -30,8 +32,9 @@ from .sampling import SplitMix64, next_ids, softmax
 
 _FINISHED = object()  # put on a request's queue after its last character
 # A request arriving while others decode waits up to this long for others to arrive, so that a
-# crowd arriving together starts as few cohorts (caches of one length only meet once their
-# windows are full). It delays a first character by at most as much as one page update.
+# crowd arriving together is prefilled in few calls (and, without a ring file, starts as few
+# cohorts: caches of one length only meet once their windows are full). It delays a first
+# character by at most as much as one page update.
 ADMIT_WINDOW_S = 0.05
 PREFILL_CHARS = 2048  # prompt characters (rows × length) prefilled in one session.run
 
@@ -73,7 +76,7 @@ def prefill_groups(requests: list[Request], length: int) -> list[list[Request]]:
 
 @dataclass(eq=False)
 class Cohort:
-    """Requests whose caches have the same length, stacked along the batch axis in the order
+    """Requests whose caches have the same shape, stacked along the batch axis in the order
     of `requests` (each request's rows are one of `row_slices()`)."""
 
     requests: list[Request]
@@ -82,6 +85,7 @@ class Cohort:
 
     @property
     def length(self) -> int:
+        """The cache's length: block_size - 1 for every ring."""
         return next(iter(self.past.values())).shape[2]
 
     def row_slices(self) -> list[slice]:

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .onnx_model import OnnxModel
+from .ring import load_ring
 from .sampling import SplitMix64, next_ids, softmax
 
 MAX_NEW_TOKENS = 2000  # per request, on the server
@@ -163,21 +164,33 @@ class Step:
 class Engine(OnnxModel):
     """Text generation on an OnnxModel, in layers: `decode` is the plain loop over ids (prefill,
     then one cached step per character, as gpt-fast names the phases), `generate` adds
-    characters and stop strings, `complete` collects the text."""
+    characters and stop strings, `complete` collects the text.
+
+    Cached steps run the model's ring file when it has one that agrees with it (webapp/ring.py:
+    the same function, 2-4x faster here); `notice` says why one was not used."""
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True):
+        super().__init__(path, device, threads, spinning)
+        self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
+        self.notice = "; ".join(n for n in (self.notice, ring_notice) if n)
 
     def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Logits after the prompt [B, vocab] and the cache: only its last receptive_field
-        characters can change what comes next, so only those are run.
+        """Logits after the prompt [B, vocab] and the state of the cache: only its last
+        receptive_field characters can change what comes next, so only those are run.
 
         Plain session.run with numpy arrays: keeping the cache inside onnxruntime with
         IOBinding was measured 10% slower per character here (binding 26 values a step in
         Python costs more than the copies it saves; benchmarks/generation.py)."""
-        logits, past = self.forward(ids[:, -self.receptive_field :])
-        return logits[:, -1], past
+        ids = ids[:, -self.receptive_field :]
+        logits, past = self.forward(ids)
+        return logits[:, -1], self.ring.state(past, ids.shape[1]) if self.ring else past
 
-    def step(self, ids: np.ndarray, past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One cached step: the logits after `ids` [B] and the cache, fed back as is."""
-        logits, past = self.forward(ids[:, None], past)
+    def step(self, ids: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One cached step: the logits after `ids` [B] and the new state, to feed back as is
+        (a ring state is updated in place)."""
+        if self.ring:
+            return self.ring.step(ids, state)
+        logits, past = self.forward(ids[:, None], state)
         return logits[:, -1], past
 
     def decode(self, prompt_ids: list[int], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -77,6 +77,18 @@ def choose_providers(device: str) -> tuple[list[str], str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
 
 
+def open_session(path: Path, providers: list[str], threads: int | None, spinning: bool):
+    """An onnxruntime session on `path`; raises onnxruntime's own exceptions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
 class OnnxModel:
     """path: a model folder or an .onnx file. threads: onnxruntime's intra-op threads (None:
     one per physical core, its default). spinning: whether those threads busy-wait for the next
@@ -85,8 +97,6 @@ class OnnxModel:
     1,069 against 833 and 909 against 914 characters/s without it: no loss, once a gain)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, spinning: bool = True):
-        import onnxruntime as ort
-
         folder = Path(path) if Path(path).is_dir() else None
         self.path = folder / MODEL_FILE if folder else Path(path)  # a folder's onnx/model.onnx, or the file
         if folder:
@@ -96,13 +106,10 @@ class OnnxModel:
                                  "one (see README: python -m train, then python -m export).")
         check_against_sidecar(self.path)
         providers, self.notice = choose_providers(device)
+        # How this model's sessions are opened (the engine opens its ring file the same way).
+        self.session_args = dict(providers=providers, threads=threads, spinning=spinning)
         try:
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-            if not spinning:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+            self.session = open_session(self.path, **self.session_args)
         except Exception as e:  # onnxruntime's own exception types
             raise ModelLoadError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]}).") from None
         self.provider = self.session.get_providers()[0]

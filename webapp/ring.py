@@ -1,0 +1,148 @@
+"""The server's fast cached step: an extra ONNX file beside the model, that only this engine uses.
+
+The model file (DESIGN.md's contract, what every runtime runs) keeps its cache as the window's
+keys *before* rotation and values, and at every step concatenates the new ones, rotates all
+keys by their place in the window and slices the window back out: about ten passes over the
+cache per layer and step, most of a step's time, and all of it again for each row of a batch.
+
+The ring file (`MODEL.ring.onnx`, written by `python -m export` for rotary models) computes the
+same function with a cache the engine owns (`GPTLanguageModel.step_ring`): per layer, the keys
+of the row's last block_size - 1 characters rotated at their own positions, and their values,
+in a ring of slots (position % (block_size - 1)); a mask marks empty slots. The graph only reads
+the ring and returns the new character's key and value, which the engine writes into the slot of
+the character that leaves the window. Rotary attention depends only on the distance between
+positions, and softmax-weighted sums on no order, so the slots need no shifting; angles are
+computed here in float64 from whole positions, so texts of any length keep their precision.
+
+A prefill still runs the model file; its cache is rotated into a ring (`RingStep.state`). The
+engine loads the ring file only when its metadata matches the model's and a short run of both
+agrees within RING_TOLERANCE (`RingStep.verify`); otherwise it decodes with the model file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, open_session
+
+RING_SUFFIX = ".ring.onnx"  # MODEL.onnx -> MODEL.ring.onnx
+ROTARY_COS, ROTARY_SIN, RING_MASK = "rotary_cos", "rotary_sin", "ring_mask"
+RING, NEW = "ring.{i}.{kv}", "new.{i}.{kv}"
+POSITION = "position"  # in a ring state: each row's next position (not a graph input)
+RING_TOLERANCE = 1e-4  # max |logit difference| between the ring step and the model file's plain loop
+
+
+def ring_names(template: str, n_layer: int) -> list[str]:
+    return [template.format(i=i, kv=kv) for i in range(n_layer) for kv in ("key", "value")]
+
+
+def ring_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name[: -len(".onnx")] + RING_SUFFIX)
+
+
+def rotary_tables(positions: np.ndarray, head_dim: int, base: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and signed sin [N, head_dim] at whole positions [N], as train.model.rotary_tables lays
+    them out (the half-size angles twice, the sine negated in the first half), computed in
+    float64 and rounded once: within float32 rounding of the true values at any position."""
+    frequencies = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = positions.astype(np.float64)[:, None] * frequencies
+    cos, sin = np.cos(angles), np.sin(angles)
+    return (np.concatenate((cos, cos), axis=-1).astype(np.float32),
+            np.concatenate((-sin, sin), axis=-1).astype(np.float32))
+
+
+def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """train.model.apply_rotary in numpy: x [..., L, D] rotated by the tables [L, D]."""
+    x1, x2 = np.split(x, 2, axis=-1)
+    return x * cos + np.concatenate((x2, x1), axis=-1) * sin
+
+
+class RingStep:
+    """The ring file's session and the ring states it steps. A state is a dict of arrays whose
+    first axis is the batch (the ring of each layer, each row's mask and next position), so a
+    batch's states stack, split and drop rows as the model file's caches do."""
+
+    def __init__(self, path: Path, model: OnnxModel, session):
+        self.path, self.session = path, session
+        config = model.metadata["config"]
+        self.n_layer, self.n_head, self.head_dim = config["n_layer"], config["n_head"], config["head_dim"]
+        self.slots = config["block_size"] - 1
+        self.rope_base = config["rope_base"]
+        self.vocab_size = len(model.vocab)
+        self.ring_names = ring_names(RING, self.n_layer)
+        self.output_names = [LOGITS, *ring_names(NEW, self.n_layer)]
+
+    def state(self, past: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+        """The ring state after a prefill of `length` characters whose cache (the model file's
+        `present`s, keys not rotated) is `past`: its keys rotated at their positions."""
+        caches = list(past.values())
+        batch, kept = caches[0].shape[0], caches[0].shape[2]
+        positions = np.arange(length - kept, length)
+        slots = positions % self.slots
+        cos, sin = rotary_tables(positions, self.head_dim, self.rope_base)
+        state = {}
+        for name, cache, is_key in zip(self.ring_names, caches, [True, False] * self.n_layer):
+            ring = np.zeros((batch, self.n_head, self.slots, self.head_dim), np.float32)
+            ring[:, :, slots] = rotate(cache, cos, sin) if is_key else cache
+            state[name] = ring
+        mask = np.full((batch, self.slots), -np.inf, np.float32)
+        mask[:, slots] = 0.0
+        state[RING_MASK] = mask
+        state[POSITION] = np.full(batch, length, np.int64)
+        return state
+
+    def step(self, ids: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One cached step for ids [B]: the logits [B, vocab] after them, and the state, updated
+        in place (the new keys and values written into the slots of the characters that leave
+        each row's window) and returned."""
+        positions = state[POSITION]
+        cos, sin = rotary_tables(positions, self.head_dim, self.rope_base)
+        feed = {INPUT_IDS: ids.astype(np.int64, copy=False)[:, None], ROTARY_COS: cos, ROTARY_SIN: sin,
+                RING_MASK: state[RING_MASK], **{n: state[n] for n in self.ring_names}}
+        logits, *new = self.session.run(self.output_names, feed)
+        rows, slots = np.arange(len(positions)), positions % self.slots
+        for name, value in zip(self.ring_names, new):
+            state[name][rows, :, slots] = value[:, :, 0]
+        state[RING_MASK][rows, slots] = 0.0
+        state[POSITION] = positions + 1
+        return logits[:, -1, : self.vocab_size], state
+
+    def verify(self, model: OnnxModel, steps: int = 8) -> float:
+        """The largest |logit difference| between this file's steps and the model file's plain
+        loop, at batch 2, after a prefill that leaves the ring part-filled and one that fills it."""
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for length in (5, self.slots + 13):
+            ids = rng.integers(0, self.vocab_size, (2, length + steps))
+            logits, past = model.forward(ids[:, :length])
+            state = self.state(past, length)
+            for t in range(length, length + steps):
+                want, past = model.forward(ids[:, t : t + 1], past)
+                got, state = self.step(ids[:, t], state)
+                worst = max(worst, float(np.abs(got - want[:, -1]).max()))
+        return worst
+
+
+def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
+    """The ring file beside `model`'s file, checked: (RingStep, "") when it is there, made from
+    the same model and agrees with it; (None, why not) otherwise ("" when there is none)."""
+    path = ring_path(model.path)
+    if model.metadata["config"].get("position") != "rotary" or not path.is_file():
+        return None, ""
+    try:
+        session = open_session(path, **session_args)
+    except Exception as e:  # onnxruntime's own exception types
+        return None, f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}."
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    if props.get("source_sha256") != model.metadata["source_sha256"] or props.get("config") is None:
+        return None, f"{path.name} was not exported with {model.path.name}; decoding with {model.path.name}."
+    ring = RingStep(path, model, session)
+    try:
+        diff = ring.verify(model)
+    except Exception as e:
+        return None, f"{path.name} does not run as a ring step ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}."
+    if not diff <= RING_TOLERANCE:
+        return None, f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); decoding with {model.path.name}."
+    return ring, ""
