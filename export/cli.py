@@ -15,6 +15,7 @@ from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
 from webapp.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
+from webapp.ring import ring_path
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
 INT8_TOLERANCE = 0.02  # the int8 file may lose at most this much validation loss
@@ -132,11 +133,11 @@ def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
     """Every file an export to `out` writes."""
     if folder:
         onnx_file = out / MODEL_FILE
-        return [onnx_file, sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"), out / "README.md",
+        return [onnx_file, ring_path(onnx_file), sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"), out / "README.md",
                 *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
-    files = [out, sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
+    files = [out, ring_path(out), sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
     if quantize:
-        files += [sibling(out, ".int8.onnx"), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
+        files += [sibling(out, ".int8.onnx"), ring_path(sibling(out, ".int8.onnx")), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
     return files
 
 
@@ -203,7 +204,7 @@ def export_main(argv: list[str]) -> int:
     from train.text import DataError, read_text, split_index
 
     from . import metadata as md
-    from .onnx_export import checks_table, export_onnx, name_weights, set_metadata, verify
+    from .onnx_export import checks_table, export_onnx, export_ring, name_weights, set_metadata, verify, verify_ring
     from webapp.onnx_model import OnnxModel
 
     prog = "python -m export"
@@ -234,13 +235,19 @@ def export_main(argv: list[str]) -> int:
     metadata = md.build(meta, model.num_params(), val_loss, about)
     prompt = [index["\n"]] if "\n" in index else [0]
     tmp = temp_onnx(out if folder else out.parent)
-    int8_tmp = None
+    # The server's ring step (webapp/ring.py), for rotary models: written beside each model file.
+    ring_tmp = temp_onnx(tmp.parent) if model.config.position == "rotary" else None
+    int8_tmp = int8_ring_tmp = None
     try:
         print(f"exporting {run_dir} (step {meta['step']}, {model.num_params() / 1e6} M parameters) ...")
         export_onnx(model, tmp)
         name_weights(tmp, model)
         set_metadata(tmp, md.to_props(metadata))
         checks, greedy_ids = verify(model, tmp, prompt, val_ids)
+        if ring_tmp:
+            export_ring(model, ring_tmp)
+            set_metadata(ring_tmp, md.to_props(metadata))
+            checks += verify_ring(tmp, ring_tmp)
         table = checks_table(checks)
         print(table)
         if not all(c.ok for c in checks):
@@ -253,25 +260,33 @@ def export_main(argv: list[str]) -> int:
         if args.quantize:
             int8_tmp = temp_onnx(tmp.parent)
             int8_meta, int8_table = quantize_int8(tmp, int8_tmp, metadata, text)
+            if ring_tmp:
+                int8_ring_tmp = temp_onnx(tmp.parent)
+                int8_table += "\n\n" + quantize_ring(int8_tmp, ring_tmp, int8_ring_tmp, int8_meta)
         if folder:
             shipped, shipped_meta = (int8_tmp, int8_meta) if args.quantize else (tmp, metadata)
             verification = f"{table}\n\n{int8_table}" if args.quantize else table
-            write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir)
+            write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir,
+                         int8_ring_tmp if args.quantize else ring_tmp)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out)
+            if ring_tmp:
+                os.replace(ring_tmp, ring_path(out))
             write_sidecars(out, metadata, sample, table)
             draw_loss_curve(run_dir, sibling(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
             if args.quantize:
                 int8_path = sibling(out, ".int8.onnx")
                 os.replace(int8_tmp, int8_path)
+                if int8_ring_tmp:
+                    os.replace(int8_ring_tmp, ring_path(int8_path))
                 write_sidecars(int8_path, int8_meta, sample, f"{table}\n\n{int8_table}")
-    except Int8TooLossy as e:
+    except (Int8TooLossy, RingMismatch) as e:
         return fail(prog, str(e), VERIFICATION_FAILED)
     finally:
-        tmp.unlink(missing_ok=True)
-        if int8_tmp is not None:
-            int8_tmp.unlink(missing_ok=True)
+        for path in (tmp, ring_tmp, int8_tmp, int8_ring_tmp):
+            if path is not None:
+                path.unlink(missing_ok=True)
     loss = (int8_meta if args.quantize else metadata)["training"]["val_loss"]
     print(f"wrote {out}{os.sep if folder else ''} ({'model folder' if folder else 'one file and its sidecars'}); "
           f"val loss {loss:.4f}")
@@ -282,15 +297,22 @@ class Int8TooLossy(Exception):
     pass
 
 
-def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path) -> None:
-    """The model folder (webapp/model_folder.py): the verified graph moved into onnx/, then its
-    metadata, loss curve, configuration and tokenizer files, and the card."""
+class RingMismatch(Exception):
+    pass
+
+
+def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
+                 ring_file: Path | None) -> None:
+    """The model folder (webapp/model_folder.py): the verified graph (and its ring step) moved
+    into onnx/, then its metadata, loss curve, configuration and tokenizer files, and the card."""
     from . import folder as mf
     from . import metadata as md
 
     onnx_file = out / MODEL_FILE
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     os.replace(model_file, onnx_file)
+    if ring_file:
+        os.replace(ring_file, ring_path(onnx_file))
     write_json(sibling(onnx_file, ".json"), sidecar(onnx_file, metadata))
     draw_loss_curve(run_dir, sibling(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
     for name, data in mf.config_files(metadata).items():
@@ -355,6 +377,22 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
                                           "quantization": "int8 weights (one scale per output column), float32 activations"}}
     set_metadata(target, md.to_props(int8_meta))
     return int8_meta, table
+
+
+def quantize_ring(model_file: Path, ring_fp32: Path, target: Path, metadata: dict) -> str:
+    """The ring step with the int8 weights of `model_file` (the same quantization of the same
+    weights), verified against it; RingMismatch if they disagree. Returns its check table."""
+    from . import metadata as md
+    from .onnx_export import checks_table, quantize_weights_int8, set_metadata, verify_ring
+
+    quantize_weights_int8(ring_fp32, target)
+    set_metadata(target, md.to_props(metadata))
+    checks = verify_ring(model_file, target)
+    table = "the ring step with int8 weights, against the int8 model file:\n" + checks_table(checks).split("\ntolerance")[0]
+    print(table)
+    if not all(c.ok for c in checks):
+        raise RingMismatch("the int8 ring step does not match the int8 model file (see the table); nothing was written.")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,4 +218,7 @@ onnxruntime-genai in Python (its C#, Java and C APIs load the same folder):
 
 `min_length` keeps the end-of-text id ({end_id}, never predicted: not a character) from being
 considered at all. chargpt's own web app serves the folder too: `python -m webapp --model {name}`.
+It steps with `onnx/model.ring.onnx` when the folder has one (rotary models): the same function
+with a cache the engine keeps in place, checked against `onnx/model.onnx` above and again when it
+loads; other tools load `onnx/model.onnx` and never read it.
 """

@@ -17,7 +17,8 @@ from train.model import GPTLanguageModel
 from train.table import format_table as table
 
 from webapp.engine import Engine, Settings
-from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names
+from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, OnnxModel, cache_names, open_session
+from webapp.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep, ring_names
 
 from .runtime import last_window_loss, plain_loop_loss
 
@@ -68,6 +69,30 @@ def past_names(n_layer: int) -> list[str]:
     return cache_names(PAST, n_layer)
 
 
+class RingLM(torch.nn.Module):
+    """GPTLanguageModel.step_ring with flat inputs and outputs, as the ring file has them
+    (webapp/ring.py): (input_ids, rotary_cos, rotary_sin, ring_mask, ring.0.key, ring.0.value,
+    ...) -> (logits, new.0.key, new.0.value, ...)."""
+
+    def __init__(self, model: GPTLanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, cos, sin, mask, *ring):
+        pairs = [(ring[2 * i], ring[2 * i + 1]) for i in range(len(ring) // 2)]
+        logits, new = self.model.step_ring(input_ids, cos, sin, mask, pairs)
+        return (logits, *[t for pair in new for t in pair])
+
+
+def save_program(module: torch.nn.Module, args: tuple, input_names: list[str], output_names: list[str],
+                 dynamic_shapes: dict, path: Path) -> None:
+    with warnings.catch_warnings(), quiet_loggers("torch.onnx", "torch.export"):
+        warnings.simplefilter("ignore")  # the exporter's chatter (deprecations, torchvision absent)
+        program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=input_names, output_names=output_names,
+                                    dynamic_shapes=dynamic_shapes, external_data=False, optimize=True, verbose=False)
+    program.save(str(path), external_data=False)
+
+
 def export_onnx(model: GPTLanguageModel, path: Path) -> None:
     """Write `model` to one self-contained ONNX file with dynamic batch, sequence and past."""
     cfg = model.config
@@ -77,25 +102,26 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
     # Example sizes other than 0 and 1, so that no dimension is specialised to a constant.
     ids = torch.zeros(2, 3, dtype=torch.long)
     past = [torch.zeros(2, cfg.n_head, 4, cfg.head_dim) for _ in names]
-    with warnings.catch_warnings(), quiet_loggers("torch.onnx", "torch.export"):
-        warnings.simplefilter("ignore")  # the exporter's chatter (deprecations, torchvision absent)
-        program = torch.onnx.export(
-            CachedLM(model).eval(),
-            (ids, *past),
-            dynamo=True,
-            input_names=[INPUT_IDS, *names],
-            output_names=[LOGITS, *cache_names(PRESENT, model.config.n_layer)],
-            dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)},
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-    program.save(str(path), external_data=False)
+    save_program(CachedLM(model), (ids, *past), [INPUT_IDS, *names], [LOGITS, *cache_names(PRESENT, cfg.n_layer)],
+                 {"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)}, path)
     # The exporter names the presents' length by its formula, min(past + new, block_size - 1).
     proto = onnx.load(str(path))
     for output in proto.graph.output[1:]:
         output.type.tensor_type.shape.dim[2].dim_param = "present_sequence_length"
     onnx.save(proto, str(path))
+
+
+def export_ring(model: GPTLanguageModel, path: Path) -> None:
+    """Write the ring step of a rotary `model` (webapp/ring.py) to one ONNX file, batch dynamic."""
+    cfg = model.config
+    names = ring_names(RING, cfg.n_layer)
+    batch = torch.export.Dim("batch_size")
+    slots, rows = cfg.block_size - 1, 2
+    args = (torch.zeros(rows, 1, dtype=torch.long), torch.zeros(rows, cfg.head_dim), torch.zeros(rows, cfg.head_dim),
+            torch.zeros(rows, slots), *[torch.zeros(rows, cfg.n_head, slots, cfg.head_dim) for _ in names])
+    save_program(RingLM(model), args, [INPUT_IDS, ROTARY_COS, ROTARY_SIN, RING_MASK, *names], [LOGITS, *ring_names(NEW, cfg.n_layer)],
+                 {"input_ids": {0: batch}, "cos": {0: batch}, "sin": {0: batch}, "mask": {0: batch},
+                  "ring": tuple({0: batch} for _ in names)}, path)
 
 
 TRANSPOSED = ".T"  # suffix of an initializer that holds a parameter transposed (Linear weights)
@@ -288,6 +314,23 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
         checks.append(Check("plain loop vs last window", 1, len(ids), None, True,
                             f"not measured: the validation split has only {len(ids)} characters"))
     return checks, onnx_ids
+
+
+def verify_ring(model_path: Path, ring_file: Path) -> list[Check]:
+    """Compare the ring file with the model file it belongs to (both on onnxruntime): logits of
+    its steps against the plain loop's past the window twice, and the greedy text of each."""
+    model = OnnxModel(model_path)
+    ring = RingStep(ring_file, model, open_session(ring_file, **model.session_args))
+    steps = 2 * (ring.slots + 1) + 3
+    diff = ring.verify(model, steps)
+    checks = [Check("ring step vs plain loop", 2, steps, diff, diff <= RING_TOLERANCE)]
+    plain, fast = Engine(model_path, ring=False), Engine(model_path, ring=False)
+    fast.ring = ring
+    settings = Settings(max_new_tokens=GREEDY_CHARS, temperature=0)
+    same = plain.complete("\n", settings) == fast.complete("\n", settings)
+    checks.append(Check(f"ring step: greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
+                        "identical" if same else "differs"))
+    return checks
 
 
 def checks_table(checks: list[Check]) -> str:

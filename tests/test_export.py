@@ -156,10 +156,18 @@ def test_the_eval_command_reproduces_the_recorded_loss_with_onnxruntime_alone(ex
 
 def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text, capsys):
     run_dir = trained_run(tmp_path_factory, small_text, *MODERN)
-    assert export_main([str(run_dir)]) == 0  # by default, a model folder in the run directory
+    assert export_main([str(run_dir), "--quantize", "int8"]) == 0  # by default, a model folder in the run directory
     out = capsys.readouterr().out
     assert "greedy 200 characters" in out
     assert "FAIL" not in out
+    # The ring step (webapp/ring.py) beside the model file, verified in float32 and with int8 weights.
+    assert len(re.findall(r"ring step vs plain loop\s+2\s+35\s+\S+\s+ok", out)) == 2
+    assert len(re.findall(r"ring step: greedy 200 characters\s+1\s+200\s+identical\s+ok", out)) == 2
+    assert (run_dir / "model" / "onnx" / "model.ring.onnx").is_file()
+    fast, plain = Engine(run_dir / "model"), Engine(run_dir / "model", ring=False)
+    assert fast.ring is not None and fast.notice == ""
+    settings = Settings(max_new_tokens=120, temperature=0.9, seed=3, num_samples=2)
+    assert fast.complete("ab", settings) == plain.complete("ab", settings)
     loop = re.search(r"plain loop vs last window.*?([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok", out)
     assert loop
     assert float(loop.group(1)) - float(loop.group(2)) <= 0.01
