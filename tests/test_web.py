@@ -106,6 +106,7 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.goto(url)
             page.get_by_role("button", name="Generate").wait_for(state="visible")
             page.wait_for_function("!document.getElementById('generate').disabled", timeout=60_000)
+            info = page.locator("#model-info").inner_text()
             shown = {"title": page.title(), "heading": page.locator("#title").inner_text(), "prompt": page.input_value("#prompt"),
                      "description": page.locator("#description").inner_text(),
                      "examples": [b.get_attribute("title") for b in page.locator("#examples button").all()]}
@@ -138,6 +139,7 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
         finally:
             browser.close()
     assert not errors
+    assert "with its ring file" in info  # the page steps with the ring file (webapp/ring.py), as the engine does
     about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
     assert shown == {"title": f"{about.title} in your browser", "heading": about.title, "prompt": "ROMEO:",
                      "description": about.description, "examples": about.examples}
@@ -157,6 +159,32 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
     assert "Generated 300 characters" in status
     assert "seed 42" in status
     assert "temperature must be between 0 (greedy) and 10" in error
+
+
+def test_the_javascript_rotary_tables_are_pythons(node):
+    from webapp.ring import rotary_tables
+
+    positions = [0, 1, 5, 127, 762, 2762, 123_456]
+    script = ("import { rotaryTables } from './chargpt.js';\n"
+              f"const t = rotaryTables({positions}, 32, 10000);\n"
+              "console.log(JSON.stringify([Array.from(t.cos), Array.from(t.sin)]));")
+    out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
+    cos, sin = (np.array(t, np.float32).reshape(len(positions), 32) for t in json.loads(out.stdout))
+    want_cos, want_sin = rotary_tables(np.array(positions), 32, 10000.0)
+    assert np.abs(cos - want_cos).max() <= 1.2e-7 and np.abs(sin - want_sin).max() <= 1.2e-7  # float32 rounding
+
+
+def test_a_ring_file_that_disagrees_is_not_used_in_javascript_and_the_text_is_the_same(node, tmp_path):
+    from test_engine import spoil_ring
+
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    args = ["--prompt", "ROMEO:", "--chars", "150", "--temperature", "0", "--json"]
+    with_ring = node_check(node, str(folder), *args)
+    spoil_ring(folder / "onnx" / "model.ring.onnx", "altered")
+    spoiled = node_check(node, str(folder), *args)
+    assert with_ring.stderr == "" and "note: the ring file was not used: max |Δ logit|" in spoiled.stderr
+    assert json.loads(spoiled.stdout)["text"] == json.loads(with_ring.stdout)["text"]
 
 
 def test_build_refuses_a_missing_model(node, tmp_path):

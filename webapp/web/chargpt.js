@@ -158,12 +158,33 @@ export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0,
 }
 
 /** The files of a model: a folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and the
- * NAME.json beside it (paths or URLs, with "/" separators). */
+ * NAME.json beside it (paths or URLs, with "/" separators), and the ring file that may be beside
+ * it (NAME.ring.onnx, rotary models: webapp/ring.py). */
 export function modelFiles(model) {
-  if (model.endsWith(".onnx")) return { onnx: model, meta: model.replace(/\.onnx$/, ".json") };
   const folder = model.replace(/\/+$/, "");
-  return { onnx: `${folder}/onnx/model.onnx`, meta: `${folder}/onnx/model.json` };
+  const onnx = model.endsWith(".onnx") ? model : `${folder}/onnx/model.onnx`;
+  return { onnx, meta: onnx.replace(/\.onnx$/, ".json"), ring: onnx.replace(/\.onnx$/, ".ring.onnx") };
 }
+
+/** webapp/ring.py's rotary_tables: cos and signed sin [N, D] at whole positions, the angles in
+ * float64 (a JavaScript number) and rounded once. */
+export function rotaryTables(positions, headDim, base) {
+  const half = headDim / 2;
+  const cos = new Float32Array(positions.length * headDim);
+  const sin = new Float32Array(positions.length * headDim);
+  positions.forEach((position, r) => {
+    for (let i = 0; i < half; i++) {
+      const angle = position * base ** (-(2 * i) / headDim);
+      const [c, s] = [Math.cos(angle), Math.sin(angle)];
+      cos[r * headDim + i] = cos[r * headDim + half + i] = c;
+      sin[r * headDim + i] = -s;
+      sin[r * headDim + half + i] = s;
+    }
+  });
+  return { cos, sin };
+}
+
+const RING_TOLERANCE = 1e-4; // webapp/ring.py's: max |logit difference| from the model file's steps
 
 /** The metadata's chargpt format that this code reads (webapp/onnx_model.py's FORMAT_VERSION). */
 export const FORMAT_VERSION = "2";
@@ -202,12 +223,98 @@ export class CharGPT {
     this.pastNames = [];
     for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
     this.presentNames = this.pastNames.map((n) => n.replace("past_key_values", "present"));
+    this.ring = null; // the ring file's session, when steps run on it (useRing)
+    this.ringNotice = "";
   }
 
-  /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes. */
-  static async load(ort, model, meta, { sessionOptions } = {}) {
+  /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes;
+   * ring: the same for the model's ring file, if it has one. The ring file is used for cached
+   * steps when it agrees with the model file (`ringNotice` says why not, otherwise). */
+  static async load(ort, model, meta, { sessionOptions, ring } = {}) {
     const session = await ort.InferenceSession.create(model, sessionOptions ?? {});
-    return new CharGPT(ort, session, meta);
+    const lm = new CharGPT(ort, session, meta);
+    if (ring && meta.config.position === "rotary") await lm.useRing(await ort.InferenceSession.create(ring, sessionOptions ?? {}));
+    return lm;
+  }
+
+  /** Step with `session`, a ring file's, if a short run agrees with the model file. */
+  async useRing(session) {
+    this.ring = session;
+    let worst;
+    try {
+      worst = await this.verifyRing();
+    } catch (e) {
+      worst = `it does not run as a ring step (${String(e.message).split("\n")[0]})`;
+    }
+    if (typeof worst === "number" && worst <= RING_TOLERANCE) return;
+    this.ring = null;
+    this.ringNotice = `the ring file was not used: ${typeof worst === "number" ? `max |Δ logit| ${worst.toExponential(1)}` : worst}`;
+  }
+
+  /** webapp/ring.py's RingStep.state: the ring after a prefill of `length` characters whose
+   * cache (the model file's presents, keys not rotated) is `past`. */
+  ringState(past, length) {
+    const { n_head: H, head_dim: D, rope_base: base } = this.config;
+    const S = this.blockSize - 1, half = D / 2;
+    const [B, , kept] = past[this.pastNames[0]].dims;
+    const positions = Array.from({ length: kept }, (_, j) => length - kept + j);
+    const { cos, sin } = rotaryTables(positions, D, base);
+    const f = Math.fround; // float32 products and sums, as numpy's: the same ring bit for bit
+    const rings = this.pastNames.map((name, n) => {
+      const source = past[name].data;
+      const ring = new Float32Array(B * H * S * D);
+      for (let bh = 0; bh < B * H; bh++)
+        positions.forEach((position, j) => {
+          const from = (bh * kept + j) * D, to = (bh * S + (position % S)) * D;
+          if (n % 2) return ring.set(source.subarray(from, from + D), to); // a value
+          for (let i = 0; i < half; i++) {
+            const [x1, x2, t] = [source[from + i], source[from + half + i], j * D + i];
+            ring[to + i] = f(f(x1 * cos[t]) + f(x2 * sin[t]));
+            ring[to + half + i] = f(f(x2 * cos[t + half]) + f(x1 * sin[t + half]));
+          }
+        });
+      return ring;
+    });
+    const mask = new Float32Array(B * S).fill(-Infinity);
+    for (let b = 0; b < B; b++) for (const position of positions) mask[b * S + (position % S)] = 0;
+    return { rings, mask, positions: Array(B).fill(length) };
+  }
+
+  /** webapp/ring.py's RingStep.step: one cached step for ids (one per row) on the ring file;
+   * the state is updated in place. Returns {logits, dims} as forward does. */
+  async ringStep(ids, state) {
+    const { n_head: H, head_dim: D, rope_base: base } = this.config;
+    const S = this.blockSize - 1, B = ids.length, T = this.ort.Tensor;
+    const { cos, sin } = rotaryTables(state.positions, D, base);
+    const feeds = { input_ids: new T("int64", BigInt64Array.from(ids, BigInt), [B, 1]), rotary_cos: new T("float32", cos, [B, D]),
+      rotary_sin: new T("float32", sin, [B, D]), ring_mask: new T("float32", state.mask, [B, S]) };
+    this.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new T("float32", state.rings[i], [B, H, S, D])));
+    const out = await this.ring.run(feeds);
+    this.pastNames.forEach((n, i) => {
+      const added = out[n.replace("past_key_values", "new")].data; // [B, H, 1, D]
+      for (let bh = 0; bh < B * H; bh++)
+        state.rings[i].set(added.subarray(bh * D, bh * D + D), (bh * S + (state.positions[Math.floor(bh / H)] % S)) * D);
+    });
+    state.positions.forEach((position, b) => (state.mask[b * S + (position % S)] = 0));
+    state.positions = state.positions.map((position) => position + 1);
+    return { logits: out.logits.data, dims: out.logits.dims };
+  }
+
+  /** webapp/ring.py's RingStep.verify: the largest |logit difference| between ring steps and
+   * the model file's, at batch 2, after prefills that leave the ring part-filled and full. */
+  async verifyRing(steps = 8) {
+    let worst = 0;
+    for (const length of [5, this.blockSize + 12]) {
+      const rows = [0, 1].map((b) => Array.from({ length: length + steps }, (_, t) => (7 * t + 3 * b + 1) % this.vocab.length));
+      let result = await this.forward(rows.map((row) => row.slice(0, length)));
+      const state = this.ringState(result.past, length);
+      for (let t = length; t < length + steps; t++) {
+        result = await this.forward(rows.map((row) => [row[t]]), result.past);
+        const got = this.lastRows(await this.ringStep(rows.map((row) => row[t]), state));
+        this.lastRows(result).forEach((want, b) => want.forEach((x, v) => (worst = Math.max(worst, Math.abs(x - got[b][v])))));
+      }
+    }
+    return worst;
   }
 
   emptyPast(batch) {
@@ -249,13 +356,14 @@ export class CharGPT {
     const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
     const context = promptIds.slice(-this.receptiveField);
     let result = await this.forward(Array.from({ length: numSamples }, () => context));
+    const ring = this.ring ? this.ringState(result.past, context.length) : null;
     for (let step = 0; step < s.maxNewTokens; step++) {
       const rows = this.lastRows(result);
       const ids = rows.map((row, r) => nextId(row, s, rngs[r]));
       const probs = rows.map((row, r) => probabilityOf(row, ids[r]));
       yield { ids, probs };
       if (step === s.maxNewTokens - 1) return;
-      result = await this.forward(ids.map((id) => [id]), result.past);
+      result = ring ? await this.ringStep(ids, ring) : await this.forward(ids.map((id) => [id]), result.past);
     }
   }
 

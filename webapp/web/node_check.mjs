@@ -4,7 +4,7 @@
 // onnxruntime-node, prints the logits of the prompt's last position and a continuation (greedy
 // unless --temperature > 0). The prompt defaults to the model's own default prompt.
 // --json prints everything as JSON: what tests/test_web.py compares with Python's onnxruntime.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -60,11 +60,12 @@ async function main() {
   const ort = createRequire(import.meta.url)("onnxruntime-node");
   let model;
   try {
-    model = await CharGPT.load(ort, files.onnx, meta);
+    model = await CharGPT.load(ort, files.onnx, meta, { ring: existsSync(files.ring) ? files.ring : undefined });
   } catch (e) {
     console.error(`node_check: error: ${files.onnx} is not a readable chargpt model (${String(e.message).split("\n")[0]}).`);
     return 2;
   }
+  if (model.ringNotice) console.error(`note: ${model.ringNotice}`);
   const { ids } = encodePrompt(opts.prompt, model.vocab);
   const context = ids.slice(-model.receptiveField);
   const result = await model.forward([context]);
