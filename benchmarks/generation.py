@@ -8,9 +8,12 @@ named weights, or read from --checkpoint), each decoder continues the same promp
   1. PyTorch, lecture-style (the code the project started from): the last block_size characters recomputed for every character
   2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
-  4. the web app's engine (the plain loop on onnxruntime), float32 and int8 weights
+  4. the web app's engine (the plain loop on onnxruntime, its steps on the ring file where the
+     model has one), float32 and int8 weights
   5. the floor: bare cached `session.run` calls in a tight loop, no sampling, no Python around
-     (on the given file; the overhead line compares it with the engine row of that file)
+     (on the given file), and, where the model has one, on its ring file (webapp/ring.py: the
+     file the engine's cached steps run); the overhead line compares the engine with the floor
+     of the file it steps with
   6. the static page (webapp/web, onnxruntime-web in headless Chromium, one thread), driven as a
      visitor drives it, at batch 1, timed by the page itself (skipped, with the reason, where
      node, chromium or playwright is missing; --no-page skips it)
@@ -40,12 +43,13 @@ import numpy as np
 import onnx
 import torch
 
-from export.onnx_export import export_onnx, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
+from export.onnx_export import export_onnx, export_ring, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from train.model import GPTLanguageModel
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
+from webapp.ring import POSITION, RING_MASK, ROTARY_COS, ROTARY_SIN, ring_path, rotary_tables
 
 from .page import PageUnavailable, StaticPage, static_page
 
@@ -106,6 +110,23 @@ def session_floor(engine: Engine) -> Decoder:
             _, *presents = session.run(outputs, feed)
             yield step_ids[:, 0]
             feed = {INPUT_IDS: step_ids, **dict(zip(names, presents))}
+    return run
+
+
+def ring_floor(engine: Engine) -> Decoder:
+    """Bare calls of the ring file's session (webapp/ring.py), as row 5 for the model file: the
+    prompt's prefill, then the same feed again per character, no sampling, no ring writes."""
+    ring = engine.ring
+
+    def run(prompt: np.ndarray, n: int):
+        _, state = engine.prefill(prompt)
+        step_ids = np.zeros(prompt.shape[0], np.int64)
+        cos, sin = rotary_tables(state[POSITION], ring.head_dim, ring.rope_base)
+        feed = {INPUT_IDS: step_ids[:, None], ROTARY_COS: cos, ROTARY_SIN: sin, RING_MASK: state[RING_MASK],
+                **{name: state[name] for name in ring.ring_names}}
+        for _ in range(n):
+            ring.session.run(ring.output_names, feed)
+            yield step_ids
     return run
 
 
@@ -191,7 +212,7 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
         by_name = {r.decoder: r for r in rows if r.batch == batch}
         if floor in by_name and engine in by_name:
             overhead = by_name[floor].chars_per_s / by_name[engine].chars_per_s - 1
-            text.append(f"batch {batch}: row '{engine}' takes {overhead:+.1%} time over the session.run floor (same file)")
+            text.append(f"batch {batch}: row '{engine}' takes {overhead:+.1%} time over the floor of the file it steps with")
         if page in by_name and engine in by_name:
             text.append(f"batch {batch}: page / native = {by_name[page].chars_per_s / by_name[engine].chars_per_s:.2f} "
                         f"against row '{engine}', {by_name[page].chars_per_s / by_name[floor].chars_per_s:.2f} against the floor")
@@ -207,9 +228,14 @@ def float32_and_int8(engine: Engine, model: GPTLanguageModel, tmp: Path) -> tupl
         export_onnx(model, fp32_path)
         name_weights(fp32_path, model)
         set_metadata(fp32_path, props)
+        if engine.ring:
+            export_ring(model, ring_path(fp32_path))
+            set_metadata(ring_path(fp32_path), props)
         return Engine(fp32_path, device="cpu"), engine
     int8_path = tmp / "int8.onnx"
     quantize_weights_int8(engine.path, int8_path)
+    if engine.ring:
+        quantize_weights_int8(engine.ring.path, ring_path(int8_path))
     return engine, Engine(int8_path, device="cpu")
 
 
@@ -271,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             "5. floor: bare cached session.run": session_floor(engine),  # on the given file, like its engine row
         }
         names = list(decoders)
+        ring_row = "5. floor: bare ring step session.run"
+        if engine.ring:  # the file the engine steps with
+            decoders[ring_row] = ring_floor(engine)
         page_row = "6. static page (onnxruntime-web, Chromium)"
         if not args.no_page:
             try:
@@ -283,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], page_row: engine_row}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
                          slow={names[0], names[2]}, reference=names[0], same_as=same_as, batch_one_only={page_row})
-    print(results_table(rows, floor=names[5], engine=engine_row, page=page_row))
+    print(results_table(rows, floor=ring_row if engine.ring else names[5], engine=engine_row, page=page_row))
     if json_out:
         write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
                               "rows": [asdict(r) for r in rows]})
