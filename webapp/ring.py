@@ -73,6 +73,16 @@ class RingStep:
         self.vocab_size = len(model.vocab)
         self.ring_names = ring_names(RING, self.n_layer)
         self.output_names = [LOGITS, *ring_names(NEW, self.n_layer)]
+        self.cos = self.sin = np.zeros((0, self.head_dim), np.float32)  # the tables so far (tables_at)
+
+    def tables_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """rotary_tables(positions), from tables computed once for every position up to the
+        largest seen (doubled when outgrown): a step then indexes them instead of computing
+        cosines (60 against 22 µs of a 1.1 ms batch-1 step, measured). Replacing the tables is
+        safe under threads: old and new hold the same values where both have them."""
+        if len(positions) and positions.max() >= len(self.cos):
+            self.cos, self.sin = rotary_tables(np.arange(max(2 * int(positions.max()), 4096)), self.head_dim, self.rope_base)
+        return self.cos[positions], self.sin[positions]
 
     def state(self, past: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
         """The ring state after a prefill of `length` characters whose cache (the model file's
@@ -81,7 +91,7 @@ class RingStep:
         batch, kept = caches[0].shape[0], caches[0].shape[2]
         positions = np.arange(length - kept, length)
         slots = positions % self.slots
-        cos, sin = rotary_tables(positions, self.head_dim, self.rope_base)
+        cos, sin = self.tables_at(positions)
         state = {}
         for name, cache, is_key in zip(self.ring_names, caches, [True, False] * self.n_layer):
             ring = np.zeros((batch, self.n_head, self.slots, self.head_dim), np.float32)
@@ -98,7 +108,7 @@ class RingStep:
         in place (the new keys and values written into the slots of the characters that leave
         each row's window) and returned."""
         positions = state[POSITION]
-        cos, sin = rotary_tables(positions, self.head_dim, self.rope_base)
+        cos, sin = self.tables_at(positions)
         feed = {INPUT_IDS: ids.astype(np.int64, copy=False)[:, None], ROTARY_COS: cos, ROTARY_SIN: sin,
                 RING_MASK: state[RING_MASK], **{n: state[n] for n in self.ring_names}}
         logits, *new = self.session.run(self.output_names, feed)
