@@ -235,7 +235,8 @@ def export_main(argv: list[str]) -> int:
     metadata = md.build(meta, model.num_params(), val_loss, about)
     prompt = [index["\n"]] if "\n" in index else [0]
     tmp = temp_onnx(out if folder else out.parent)
-    # The server's ring step (webapp/ring.py), for rotary models: written beside each model file.
+    # The ring step (webapp/ring.py; chargpt's engine and pages step with it), for rotary models:
+    # written beside each model file. Where none is written, one left by an earlier export is removed.
     ring_tmp = temp_onnx(tmp.parent) if model.config.position == "rotary" else None
     int8_tmp = int8_ring_tmp = None
     try:
@@ -271,15 +272,13 @@ def export_main(argv: list[str]) -> int:
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out)
-            if ring_tmp:
-                os.replace(ring_tmp, ring_path(out))
+            place_ring(ring_tmp, out)
             write_sidecars(out, metadata, sample, table)
             draw_loss_curve(run_dir, sibling(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
             if args.quantize:
                 int8_path = sibling(out, ".int8.onnx")
                 os.replace(int8_tmp, int8_path)
-                if int8_ring_tmp:
-                    os.replace(int8_ring_tmp, ring_path(int8_path))
+                place_ring(int8_ring_tmp, int8_path)
                 write_sidecars(int8_path, int8_meta, sample, f"{table}\n\n{int8_table}")
     except (Int8TooLossy, RingMismatch) as e:
         return fail(prog, str(e), VERIFICATION_FAILED)
@@ -311,8 +310,7 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
     onnx_file = out / MODEL_FILE
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     os.replace(model_file, onnx_file)
-    if ring_file:
-        os.replace(ring_file, ring_path(onnx_file))
+    place_ring(ring_file, onnx_file)
     write_json(sibling(onnx_file, ".json"), sidecar(onnx_file, metadata))
     draw_loss_curve(run_dir, sibling(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
     for name, data in mf.config_files(metadata).items():
@@ -377,6 +375,15 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
                                           "quantization": "int8 weights (one scale per output column), float32 activations"}}
     set_metadata(target, md.to_props(int8_meta))
     return int8_meta, table
+
+
+def place_ring(ring_file: Path | None, model_file: Path) -> None:
+    """Move the verified ring file beside `model_file`; without one, remove a ring file that an
+    earlier export left there (it belongs to other weights: the engine would refuse it anyway)."""
+    if ring_file:
+        os.replace(ring_file, ring_path(model_file))
+    else:
+        ring_path(model_file).unlink(missing_ok=True)
 
 
 def quantize_ring(model_file: Path, ring_fp32: Path, target: Path, metadata: dict) -> str:

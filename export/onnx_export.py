@@ -18,7 +18,7 @@ from train.table import format_table as table
 
 from webapp.engine import Engine, Settings
 from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, OnnxModel, cache_names, open_session
-from webapp.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep, ring_names
+from webapp.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
 
 from .runtime import last_window_loss, plain_loop_loss
 
@@ -114,12 +114,12 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
 def export_ring(model: GPTLanguageModel, path: Path) -> None:
     """Write the ring step of a rotary `model` (webapp/ring.py) to one ONNX file, batch dynamic."""
     cfg = model.config
-    names = ring_names(RING, cfg.n_layer)
+    names = cache_names(RING, cfg.n_layer)
     batch = torch.export.Dim("batch_size")
     slots, rows = cfg.block_size - 1, 2
     args = (torch.zeros(rows, 1, dtype=torch.long), torch.zeros(rows, cfg.head_dim), torch.zeros(rows, cfg.head_dim),
             torch.zeros(rows, slots), *[torch.zeros(rows, cfg.n_head, slots, cfg.head_dim) for _ in names])
-    save_program(RingLM(model), args, [INPUT_IDS, ROTARY_COS, ROTARY_SIN, RING_MASK, *names], [LOGITS, *ring_names(NEW, cfg.n_layer)],
+    save_program(RingLM(model), args, [INPUT_IDS, ROTARY_COS, ROTARY_SIN, RING_MASK, *names], [LOGITS, *cache_names(NEW, cfg.n_layer)],
                  {"input_ids": {0: batch}, "cos": {0: batch}, "sin": {0: batch}, "mask": {0: batch},
                   "ring": tuple({0: batch} for _ in names)}, path)
 

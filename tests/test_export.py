@@ -176,6 +176,21 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
     assert lm.receptive_field == 2 * 15 + 1
 
 
+def test_an_export_without_a_ring_file_removes_one_left_beside_its_model(tmp_path):
+    """A learned-position model exported with --force over a rotary one's files: the old ring
+    file belongs to other weights, so it goes (the engine would refuse it anyway)."""
+    from export.cli import place_ring
+
+    model = tmp_path / "model.onnx"
+    shutil.copy(SHIPPED_MODEL / "onnx" / "model.ring.onnx", tmp_path / "model.ring.onnx")
+    place_ring(None, model)
+    assert list(tmp_path.iterdir()) == []
+    fresh = tmp_path / "fresh.onnx"
+    fresh.write_bytes(b"verified")
+    place_ring(fresh, model)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.ring.onnx"]
+
+
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
     run_dir, _, _ = exported
     real_export = export.onnx_export.export_onnx

@@ -1,4 +1,5 @@
-"""The server's fast cached step: an extra ONNX file beside the model, that only this engine uses.
+"""chargpt's fast cached step: an extra ONNX file beside the model, that only chargpt's engine and
+pages read (other runtimes load the model file and never see it).
 
 The model file (DESIGN.md's contract, what every runtime runs) keeps its cache as the window's
 keys *before* rotation and values, and at every step concatenates the new ones, rotates all
@@ -25,17 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, open_session
+from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, cache_names, open_session
 
 RING_SUFFIX = ".ring.onnx"  # MODEL.onnx -> MODEL.ring.onnx
 ROTARY_COS, ROTARY_SIN, RING_MASK = "rotary_cos", "rotary_sin", "ring_mask"
 RING, NEW = "ring.{i}.{kv}", "new.{i}.{kv}"
 POSITION = "position"  # in a ring state: each row's next position (not a graph input)
 RING_TOLERANCE = 1e-4  # max |logit difference| between the ring step and the model file's plain loop
-
-
-def ring_names(template: str, n_layer: int) -> list[str]:
-    return [template.format(i=i, kv=kv) for i in range(n_layer) for kv in ("key", "value")]
 
 
 def ring_path(model_path: Path) -> Path:
@@ -71,8 +68,8 @@ class RingStep:
         self.slots = config["block_size"] - 1
         self.rope_base = config["rope_base"]
         self.vocab_size = len(model.vocab)
-        self.ring_names = ring_names(RING, self.n_layer)
-        self.output_names = [LOGITS, *ring_names(NEW, self.n_layer)]
+        self.ring_names = cache_names(RING, self.n_layer)
+        self.output_names = [LOGITS, *cache_names(NEW, self.n_layer)]
         self.cos = self.sin = np.zeros((0, self.head_dim), np.float32)  # the tables so far (tables_at)
 
     def tables_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
