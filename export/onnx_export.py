@@ -17,7 +17,7 @@ from train.model import GPTLanguageModel
 from train.table import format_table as table
 
 from webapp.engine import Engine, Settings
-from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, OnnxModel, cache_names, open_session
+from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names, open_session
 from webapp.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
 
 from .runtime import last_window_loss, plain_loop_loss
@@ -319,15 +319,15 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
 def verify_ring(model_path: Path, ring_file: Path) -> list[Check]:
     """Compare the ring file with the model file it belongs to (both on onnxruntime): logits of
     its steps against the plain loop's past the window twice, and the greedy text of each."""
-    model = OnnxModel(model_path)
-    ring = RingStep(ring_file, model, open_session(ring_file, **model.session_args))
+    engine = Engine(model_path, ring=False)
+    ring = RingStep(ring_file, engine, open_session(ring_file, **engine.session_args))
     steps = 2 * (ring.slots + 1) + 3
-    diff = ring.verify(model, steps)
+    diff = ring.verify(engine, steps)
     checks = [Check("ring step vs plain loop", 2, steps, diff, diff <= RING_TOLERANCE)]
-    plain, fast = Engine(model_path, ring=False), Engine(model_path, ring=False)
-    fast.ring = ring
     settings = Settings(max_new_tokens=GREEDY_CHARS, temperature=0)
-    same = plain.complete("\n", settings) == fast.complete("\n", settings)
+    plain = engine.complete("\n", settings)
+    engine.ring = ring  # now its steps run the ring file
+    same = engine.complete("\n", settings) == plain
     checks.append(Check(f"ring step: greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
                         "identical" if same else "differs"))
     return checks

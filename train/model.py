@@ -183,7 +183,7 @@ class MultiHeadAttention(nn.Module):
         With ring: the ring step (see step_ring)."""
         if ring is not None:
             return self.step_ring(x, rotary, ring, mask)
-        B, T, C = x.shape
+        T = x.shape[1]
         H, D = self.n_head, self.head_dim
         qk, v = self.queries_keys_values(x)  # [B, heads, T, head_dim]
         dropout_p = self.dropout if self.training else 0.0
@@ -211,8 +211,12 @@ class MultiHeadAttention(nn.Module):
             att = (q * scale) @ (keys.transpose(-2, -1) * scale) + mask  # [B, H, T, past_len + T]
             y = F.dropout(att.softmax(dim=-1), dropout_p, self.training) @ v
             present = (last_positions(k, self.window - 1), last_positions(v, self.window - 1))
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.proj(y)), present
+        return self.output(y), present
+
+    def output(self, y):
+        """The heads' outputs y [B, H, T, D], joined and projected: [B, T, C]."""
+        B, H, T, D = y.shape
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, H * D)))
 
     def step_ring(self, x, rotary, ring, mask):
         """One new position per row (x [B, 1, C]) against a ring of cached keys, rotated at their
@@ -222,8 +226,7 @@ class MultiHeadAttention(nn.Module):
         the slots that hold a key and -inf on empty ones. Returns the output and the new
         position's key (rotated) and value [B, H, 1, D], for the caller to write into the ring.
         The cache is read once and never copied, rotated or sliced: a step costs what its
-        arithmetic costs (the server's fast path; decode is the contract every runtime runs)."""
-        B, T, C = x.shape
+        arithmetic costs (chargpt's own fast path; decode is the contract every runtime runs)."""
         H, D = self.n_head, self.head_dim
         qk, v = self.queries_keys_values(x)
         q, k = apply_rotary(qk, *rotary).split(H, dim=1)  # [B, H, 1, D]
@@ -232,8 +235,7 @@ class MultiHeadAttention(nn.Module):
         scores = torch.cat((q @ ring_keys.transpose(-2, -1) + mask, (q * k).sum(-1, keepdim=True)), dim=-1)  # [B, H, 1, S + 1]
         att = scores.softmax(dim=-1)
         y = att[..., :-1] @ ring_values + att[..., -1:] * v
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.proj(y)), (k, v)
+        return self.output(y), (k, v)
 
 
 def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
@@ -375,7 +377,7 @@ class GPTLanguageModel(nn.Module):
         return self.lm_head(self.ln_f(x)), presents
 
     def step_ring(self, idx, cos, sin, mask, ring: KVCache) -> tuple[torch.Tensor, KVCache]:
-        """The ring step (rotary models; what the server's extra ONNX file is): idx [B, 1], each
+        """The ring step (rotary models; what the extra ring ONNX file is): idx [B, 1], each
         row's new character, at the position whose rotary cos and sin [B, head_dim] are given;
         ring: per layer, the keys (rotated at their positions) and values of the row's last
         block_size - 1 characters, [B, n_head, block_size - 1, head_dim], in any slot order;

@@ -143,7 +143,7 @@ def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
     except Exception as e:  # onnxruntime's own exception types
         return None, f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}."
     props = dict(session.get_modelmeta().custom_metadata_map)
-    if props.get("source_sha256") != model.metadata["source_sha256"] or props.get("config") is None:
+    if props.get("source_sha256") != model.metadata["source_sha256"]:
         return None, f"{path.name} was not exported with {model.path.name}; decoding with {model.path.name}."
     ring = RingStep(path, model, session)
     try:
