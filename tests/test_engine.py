@@ -191,15 +191,16 @@ def test_a_tokenizer_that_disagrees_with_the_vocabulary_is_named(tmp_path):
     assert Engine(folder / "onnx" / "model.onnx").vocab  # the .onnx file alone does not need the tokenizer
 
 
-def test_the_ring_steps_rotary_tables_grow_with_the_text():
-    from webapp.ring import rotary_tables
+def test_the_ring_steps_rotary_tables_are_kept_for_the_first_positions_and_computed_past_them():
+    from webapp.ring import TABLE_POSITIONS, rotary_tables
 
     ring = Engine(SHIPPED_MODEL).ring
-    positions = np.array([0, 4095, 4096, 9000, 9001, 17])
-    cos, sin = ring.tables_at(positions)  # past the first table: it grows
-    want_cos, want_sin = rotary_tables(positions, ring.head_dim, ring.rope_base)
-    assert np.array_equal(cos, want_cos) and np.array_equal(sin, want_sin)
-    assert len(ring.cos) > 9001
+    for positions in ([0, 4095, 4096, TABLE_POSITIONS - 1, 17], [TABLE_POSITIONS, 10**7, 3], [2**40]):
+        positions = np.array(positions)
+        cos, sin = ring.tables_at(positions)
+        want_cos, want_sin = rotary_tables(positions, ring.head_dim, ring.rope_base)
+        assert np.array_equal(cos, want_cos) and np.array_equal(sin, want_sin)
+        assert len(ring.cos) == TABLE_POSITIONS  # bounded memory at any length
 
 
 def spoil_ring(path: Path, how: str) -> None:

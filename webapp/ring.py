@@ -33,6 +33,9 @@ ROTARY_COS, ROTARY_SIN, RING_MASK = "rotary_cos", "rotary_sin", "ring_mask"
 RING, NEW = "ring.{i}.{kv}", "new.{i}.{kv}"
 POSITION = "position"  # in a ring state: each row's next position (not a graph input)
 RING_TOLERANCE = 1e-4  # max |logit difference| between the ring step and the model file's plain loop
+# Positions whose rotary tables a RingStep keeps (2 MB for head_dim 32): the server's texts stay
+# below receptive_field + MAX_NEW_TOKENS; a longer one computes its tables at each step.
+TABLE_POSITIONS = 8192
 
 
 def ring_path(model_path: Path) -> Path:
@@ -73,12 +76,15 @@ class RingStep:
         self.cos = self.sin = np.zeros((0, self.head_dim), np.float32)  # the tables so far (tables_at)
 
     def tables_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """rotary_tables(positions), from tables computed once for every position up to the
-        largest seen (doubled when outgrown): a step then indexes them instead of computing
-        cosines (60 against 22 µs of a 1.1 ms batch-1 step, measured). Replacing the tables is
-        safe under threads: old and new hold the same values where both have them."""
-        if len(positions) and positions.max() >= len(self.cos):
-            self.cos, self.sin = rotary_tables(np.arange(max(2 * int(positions.max()), 4096)), self.head_dim, self.rope_base)
+        """rotary_tables(positions), from tables computed once for the first TABLE_POSITIONS
+        positions: a step then indexes them instead of computing cosines (60 against 22 µs of
+        a 1.1 ms batch-1 step, measured). Past them, computed as asked, so memory stays bounded
+        at any length. Filling the tables is safe under threads: both hold the same values."""
+        if len(positions) == 0 or positions.max() < len(self.cos):
+            return self.cos[positions], self.sin[positions]
+        if positions.max() >= TABLE_POSITIONS:
+            return rotary_tables(positions, self.head_dim, self.rope_base)
+        self.cos, self.sin = rotary_tables(np.arange(TABLE_POSITIONS), self.head_dim, self.rope_base)
         return self.cos[positions], self.sin[positions]
 
     def state(self, past: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-// The static page: loads model/model.onnx with onnxruntime-web (WebAssembly) and streams text.
+// The static page: loads model/model.onnx (and model/model.ring.onnx, its faster steps, when the
+// site has it) with onnxruntime-web (WebAssembly) and streams text.
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
 import { CharGPT, checkSettings, colour, encodePrompt, LIMITS, modelFiles, readAbout } from "./chargpt.js";
