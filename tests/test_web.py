@@ -197,9 +197,10 @@ def test_build_refuses_a_missing_model(node, tmp_path):
 
 def test_the_javascript_limits_are_the_engines(node):
     from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, MAX_TEMPERATURE
+    from webapp.ring import RING_TOLERANCE
 
-    script = ("import { LIMITS } from './chargpt.js';\n"
-              "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString() }));")
+    script = ("import { LIMITS, RING_TOLERANCE } from './chargpt.js';\n"
+              "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE }));")
     out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == {"maxNewTokens": MAX_NEW_TOKENS, "maxPromptChars": MAX_PROMPT_CHARS,
-                                      "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE}
+                                      "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE, "ringTolerance": RING_TOLERANCE}

@@ -184,7 +184,8 @@ export function rotaryTables(positions, headDim, base) {
   return { cos, sin };
 }
 
-const RING_TOLERANCE = 1e-4; // webapp/ring.py's: max |logit difference| from the model file's steps
+/** webapp/ring.py's RING_TOLERANCE (tests/test_web.py ties them): max |logit difference| from the model file's steps. */
+export const RING_TOLERANCE = 1e-4;
 
 /** The metadata's chargpt format that this code reads (webapp/onnx_model.py's FORMAT_VERSION). */
 export const FORMAT_VERSION = "2";
@@ -259,7 +260,7 @@ export class CharGPT {
     const [B, , kept] = past[this.pastNames[0]].dims;
     const positions = Array.from({ length: kept }, (_, j) => length - kept + j);
     const { cos, sin } = rotaryTables(positions, D, base);
-    const f = Math.fround; // float32 products and sums, as numpy's: the same ring bit for bit
+    const f = Math.fround; // each product and sum rounded to float32, as numpy's float32 arithmetic is
     const rings = this.pastNames.map((name, n) => {
       const source = past[name].data;
       const ring = new Float32Array(B * H * S * D);
