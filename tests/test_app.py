@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.load import free_port, running_app, wait_until_up
-from webapp.app import CONCURRENCY
+from webapp.app import CONCURRENCY, StopPresses
 
 from benchmarks.page import CHROMIUM_ARGS
 from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
@@ -181,6 +181,41 @@ def test_generate_command_prints_a_reproducible_sample(exported):
     assert subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120).stdout == first.stdout
 
 
+def test_stop_reaches_the_running_or_queued_generation_and_is_forgotten_after():
+    """StopPresses, as the page's events drive it (the browser test below presses the buttons)."""
+    from types import SimpleNamespace as Request
+
+    stops, alice, bob = StopPresses(), Request(session_hash="alice"), Request(session_hash="bob")
+    stops.stop_pressed(alice)  # nothing running: forgotten
+    stops.generate_pressed(alice)
+    flag = stops.flag("alice")
+    assert not flag.is_set()
+    stops.stop_pressed(bob)  # another visitor's Stop
+    assert not flag.is_set()
+    stops.stop_pressed(alice)  # while queued or running: the generation sees it
+    assert flag.is_set() and stops.flag("alice") is flag
+    stops.finished("alice", flag)
+    stops.generate_pressed(alice)  # the next Generate starts unstopped
+    assert not stops.flag("alice").is_set()
+    stops.finished("alice", stops.flag("alice"))
+    assert len(stops) == 0
+    assert not stops.flag(None).is_set()  # an API call without a session: a flag of its own
+    assert len(stops) == 0
+    for n in range(StopPresses.MAX_SESSIONS + 10):  # Generate pressed, the request never ran
+        stops.generate_pressed(Request(session_hash=f"visitor {n}"))
+    assert len(stops) == StopPresses.MAX_SESSIONS
+
+
+def assert_stopped_cleanly(page, prompt: str) -> None:
+    """After Stop: the stats line says so, no output shows Gradio's "Error", and the plain
+    text is the coloured text (the generation ended as a finished one does)."""
+    page.wait_for_function("() => document.querySelector('#stats').innerText.includes('stopped')", timeout=30_000)
+    assert "Error" not in page.locator("body").inner_text()
+    plain = page.locator("#output textarea").input_value()
+    assert plain.startswith(prompt)
+    assert page.locator("#colored").inner_text().replace("\n", "") == plain.replace("\n", "")
+
+
 def test_the_page_streams_text_in_a_real_browser(shipped_app_url):
     from playwright.sync_api import sync_playwright
 
@@ -224,6 +259,19 @@ def test_the_page_streams_text_in_a_real_browser(shipped_app_url):
             stopped = len(page.locator("#output textarea").input_value())
             page.wait_for_timeout(1000)
             assert len(page.locator("#output textarea").input_value()) == stopped < len("ROMEO:\n") + 2000
+            assert_stopped_cleanly(page, "ROMEO:\n")
+            # Stop pressed a tenth of a second after Generate, before any text has come, still
+            # stops it (Gradio's own cancel sometimes lost such a press, or showed "Error").
+            page.get_by_label("Prompt").fill("JULIET:\n")
+            page.evaluate("""() => {
+                const button = name => [...document.querySelectorAll('button')].find(b => b.innerText.trim() === name);
+                button('Generate').click();
+                setTimeout(() => button('Stop').click(), 100);
+            }""")
+            page.wait_for_function("""() => document.querySelector('#output textarea').value.startsWith('JULIET:')
+                && document.querySelector('#stats').innerText.includes('stopped')""", timeout=30_000)
+            assert_stopped_cleanly(page, "JULIET:\n")
+            assert len(page.locator("#output textarea").input_value()) < len("JULIET:\n") + 2000
             page.get_by_text("About the model").click()
             page.wait_for_timeout(500)
             page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)

@@ -6,9 +6,11 @@ Run it with `python -m webapp`, or as a Space does: `python webapp/app.py` from 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,9 +37,60 @@ STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.5
 CONCURRENCY, QUEUE_SIZE = 32, 32
 
 
-def stream_generation(engine: Engine, batcher: Batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+class StopPresses:
+    """The page's Stop button, by visitor session. Gradio's own cancel (`cancels=`) races a
+    generation in flight: pressed just after Generate it can be lost, and pressed mid-stream it
+    sometimes left "Error" on the three outputs and the plain text empty (seen in Chromium).
+    Instead, Generate's click gives the session a fresh flag, Stop sets it, and the generation
+    checks it at every character and ends as a finished one does, with what it wrote so far;
+    a request still in the queue ends as soon as it starts. A Stop with nothing running is
+    forgotten at the next Generate. A generation's end removes its session's flag; sessions
+    whose request never ran (a full queue) are forgotten oldest first beyond MAX_SESSIONS (no
+    `demo.unload` hook: it keeps a heartbeat connection open on every page)."""
+
+    MAX_SESSIONS = 4096
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flags: dict[str, threading.Event] = {}
+
+    # The page's events (Gradio passes the visitor's request to a parameter annotated gr.Request).
+    def generate_pressed(self, request: gr.Request) -> None:
+        if request.session_hash:
+            with self._lock:
+                self._flags.pop(request.session_hash, None)  # re-inserted last: the newest
+                self._flags[request.session_hash] = threading.Event()
+                while len(self._flags) > self.MAX_SESSIONS:
+                    del self._flags[next(iter(self._flags))]
+
+    def stop_pressed(self, request: gr.Request) -> None:
+        with self._lock:
+            flag = self._flags.get(request.session_hash or "")
+        if flag is not None:
+            flag.set()
+
+    def flag(self, session: str | None) -> threading.Event:
+        """The flag a generation for `session` checks (a fresh one for API callers, who stop
+        by cancelling their job)."""
+        if not session:
+            return threading.Event()
+        with self._lock:
+            return self._flags.setdefault(session, threading.Event())
+
+    def finished(self, session: str | None, flag: threading.Event) -> None:
+        with self._lock:
+            if session and self._flags.get(session) is flag:
+                del self._flags[session]
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+
+def stream_generation(engine: Engine, batcher: Batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed,
+                      stop: threading.Event | None = None):
     """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters
-    arrive; its forward passes run in `batcher`'s batches."""
+    arrive; its forward passes run in `batcher`'s batches. Once `stop` is set, it ends with
+    the text so far (its batch row freed at once) and says so on the stats line."""
     prompt, settings = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
     encoded = encode_prompt(prompt, engine.vocab)
     notices = [n for n in (engine.notice, encoded.notice()) if n]
@@ -46,6 +99,7 @@ def stream_generation(engine: Engine, batcher: Batcher, prompt, max_new_tokens, 
     text = prompt if prompt else encoded.text  # an empty prompt starts from a newline
     coloured = ColouredText(text)
     generated = shown = 0
+    stopped = False
     start = last_yield = time.perf_counter()
 
     def stats() -> str:
@@ -53,18 +107,22 @@ def stream_generation(engine: Engine, batcher: Batcher, prompt, max_new_tokens, 
         rate = generated / elapsed if elapsed > 0 else 0.0
         line = (f"{generated} characters in {elapsed:.2f} s ({rate:,.0f} characters/s) · "
                 f"{engine.provider} · seed {settings.seed}")
-        return line + "".join(f" · {n}" for n in notices)
+        return line + " · stopped" * stopped + "".join(f" · {n}" for n in notices)
 
-    for step in engine.generate(encoded, settings, batcher.decode):
-        for ch, p in step.pieces[0]:
-            text += ch
-            coloured.add(ch, p)
-            generated += 1
-        now = time.perf_counter()
-        waited = now - last_yield
-        if waited >= STREAM_MAX_WAIT_S or (waited >= STREAM_EVERY_S and generated - shown >= UPDATE_CHARS):
-            last_yield, shown = now, generated
-            yield text, coloured.html(), stats()
+    with contextlib.closing(engine.generate(encoded, settings, batcher.decode)) as steps:  # closed: the row is freed
+        for step in steps:
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            for ch, p in step.pieces[0]:
+                text += ch
+                coloured.add(ch, p)
+                generated += 1
+            now = time.perf_counter()
+            waited = now - last_yield
+            if waited >= STREAM_MAX_WAIT_S or (waited >= STREAM_EVERY_S and generated - shown >= UPDATE_CHARS):
+                last_yield, shown = now, generated
+                yield text, coloured.html(), stats()
     yield text, coloured.html(), stats()
 
 
@@ -87,9 +145,14 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
     """The page; `concurrency` requests decode at once (batched), `queue_size` more wait, and any
     beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
     batcher = Batcher(engine)
+    stops = StopPresses()
 
-    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
-        yield from stream_generation(engine, batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, request: gr.Request):
+        flag = stops.flag(request.session_hash)
+        try:
+            yield from stream_generation(engine, batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed, flag)
+        finally:
+            stops.finished(request.session_hash, flag)
 
     loss_curve = engine.path.with_suffix(".loss.png")
     about = read_about(engine.metadata)  # the model's own words (export records them), or neutral ones
@@ -119,9 +182,11 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
             gr.Markdown(model_panel(engine))
             if loss_curve.is_file():
                 gr.Image(str(loss_curve), label="Loss curve", show_label=True, interactive=False)
-        event = generate_btn.click(generate, [prompt, max_new_tokens, temperature, top_k, top_p, seed],
-                                   [output, colored, stats], api_name="generate")
-        stop_btn.click(None, None, None, cancels=[event], api_visibility="private")
+        # Generate's click first gives the session a fresh stop flag (not queued: at once), then
+        # queues the generation; Stop sets the flag (StopPresses says why not `cancels=`).
+        generate_btn.click(stops.generate_pressed, None, None, queue=False, api_visibility="private").then(
+            generate, [prompt, max_new_tokens, temperature, top_k, top_p, seed], [output, colored, stats], api_name="generate")
+        stop_btn.click(stops.stop_pressed, None, None, queue=False, api_visibility="private")
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
