@@ -58,9 +58,11 @@ $(WEB)/node_modules/.installed: $(WEB)/package-lock.json
 web: $(WEB)/node_modules/.installed
 	cd $(WEB) && node build.mjs
 
-# The JavaScript tests need npm; without it they are skipped (outside CI).
+# The JavaScript tests need npm; without it they are skipped (outside CI). Two processes, a
+# test file each at a time, in the order tests/conftest.py gives (the slowest files first);
+# --no-loadscope-reorder keeps it (xdist would start the files with the most tests first).
 test: $(VENV)/.dev-installed $(if $(shell command -v npm),$(WEB)/node_modules/.installed)
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
 
 import pytest
 import torch
@@ -51,22 +55,69 @@ def small_text(tmp_path_factory, shakespeare) -> Path:
     return path
 
 
-def trained_run(tmp_path_factory, small_text, *extra) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "run"
+# The slowest files first, none of which needs the `exported` or `french_folder` models: with
+# two processes (`pytest -n 2 --dist loadfile`) neither is left with a long file at the end,
+# and whichever reaches the shared models first builds them while the other is still busy
+# (built_once), instead of the two building them side by side or one waiting. About 10, 4
+# and 2 minutes of the suite's 20 process-minutes on this machine.
+SLOWEST_FILES = ("test_readme.py", "test_gpu_check.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
+def train_tiny(out: Path, data: Path, *extra) -> Path:
     from train.cli import main as train_main
 
-    assert train_main([*TINY, "--data", str(small_text), "--out", str(out), "--max-iters", "60", *extra]) == 0
+    assert train_main([*TINY, "--data", str(data), "--out", str(out), "--max-iters", "60", *extra]) == 0
     return out
 
 
+def trained_run(tmp_path_factory, small_text, *extra) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("runs") / "run", small_text, *extra)
+
+
+def built_once(name: str, tmp_path_factory, worker_id: str, build: Callable[[Path], dict]) -> dict:
+    """A session fixture's files, built once for the whole test run: with pytest-xdist, the
+    first worker to ask builds them in the run's shared temporary folder while a file lock
+    holds the others, which then read the record it left (tests only read these files).
+    build(folder) writes into folder and returns a JSON-able record."""
+    if worker_id == "master":  # no xdist: nothing to share
+        return build(tmp_path_factory.mktemp(name))
+    folder = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{folder}.lock"):
+        record = folder / "record.json"
+        if record.is_file():
+            return json.loads(record.read_text(encoding="utf-8"))
+        if folder.exists():  # a worker that failed half way: build again
+            shutil.rmtree(folder)
+        folder.mkdir()
+        built = build(folder)
+        record.write_text(json.dumps(built), encoding="utf-8")
+        return built
+
+
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, small_text):
-    """A tiny seed-architecture model, trained and exported with --quantize int8."""
-    run_dir = trained_run(tmp_path_factory, small_text)
-    out = tmp_path_factory.mktemp("models") / "tiny.onnx"
-    result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
-                            capture_output=True, text=True, timeout=600)
-    return run_dir, out, result
+def exported(tmp_path_factory, worker_id, small_text):
+    """A tiny seed-architecture model, trained and exported with --quantize int8: (run
+    directory, model file, the export's CompletedProcess)."""
+    def build(folder: Path) -> dict:
+        run_dir = train_tiny(folder / "run", small_text)
+        (folder / "models").mkdir()
+        out = folder / "models" / "tiny.onnx"
+        result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
+                                capture_output=True, text=True, timeout=600)
+        return {"run_dir": str(run_dir), "out": str(out), "args": result.args, "returncode": result.returncode,
+                "stdout": result.stdout, "stderr": result.stderr}
+
+    built = built_once("exported", tmp_path_factory, worker_id, build)
+    result = subprocess.CompletedProcess(built["args"], built["returncode"], built["stdout"], built["stderr"])
+    return Path(built["run_dir"]), Path(built["out"]), result
 
 
 # A non-English text: French with its typography (no-break spaces before ;:!? and inside
@@ -90,16 +141,21 @@ def french_text(n_sentences: int = 2500, seed: int = 0) -> str:
 
 
 @pytest.fixture(scope="session")
-def french_folder(tmp_path_factory):
-    """A small learned-position model trained on french_text, exported as a model folder."""
-    data = tmp_path_factory.mktemp("french") / "french.txt"
-    data.write_text(french_text(), encoding="utf-8")
-    run_dir = trained_run(tmp_path_factory, data, "--max-iters", "300", "--eval-interval", "100")
-    folder = tmp_path_factory.mktemp("folders") / "french-tiny"
-    result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", f"{folder}/"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return folder, data
+def french_folder(tmp_path_factory, worker_id):
+    """A small learned-position model trained on french_text, exported as a model folder:
+    (the folder, the text)."""
+    def build(root: Path) -> dict:
+        data = root / "french.txt"
+        data.write_text(french_text(), encoding="utf-8")
+        run_dir = train_tiny(root / "run", data, "--max-iters", "300", "--eval-interval", "100")
+        folder = root / "french-tiny"
+        result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", f"{folder}/"],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return {"folder": str(folder), "data": str(data)}
+
+    built = built_once("french", tmp_path_factory, worker_id, build)
+    return Path(built["folder"]), Path(built["data"])
 
 
 def chromium_or_skip() -> str:
