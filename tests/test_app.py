@@ -190,13 +190,16 @@ def test_stop_reaches_the_running_or_queued_generation_and_is_forgotten_after():
     stops.generate_pressed(alice)
     flag = stops.flag("alice")
     assert not flag.is_set()
+    stops.generate_pressed(alice)  # pressed again while it runs (Gradio ignores it): Stop still reaches it
+    assert stops.flag("alice") is flag
     stops.stop_pressed(bob)  # another visitor's Stop
     assert not flag.is_set()
     stops.stop_pressed(alice)  # while queued or running: the generation sees it
     assert flag.is_set() and stops.flag("alice") is flag
-    stops.finished("alice", flag)
-    stops.generate_pressed(alice)  # the next Generate starts unstopped
+    stops.generate_pressed(alice)  # Generate again before the stopped one has finished
     assert not stops.flag("alice").is_set()
+    stops.finished("alice", flag)  # the stopped one's end leaves the new flag
+    assert not stops.flag("alice").is_set() and len(stops) == 1
     stops.finished("alice", stops.flag("alice"))
     assert len(stops) == 0
     assert not stops.flag(None).is_set()  # an API call without a session: a flag of its own

@@ -56,10 +56,12 @@ class StopPresses:
 
     # The page's events (Gradio passes the visitor's request to a parameter annotated gr.Request).
     def generate_pressed(self, request: gr.Request) -> None:
+        """A fresh flag, unless the session's is still unset: then a generation may be running
+        (Gradio ignores Generate pressed again meanwhile), and Stop must still reach it."""
         if request.session_hash:
             with self._lock:
-                self._flags.pop(request.session_hash, None)  # re-inserted last: the newest
-                self._flags[request.session_hash] = threading.Event()
+                flag = self._flags.pop(request.session_hash, None)  # re-inserted last: the newest
+                self._flags[request.session_hash] = flag if flag is not None and not flag.is_set() else threading.Event()
                 while len(self._flags) > self.MAX_SESSIONS:
                     del self._flags[next(iter(self._flags))]
 
