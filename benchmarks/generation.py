@@ -1,7 +1,7 @@
 """`python -m benchmarks.generation`: every way this project can generate text, timed side by side.
 
 For one exported model (default: the shipped models/chargpt), its float32 and int8 forms (one
-made from the other) and the PyTorch model with the same weights (rebuilt from the ONNX file's
+made from the other: quantized, or its int8 weights stored as float32) and the PyTorch model with the same weights (rebuilt from the ONNX file's
 named weights, or read from --checkpoint), each decoder continues the same prompt greedily for
 --chars characters at batch 1 and batch 8:
 
@@ -40,10 +40,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import onnx
 import torch
 
-from export.onnx_export import export_onnx, export_ring, name_weights, quantize_weights_int8, set_metadata, torch_model_from_onnx
+from export.onnx_export import dequantize_weights, quantize_weights_int8, torch_model_from_onnx
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from train.model import GPTLanguageModel
@@ -219,18 +218,14 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
     return "\n".join(text)
 
 
-def float32_and_int8(engine: Engine, model: GPTLanguageModel, tmp: Path) -> tuple[Engine, Engine]:
+def float32_and_int8(engine: Engine, tmp: Path) -> tuple[Engine, Engine]:
     """Engines on the float32 and the int8 form of the model: the given file is one of them,
-    the other is made from it (quantized, or exported from the PyTorch weights)."""
+    the other is made from it (quantized, or its int8 weights stored as float32)."""
     if engine.metadata["training"].get("quantization"):
         fp32_path = tmp / "float32.onnx"
-        props = {p.key: p.value for p in onnx.load(str(engine.path)).metadata_props}
-        export_onnx(model, fp32_path)
-        name_weights(fp32_path, model)
-        set_metadata(fp32_path, props)
+        dequantize_weights(engine.path, fp32_path)
         if engine.ring:
-            export_ring(model, ring_path(fp32_path))
-            set_metadata(ring_path(fp32_path), props)
+            dequantize_weights(engine.ring.path, ring_path(fp32_path))
         return Engine(fp32_path, device="cpu"), engine
     int8_path = tmp / "int8.onnx"
     quantize_weights_int8(engine.path, int8_path)
@@ -287,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt_text = load_prompt(Path(args.data), args.prompt_chars)
     prompt_ids = [engine.vocab.index(c) for c in prompt_text if c in engine.vocab]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        fp32, int8 = float32_and_int8(engine, model, Path(tmp))
+        fp32, int8 = float32_and_int8(engine, Path(tmp))
         decoders = {
             "1. PyTorch, lecture-style (last window)": lecture_style(model),
             "2. PyTorch, plain loop (KV cache)": torch_cached(model),

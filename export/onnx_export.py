@@ -223,6 +223,29 @@ def quantize_weights_int8(source: Path, target: Path) -> None:
     onnx.save(proto, str(target))
 
 
+def dequantize_weights(source: Path, target: Path) -> None:
+    """The inverse of quantize_weights_int8: each int8 weight and its Cast + Mul replaced by the
+    float32 weight they compute (dequantize_int8), so the file is the float32 graph carrying the
+    int8 file's weights, computing what onnxruntime computes for the int8 file once it has folded
+    them. (benchmarks/generation.py's float32 row: a second torch export took 45 s.)"""
+    proto = onnx.load(str(source))
+    graph = proto.graph
+    arrays = {i.name: i for i in graph.initializer}
+    q_suffix, scale_suffix = INT8_SUFFIXES
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0].endswith(q_suffix) and n.input[0] in arrays]
+    for cast in casts:
+        name = cast.input[0][: -len(q_suffix)]
+        weight = dequantize_int8(numpy_helper.to_array(arrays[cast.input[0]]), numpy_helper.to_array(arrays[name + scale_suffix]))
+        graph.initializer.remove(arrays.pop(cast.input[0]))
+        graph.initializer.remove(arrays.pop(name + scale_suffix))
+        graph.initializer.append(numpy_helper.from_array(weight, name))
+    cast_outputs = {c.output[0] for c in casts}  # each read by its weight's Mul
+    nodes = [n for n in graph.node if not (n.output[0] in cast_outputs or n.op_type == "Mul" and n.input[0] in cast_outputs)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(proto, str(target))
+
+
 def set_metadata(path: Path, props: dict[str, str]) -> None:
     """Replace the model's metadata_props by `props`, and drop the exporter's per-node
     annotations (source stack traces: about a quarter of a small model's file)."""

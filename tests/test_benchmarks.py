@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from benchmarks import generation as bench
-from export.onnx_export import quantize_weights_int8, torch_model_from_onnx
+from export.onnx_export import dequantize_weights, quantize_weights_int8, torch_model_from_onnx
 from train import checkpoint
 from webapp.engine import Engine
 from webapp.onnx_model import OnnxModel
@@ -39,6 +40,20 @@ def test_an_int8_file_gives_its_dequantized_weights(exported):
     with torch.no_grad():
         want = model(torch.from_numpy(ids))[0].numpy()
     assert np.abs(OnnxModel(int8_path).forward(ids)[0] - want).max() < 1e-4
+
+
+def test_an_int8_file_stored_back_as_float32_is_the_float32_graph_computing_the_same(exported, tmp_path):
+    """The benchmark's float32 row for an int8 model: the exported graph again, with the int8
+    file's weights, and the int8 file's logits."""
+    float32, int8, back = exported[1], tmp_path / "int8.onnx", tmp_path / "back.onnx"
+    quantize_weights_int8(float32, int8)
+    dequantize_weights(int8, back)
+    assert [n.op_type for n in onnx.load(str(back)).graph.node] == [n.op_type for n in onnx.load(str(float32)).graph.node]
+    assert {i.data_type for i in onnx.load(str(back)).graph.initializer} == {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    ids = np.random.default_rng(0).integers(0, 40, (2, 30))
+    want, got = OnnxModel(int8).forward(ids)[0], OnnxModel(back).forward(ids)[0]
+    assert np.abs(got - want).max() <= 1e-6
+    assert np.abs(got - OnnxModel(float32).forward(ids)[0]).max() > 1e-6  # the int8 weights, not the original ones
 
 
 @pytest.mark.parametrize("batch", [1, 3])
