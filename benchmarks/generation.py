@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import onnx
 import torch
 
-from export.onnx_export import dequantize_weights, quantize_weights_int8, torch_model_from_onnx
+from export.onnx_export import (dequantize_weights, export_onnx, export_ring, name_weights, quantize_weights_int8,
+                                set_metadata, torch_model_from_onnx)
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from train.model import GPTLanguageModel
@@ -218,14 +220,25 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
     return "\n".join(text)
 
 
-def float32_and_int8(engine: Engine, tmp: Path) -> tuple[Engine, Engine]:
+def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageModel | None = None) -> tuple[Engine, Engine]:
     """Engines on the float32 and the int8 form of the model: the given file is one of them,
-    the other is made from it (quantized, or its int8 weights stored as float32)."""
+    the other is made from it: quantized, or, for an int8 file, its weights stored back as
+    float32 (seconds), or exported from `checkpoint_model` when one is given (--checkpoint: the
+    float32 rows then run the PyTorch rows' weights, not their int8 rounding)."""
     if engine.metadata["training"].get("quantization"):
         fp32_path = tmp / "float32.onnx"
-        dequantize_weights(engine.path, fp32_path)
+        if checkpoint_model is None:
+            dequantize_weights(engine.path, fp32_path)
+            if engine.ring:
+                dequantize_weights(engine.ring.path, ring_path(fp32_path))
+            return Engine(fp32_path, device="cpu"), engine
+        props = {p.key: p.value for p in onnx.load(str(engine.path)).metadata_props}
+        export_onnx(checkpoint_model, fp32_path)
+        name_weights(fp32_path, checkpoint_model)
+        set_metadata(fp32_path, props)
         if engine.ring:
-            dequantize_weights(engine.ring.path, ring_path(fp32_path))
+            export_ring(checkpoint_model, ring_path(fp32_path))
+            set_metadata(ring_path(fp32_path), props)
         return Engine(fp32_path, device="cpu"), engine
     int8_path = tmp / "int8.onnx"
     quantize_weights_int8(engine.path, int8_path)
@@ -246,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.generation", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported model, a folder or an .onnx file, float32 or int8 "
                    "(default: the shipped model)")
-    p.add_argument("--checkpoint", help="run directory holding the PyTorch weights (default: read them from --model)")
+    p.add_argument("--checkpoint", help="run directory holding the PyTorch weights (default: read them from --model); with an int8 --model, "
+                   "the float32 rows are exported from them too")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="text whose validation split gives the prompt")
     p.add_argument("--prompt-chars", type=int, default=200, help="prompt length in characters")
     p.add_argument("--chars", type=int, default=500, help="new characters per generation")
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt_text = load_prompt(Path(args.data), args.prompt_chars)
     prompt_ids = [engine.vocab.index(c) for c in prompt_text if c in engine.vocab]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        fp32, int8 = float32_and_int8(engine, Path(tmp))
+        fp32, int8 = float32_and_int8(engine, Path(tmp), model if args.checkpoint else None)
         decoders = {
             "1. PyTorch, lecture-style (last window)": lecture_style(model),
             "2. PyTorch, plain loop (KV cache)": torch_cached(model),
