@@ -1,9 +1,9 @@
 """`python -m benchmarks.generation`: every way this project can generate text, timed side by side.
 
 For one exported model (default: the shipped models/chargpt), its float32 and int8 forms (one
-made from the other: quantized, or its int8 weights stored as float32) and the PyTorch model with the same weights (rebuilt from the ONNX file's
-named weights, or read from --checkpoint), each decoder continues the same prompt greedily for
---chars characters at batch 1 and batch 8:
+made from the other: quantized, or its int8 weights stored as float32) and the PyTorch model
+with the same weights (rebuilt from the ONNX file's named weights, or read from --checkpoint),
+each decoder continues the same prompt greedily for --chars characters at batch 1 and batch 8:
 
   1. PyTorch, lecture-style (the code the project started from): the last block_size characters recomputed for every character
   2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)

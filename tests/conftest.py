@@ -58,8 +58,8 @@ def small_text(tmp_path_factory, shakespeare) -> Path:
 # The slowest files first, none of which needs the `exported` or `french_folder` models: with
 # two processes (`pytest -n 2 --dist loadfile`) neither is left with a long file at the end,
 # and whichever reaches the shared models first builds them while the other is still busy
-# (built_once), instead of the two building them side by side or one waiting. About 10, 4
-# and 2 minutes of the suite's 20 process-minutes on this machine.
+# (built_once), instead of the two building them side by side or one waiting. About 4.5, 2
+# and 2 minutes of the suite's 20 process-minutes on this machine (pytest --durations).
 SLOWEST_FILES = ("test_readme.py", "test_gpu_check.py", "test_train.py")
 
 
