@@ -50,7 +50,7 @@ from train.table import format_table as table
 from train.model import GPTLanguageModel
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
-from webapp.ring import POSITION, RING_MASK, ROTARY_COS, ROTARY_SIN, ring_path, rotary_tables
+from webapp.ring import POSITION, RING_MASK, ROTARY_COS, ROTARY_SIN, ring_path, rotary_tables, window_mask
 
 from .page import PageUnavailable, StaticPage, static_page
 
@@ -122,8 +122,8 @@ def ring_floor(engine: Engine) -> Decoder:
     def run(prompt: np.ndarray, n: int):
         _, state = engine.prefill(prompt)
         step_ids = np.zeros(prompt.shape[0], np.int64)
-        cos, sin = rotary_tables(state[POSITION], ring.head_dim, ring.rope_base)
-        feed = {INPUT_IDS: step_ids[:, None], ROTARY_COS: cos, ROTARY_SIN: sin, RING_MASK: state[RING_MASK],
+        cos, sin = rotary_tables(state[POSITION][:, None], ring.head_dim, ring.rope_base)
+        feed = {INPUT_IDS: step_ids[:, None], ROTARY_COS: cos, ROTARY_SIN: sin, RING_MASK: window_mask(state[RING_MASK], state[POSITION], 1),
                 **{name: state[name] for name in ring.ring_names}}
         for _ in range(n):
             ring.session.run(ring.output_names, feed)

@@ -112,16 +112,17 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
 
 
 def export_ring(model: GPTLanguageModel, path: Path) -> None:
-    """Write the ring step of a rotary `model` (webapp/ring.py) to one ONNX file, batch dynamic."""
+    """Write the ring step of a rotary `model` (webapp/ring.py) to one ONNX file, batch and
+    new positions dynamic."""
     cfg = model.config
     names = cache_names(RING, cfg.n_layer)
-    batch = torch.export.Dim("batch_size")
-    slots, rows = cfg.block_size - 1, 2
-    args = (torch.zeros(rows, 1, dtype=torch.long), torch.zeros(rows, cfg.head_dim), torch.zeros(rows, cfg.head_dim),
-            torch.zeros(rows, slots), *[torch.zeros(rows, cfg.n_head, slots, cfg.head_dim) for _ in names])
+    batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length", max=cfg.block_size - 1)
+    slots, rows, new = cfg.block_size - 1, 2, 3  # example sizes other than 0 and 1: no dimension made a constant
+    args = (torch.zeros(rows, new, dtype=torch.long), torch.zeros(rows, new, cfg.head_dim), torch.zeros(rows, new, cfg.head_dim),
+            torch.zeros(rows, new, slots + new), *[torch.zeros(rows, cfg.n_head, slots, cfg.head_dim) for _ in names])
     save_program(RingLM(model), args, [INPUT_IDS, ROTARY_COS, ROTARY_SIN, RING_MASK, *names], [LOGITS, *cache_names(NEW, cfg.n_layer)],
-                 {"input_ids": {0: batch}, "cos": {0: batch}, "sin": {0: batch}, "mask": {0: batch},
-                  "ring": tuple({0: batch} for _ in names)}, path)
+                 {"input_ids": {0: batch, 1: sequence}, "cos": {0: batch, 1: sequence}, "sin": {0: batch, 1: sequence},
+                  "mask": {0: batch, 1: sequence, 2: slots + sequence}, "ring": tuple({0: batch} for _ in names)}, path)
 
 
 TRANSPOSED = ".T"  # suffix of an initializer that holds a parameter transposed (Linear weights)

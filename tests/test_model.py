@@ -1,11 +1,13 @@
 """The model: exact seed parameter counts, causality, the KV cache and the window in it,
 architecture options."""
 
+import numpy as np
 import pytest
 import torch
 
 from train.config import PRESETS, split_settings
 from train.model import GPTConfig, GPTLanguageModel, apply_rotary, model_size_mb, rotary_tables, window_mask
+from webapp.ring import window_mask as ring_window_mask
 
 
 def preset_model(name: str) -> GPTLanguageModel:
@@ -88,10 +90,11 @@ def test_the_plain_loop_past_the_window_equals_one_call_on_the_whole_text(option
     assert cache[0][0].shape == (3, 4, 15, 8)
 
 
-def ring_loop(model, idx, prefill: int):
+def ring_loop(model, idx, prefill: int, chunk: int = 1):
     """The server's ring step after a prefill by `decode`: the cached keys rotated at their
-    positions into slots position % (block_size - 1), each new key and value written into the
-    slot of the character that leaves the window. Returns the logits of every position."""
+    positions into slots position % (block_size - 1), then `chunk` characters per step, their
+    keys and values written into the slots of the characters that leave the window (the
+    mask from webapp.ring.window_mask). Returns the logits of every position."""
     cfg = model.config
     S, B = cfg.block_size - 1, idx.size(0)
     cos, sin = rotary_tables(idx.size(1), cfg.head_dim, cfg.rope_base)
@@ -101,14 +104,17 @@ def ring_loop(model, idx, prefill: int):
     for (keys, values), (k, v) in zip(ring, past):
         keys[:, :, kept % S] = apply_rotary(k, cos[kept], sin[kept])
         values[:, :, kept % S] = v
-    mask = torch.full((B, S), float("-inf"))
-    mask[:, kept % S] = 0
+    filled = np.full((B, S), -np.inf, np.float32)
+    filled[:, kept % S] = 0
     steps = [logits]
-    for t in range(prefill, idx.size(1)):
-        logits, new = model.step_ring(idx[:, t : t + 1], cos[t].expand(B, -1), sin[t].expand(B, -1), mask, ring)
+    for t in range(prefill, idx.size(1), chunk):
+        new_positions = torch.arange(t, min(t + chunk, idx.size(1)))
+        mask = torch.from_numpy(ring_window_mask(filled, np.full(B, t), len(new_positions)))
+        logits, new = model.step_ring(idx[:, new_positions], cos[new_positions].expand(B, -1, -1),
+                                      sin[new_positions].expand(B, -1, -1), mask, ring)
         for (keys, values), (k, v) in zip(ring, new):
-            keys[:, :, t % S], values[:, :, t % S] = k[:, :, 0], v[:, :, 0]
-        mask[:, t % S] = 0
+            keys[:, :, new_positions % S], values[:, :, new_positions % S] = k, v
+        filled[:, new_positions % S] = 0
         steps.append(logits)
     return torch.cat(steps, dim=1)
 
@@ -121,6 +127,18 @@ def test_the_ring_step_past_the_window_equals_the_plain_loop(options):
         full, _, _ = model(idx)
         for prefill in (1, 7, 16, 20):  # an empty, a part-filled and a full ring
             assert (ring_loop(model, idx, prefill) - full).abs().max() <= 1e-5, prefill
+
+
+@pytest.mark.parametrize("options", [o for o in OPTIONS if o.get("position") == "rotary"])
+def test_the_ring_step_of_several_characters_at_once_equals_the_plain_loop(options):
+    """A step of T characters (how the engine checks a draft: webapp/engine.py) computes each
+    one as T steps of one would, also where the window leaves the ring's oldest slots mid-step."""
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (2, 50), generator=torch.Generator().manual_seed(3))  # block_size 16: slides three times
+    with torch.no_grad():
+        full, _, _ = model(idx)
+        for prefill, chunk in ((1, 3), (7, 5), (16, 15), (20, 8)):  # 15 = block_size - 1, the most a step takes
+            assert (ring_loop(model, idx, prefill, chunk) - full).abs().max() <= 1e-5, (prefill, chunk)
 
 
 @pytest.mark.parametrize("options", OPTIONS)

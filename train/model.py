@@ -219,22 +219,24 @@ class MultiHeadAttention(nn.Module):
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, H * D)))
 
     def step_ring(self, x, rotary, ring, mask):
-        """One new position per row (x [B, 1, C]) against a ring of cached keys, rotated at their
+        """T new positions per row (x [B, T, C]) against a ring of cached keys, rotated at their
         own positions, and values ([B, H, S, D] each, S = block_size - 1, in any order: rotary
         attention depends only on the distance between positions, and attention on no order).
-        rotary: cos and sin [B, 1, 1, D] at each row's new position; mask [B, 1, 1, S], 0 on
-        the slots that hold a key and -inf on empty ones. Returns the output and the new
-        position's key (rotated) and value [B, H, 1, D], for the caller to write into the ring.
-        The cache is read once and never copied, rotated or sliced: a step costs what its
-        arithmetic costs (chargpt's own fast path; decode is the contract every runtime runs)."""
+        rotary: cos and sin [B, 1, T, D] at each row's new positions; mask [B, 1, T, S + T],
+        additive: what each new position sees of the ring's slots (-inf on empty slots and on
+        those its window has left) and of the new positions (causal). Returns the output and
+        the new positions' keys (rotated) and values [B, H, T, D], for the caller to write into
+        the ring. The cache is read once and never copied, rotated or sliced: a step costs what
+        its arithmetic costs (chargpt's own fast path; decode is the contract every runtime runs)."""
         H, D = self.n_head, self.head_dim
+        S = ring[0].shape[2]
         qk, v = self.queries_keys_values(x)
-        q, k = apply_rotary(qk, *rotary).split(H, dim=1)  # [B, H, 1, D]
+        q, k = apply_rotary(qk, *rotary).split(H, dim=1)  # [B, H, T, D]
         q = q * D**-0.5  # one side only: scaling the ring's keys would be a pass over the cache
         ring_keys, ring_values = ring
-        scores = torch.cat((q @ ring_keys.transpose(-2, -1) + mask, (q * k).sum(-1, keepdim=True)), dim=-1)  # [B, H, 1, S + 1]
+        scores = torch.cat((q @ ring_keys.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1) + mask  # [B, H, T, S + T]
         att = scores.softmax(dim=-1)
-        y = att[..., :-1] @ ring_values + att[..., -1:] * v
+        y = att[..., :S] @ ring_values + att[..., S:] @ v
         return self.output(y), (k, v)
 
 
@@ -377,16 +379,17 @@ class GPTLanguageModel(nn.Module):
         return self.lm_head(self.ln_f(x)), presents
 
     def step_ring(self, idx, cos, sin, mask, ring: KVCache) -> tuple[torch.Tensor, KVCache]:
-        """The ring step (rotary models; what the extra ring ONNX file is): idx [B, 1], each
-        row's new character, at the position whose rotary cos and sin [B, head_dim] are given;
-        ring: per layer, the keys (rotated at their positions) and values of the row's last
-        block_size - 1 characters, [B, n_head, block_size - 1, head_dim], in any slot order;
-        mask [B, block_size - 1]: 0 on filled slots, -inf on empty ones. -> (logits [B, 1,
-        vocab], per layer the new character's key and value [B, n_head, 1, head_dim]). The
-        caller writes them into the slot of the character that leaves the window; then this
-        equals `decode`'s plain loop (tests/test_model.py)."""
-        rotary = (cos[:, None, None, :], sin[:, None, None, :])
-        mask = mask[:, None, None, :]
+        """The ring step (rotary models; what the extra ring ONNX file is): idx [B, T], each
+        row's next T characters (one while decoding; more to check a draft of them at once),
+        at the positions whose rotary cos and sin [B, T, head_dim] are given; ring: per layer,
+        the keys (rotated at their positions) and values of the characters before them, the
+        row's last block_size - 1, [B, n_head, block_size - 1, head_dim], in any slot order;
+        mask [B, T, block_size - 1 + T], additive (ring_mask in webapp/ring.py). -> (logits
+        [B, T, vocab], per layer the new characters' keys and values [B, n_head, T, head_dim]).
+        The caller writes them into the slots of the characters that leave the window; then
+        this equals `decode`'s plain loop (tests/test_model.py)."""
+        rotary = (cos[:, None], sin[:, None])
+        mask = mask[:, None]
         x = self.token_embedding(idx)
         new = []
         for block, pair in zip(self.blocks, ring):

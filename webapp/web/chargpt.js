@@ -282,13 +282,17 @@ export class CharGPT {
   }
 
   /** webapp/ring.py's RingStep.step: one cached step for ids (one per row) on the ring file;
-   * the state is updated in place. Returns {logits, dims} as forward does. */
+   * the state is updated in place. Returns {logits, dims} as forward does. The file takes T
+   * characters a row (the Python engine's drafts); here T is 1, so ring_mask [B, 1, S + 1] is
+   * each row's mask of filled slots and 0 for the new character itself. */
   async ringStep(ids, state) {
     const { n_head: H, head_dim: D, rope_base: base } = this.config;
     const S = this.blockSize - 1, B = ids.length, T = this.ort.Tensor;
     const { cos, sin } = rotaryTables(state.positions, D, base);
-    const feeds = { input_ids: new T("int64", BigInt64Array.from(ids, BigInt), [B, 1]), rotary_cos: new T("float32", cos, [B, D]),
-      rotary_sin: new T("float32", sin, [B, D]), ring_mask: new T("float32", state.mask, [B, S]) };
+    const mask = new Float32Array(B * (S + 1));
+    for (let b = 0; b < B; b++) mask.set(state.mask.subarray(b * S, b * S + S), b * (S + 1));
+    const feeds = { input_ids: new T("int64", BigInt64Array.from(ids, BigInt), [B, 1]), rotary_cos: new T("float32", cos, [B, 1, D]),
+      rotary_sin: new T("float32", sin, [B, 1, D]), ring_mask: new T("float32", mask, [B, 1, S + 1]) };
     this.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new T("float32", state.rings[i], [B, H, S, D])));
     const out = await this.ring.run(feeds);
     this.pastNames.forEach((n, i) => {
