@@ -6,7 +6,9 @@ Decoding is the plain loop that any runtime runs on the graph (format 2 keeps th
 it): one prefill of the prompt's last `receptive_field` characters (the earlier ones cannot
 change what comes next), then one cached step per new character, each step's cache fed back as
 the next one's past. So the engine writes the same text as onnxruntime-genai, transformers.js
-or the JavaScript page given the same prompt, at a constant cost per character.
+or the JavaScript page given the same prompt, at a constant cost per character. (With the ring
+file, a step may also check characters drafted from the text's own repeats: still the plain
+loop's text, in fewer steps; see `Engine.decode`.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from .onnx_model import OnnxModel
 from .ring import load_ring
+from .drafting import MAX_DRAFT, as_text, drafts
 from .sampling import SplitMix64, next_ids, softmax
 
 MAX_NEW_TOKENS = 2000  # per request, on the server
@@ -168,10 +171,13 @@ class Engine(OnnxModel):
 
     Cached steps run the model's ring file when it has one that agrees with it (webapp/ring.py:
     the same function; its bare step measured 1.9x as fast at batch 1 and 2.4x at batch 8 here,
-    benchmarks/generation.py); `notice` says why one was not used."""
+    benchmarks/generation.py); `notice` says why one was not used. There, a step also runs up
+    to `max_draft` drafted characters (webapp/drafting.py)."""
 
-    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True):
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True,
+                 max_draft: int = MAX_DRAFT):
         super().__init__(path, device, threads, spinning)
+        self.max_draft = max_draft  # characters drafted per step (webapp/drafting.py); 0: one character a step
         self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
         self.notice = "; ".join(n for n in (self.notice, ring_notice) if n)
 
@@ -197,15 +203,40 @@ class Engine(OnnxModel):
     def decode(self, prompt_ids: list[int], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The plain loop at the level of ids: yields (ids [rows], the probability the model gave
         each) per new character, num_samples rows with seeds seed + row; no forward pass after
-        the last character asked for."""
+        the last character asked for.
+
+        With the ring file, each step also runs the characters drafted from the text's own
+        repeats (webapp/drafting.py) and keeps them up to the first one that differs from what
+        is drawn there, each draw using the row's next random number as the plain loop does:
+        the same text, in fewer steps where the text repeats itself."""
         rows = settings.num_samples
         rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
         logits, past = self.prefill(np.tile(np.array(prompt_ids, dtype=np.int64), (rows, 1)))
-        for n in range(settings.max_new_tokens):
-            ids = next_ids(logits, settings.temperature, settings.top_k, settings.top_p, rngs)
-            yield ids, softmax(logits)[np.arange(rows), ids]
-            if n < settings.max_new_tokens - 1:
+        histories = [as_text(prompt_ids)] * rows
+        block, new, drafted = logits[:, None], None, np.zeros((rows, 0), np.int64)  # [rows, T, vocab], the step's caches, [rows, T - 1]
+        left, budget = settings.max_new_tokens, self.max_draft  # budget: the next draft's most characters
+        while True:
+            probs = softmax(block)
+            for j in range(block.shape[1]):  # the drafted characters drawn as drafted, and one more
+                ids = next_ids(block[:, j], settings.temperature, settings.top_k, settings.top_p, rngs)
+                yield ids, probs[np.arange(rows), j, ids]
+                left -= 1
+                if left == 0:
+                    return
+                if j == drafted.shape[1] or (ids != drafted[:, j]).any():
+                    break
+            written = np.concatenate((drafted[:, :j], ids[:, None]), axis=1)
+            histories = [h + as_text(w) for h, w in zip(histories, written.tolist())]
+            if self.ring is None:
                 logits, past = self.step(ids, past)
+                block = logits[:, None]
+                continue
+            if new is not None:
+                self.ring.keep(past, new, j + 1)  # the characters this block ran and kept
+            if drafted.shape[1]:  # longer drafts while they are kept whole, shorter when not
+                budget = min(budget + 2, self.max_draft) if j == drafted.shape[1] else max(budget - 1, 1)
+            drafted = drafts(histories, min(budget, left - 1))  # never past the last character asked for
+            block, new = self.ring.forward(np.concatenate((ids[:, None], drafted), axis=1), past)
 
     def generate(self, prompt: EncodedPrompt, settings: Settings, decode: Decode | None = None) -> Iterator[Step]:
         """Yield a Step per new character until max_new_tokens, or until every row has stopped.

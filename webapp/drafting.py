@@ -1,0 +1,50 @@
+"""Drafts for the engine's look-ahead: the characters that followed the latest earlier occurrence
+of the text's own ending (what Saxena calls prompt lookup decoding), as pure functions.
+
+A draft decides only how many characters one step of the model computes, never which are
+written: the engine runs the text's next character and the drafted ones through the ring file
+in one step (webapp/ring.py), draws each position's character with the row's own random number
+as the plain loop would, and keeps the drafted characters only up to the first one the draw
+disagrees with (webapp/engine.py). A step of several characters costs little more than a step of
+one here, as reading the weights is most of its time, so text that repeats itself (greedy
+decoding falls into loops; names, refrains, a prompt quoted back) is written several characters
+a step; elsewhere the draft is short or empty and a step writes one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The most characters drafted per step: a step of 8 characters cost 1.5x a step of one (batch
+# 1, the shipped model, benchmarks/generation.py measures the whole engine), and longer drafts
+# are rarely all kept.
+MAX_DRAFT = 7
+# The shortest ending looked up (a single character matches almost anywhere, and guesses badly),
+# and the longest (enough to pick out one place; longer searches cost without choosing better).
+MIN_MATCH, MAX_MATCH = 2, 16
+
+
+def as_text(ids) -> str:
+    """Ids as a string of code points (one per id, any vocabulary size), for str.rfind."""
+    return "".join(map(chr, ids))
+
+
+def draft(history: str, max_chars: int, min_match: int = MIN_MATCH, max_match: int = MAX_MATCH) -> str:
+    """Up to max_chars ids (as_text) that followed the latest earlier occurrence of the longest
+    ending of `history` that occurred before, min_match to max_match long; "" when none did."""
+    if max_chars <= 0:
+        return ""
+    found, length = -1, 0
+    for k in range(min_match, min(max_match, len(history) - 1) + 1):
+        at = history.rfind(history[-k:], 0, len(history) - 1)  # ending before the last id: one follows it
+        if at < 0:
+            break  # no longer ending can occur either
+        found, length = at, k
+    return history[found + length : found + length + max_chars] if found >= 0 else ""
+
+
+def drafts(histories: list[str], max_chars: int) -> np.ndarray:
+    """One draft per row, cut to the shortest (the rows of a step advance together): ids [rows, k]."""
+    found = [draft(h, max_chars) for h in histories]
+    k = min(len(d) for d in found)
+    return np.array([[ord(c) for c in d[:k]] for d in found], dtype=np.int64).reshape(len(histories), k)
