@@ -9,11 +9,13 @@ each decoder continues the same prompt greedily for --chars characters at batch 
   2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
   4. the web app's engine (the plain loop on onnxruntime, its steps on the ring file where the
-     model has one), float32 and int8 weights
-  5. the floor: bare cached `session.run` calls in a tight loop, no sampling, no Python around
-     (on the given file), and, where the model has one, on its ring file (webapp/ring.py: the
-     file the engine's cached steps run); the overhead line compares the engine with the floor
-     of the file it steps with
+     model has one, each step also checking characters drafted from the text's own repeats:
+     webapp/drafting.py), float32 and int8 weights; and, with a ring file, the engine on the
+     given file without drafts, one character a step
+  5. the floor: bare cached `session.run` calls in a tight loop, one character a step, no
+     sampling, no Python around (on the given file), and, where the model has one, on its ring
+     file (webapp/ring.py: the file the engine's cached steps run); the overhead line compares
+     the engine without drafts with the floor of the file it steps with
   6. the static page (webapp/web, onnxruntime-web in headless Chromium, one thread), driven as a
      visitor drives it, at batch 1, timed by the page itself (skipped, with the reason, where
      node, chromium or playwright is missing; --no-page skips it)
@@ -201,7 +203,11 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
     return rows
 
 
-def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None) -> str:
+def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None, one_a_step: str | None = None) -> str:
+    """The table, then per batch: the engine's time over its floor (`one_a_step`: the engine
+    without drafts, which steps as the floor does; the engine itself when it is that), what
+    drafts gained, and the static page against both engine rows and the floor."""
+    one_a_step = one_a_step or engine
     header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
     lines = [header]
     for r in rows:
@@ -211,12 +217,17 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
     text = [table(lines)]
     for batch in sorted({r.batch for r in rows}):
         by_name = {r.decoder: r for r in rows if r.batch == batch}
-        if floor in by_name and engine in by_name:
-            overhead = by_name[floor].chars_per_s / by_name[engine].chars_per_s - 1
-            text.append(f"batch {batch}: row '{engine}' takes {overhead:+.1%} time over the floor of the file it steps with")
+        if floor in by_name and one_a_step in by_name:
+            overhead = by_name[floor].chars_per_s / by_name[one_a_step].chars_per_s - 1
+            text.append(f"batch {batch}: row '{one_a_step}' takes {overhead:+.1%} time over the floor of the file it steps with")
+        if one_a_step != engine and {engine, one_a_step} <= by_name.keys():
+            text.append(f"batch {batch}: drafts: row '{engine}' is {by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
+                        f"row '{one_a_step}'")
         if page in by_name and engine in by_name:
-            text.append(f"batch {batch}: page / native = {by_name[page].chars_per_s / by_name[engine].chars_per_s:.2f} "
-                        f"against row '{engine}', {by_name[page].chars_per_s / by_name[floor].chars_per_s:.2f} against the floor")
+            rate = by_name[page].chars_per_s
+            text.append(f"batch {batch}: page / native = {rate / by_name[engine].chars_per_s:.2f} against row '{engine}'"
+                        + (f", {rate / by_name[one_a_step].chars_per_s:.2f} against row '{one_a_step}'" if one_a_step != engine else "")
+                        + f", {rate / by_name[floor].chars_per_s:.2f} against the floor")
     return "\n".join(text)
 
 
@@ -303,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             "3. onnxruntime, no cache (last window)": onnx_uncached(fp32),
             "4. engine, float32": engine_decoder(fp32),
             "4. engine, int8 weights": engine_decoder(int8),
-            "5. floor: bare cached session.run": session_floor(engine),  # on the given file, like its engine row
         }
-        names = list(decoders)
+        one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/drafting.py)
+        if engine.ring:  # (drafts need the ring file)
+            decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", max_draft=0))
+        decoders["5. floor: bare cached session.run"] = session_floor(engine)  # on the given file, like its engine rows
+        names = [name for name in decoders if name != one_a_step]
         ring_row = "5. floor: bare ring step session.run"
         if engine.ring:  # the file the engine steps with
             decoders[ring_row] = ring_floor(engine)
@@ -318,10 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
               f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
         engine_row = names[3] if engine is fp32 else names[4]  # the engine on the given file
-        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], page_row: engine_row}
+        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], one_a_step: engine_row, page_row: engine_row}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
                          slow={names[0], names[2]}, reference=names[0], same_as=same_as, batch_one_only={page_row})
-    print(results_table(rows, floor=ring_row if engine.ring else names[5], engine=engine_row, page=page_row))
+    print(results_table(rows, floor=ring_row if engine.ring else names[5], engine=engine_row, page=page_row,
+                        one_a_step=one_a_step if engine.ring else engine_row))
     if json_out:
         write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
                               "rows": [asdict(r) for r in rows]})

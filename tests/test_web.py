@@ -196,11 +196,40 @@ def test_build_refuses_a_missing_model(node, tmp_path):
 
 
 def test_the_javascript_limits_are_the_engines(node):
+    from webapp.drafting import MAX_DRAFT, MAX_MATCH, MIN_MATCH
     from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, MAX_TEMPERATURE
-    from webapp.ring import RING_TOLERANCE
+    from webapp.ring import RING_TOLERANCE, VERIFY_CHUNK
 
-    script = ("import { LIMITS, RING_TOLERANCE } from './chargpt.js';\n"
-              "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE }));")
+    script = ("import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH } from './chargpt.js';\n"
+              "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE,\n"
+              "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH] }));")
     out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == {"maxNewTokens": MAX_NEW_TOKENS, "maxPromptChars": MAX_PROMPT_CHARS,
-                                      "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE, "ringTolerance": RING_TOLERANCE}
+                                      "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE, "ringTolerance": RING_TOLERANCE,
+                                      "verifyChunk": VERIFY_CHUNK, "drafting": [MAX_DRAFT, MIN_MATCH, MAX_MATCH]}
+
+
+def test_the_javascript_drafts_and_window_masks_are_pythons(node):
+    from webapp.drafting import as_text, drafts
+    from webapp.ring import window_mask
+
+    rng = np.random.default_rng(4)
+    histories = [[int(i) for i in rng.integers(0, size, length)] for size, length in [(3, 40), (5, 200), (65, 300), (2, 3), (4, 1)]]
+    histories.append([300, 7, 300, 7, 300])  # ids beyond one byte
+    budgets = [0, 1, 3, 7, 16]
+    masks = [(rng.choice([0.0, -np.inf], (2, 15)).astype(np.float32), rng.integers(0, 60, 2), new) for new in (1, 2, 5, 15)]
+    script = ("import { asText, drafts, windowMask } from './chargpt.js';\n"
+              f"const histories = {json.dumps(histories)}, budgets = {budgets};\n"
+              f"const masks = {json.dumps([[m.ravel().tolist(), p.tolist(), n] for m, p, n in masks])};\n"  # -Infinity: a JavaScript literal
+              "console.log(JSON.stringify({\n"
+              "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(0, -1))], b))),\n"
+              "  masks: masks.map(([m, p, n]) => Array.from(windowMask(Float32Array.from(m), p, n, 15), (x) => (x === -Infinity ? 'inf' : x))),\n"
+              "}));")
+    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB,
+                                    capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert out["drafts"] == [[drafts([as_text(h), as_text(h[:-1])], b).tolist() for b in budgets] for h in histories]
+    assert any(len(d[0]) > 2 for row in out["drafts"] for d in row)  # not all empty: the repeats were found
+    for got, (filled, positions, new) in zip(out["masks"], masks):
+        want = window_mask(filled, positions, new).ravel()
+        assert [("inf" if x == -np.inf else float(x)) for x in want] == got
+

@@ -3,8 +3,9 @@
 //
 // A port of webapp/sampling.py and webapp/engine.py; the same seed and settings give the same
 // text as the Python engine (tests/test_web.py checks it). The window is in the graph (chargpt
-// format 2), so decoding is a prefill and then one cached step per character. Numbers are
-// float64 throughout the sampling, as in numpy.
+// format 2), so decoding is a prefill and then one cached step per character (with the ring
+// file, a step may also check characters drafted from the text's own repeats: the same text, in
+// fewer steps). Numbers are float64 throughout the sampling, as in numpy.
 
 /** Steele, Lea and Flood's SplitMix64: 64-bit state, one uniform in [0, 1) per call. The state
  * is two 32-bit halves in plain numbers, not a BigInt: a BigInt per draw allocated and cost more
@@ -184,8 +185,54 @@ export function rotaryTables(positions, headDim, base) {
   return { cos, sin };
 }
 
-/** webapp/ring.py's RING_TOLERANCE (tests/test_web.py ties them): max |logit difference| from the model file's steps. */
+/** webapp/ring.py's RING_TOLERANCE and VERIFY_CHUNK (tests/test_web.py ties them): max |logit
+ * difference| from the model file's steps, and the characters in every other step checked. */
 export const RING_TOLERANCE = 1e-4;
+export const VERIFY_CHUNK = 4;
+
+/** webapp/ring.py's window_mask: the ring file's ring_mask [B, T, S + T] for T new characters a
+ * row: each sees its row's filled slots (mask [B, S]: 0 or -Infinity) but the ones its window
+ * has left, and the new characters up to itself. */
+export function windowMask(mask, positions, T, S) {
+  const out = new Float32Array(positions.length * T * (S + T));
+  positions.forEach((position, b) => {
+    for (let t = 0; t < T; t++) {
+      const row = (b * T + t) * (S + T);
+      out.set(mask.subarray(b * S, b * S + S), row);
+      for (let m = 0; m < t; m++) out[row + ((position + m) % S)] = -Infinity;
+      for (let u = t + 1; u < T; u++) out[row + S + u] = -Infinity;
+    }
+  });
+  return out;
+}
+
+// webapp/drafting.py's MAX_DRAFT, MIN_MATCH and MAX_MATCH (tests/test_web.py ties them).
+export const MAX_DRAFT = 7, MIN_MATCH = 2, MAX_MATCH = 16;
+
+/** webapp/drafting.py's as_text: ids as a string, one UTF-16 unit each (vocabularies below 65,536). */
+export function asText(ids) {
+  return String.fromCharCode(...ids);
+}
+
+/** webapp/drafting.py's draft: up to maxChars ids (asText) that followed the latest earlier
+ * occurrence of the longest ending of `history` that occurred before (MIN_MATCH to MAX_MATCH). */
+export function draft(history, maxChars, minMatch = MIN_MATCH, maxMatch = MAX_MATCH) {
+  if (maxChars <= 0) return "";
+  let found = -1, length = 0;
+  for (let k = minMatch; k <= Math.min(maxMatch, history.length - 1); k++) {
+    const at = history.lastIndexOf(history.slice(-k), history.length - 1 - k); // ending before the last id
+    if (at < 0) break;
+    [found, length] = [at, k];
+  }
+  return found >= 0 ? history.slice(found + length, found + length + maxChars) : "";
+}
+
+/** webapp/drafting.py's drafts: one draft per row, as ids, cut to the shortest. */
+export function drafts(histories, maxChars) {
+  const found = histories.map((h) => draft(h, maxChars));
+  const k = Math.min(...found.map((d) => d.length));
+  return found.map((d) => Array.from(d.slice(0, k), (c) => c.charCodeAt(0)));
+}
 
 /** The metadata's chargpt format that this code reads (webapp/onnx_model.py's FORMAT_VERSION). */
 export const FORMAT_VERSION = "2";
@@ -225,6 +272,7 @@ export class CharGPT {
     for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
     this.presentNames = this.pastNames.map((n) => n.replace("past_key_values", "present"));
     this.ring = null; // the ring file's session, when steps run on it (useRing)
+    this.maxDraft = MAX_DRAFT; // characters drafted per step; 0: one character a step
     this.ringNotice = "";
   }
 
@@ -282,41 +330,63 @@ export class CharGPT {
   }
 
   /** webapp/ring.py's RingStep.step: one cached step for ids (one per row) on the ring file;
-   * the state is updated in place. Returns {logits, dims} as forward does. The file takes T
-   * characters a row (the Python engine's drafts); here T is 1, so ring_mask [B, 1, S + 1] is
-   * each row's mask of filled slots and 0 for the new character itself. */
+   * the state is updated in place. Returns {logits, dims} as forward does. */
   async ringStep(ids, state) {
+    const out = await this.ringForward(ids.map((id) => [id]), state);
+    this.ringKeep(state, out, 1);
+    return out;
+  }
+
+  /** webapp/ring.py's RingStep.forward: rows of T ids that follow each row's text, on the ring
+   * file. Returns {logits [B, T, V + 1], dims, added: per layer and kind, [B, H, T, D]}; the
+   * state is untouched (ringKeep adds them). */
+  async ringForward(rows, state) {
     const { n_head: H, head_dim: D, rope_base: base } = this.config;
-    const S = this.blockSize - 1, B = ids.length, T = this.ort.Tensor;
-    const { cos, sin } = rotaryTables(state.positions, D, base);
-    const mask = new Float32Array(B * (S + 1));
-    for (let b = 0; b < B; b++) mask.set(state.mask.subarray(b * S, b * S + S), b * (S + 1));
-    const feeds = { input_ids: new T("int64", BigInt64Array.from(ids, BigInt), [B, 1]), rotary_cos: new T("float32", cos, [B, 1, D]),
-      rotary_sin: new T("float32", sin, [B, 1, D]), ring_mask: new T("float32", mask, [B, 1, S + 1]) };
-    this.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new T("float32", state.rings[i], [B, H, S, D])));
+    const S = this.blockSize - 1, B = rows.length, L = rows[0].length, Tensor = this.ort.Tensor;
+    const { cos, sin } = rotaryTables(state.positions.flatMap((p) => Array.from({ length: L }, (_, t) => p + t)), D, base);
+    const feeds = { input_ids: new Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [B, L]),
+      rotary_cos: new Tensor("float32", cos, [B, L, D]), rotary_sin: new Tensor("float32", sin, [B, L, D]),
+      ring_mask: new Tensor("float32", windowMask(state.mask, state.positions, L, S), [B, L, S + L]) };
+    this.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new Tensor("float32", state.rings[i], [B, H, S, D])));
     const out = await this.ring.run(feeds);
-    this.pastNames.forEach((n, i) => {
-      const added = out[n.replace("past_key_values", "new")].data; // [B, H, 1, D]
-      for (let bh = 0; bh < B * H; bh++)
-        state.rings[i].set(added.subarray(bh * D, bh * D + D), (bh * S + (state.positions[Math.floor(bh / H)] % S)) * D);
+    return { logits: out.logits.data, dims: out.logits.dims, added: this.pastNames.map((n) => out[n.replace("past_key_values", "new")].data) };
+  }
+
+  /** webapp/ring.py's RingStep.keep: the first `count` characters of a ringForward into each
+   * row's ring, in the slots of the characters that leave its window. */
+  ringKeep(state, { added, dims }, count) {
+    const { n_head: H, head_dim: D } = this.config;
+    const S = this.blockSize - 1, L = dims[1];
+    added.forEach((data, i) => {
+      for (let bh = 0; bh < data.length / (L * D); bh++)
+        for (let t = 0; t < count; t++)
+          state.rings[i].set(data.subarray((bh * L + t) * D, (bh * L + t + 1) * D), (bh * S + ((state.positions[Math.floor(bh / H)] + t) % S)) * D);
     });
-    state.positions.forEach((position, b) => (state.mask[b * S + (position % S)] = 0));
-    state.positions = state.positions.map((position) => position + 1);
-    return { logits: out.logits.data, dims: out.logits.dims };
+    state.positions.forEach((position, b) => {
+      for (let t = 0; t < count; t++) state.mask[b * S + ((position + t) % S)] = 0;
+    });
+    state.positions = state.positions.map((position) => position + count);
   }
 
   /** webapp/ring.py's RingStep.verify: the largest |logit difference| between ring steps and
-   * the model file's, at batch 2, after prefills that leave the ring part-filled and full. */
+   * the model file's, at batch 2, after prefills that leave the ring part-filled and full; the
+   * steps take one character and VERIFY_CHUNK characters in turn. */
   async verifyRing(steps = 8) {
     let worst = 0;
     for (const length of [5, this.blockSize + 12]) {
       const rows = [0, 1].map((b) => Array.from({ length: length + steps }, (_, t) => (7 * t + 3 * b + 1) % this.vocab.length));
       let result = await this.forward(rows.map((row) => row.slice(0, length)));
       const state = this.ringState(result.past, length);
-      for (let t = length; t < length + steps; t++) {
-        result = await this.forward(rows.map((row) => [row[t]]), result.past);
-        const got = this.lastRows(await this.ringStep(rows.map((row) => row[t]), state));
-        this.lastRows(result).forEach((want, b) => want.forEach((x, v) => (worst = Math.max(worst, Math.abs(x - got[b][v])))));
+      for (let t = length, n = 0; t < length + steps; n++) {
+        const chunk = rows.map((row) => row.slice(t, t + (n % 2 ? VERIFY_CHUNK : 1)));
+        result = await this.forward(chunk, result.past);
+        const got = await this.ringForward(chunk, state);
+        this.ringKeep(state, got, chunk[0].length);
+        const [B, T, wantColumns] = result.dims, gotColumns = got.dims[2]; // the model file's last column: end-of-text
+        for (let bt = 0; bt < B * T; bt++)
+          for (let v = 0; v < this.vocab.length; v++)
+            worst = Math.max(worst, Math.abs(result.logits[bt * wantColumns + v] - got.logits[bt * gotColumns + v]));
+        t += chunk[0].length;
       }
     }
     return worst;
@@ -355,20 +425,37 @@ export class CharGPT {
   /** webapp/engine.py's Engine.decode: yields, per new character, {ids, probs}, one id per row
    * and the probability the model gave it. Row r samples with seed + r. The plain loop: a
    * prefill of the prompt's last receptive_field characters, then one cached step per
-   * character, and no forward pass after the last one. */
+   * character, and no forward pass after the last one. With the ring file, each step also runs
+   * characters drafted from the text's own repeats (webapp/drafting.py) and keeps them up to the
+   * first one that differs from what is drawn there: the same text, in fewer steps. */
   async *decode(promptIds, settings, numSamples = 1) {
     const s = checkSettings(settings);
     const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
     const context = promptIds.slice(-this.receptiveField);
     let result = await this.forward(Array.from({ length: numSamples }, () => context));
     const ring = this.ring ? this.ringState(result.past, context.length) : null;
-    for (let step = 0; step < s.maxNewTokens; step++) {
-      const rows = this.lastRows(result);
-      const ids = rows.map((row, r) => nextId(row, s, rngs[r]));
-      const probs = rows.map((row, r) => probabilityOf(row, ids[r]));
-      yield { ids, probs };
-      if (step === s.maxNewTokens - 1) return;
-      result = ring ? await this.ringStep(ids, ring) : await this.forward(ids.map((id) => [id]), result.past);
+    const histories = Array(numSamples).fill(asText(promptIds));
+    let drafted = Array.from({ length: numSamples }, () => []), budget = this.maxDraft, left = s.maxNewTokens;
+    for (let first = context.length - 1; ; first = 0) { // the prefill's logits: its last position's only
+      const [, length, columns] = result.dims;
+      let j = 0, ids;
+      for (; first + j < length; j++) { // the drafted characters drawn as drafted, and one more
+        const at = (r) => (r * length + first + j) * columns;
+        const rows = Array.from({ length: numSamples }, (_, r) => result.logits.subarray(at(r), at(r) + this.vocab.length));
+        ids = rows.map((row, r) => nextId(row, s, rngs[r]));
+        yield { ids, probs: rows.map((row, r) => probabilityOf(row, ids[r])) };
+        if (--left === 0) return;
+        if (j === drafted[0].length || ids.some((id, r) => id !== drafted[r][j])) break;
+      }
+      drafted.forEach((d, r) => (histories[r] += asText([...d.slice(0, j), ids[r]])));
+      if (!ring) {
+        result = await this.forward(ids.map((id) => [id]), result.past);
+        continue;
+      }
+      if (result.added) this.ringKeep(ring, result, j + 1); // the characters the step ran and kept
+      if (drafted[0].length) budget = j === drafted[0].length ? Math.min(budget + 2, this.maxDraft) : Math.max(budget - 1, 1);
+      drafted = drafts(histories, Math.min(budget, left - 1));
+      result = await this.ringForward(ids.map((id, r) => [id, ...drafted[r]]), ring);
     }
   }
 
