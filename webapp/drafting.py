@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# The most characters drafted per step: a step of 8 characters cost 1.5x a step of one (batch
-# 1, the shipped model, benchmarks/generation.py measures the whole engine), and longer drafts
-# are rarely all kept.
-MAX_DRAFT = 7
+# The most characters drafted per step. A ring step of T characters cost, at batch 1 on the
+# shipped model here (median of 7 x 100 calls): T=1 0.96 ms, 2 1.05, 4 1.28, 8 1.53, 16 2.30; the
+# greedy benchmark text (benchmarks/generation.py) took 189 steps for 500 characters with 7 and
+# 169 with 15; in two interleaved runs of 7, 11 and 15, 15 was 1.13x and 1.22x as fast as 7
+# (11: 0.94x and 1.37x). The budget (Engine.decode) keeps drafts short where they are not kept.
+MAX_DRAFT = 15
 # The shortest ending looked up (a single character matches almost anywhere, and guesses badly),
 # and the longest (enough to pick out one place; longer searches cost without choosing better).
 MIN_MATCH, MAX_MATCH = 2, 16

@@ -207,7 +207,7 @@ export function windowMask(mask, positions, T, S) {
 }
 
 // webapp/drafting.py's MAX_DRAFT, MIN_MATCH and MAX_MATCH (tests/test_web.py ties them).
-export const MAX_DRAFT = 7, MIN_MATCH = 2, MAX_MATCH = 16;
+export const MAX_DRAFT = 15, MIN_MATCH = 2, MAX_MATCH = 16;
 
 /** webapp/drafting.py's as_text: ids as a string, one UTF-16 unit each (vocabularies below 65,536). */
 export function asText(ids) {
