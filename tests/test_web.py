@@ -174,16 +174,17 @@ def test_the_javascript_rotary_tables_are_pythons(node):
     assert np.abs(cos - want_cos).max() <= 1.2e-7 and np.abs(sin - want_sin).max() <= 1.2e-7  # float32 rounding
 
 
-def test_a_ring_file_that_disagrees_is_not_used_in_javascript_and_the_text_is_the_same(node, tmp_path):
+@pytest.mark.parametrize("how, note", [("altered", "max |Δ logit|"), ("older", "it is an older ring file (one character a step)")])
+def test_a_ring_file_that_disagrees_is_not_used_in_javascript_and_the_text_is_the_same(node, tmp_path, how, note):
     from test_engine import spoil_ring
 
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL, folder)
     args = ["--prompt", "ROMEO:", "--chars", "150", "--temperature", "0", "--json"]
     with_ring = node_check(node, str(folder), *args)
-    spoil_ring(folder / "onnx" / "model.ring.onnx", "altered")
+    spoil_ring(folder / "onnx" / "model.ring.onnx", how)
     spoiled = node_check(node, str(folder), *args)
-    assert with_ring.stderr == "" and "note: the ring file was not used: max |Δ logit|" in spoiled.stderr
+    assert with_ring.stderr == "" and f"note: the ring file was not used: {note}" in spoiled.stderr
     assert json.loads(spoiled.stdout)["text"] == json.loads(with_ring.stdout)["text"]
 
 

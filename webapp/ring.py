@@ -198,6 +198,9 @@ def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
     except Exception as e:  # onnxruntime's own exception types
         return None, f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}."
     props = dict(session.get_modelmeta().custom_metadata_map)
+    if len(next((i.shape for i in session.get_inputs() if i.name == RING_MASK), [])) == 2:  # ring_mask [B, slots]
+        return None, (f"{path.name} is an older ring file (one character a step); export the model again to write one that "
+                      f"also checks drafts; decoding with {model.path.name}.")
     if props.get("source_sha256") != model.metadata["source_sha256"]:
         return None, f"{path.name} was not exported with {model.path.name}; decoding with {model.path.name}."
     ring = RingStep(path, model, session)

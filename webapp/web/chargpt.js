@@ -291,7 +291,9 @@ export class CharGPT {
     this.ring = session;
     let worst;
     try {
-      worst = await this.verifyRing();
+      const mask = (session.inputMetadata ?? []).find((input) => input.name === "ring_mask");
+      if (mask?.shape?.length === 2) worst = "it is an older ring file (one character a step); export the model again to write one that also checks drafts";
+      else worst = await this.verifyRing();
     } catch (e) {
       worst = `it does not run as a ring step (${String(e.message).split("\n")[0]})`;
     }
