@@ -12,19 +12,25 @@ from webapp.onnx_model import SHIPPED_MODEL
 def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_longest_ending():
     assert draft("the cat; the dog; the c", 7) == "at; the"  # "the c" (5) beats the later "the " (4)
     assert draft("abcXabcYabc", 3) == "Yab"  # the latest of two equal matches
-    assert draft("abcab", 10) == "c" + "ab"  # cut at the end of the text
     assert draft("abcab", 1) == "c"
     assert draft("abcab", 0) == ""
     assert draft("abcd", 5) == ""  # no ending of MIN_MATCH characters occurred before
-    assert draft("xa" + "b" * 3, 4, min_match=2) == "b"  # "bb" occurred, ending just before the last "b"
     assert draft("", 3) == draft("a", 3) == ""
     assert draft("abab", 3, min_match=3) == ""
 
 
-def test_drafts_are_cut_to_the_shortest_row_and_ids_of_any_vocabulary_size_survive():
+def test_a_draft_that_runs_into_the_end_goes_on_repeating_the_loop():
+    assert draft("abcab", 10) == "cabcabcabc"  # "ab" then "c", and the loop "cab" again
+    assert draft("xa" + "b" * 3, 4) == "bbbb"  # "bb" occurred, ending just before the last "b"
+    assert draft("so so so", 7) == " so so "
+    loop = "And then you have seen the state of your honour,\n"
+    assert draft("LADY ANNE:\n" + loop + loop[:20], 40) == (loop[20:] + loop)[:40]
+
+
+def test_drafts_are_cut_to_the_shortest_row_and_ids_of_any_vocabulary_size_survive():  # a row with none: none for all
     big = [300, 7, 300, 7, 300]  # ids beyond one byte
     found = drafts([as_text(big), as_text([1, 2, 3, 1, 2])], 5)
-    assert found.dtype == np.int64 and found.tolist() == [[7, 300], [3, 1]]  # the second row's draft "3 1 2" cut to two
+    assert found.dtype == np.int64 and found.tolist() == [[7, 300, 7, 300, 7], [3, 1, 2, 3, 1]]
     assert drafts([as_text([1, 2, 1, 2]), as_text([4, 5, 6])], 5).shape == (2, 0)
 
 

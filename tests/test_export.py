@@ -168,6 +168,12 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
     assert fast.ring is not None and fast.notice == ""
     settings = Settings(max_new_tokens=120, temperature=0.9, seed=3, num_samples=2)
     assert fast.complete("ab", settings) == plain.complete("ab", settings)
+    # Greedy text loops, so drafts are long; a step still takes at most as many characters as the ring has slots.
+    sizes, forward = [], fast.ring.forward
+    fast.ring.forward = lambda ids, state: (sizes.append(ids.shape[1]), forward(ids, state))[1]
+    greedy = Settings(max_new_tokens=300, temperature=0)
+    assert fast.complete("ab", greedy) == plain.complete("ab", greedy)
+    assert 1 < max(sizes) <= 15 and len(sizes) < 299
     loop = re.search(r"plain loop vs last window.*?([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok", out)
     assert loop
     assert float(loop.group(1)) - float(loop.group(2)) <= 0.01

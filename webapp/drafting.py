@@ -32,8 +32,10 @@ def as_text(ids) -> str:
 
 
 def draft(history: str, max_chars: int, min_match: int = MIN_MATCH, max_match: int = MAX_MATCH) -> str:
-    """Up to max_chars ids (as_text) that followed the latest earlier occurrence of the longest
-    ending of `history` that occurred before, min_match to max_match long; "" when none did."""
+    """max_chars ids (as_text) that followed the latest earlier occurrence of the longest ending
+    of `history` that occurred before, min_match to max_match long; "" when none did. Where what
+    followed runs into the text's end, the text is taken to go on repeating itself (a loop of
+    P characters drafts the loop again, not just what is left of its last P)."""
     if max_chars <= 0:
         return ""
     found, length = -1, 0
@@ -42,7 +44,10 @@ def draft(history: str, max_chars: int, min_match: int = MIN_MATCH, max_match: i
         if at < 0:
             break  # no longer ending can occur either
         found, length = at, k
-    return history[found + length : found + length + max_chars] if found >= 0 else ""
+    if found < 0:
+        return ""
+    followed = history[found + length :]
+    return (followed * (max_chars // len(followed) + 1))[:max_chars]
 
 
 def drafts(histories: list[str], max_chars: int) -> np.ndarray:

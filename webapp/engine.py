@@ -20,9 +20,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .drafting import MAX_DRAFT, as_text, drafts
 from .onnx_model import OnnxModel
 from .ring import load_ring
-from .drafting import MAX_DRAFT, as_text, drafts
 from .sampling import SplitMix64, next_ids, softmax
 
 MAX_NEW_TOKENS = 2000  # per request, on the server
@@ -235,7 +235,8 @@ class Engine(OnnxModel):
                 self.ring.keep(past, new, j + 1)  # the characters this block ran and kept
             if drafted.shape[1]:  # longer drafts while they are kept whole, shorter when not
                 budget = min(budget + 2, self.max_draft) if j == drafted.shape[1] else max(budget - 1, 1)
-            drafted = drafts(histories, min(budget, left - 1))  # never past the last character asked for
+            # Never past the last character asked for, nor more new characters than the ring has slots.
+            drafted = drafts(histories, min(budget, left - 1, self.ring.slots - 1))
             block, new = self.ring.forward(np.concatenate((ids[:, None], drafted), axis=1), past)
 
     def generate(self, prompt: EncodedPrompt, settings: Settings, decode: Decode | None = None) -> Iterator[Step]:

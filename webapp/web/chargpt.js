@@ -214,8 +214,8 @@ export function asText(ids) {
   return String.fromCharCode(...ids);
 }
 
-/** webapp/drafting.py's draft: up to maxChars ids (asText) that followed the latest earlier
- * occurrence of the longest ending of `history` that occurred before (MIN_MATCH to MAX_MATCH). */
+/** webapp/drafting.py's draft: maxChars ids (asText) that followed the latest earlier occurrence
+ * of the longest ending of `history` that occurred before (MIN_MATCH to MAX_MATCH), "" if none. */
 export function draft(history, maxChars, minMatch = MIN_MATCH, maxMatch = MAX_MATCH) {
   if (maxChars <= 0) return "";
   let found = -1, length = 0;
@@ -224,7 +224,9 @@ export function draft(history, maxChars, minMatch = MIN_MATCH, maxMatch = MAX_MA
     if (at < 0) break;
     [found, length] = [at, k];
   }
-  return found >= 0 ? history.slice(found + length, found + length + maxChars) : "";
+  if (found < 0) return "";
+  const followed = history.slice(found + length); // where it runs into the end, the text goes on repeating itself
+  return followed.repeat(Math.floor(maxChars / followed.length) + 1).slice(0, maxChars);
 }
 
 /** webapp/drafting.py's drafts: one draft per row, as ids, cut to the shortest. */
@@ -456,7 +458,7 @@ export class CharGPT {
       }
       if (result.added) this.ringKeep(ring, result, j + 1); // the characters the step ran and kept
       if (drafted[0].length) budget = j === drafted[0].length ? Math.min(budget + 2, this.maxDraft) : Math.max(budget - 1, 1);
-      drafted = drafts(histories, Math.min(budget, left - 1));
+      drafted = drafts(histories, Math.min(budget, left - 1, this.blockSize - 2)); // at most as many new characters as slots
       result = await this.ringForward(ids.map((id, r) => [id, ...drafted[r]]), ring);
     }
   }
