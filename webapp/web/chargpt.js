@@ -333,14 +333,6 @@ export class CharGPT {
     return { rings, mask, positions: Array(B).fill(length) };
   }
 
-  /** webapp/ring.py's RingStep.step: one cached step for ids (one per row) on the ring file;
-   * the state is updated in place. Returns {logits, dims} as forward does. */
-  async ringStep(ids, state) {
-    const out = await this.ringForward(ids.map((id) => [id]), state);
-    this.ringKeep(state, out, 1);
-    return out;
-  }
-
   /** webapp/ring.py's RingStep.forward: rows of T ids that follow each row's text, on the ring
    * file. Returns {logits [B, T, V + 1], dims, added: per layer and kind, [B, H, T, D]}; the
    * state is untouched (ringKeep adds them). */
