@@ -292,7 +292,9 @@ def test_the_other_readme_commands_as_written(clone):
     assert (clone / "runs/load.json").is_file()
     assert (clone / "runs/bench.json").is_file()
     # The shipped model is int8: the floors run on its files, and its engine row is compared with the ring file's.
-    assert "batch 1: row '4. engine, int8 weights' takes" in page("python -m benchmarks.generation")
+    generation = page("python -m benchmarks.generation")
+    assert "batch 1: row '4. engine, one character a step' takes" in generation
+    assert "batch 1: drafts: row '4. engine, int8 weights' is" in generation
     assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
     assert "ROMEO:" in page("node node_check.mjs")
     assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
