@@ -53,6 +53,24 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def stop_within(seconds: float = 5) -> None:
+    """Ctrl-C (or exit_with_parent's SIGINT) stops the server as before, and if it has not gone
+    within `seconds` the process ends anyway: in CI, with the other test worker busy, a server
+    stopped just after it first answered kept serving (SIGINT during Gradio's launch; not
+    reproduced alone), and make waited for it."""
+    import os
+    import signal
+    import threading
+
+    def on_interrupt(signum, frame):
+        timer = threading.Timer(seconds, os._exit, args=(130,))
+        timer.daemon = True  # a shutdown that finishes in time is not held up
+        timer.start()
+        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without this
+
+    signal.signal(signal.SIGINT, on_interrupt)
+
+
 def generate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m webapp generate", description="Print a sample from the terminal.")
     add_model_args(p)
@@ -108,6 +126,7 @@ def serve_main(argv: list[str]) -> int:
     from .app import build_demo
     from .server import launch
 
+    stop_within()
     if args.exit_with_parent:
         exit_with_parent()
     launch(build_demo(engine, args.concurrency, args.queue_size), engine.path, host=args.host, port=args.port, share=args.share)
