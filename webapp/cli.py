@@ -55,9 +55,9 @@ def exit_with_parent() -> None:
 
 def stop_within(seconds: float = 5) -> None:
     """Ctrl-C (or exit_with_parent's SIGINT) stops the server as before, and if it has not gone
-    within `seconds` the process ends anyway: in CI, with the other test worker busy, a server
-    stopped just after it first answered kept serving (SIGINT during Gradio's launch; not
-    reproduced alone), and make waited for it."""
+    within `seconds` the process ends anyway: in two CI runs, with the other test worker busy, a
+    server stopped just after it first answered kept serving, and make waited for it (the cause
+    was not found: it did not happen alone or beside busy loops)."""
     import os
     import signal
     import threading
