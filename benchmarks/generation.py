@@ -9,9 +9,10 @@ each decoder continues the same prompt greedily for --chars characters at batch 
   2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
   4. the web app's engine (the plain loop on onnxruntime, its steps on the ring file where the
-     model has one, each step also checking characters drafted from the text's own repeats:
-     webapp/drafting.py), float32 and int8 weights; and, with a ring file, the engine on the
-     given file without drafts, one character a step
+     model has one, each step also checking characters drafted from the text's own repeats and
+     the model's draft table: webapp/drafting.py), float32 and int8 weights; and, with a ring
+     file, the engine on the given file drafting without the table, and without drafts, one
+     character a step
   5. the floor: bare cached `session.run` calls in a tight loop, one character a step, no
      sampling, no Python around (on the given file), and, where the model has one, on its ring
      file (webapp/ring.py: the file the engine's cached steps run); the overhead line compares
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -50,6 +52,7 @@ from export.onnx_export import (dequantize_weights, export_onnx, export_ring, na
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from train.model import GPTLanguageModel
+from webapp.drafting import table_path
 from webapp.engine import Engine, EncodedPrompt, Settings
 from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
 from webapp.ring import POSITION, RING_MASK, ROTARY_COS, ROTARY_SIN, ring_path, rotary_tables, window_mask
@@ -87,6 +90,11 @@ def onnx_uncached(engine: Engine) -> Decoder:
             yield next_id
             text = np.concatenate([text, next_id[:, None]], axis=1)
     return run
+
+
+def without_table(engine: Engine) -> Engine:
+    engine.draft_table = None
+    return engine
 
 
 def engine_decoder(engine: Engine) -> Decoder:
@@ -203,10 +211,12 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
     return rows
 
 
-def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None, one_a_step: str | None = None) -> str:
+def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None, one_a_step: str | None = None,
+                  no_table: str | None = None) -> str:
     """The table, then per batch: the engine's time over its floor (`one_a_step`: the engine
     without drafts, which steps as the floor does; the engine itself when it is that), what
-    drafts gained, and the static page against both engine rows and the floor."""
+    drafts gained (and the draft table among them: `no_table`, the engine drafting without it),
+    and the static page against both engine rows and the floor."""
     one_a_step = one_a_step or engine
     header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
     lines = [header]
@@ -223,6 +233,9 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
         if one_a_step != engine and {engine, one_a_step} <= by_name.keys():
             text.append(f"batch {batch}: drafts: row '{engine}' is {by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
                         f"row '{one_a_step}'")
+        if no_table in by_name and engine in by_name:
+            text.append(f"batch {batch}: draft table: row '{engine}' is {by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
+                        f"row '{no_table}'")
         if page in by_name and engine in by_name:
             rate = by_name[page].chars_per_s
             text.append(f"batch {batch}: page / native = {rate / by_name[engine].chars_per_s:.2f} against row '{engine}'"
@@ -235,13 +248,15 @@ def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageMod
     """Engines on the float32 and the int8 form of the model: the given file is one of them,
     the other is made from it: quantized, or, for an int8 file, its weights stored back as
     float32 (seconds), or exported from `checkpoint_model` when one is given (--checkpoint: the
-    float32 rows then run the PyTorch rows' weights, not their int8 rounding)."""
+    float32 rows then run the PyTorch rows' weights, not their int8 rounding). The other one
+    gets the given file's draft table too."""
     if engine.metadata["training"].get("quantization"):
         fp32_path = tmp / "float32.onnx"
         if checkpoint_model is None:
             dequantize_weights(engine.path, fp32_path)
             if engine.ring:
                 dequantize_weights(engine.ring.path, ring_path(fp32_path))
+            copy_table(engine.path, fp32_path)
             return Engine(fp32_path, device="cpu"), engine
         props = {p.key: p.value for p in onnx.load(str(engine.path)).metadata_props}
         export_onnx(checkpoint_model, fp32_path)
@@ -250,12 +265,20 @@ def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageMod
         if engine.ring:
             export_ring(checkpoint_model, ring_path(fp32_path))
             set_metadata(ring_path(fp32_path), props)
+        copy_table(engine.path, fp32_path)
         return Engine(fp32_path, device="cpu"), engine
     int8_path = tmp / "int8.onnx"
     quantize_weights_int8(engine.path, int8_path)
     if engine.ring:
         quantize_weights_int8(engine.ring.path, ring_path(int8_path))
+    copy_table(engine.path, int8_path)
     return engine, Engine(int8_path, device="cpu")
+
+
+def copy_table(model_file: Path, to: Path) -> None:
+    """The draft table beside `model_file` (if any) beside `to`: a model's other form drafts alike."""
+    if table_path(model_file).is_file():
+        shutil.copy(table_path(model_file), table_path(to))
 
 
 def load_prompt(path: Path | None, length: int) -> str:
@@ -316,10 +339,13 @@ def main(argv: list[str] | None = None) -> int:
             "4. engine, int8 weights": engine_decoder(int8),
         }
         one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/drafting.py)
+        no_table = "4. engine, drafts without the table"  # the given file drafting from the text's own repeats only
         if engine.ring:  # (drafts need the ring file)
             decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", max_draft=0))
+        if engine.draft_table:
+            decoders[no_table] = engine_decoder(without_table(Engine(engine.path, device="cpu")))
         decoders["5. floor: bare cached session.run"] = session_floor(engine)  # on the given file, like its engine rows
-        names = [name for name in decoders if name != one_a_step]
+        names = [name for name in decoders if name not in (one_a_step, no_table)]
         ring_row = "5. floor: bare ring step session.run"
         if engine.ring:  # the file the engine steps with
             decoders[ring_row] = ring_floor(engine)
@@ -332,11 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
               f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
         engine_row = names[3] if engine is fp32 else names[4]  # the engine on the given file
-        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], one_a_step: engine_row, page_row: engine_row}
+        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], one_a_step: engine_row, no_table: engine_row,
+                   page_row: engine_row}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
                          slow={names[0], names[2]}, reference=names[0], same_as=same_as, batch_one_only={page_row})
     print(results_table(rows, floor=ring_row if engine.ring else names[5], engine=engine_row, page=page_row,
-                        one_a_step=one_a_step if engine.ring else engine_row))
+                        one_a_step=one_a_step if engine.ring else engine_row, no_table=no_table))
     if json_out:
         write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
                               "rows": [asdict(r) for r in rows]})

@@ -14,6 +14,7 @@ import numpy as np
 from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
 from webapp.model_folder import FOLDER_FILES, MODEL_FILE
+from webapp.drafting import table_path
 from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
 from webapp.ring import ring_path
 
@@ -108,6 +109,10 @@ def export_parser() -> argparse.ArgumentParser:
                    "(default: the run's own dataset)")
     p.add_argument("--lower-loss", action="store_true", help="RUN_DIR is a finished run: export whichever of its final "
                    "weights and its best/ checkpoint has the lower whole-split validation loss (what training advised)")
+    p.add_argument("--no-draft-table", action="store_true", help="write no MODEL.drafts.json: the training text's most "
+                   "frequent continuations of up to 5 characters, from which chargpt's engine and pages draft characters to "
+                   "check several a step (rotary models; webapp/drafting.py). It quotes the training text in pieces of up "
+                   "to 6 characters; without it the engine drafts from the text's own repeats only")
     p.add_argument("--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)")
     page = p.add_argument_group("what the pages and the card say about the model (default: derived from the training text)")
     page.add_argument("--title", help="the page's title (default 'chargpt: DATASET')")
@@ -133,11 +138,12 @@ def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
     """Every file an export to `out` writes."""
     if folder:
         onnx_file = out / MODEL_FILE
-        return [onnx_file, ring_path(onnx_file), sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"), out / "README.md",
+        return [onnx_file, ring_path(onnx_file), table_path(onnx_file), sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"), out / "README.md",
                 *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
-    files = [out, ring_path(out), sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
+    int8 = sibling(out, ".int8.onnx")
+    files = [out, ring_path(out), table_path(out), sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
     if quantize:
-        files += [sibling(out, ".int8.onnx"), ring_path(sibling(out, ".int8.onnx")), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
+        files += [int8, ring_path(int8), table_path(int8), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
     return files
 
 
@@ -239,6 +245,8 @@ def export_main(argv: list[str]) -> int:
     # written beside each model file. Where none is written, one left by an earlier export is removed.
     ring_tmp = temp_onnx(tmp.parent) if model.config.position == "rotary" else None
     int8_tmp = int8_ring_tmp = None
+    # The draft table (webapp/drafting.py) serves the ring step's drafts, so only beside a ring file.
+    drafts = draft_table(text, vocab, sha) if ring_tmp and not args.no_draft_table else None
     try:
         print(f"exporting {run_dir} (step {meta['step']}, {model.num_params() / 1e6} M parameters) ...")
         export_onnx(model, tmp)
@@ -268,17 +276,19 @@ def export_main(argv: list[str]) -> int:
             shipped, shipped_meta = (int8_tmp, int8_meta) if args.quantize else (tmp, metadata)
             verification = f"{table}\n\n{int8_table}" if args.quantize else table
             write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir,
-                         int8_ring_tmp if args.quantize else ring_tmp)
+                         int8_ring_tmp if args.quantize else ring_tmp, drafts)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out)
             place_ring(ring_tmp, out)
+            place_table(drafts, out)
             write_sidecars(out, metadata, sample, table)
             draw_loss_curve(run_dir, sibling(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
             if args.quantize:
                 int8_path = sibling(out, ".int8.onnx")
                 os.replace(int8_tmp, int8_path)
                 place_ring(int8_ring_tmp, int8_path)
+                place_table(drafts, int8_path)
                 write_sidecars(int8_path, int8_meta, sample, f"{table}\n\n{int8_table}")
     except (Int8TooLossy, RingMismatch) as e:
         return fail(prog, str(e), VERIFICATION_FAILED)
@@ -301,9 +311,10 @@ class RingMismatch(Exception):
 
 
 def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
-                 ring_file: Path | None) -> None:
+                 ring_file: Path | None, drafts: dict | None) -> None:
     """The model folder (webapp/model_folder.py): the verified graph (and its ring step) moved
-    into onnx/, then its metadata, loss curve, configuration and tokenizer files, and the card."""
+    into onnx/, then its draft table, metadata, loss curve, configuration and tokenizer files,
+    and the card."""
     from . import folder as mf
     from . import metadata as md
 
@@ -311,6 +322,7 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     os.replace(model_file, onnx_file)
     place_ring(ring_file, onnx_file)
+    place_table(drafts, onnx_file)
     write_json(sibling(onnx_file, ".json"), sidecar(onnx_file, metadata))
     draw_loss_curve(run_dir, sibling(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
     for name, data in mf.config_files(metadata).items():
@@ -384,6 +396,26 @@ def place_ring(ring_file: Path | None, model_file: Path) -> None:
         os.replace(ring_file, ring_path(model_file))
     else:
         ring_path(model_file).unlink(missing_ok=True)
+
+
+def draft_table(text: str, vocab: list[str], sha256: str) -> dict:
+    """The draft table file's contents (webapp/drafting.py), from the training split of `text`
+    (the characters the model was fitted to; the validation split stays unseen)."""
+    from train.text import split_index
+    from webapp.drafting import TABLE_MIN_COUNT, as_text, build_table, table_json
+
+    index = {c: i for i, c in enumerate(vocab)}
+    train = text[: split_index(len(text))]
+    source = {"dataset_sha256": sha256, "split": "train", "characters": len(train)}
+    return table_json(build_table(as_text(index[c] for c in train)), vocab, TABLE_MIN_COUNT, source)
+
+
+def place_table(drafts: dict | None, model_file: Path) -> None:
+    """Write the draft table beside `model_file`; without one, remove one an earlier export left."""
+    if drafts:
+        write_json(table_path(model_file), drafts)
+    else:
+        table_path(model_file).unlink(missing_ok=True)
 
 
 def quantize_ring(model_file: Path, ring_fp32: Path, target: Path, metadata: dict) -> str:

@@ -220,5 +220,7 @@ onnxruntime-genai in Python (its C#, Java and C APIs load the same folder):
 considered at all. chargpt's own web app serves the folder too: `python -m webapp --model {name}`.
 It steps with `onnx/model.ring.onnx` when the folder has one (rotary models): the same function
 with a cache the engine keeps in place, checked against `onnx/model.onnx` above and again when it
-loads; other tools load `onnx/model.onnx` and never read it.
+loads; other tools load `onnx/model.onnx` and never read it. Each such step also checks characters
+drafted from the text's own repeats and from `onnx/model.drafts.json`, when the folder has one (the
+training text's most frequent continuations of up to 5 characters): the same text, in fewer steps.
 """

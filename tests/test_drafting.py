@@ -1,10 +1,15 @@
-"""Drafts from the text's own repeats (webapp/drafting.py), and the engine's steps that check
-them: the text is the plain loop's, written in fewer steps where it repeats itself."""
+"""Drafts from the text's own repeats and from a draft table (webapp/drafting.py), and the
+engine's steps that check them: the text is the plain loop's, written in fewer steps where it
+repeats itself or follows the training text's habits."""
+
+import json
+import shutil
 
 import numpy as np
 import pytest
 
-from webapp.drafting import as_text, draft, drafts
+from webapp.drafting import (REPEAT_MATCH, DraftTable, DraftTableError, as_text, build_table, draft, drafts, load_table,
+                             read_table, table_json, table_path)
 from webapp.engine import Engine, Settings
 from webapp.onnx_model import SHIPPED_MODEL
 
@@ -32,6 +37,78 @@ def test_drafts_are_cut_to_the_shortest_row_and_ids_of_any_vocabulary_size_survi
     found = drafts([as_text(big), as_text([1, 2, 3, 1, 2])], 5)
     assert found.dtype == np.int64 and found.tolist() == [[7, 300, 7, 300, 7], [3, 1, 2, 3, 1]]
     assert drafts([as_text([1, 2, 1, 2]), as_text([4, 5, 6])], 5).shape == (2, 0)
+
+
+def test_a_table_keeps_the_most_frequent_continuation_of_each_context_less_those_its_shorter_one_gives():
+    # "aab" three times: "" -> a (6 of 9), "a" -> a (3) or b (3): a, the lower id; "b" -> a, "aa" -> b,
+    # "ab" -> a, "ba" -> a. All but "" and "aa" give what their next shorter context gives.
+    assert build_table("aab" * 3, order=2, min_count=2) == DraftTable({"": "a", "aa": "b"}, 2)
+    assert build_table("aab" * 3, order=2, min_count=4) == DraftTable({"": "a"}, 2)  # "aa" was followed 3 times
+    assert build_table("ba", order=0, min_count=1) == DraftTable({"": "a"}, 0)  # a tie: the lowest id
+    assert build_table("", order=3, min_count=1) == DraftTable({}, 3)
+
+
+def test_a_table_drafts_by_following_its_longest_context_again_and_again():
+    table = build_table("aab" * 3, order=2, min_count=2)
+    assert table.follow("ab", 5) == "aabaa"
+    assert table.follow("", 2) == "aa" and table.follow("xyz", 0) == ""
+    assert DraftTable({}, 2).follow("abc", 4) == ""  # nothing to follow
+
+
+def test_the_pruned_table_drafts_what_counting_the_text_gives():
+    """A golden reference: for any text so far, the table's next id is the most frequent (lowest
+    on ties) follower of its longest ending of at most `order` ids seen at least min_count times."""
+    rng = np.random.default_rng(1)
+    text = as_text(rng.choice(4, 3000, p=[0.4, 0.3, 0.2, 0.1]))
+    order, min_count = 4, 3
+    table = build_table(text, order, min_count)
+
+    def counted(history: str) -> str:
+        for k in range(min(order, len(history)), -1, -1):
+            context = history[len(history) - k :]
+            followers = [text[i + k] for i in range(len(text) - k) if text.startswith(context, i)]
+            if len(followers) >= min_count:
+                return min(set(followers), key=lambda c: (-followers.count(c), c))
+        raise AssertionError("the empty context is always seen")
+
+    for _ in range(150):
+        history = as_text(rng.integers(0, 4, rng.integers(0, 9)))
+        assert table.follow(history, 1) == counted(history), history
+    assert len(table.next) < len(build_table(text, order, 1).next)  # min_count leaves contexts out
+
+
+def test_with_a_table_the_texts_own_repeats_are_drafted_only_where_a_long_ending_occurred_before():
+    table = DraftTable({"": "z"}, 1)
+    assert draft("abcXabc", 4, table) == "zzzz"  # "abc" occurred before, but shorter than REPEAT_MATCH
+    history = "0123456789" + "y" + "0123456789"[: REPEAT_MATCH]
+    assert draft(history, 3, table) == "678"  # an ending of REPEAT_MATCH ids occurred: the text's own repeat
+    assert draft("abc", 0, table) == "" and draft("", 2, table) == "zz"
+    assert drafts([as_text([1, 2]), as_text([3])], 3, DraftTable({as_text([2]): as_text([5]), "": as_text([1])}, 1)).tolist() == \
+        [[5, 1, 1], [1, 1, 1]]
+
+
+def test_a_table_file_round_trips_in_the_models_characters_and_a_bad_one_is_refused(tmp_path):
+    vocab = ["\n", " ", "a", "b", "é"]
+    table = build_table(as_text([2, 2, 1, 4, 0, 2, 2, 1, 4, 0, 3]), order=3, min_count=1)
+    data = json.loads(json.dumps(table_json(table, vocab, 1, {"split": "train"})))
+    assert data["next"] == {"": "a", "\na": "a", " ": "é", "a": " ", "é": "\n"} and data["format"] == "chargpt-drafts/1"
+    assert read_table(data, vocab) == table
+    spoiled = [
+        ("not a draft table", []), ("not a draft table", {**data, "format": "chargpt-drafts/0"}),
+        ("malformed", {**data, "order": "3"}), ("malformed", {**data, "next": ["a"]}),
+        ("not in the model's vocabulary", {**data, "next": {"ax": "a"}}),
+        ("not in the model's vocabulary", {**data, "next": {"a": "ab"}}),
+        ("not in the model's vocabulary", {**data, "next": {"a": 3}}),
+    ]
+    for why, bad in spoiled:
+        with pytest.raises(DraftTableError, match=why):
+            read_table(bad, vocab)
+    model = tmp_path / "model.onnx"
+    assert load_table(table_path(model), vocab) == (None, "")  # none: nothing to say
+    for text in ("{", "\udcff", json.dumps({**data, "next": {"q": "a"}})):
+        table_path(model).write_text(text, encoding="utf-8", errors="surrogateescape")
+        found, notice = load_table(table_path(model), vocab)
+        assert found is None and notice.startswith("model.drafts.json was not used (") and notice.endswith("repeats only.")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +143,32 @@ def test_drafted_steps_write_the_plain_loops_text(shipped, prompt, settings):
     assert len(sizes) <= settings.max_new_tokens - 1  # no step after the last character asked for
     if settings.max_new_tokens >= 150 and settings.num_samples == 1:
         assert max(sizes) > 1 and len(sizes) < settings.max_new_tokens - 1  # drafts were run and some were kept
+
+
+def test_the_shipped_draft_table_saves_steps_where_the_text_does_not_repeat_itself(shipped):
+    drafting, plain = shipped
+    assert drafting.draft_table is not None and drafting.notice == ""
+    repeats_only = Engine(SHIPPED_MODEL)
+    repeats_only.draft_table = None
+    settings = [Settings(max_new_tokens=300, temperature=0.8, seed=seed) for seed in (1, 2, 3)]
+    with_table = [count_steps(drafting, "JULIET:\n", s) for s in settings]
+    without = [count_steps(repeats_only, "JULIET:\n", s) for s in settings]
+    assert [texts for texts, _ in with_table] == [texts for texts, _ in without] == [plain.complete("JULIET:\n", s) for s in settings]
+    steps = sum(len(sizes) for _, sizes in with_table), sum(len(sizes) for _, sizes in without)
+    assert steps[0] < 0.8 * steps[1], steps  # 418 against 800 steps for the 900 characters, when written
+
+
+def test_a_spoiled_draft_table_is_named_and_the_text_is_unchanged(shipped, tmp_path):
+    _, plain = shipped
+    folder = tmp_path / "chargpt"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    (folder / "onnx" / "model.drafts.json").write_text('{"format": "chargpt-drafts/1", "order": 5, "next": {"ROMEO": "Ω"}}')
+    engine = Engine(folder)
+    assert engine.ring is not None and engine.draft_table is None
+    assert engine.notice == ("model.drafts.json was not used (it holds characters that are not in the model's vocabulary); "
+                             "drafting from the text's own repeats only.")
+    settings = Settings(max_new_tokens=100, temperature=0.8, seed=5)
+    assert engine.complete("ROMEO:", settings) == plain.complete("ROMEO:", settings)
 
 
 def test_greedy_repeats_are_written_several_characters_a_step(shipped):

@@ -22,6 +22,7 @@ from webapp.onnx_model import SHIPPED_MODEL, OnnxModel
 from train import checkpoint
 from train.files import file_sha256
 from train.model import GPTLanguageModel
+from train.text import split_index
 
 from conftest import SHARED, trained_run
 
@@ -164,8 +165,13 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
     assert len(re.findall(r"ring step vs plain loop\s+2\s+35\s+\S+\s+ok", out)) == 2
     assert len(re.findall(r"ring step: greedy 200 characters\s+1\s+200\s+identical\s+ok", out)) == 2
     assert (run_dir / "model" / "onnx" / "model.ring.onnx").is_file()
+    # Beside it, the draft table of the training split (webapp/drafting.py).
+    table = json.loads((run_dir / "model" / "onnx" / "model.drafts.json").read_text(encoding="utf-8"))
+    assert table["source"]["split"] == "train"
+    assert table["source"]["characters"] == split_index(len(small_text.read_text(encoding="utf-8")))
     fast, plain = Engine(run_dir / "model"), Engine(run_dir / "model", ring=False)
     assert fast.ring is not None and fast.notice == ""
+    assert fast.draft_table is not None and len(fast.draft_table.next) == len(table["next"]) > 1
     settings = Settings(max_new_tokens=120, temperature=0.9, seed=3, num_samples=2)
     assert fast.complete("ab", settings) == plain.complete("ab", settings)
     # Greedy text loops, so drafts are long; a step still takes at most as many characters as the ring has slots.
@@ -195,6 +201,19 @@ def test_an_export_without_a_ring_file_removes_one_left_beside_its_model(tmp_pat
     fresh.write_bytes(b"verified")
     place_ring(fresh, model)
     assert [p.name for p in tmp_path.iterdir()] == ["model.ring.onnx"]
+
+
+def test_an_export_without_a_draft_table_removes_one_left_beside_its_model(tmp_path):
+    """--no-draft-table (or a model without a ring file) over an earlier export's files: the old
+    table goes, so that what the folder holds is what the export was asked for."""
+    from export.cli import place_table
+
+    model = tmp_path / "model.onnx"
+    shutil.copy(SHIPPED_MODEL / "onnx" / "model.drafts.json", tmp_path / "model.drafts.json")
+    place_table(None, model)
+    assert list(tmp_path.iterdir()) == []
+    place_table({"format": "chargpt-drafts/1"}, model)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.drafts.json"]
 
 
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
@@ -358,7 +377,6 @@ def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakes
     shipped folder is at most 0.01 nats/char worse than predicting each character from exactly
     its last 128, and its cache never holds more than 127."""
     from export.runtime import last_window_loss, plain_loop_loss
-    from train.text import split_index
 
     lm = OnnxModel(SHIPPED_MODEL)
     text = shakespeare.read_text(encoding="utf-8")

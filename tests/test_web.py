@@ -139,7 +139,8 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
         finally:
             browser.close()
     assert not errors
-    assert "with its ring file" in info  # the page steps with the ring file (webapp/ring.py), as the engine does
+    # The page steps with the ring file (webapp/ring.py) and drafts from the table (webapp/drafting.py), as the engine does.
+    assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
     about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
     assert shown == {"title": f"{about.title} in your browser", "heading": about.title, "prompt": "ROMEO:",
                      "description": about.description, "examples": about.examples}
@@ -159,6 +160,45 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
     assert "Generated 300 characters" in status
     assert "seed 42" in status
     assert "temperature must be between 0 (greedy) and 10" in error
+
+
+def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_table_is_refused(node):
+    from webapp.drafting import as_text, drafts, load_table, table_path
+
+    shipped = table_path(SHIPPED_MODEL / "onnx" / "model.onnx")
+    vocab = Engine(SHIPPED_MODEL).vocab
+    table, _ = load_table(shipped, vocab)
+    prompts = ["ROMEO:\n", "JULIET:\nO Romeo, Romeo! wherefore art thou", "", "zzzz", "Thou art a villain, and a villain thou art"]
+    histories = [[vocab.index(c) for c in p] for p in prompts]
+    budgets = [0, 1, 4, 15]
+    bad = [[], {"format": "chargpt-drafts/1", "order": -1, "next": {}}, {"format": "chargpt-drafts/1", "order": 2, "next": {"ab": "Ω"}}]
+    script = ("import { readFileSync } from 'node:fs';\n"
+              "import { asText, drafts, readDraftTable } from './chargpt.js';\n"
+              f"const vocab = {json.dumps(vocab)}, histories = {json.dumps(histories)}, budgets = {budgets};\n"
+              f"const table = readDraftTable(JSON.parse(readFileSync({json.dumps(str(shipped))}, 'utf8')), vocab);\n"
+              "const refusals = " + json.dumps(bad) + ".map((b) => { try { readDraftTable(b, vocab); return 'read'; }"
+              " catch (e) { return e.message; } });\n"
+              "console.log(JSON.stringify({ size: table.next.size, order: table.order, refusals,\n"
+              "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(1))], b, table))) }));")
+    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB,
+                                    capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert (out["size"], out["order"]) == (len(table.next), table.order)
+    assert out["drafts"] == [[drafts([as_text(h), as_text(h[1:])], b, table).tolist() for b in budgets] for h in histories]
+    assert any(len(d[0]) == 15 for row in out["drafts"] for d in row)  # the table drafts where the prompts do not repeat
+    assert out["refusals"] == ["it is not a draft table of format \"chargpt-drafts/1\"", "its order or its table is missing or malformed",
+                               "it holds characters that are not in the model's vocabulary"]
+
+
+def test_a_draft_table_that_is_not_one_is_named_in_node_and_the_text_is_the_same(node, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    args = ["--prompt", "ROMEO:", "--chars", "150", "--temperature", "0.8", "--seed", "3", "--json"]
+    with_table = node_check(node, str(folder), *args)
+    (folder / "onnx" / "model.drafts.json").write_text("{ not json")
+    spoiled = node_check(node, str(folder), *args)
+    assert with_table.stderr == ""
+    assert "note: the draft table was not used: it is not a draft table of format" in spoiled.stderr
+    assert json.loads(spoiled.stdout)["text"] == json.loads(with_table.stdout)["text"]
 
 
 def test_the_javascript_rotary_tables_are_pythons(node):
@@ -197,17 +237,19 @@ def test_build_refuses_a_missing_model(node, tmp_path):
 
 
 def test_the_javascript_limits_are_the_engines(node):
-    from webapp.drafting import MAX_DRAFT, MAX_MATCH, MIN_MATCH
+    from webapp.drafting import MAX_DRAFT, MAX_MATCH, MIN_MATCH, REPEAT_MATCH, TABLE_FORMAT
     from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, MAX_TEMPERATURE
     from webapp.ring import RING_TOLERANCE, VERIFY_CHUNK
 
-    script = ("import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH } from './chargpt.js';\n"
+    script = ("import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT }"
+              " from './chargpt.js';\n"
               "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE,\n"
-              "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH] }));")
+              "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT] }));")
     out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == {"maxNewTokens": MAX_NEW_TOKENS, "maxPromptChars": MAX_PROMPT_CHARS,
                                       "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE, "ringTolerance": RING_TOLERANCE,
-                                      "verifyChunk": VERIFY_CHUNK, "drafting": [MAX_DRAFT, MIN_MATCH, MAX_MATCH]}
+                                      "verifyChunk": VERIFY_CHUNK,
+                                      "drafting": [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT]}
 
 
 def test_the_javascript_drafts_and_window_masks_are_pythons(node):

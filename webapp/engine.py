@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .drafting import MAX_DRAFT, as_text, drafts
+from .drafting import MAX_DRAFT, as_text, drafts, load_table, table_path
 from .onnx_model import OnnxModel
 from .ring import load_ring
 from .sampling import SplitMix64, next_ids, softmax
@@ -172,14 +172,16 @@ class Engine(OnnxModel):
     Cached steps run the model's ring file when it has one that agrees with it (webapp/ring.py:
     the same function; its bare step measured 1.9x as fast at batch 1 and 2.4x at batch 8 here,
     benchmarks/generation.py); `notice` says why one was not used. There, a step also runs up
-    to `max_draft` drafted characters (webapp/drafting.py)."""
+    to `max_draft` drafted characters (webapp/drafting.py), from the model's draft table
+    (MODEL.drafts.json) too when it has one."""
 
     def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True,
                  max_draft: int = MAX_DRAFT):
         super().__init__(path, device, threads, spinning)
         self.max_draft = max_draft  # characters drafted per step (webapp/drafting.py); 0: one character a step
         self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
-        self.notice = "; ".join(n for n in (self.notice, ring_notice) if n)
+        self.draft_table, table_notice = load_table(table_path(self.path), self.vocab) if self.ring else (None, "")
+        self.notice = "; ".join(n for n in (self.notice, ring_notice, table_notice) if n)
 
     def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Logits after the prompt [B, vocab] and the state of the cache: only its last
@@ -206,7 +208,7 @@ class Engine(OnnxModel):
         the last character asked for.
 
         With the ring file, each step also runs the characters drafted from the text's own
-        repeats (webapp/drafting.py) and keeps them up to the first one that differs from what
+        repeats or the draft table (webapp/drafting.py) and keeps them up to the first one that differs from what
         is drawn there, each draw using the row's next random number as the plain loop does:
         the same text, in fewer steps where the text repeats itself."""
         rows = settings.num_samples
@@ -236,7 +238,7 @@ class Engine(OnnxModel):
             if drafted.shape[1]:  # longer drafts while they are kept whole, shorter when not
                 budget = min(budget + 2, self.max_draft) if j == drafted.shape[1] else max(budget - 1, 1)
             # Never past the last character asked for, nor more new characters than the ring has slots.
-            drafted = drafts(histories, min(budget, left - 1, self.ring.slots - 1))
+            drafted = drafts(histories, min(budget, left - 1, self.ring.slots - 1), self.draft_table)
             block, new = self.ring.forward(np.concatenate((ids[:, None], drafted), axis=1), past)
 
     def generate(self, prompt: EncodedPrompt, settings: Settings, decode: Decode | None = None) -> Iterator[Step]:

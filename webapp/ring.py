@@ -71,14 +71,11 @@ def window_mask(filled: np.ndarray, positions: np.ndarray, new: int) -> np.ndarr
     positions[b] - slots + m for m < j, in slots (positions[b] + m) % slots), and the new
     positions up to its own."""
     batch, slots = filled.shape
-    mask = np.empty((batch, new, slots + new), np.float32)
-    mask[:, :, :slots] = filled[:, None, :]
-    rows = np.arange(batch)
-    for m in range(new - 1):
-        mask[rows, m + 1 :, (positions + m) % slots] = -np.inf
-    later = np.arange(new)[None, :] > np.arange(new)[:, None]
-    mask[:, :, slots:] = np.where(later, -np.inf, 0.0)
-    return mask
+    age = (np.arange(slots) - positions[:, None]) % slots  # [B, slots]: m for the slot of position positions[b] - slots + m
+    left = age[:, None, :] < np.arange(new)[None, :, None]  # [B, new, slots]
+    later = np.arange(new)[None, :] > np.arange(new)[:, None]  # [new, new]
+    return np.concatenate((np.where(left, -np.inf, filled[:, None, :]),
+                           np.broadcast_to(np.where(later, -np.inf, 0.0), (batch, new, new))), axis=-1).astype(np.float32)
 
 
 class RingStep:

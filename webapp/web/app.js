@@ -5,7 +5,7 @@ import * as ort from "./vendor/ort.wasm.min.mjs";
 import { CharGPT, checkSettings, colour, encodePrompt, LIMITS, modelFiles, readAbout } from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
-const { onnx: MODEL, meta: SIDECAR, ring: RING } = modelFiles("model/model.onnx");
+const { onnx: MODEL, meta: SIDECAR, ring: RING, drafts: DRAFTS } = modelFiles("model/model.onnx");
 
 ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 // Threads need a cross-origin isolated page (COOP/COEP headers), which static hosts rarely send.
@@ -160,17 +160,21 @@ async function load() {
     if (!response.ok) throw new Error(`${SIDECAR}: HTTP ${response.status}`);
     const meta = await response.json();
     present(meta);
-    // The ring file (faster steps; webapp/ring.py) is optional: a site without it runs the model file alone.
-    const [modelResponse, ringResponse] = await Promise.all([fetch(MODEL), fetch(RING).catch(() => null)]);
+    // The ring file (faster steps; webapp/ring.py) and the draft table (webapp/drafting.py) are
+    // optional: a site without them runs the model file alone, or drafts from the text's own repeats.
+    const [modelResponse, ringResponse, draftsResponse] = await Promise.all([fetch(MODEL), fetch(RING).catch(() => null),
+      fetch(DRAFTS).catch(() => null)]);
     if (!modelResponse.ok) throw new Error(`${MODEL}: HTTP ${modelResponse.status}`);
     const bytes = new Uint8Array(await modelResponse.arrayBuffer());
     const ring = ringResponse?.ok ? new Uint8Array(await ringResponse.arrayBuffer()) : undefined;
-    model = await CharGPT.load(ort, bytes, meta, { sessionOptions: { executionProviders: ["wasm"] }, ring });
-    if (model.ringNotice) console.warn(model.ringNotice);
+    const draftTable = draftsResponse?.ok ? await draftsResponse.json().catch(() => null) : undefined; // null: not JSON, refused with a notice
+    model = await CharGPT.load(ort, bytes, meta, { sessionOptions: { executionProviders: ["wasm"] }, ring, draftTable });
+    if (model.notice) console.warn(model.notice);
     const t = meta.training;
     $("model-info").textContent = `Model: ${(t.params / 1e6).toFixed(2)} M parameters, ${meta.config.n_layer} layers, ` +
       `window ${meta.config.block_size} characters, validation loss ${t.val_loss?.toFixed(4)} nats/char, ` +
-      `${((bytes.length + (model.ring ? ring.length : 0)) / 1e6).toFixed(2)} MB${model.ring ? " with its ring file" : ""}; ` +
+      `${((bytes.length + (model.ring ? ring.length : 0)) / 1e6).toFixed(2)} MB${model.ring ? " with its ring file" : ""}` +
+      `${model.draftTable ? ` and draft table (${model.draftTable.next.size.toLocaleString("en")} contexts)` : ""}; ` +
       `onnxruntime-web ${ort.env.versions?.web ?? ""}.`;
     $("generate").textContent = "Generate";
     $("generate").disabled = false;

@@ -2,7 +2,7 @@
 // Assembles the static site in dist/ (or DIR): the page, onnxruntime-web's WebAssembly build from
 // node_modules, the model (a model folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and
 // NAME.json; default the shipped models/chargpt) as model/model.onnx and model/model.json (and its
-// ring file, when it has one, as model/model.ring.onnx), and a
+// ring file and draft table, when it has them, as model/model.ring.onnx and model/model.drafts.json), and a
 // README whose front matter makes the folder a static Hugging Face Space. Serve it with any
 // static server, e.g. python -m http.server -d dist.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -46,7 +46,7 @@ function main(argv) {
     else if (argv[i].startsWith("--")) return fail(`unknown option ${argv[i]}`);
     else model = path.resolve(argv[i]);
   }
-  const { onnx, meta, ring } = modelFiles(model);
+  const { onnx, meta, ring, drafts } = modelFiles(model);
   const ortDir = path.join(here, "node_modules", "onnxruntime-web", "dist");
   for (const [file, hint] of [[onnx, "export one with python -m export"], [meta, "export writes it beside the .onnx file"],
     [ortDir, "run npm ci --ignore-scripts in webapp/web first"]]) {
@@ -67,6 +67,7 @@ function main(argv) {
   copyFileSync(onnx, path.join(out, "model", "model.onnx"));
   copyFileSync(meta, path.join(out, "model", "model.json"));
   if (existsSync(ring)) copyFileSync(ring, path.join(out, "model", "model.ring.onnx")); // faster steps (webapp/ring.py)
+  if (existsSync(drafts)) copyFileSync(drafts, path.join(out, "model", "model.drafts.json")); // drafts (webapp/drafting.py)
   writeFileSync(path.join(out, "README.md"), spaceReadme(about));
   console.log(`built ${out} (model ${model})`);
   return 0;

@@ -159,12 +159,14 @@ export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0,
 }
 
 /** The files of a model: a folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and the
- * NAME.json beside it (paths or URLs, with "/" separators), and the ring file that may be beside
- * it (NAME.ring.onnx, rotary models: webapp/ring.py). */
+ * NAME.json beside it (paths or URLs, with "/" separators), and the ring file and draft table
+ * that may be beside it (NAME.ring.onnx and NAME.drafts.json, rotary models: webapp/ring.py,
+ * webapp/drafting.py). */
 export function modelFiles(model) {
   const folder = model.replace(/\/+$/, "");
   const onnx = model.endsWith(".onnx") ? model : `${folder}/onnx/model.onnx`;
-  return { onnx, meta: onnx.replace(/\.onnx$/, ".json"), ring: onnx.replace(/\.onnx$/, ".ring.onnx") };
+  const beside = (suffix) => onnx.replace(/\.onnx$/, suffix);
+  return { onnx, meta: beside(".json"), ring: beside(".ring.onnx"), drafts: beside(".drafts.json") };
 }
 
 /** webapp/ring.py's rotary_tables: cos and signed sin [N, D] at whole positions, the angles in
@@ -206,17 +208,56 @@ export function windowMask(mask, positions, T, S) {
   return out;
 }
 
-// webapp/drafting.py's MAX_DRAFT, MIN_MATCH and MAX_MATCH (tests/test_web.py ties them).
-export const MAX_DRAFT = 15, MIN_MATCH = 2, MAX_MATCH = 16;
+// webapp/drafting.py's MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH and TABLE_FORMAT (tests/test_web.py ties them).
+export const MAX_DRAFT = 15, MIN_MATCH = 2, MAX_MATCH = 16, REPEAT_MATCH = 6, TABLE_FORMAT = "chargpt-drafts/1";
 
 /** webapp/drafting.py's as_text: ids as a string, one UTF-16 unit each (vocabularies below 65,536). */
 export function asText(ids) {
   return String.fromCharCode(...ids);
 }
 
+/** webapp/drafting.py's read_table: a draft table file's JSON (MODEL.drafts.json) as
+ * {next: Map of contexts to ids, as asText, order}; throws an Error saying why it is not one. */
+export function readDraftTable(data, vocab) {
+  if (data === null || typeof data !== "object" || data.format !== TABLE_FORMAT)
+    throw new Error(`it is not a draft table of format ${JSON.stringify(TABLE_FORMAT)}`);
+  const { order, next: entries } = data;
+  if (!(Number.isInteger(order) && order >= 0 && order <= 64 && entries !== null && typeof entries === "object" && !Array.isArray(entries)))
+    throw new Error("its order or its table is missing or malformed");
+  const index = new Map(vocab.map((c, i) => [c, String.fromCharCode(i)]));
+  const spell = (text) => {
+    if (typeof text !== "string") return null;
+    const ids = Array.from(text, (c) => index.get(c));
+    return ids.includes(undefined) ? null : ids.join("");
+  };
+  const next = new Map();
+  for (const [context, then] of Object.entries(entries)) {
+    const [c, n] = [spell(context), spell(then)];
+    if (c === null || n === null || n.length !== 1) throw new Error("it holds characters that are not in the model's vocabulary");
+    if (c.length <= order) next.set(c, n);
+  }
+  return { next, order };
+}
+
+/** webapp/drafting.py's DraftTable.follow: maxChars ids, each the table's continuation of the
+ * longest context it holds that ends the text so far; shorter when none does. */
+export function follow(table, history, maxChars) {
+  const last = (text) => text.slice(Math.max(text.length - table.order, 0));
+  let text = last(history), out = "";
+  for (let n = 0; n < maxChars; n++) {
+    let found;
+    for (let k = Math.max(text.length - table.order, 0); k <= text.length && found === undefined; k++) found = table.next.get(text.slice(k));
+    if (found === undefined) break;
+    out += found;
+    text = last(text + found);
+  }
+  return out;
+}
+
 /** webapp/drafting.py's draft: maxChars ids (asText) that followed the latest earlier occurrence
- * of the longest ending of `history` that occurred before (MIN_MATCH to MAX_MATCH), "" if none. */
-export function draft(history, maxChars, minMatch = MIN_MATCH, maxMatch = MAX_MATCH) {
+ * of the longest ending of `history` that occurred before (MIN_MATCH to MAX_MATCH), "" if none;
+ * with a draft table, the table's continuation unless an ending of REPEAT_MATCH ids occurred. */
+export function draft(history, maxChars, table = null, minMatch = MIN_MATCH, maxMatch = MAX_MATCH) {
   if (maxChars <= 0) return "";
   let found = -1, length = 0;
   for (let k = minMatch; k <= Math.min(maxMatch, history.length - 1); k++) {
@@ -224,14 +265,15 @@ export function draft(history, maxChars, minMatch = MIN_MATCH, maxMatch = MAX_MA
     if (at < 0) break;
     [found, length] = [at, k];
   }
+  if (table && length < REPEAT_MATCH) return follow(table, history, maxChars);
   if (found < 0) return "";
   const followed = history.slice(found + length); // where it runs into the end, the text goes on repeating itself
   return followed.repeat(Math.floor(maxChars / followed.length) + 1).slice(0, maxChars);
 }
 
 /** webapp/drafting.py's drafts: one draft per row, as ids, cut to the shortest. */
-export function drafts(histories, maxChars) {
-  const found = histories.map((h) => draft(h, maxChars));
+export function drafts(histories, maxChars, table = null) {
+  const found = histories.map((h) => draft(h, maxChars, table));
   const k = Math.min(...found.map((d) => d.length));
   return found.map((d) => Array.from(d.slice(0, k), (c) => c.charCodeAt(0)));
 }
@@ -275,16 +317,26 @@ export class CharGPT {
     this.presentNames = this.pastNames.map((n) => n.replace("past_key_values", "present"));
     this.ring = null; // the ring file's session, when steps run on it (useRing)
     this.maxDraft = MAX_DRAFT; // characters drafted per step; 0: one character a step
-    this.ringNotice = "";
+    this.notice = ""; // why the ring file or the draft table was not used (Engine.notice in Python)
+    this.draftTable = null; // webapp/drafting.py's DraftTable (readDraftTable), when the model has one
   }
 
   /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes;
    * ring: the same for the model's ring file, if it has one. The ring file is used for cached
-   * steps when it agrees with the model file (`ringNotice` says why not, otherwise). */
-  static async load(ort, model, meta, { sessionOptions, ring } = {}) {
+   * steps when it agrees with the model file (`notice` says why not, otherwise). draftTable:
+   * the parsed JSON of the model's draft table file (MODEL.drafts.json), if it has one: the
+   * ring steps also draft from it (`notice` says why not, when it is not one). */
+  static async load(ort, model, meta, { sessionOptions, ring, draftTable } = {}) {
     const session = await ort.InferenceSession.create(model, sessionOptions ?? {});
     const lm = new CharGPT(ort, session, meta);
     if (ring && meta.config.position === "rotary") await lm.useRing(await ort.InferenceSession.create(ring, sessionOptions ?? {}));
+    if (lm.ring && draftTable !== undefined) {
+      try {
+        lm.draftTable = readDraftTable(draftTable, lm.vocab);
+      } catch (e) {
+        lm.notice = `the draft table was not used: ${e.message}; drafting from the text's own repeats only`;
+      }
+    }
     return lm;
   }
 
@@ -301,7 +353,7 @@ export class CharGPT {
     }
     if (typeof worst === "number" && worst <= RING_TOLERANCE) return;
     this.ring = null;
-    this.ringNotice = `the ring file was not used: ${typeof worst === "number" ? `max |Δ logit| ${worst.toExponential(1)}` : worst}`;
+    this.notice = `the ring file was not used: ${typeof worst === "number" ? `max |Δ logit| ${worst.toExponential(1)}` : worst}`;
   }
 
   /** webapp/ring.py's RingStep.state: the ring after a prefill of `length` characters whose
@@ -422,8 +474,9 @@ export class CharGPT {
    * and the probability the model gave it. Row r samples with seed + r. The plain loop: a
    * prefill of the prompt's last receptive_field characters, then one cached step per
    * character, and no forward pass after the last one. With the ring file, each step also runs
-   * characters drafted from the text's own repeats (webapp/drafting.py) and keeps them up to the
-   * first one that differs from what is drawn there: the same text, in fewer steps. */
+   * characters drafted from the text's own repeats or the draft table (webapp/drafting.py) and
+   * keeps them up to the first one that differs from what is drawn there: the same text, in
+   * fewer steps. */
   async *decode(promptIds, settings, numSamples = 1) {
     const s = checkSettings(settings);
     const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
@@ -450,7 +503,7 @@ export class CharGPT {
       }
       if (result.added) this.ringKeep(ring, result, j + 1); // the characters the step ran and kept
       if (drafted[0].length) budget = j === drafted[0].length ? Math.min(budget + 2, this.maxDraft) : Math.max(budget - 1, 1);
-      drafted = drafts(histories, Math.min(budget, left - 1, this.blockSize - 2)); // at most as many new characters as slots
+      drafted = drafts(histories, Math.min(budget, left - 1, this.blockSize - 2), this.draftTable); // at most as many new characters as slots
       result = await this.ringForward(ids.map((id, r) => [id, ...drafted[r]]), ring);
     }
   }

@@ -40,6 +40,15 @@ function parseArgs(argv) {
   return opts;
 }
 
+/** A file's JSON, or null when it is not JSON (CharGPT.load then says it was not used). */
+function readJson(file) {
+  try {
+    return JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    return null;
+  }
+}
+
 async function main() {
   let opts;
   try {
@@ -60,12 +69,13 @@ async function main() {
   const ort = createRequire(import.meta.url)("onnxruntime-node");
   let model;
   try {
-    model = await CharGPT.load(ort, files.onnx, meta, { ring: existsSync(files.ring) ? files.ring : undefined });
+    const draftTable = existsSync(files.drafts) ? readJson(files.drafts) : undefined;
+    model = await CharGPT.load(ort, files.onnx, meta, { ring: existsSync(files.ring) ? files.ring : undefined, draftTable });
   } catch (e) {
     console.error(`node_check: error: ${files.onnx} is not a readable chargpt model (${String(e.message).split("\n")[0]}).`);
     return 2;
   }
-  if (model.ringNotice) console.error(`note: ${model.ringNotice}`);
+  if (model.notice) console.error(`note: ${model.notice}`);
   const { ids } = encodePrompt(opts.prompt, model.vocab);
   const context = ids.slice(-model.receptiveField);
   const result = await model.forward([context]);
