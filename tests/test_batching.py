@@ -62,9 +62,43 @@ def test_batched_requests_get_exactly_their_text_alone(engine):
 
 
 def test_one_request_runs_no_step_past_its_last_character(engine):
-    batcher = Batcher(engine)
-    complete_with(engine, batcher, "ROMEO:", Settings(max_new_tokens=25, temperature=0.8, seed=3))
+    settings = Settings(max_new_tokens=25, temperature=0.8, seed=3)
+    plain = Engine(engine.path, max_draft=0)  # the same model, one character a step
+    batcher = Batcher(plain)
+    complete_with(plain, batcher, "ROMEO:", settings)
     assert batcher.ticks == 24  # a prefill gives the first character; one step per character after it
+
+
+def test_a_request_alone_drafts_and_a_crowd_steps_one_character_a_row(engine):
+    """Alone, a request's steps also check drafts (webapp/drafting.py), as Engine.decode's do;
+    when a second request arrives, both step one character a row, and each text is its own."""
+    if engine.ring is None:
+        return  # drafts need the ring file (the tiny model has learned positions)
+    sizes, forward = [], engine.ring.forward
+    engine.ring.forward = lambda ids, state: (sizes.append(ids.shape), forward(ids, state))[1]
+    try:
+        batcher = Batcher(engine)
+        first = Settings(max_new_tokens=400, temperature=0.8, seed=11)
+        second = Settings(max_new_tokens=150, temperature=0.5, seed=12, num_samples=2)
+        alone = complete_with(engine, batcher, "JULIET:\n", first)
+        drafted_alone = list(sizes)
+        sizes.clear()
+        result = {}
+        stream = engine.generate(encode_prompt("ROMEO:", engine.vocab), first, batcher.decode)
+        texts = ["".join(c for c, _ in next(stream).pieces[0]) for _ in range(3)]  # the first request is decoding alone
+        worker = threading.Thread(target=lambda: result.update(text=complete_with(engine, batcher, "KING RICHARD III:", second)))
+        worker.start()
+        for step in stream:
+            texts.append("".join(c for c, _ in step.pieces[0]))
+        worker.join(timeout=60)
+    finally:
+        del engine.ring.forward
+    assert alone == engine.complete("JULIET:\n", first)
+    assert len(drafted_alone) < 0.7 * 399 and max(t for _, t in drafted_alone) > 1  # drafts were run and kept
+    assert ["".join(texts)] == engine.complete("ROMEO:", first)
+    assert result["text"] == engine.complete("KING RICHARD III:", second)
+    assert (3, 1) in sizes  # the two requests' three rows stepped together, one character a row
+    assert all(t == 1 for rows, t in sizes if rows > 2)  # a batch of several requests is never drafted
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine):

@@ -14,7 +14,11 @@ one thread runs every forward pass:
 - each row samples with its own settings and SplitMix64 stream, so a request's text is exactly
   what it is alone (row r of a batch gives the same logits as a batch of one; a test checks it);
 - a request whose consumer stops (Stop in the page, a closed tab, a stop string) leaves its
-  cohort before the next step: nothing is computed for it after that.
+  cohort before the next step: nothing is computed for it after that;
+- a request decoding alone (nobody else decoding or waiting) drafts as `Engine.decode` does
+  (webapp/drafting.py): its steps also run drafted characters, kept up to the first one its draw
+  differs from, so one visitor gets the engine's speed; a crowd steps one character a row (the
+  rows of different texts rarely all keep a draft, and a batch's steps cost by the character).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .engine import Engine, Settings
-from .sampling import SplitMix64, next_ids, softmax
+from .drafting import as_text, drafts
+from .engine import Engine, Settings, next_budget
+from .sampling import SplitMix64, draw_drafted
 
 _FINISHED = object()  # put on a request's queue after its last character
 # A request arriving while others decode waits up to this long for others to arrive, so that a
@@ -48,6 +53,11 @@ class Request:
     produced: int = 0
     next_ids: np.ndarray | None = None  # the ids its next cached step reads
     cancelled: bool = False
+    histories: list[str] = field(default_factory=list)  # each row's text so far, as_text, to draft from
+    budget: int = 0  # the most characters its next draft may have (next_budget)
+
+    def __post_init__(self):
+        self.histories = [as_text(self.prompt_ids)] * self.rows
 
     @property
     def rows(self) -> int:
@@ -80,8 +90,16 @@ class Cohort:
     of `requests` (each request's rows are one of `row_slices()`)."""
 
     requests: list[Request]
-    logits: np.ndarray  # [rows, vocab]: the next character's logits
+    block: np.ndarray  # [rows, T, vocab]: the logits after the fed character and after each drafted one
     past: dict[str, np.ndarray]  # [rows, heads, length, head_dim] each
+    drafted: np.ndarray | None = None  # [rows, T - 1]: the ids drafted after the fed one
+    # A drafted block's keys and values (webapp/ring.py), until the draws say how many to keep;
+    # such a cohort has one request and a block no other has, so it merges with none (_regroup).
+    new: list[np.ndarray] | None = None
+
+    def __post_init__(self):
+        if self.drafted is None:
+            self.drafted = np.zeros((len(self.block), self.block.shape[1] - 1), np.int64)
 
     @property
     def length(self) -> int:
@@ -101,15 +119,16 @@ class Cohort:
             return
         rows = np.concatenate([np.arange(s.start, s.stop) for r, s in zip(self.requests, self.row_slices()) if r in kept]
                               or [np.zeros(0, np.int64)])
-        self.requests, self.logits = kept, self.logits[rows]
+        self.requests, self.block, self.drafted = kept, self.block[rows], self.drafted[rows]
         self.past = {name: array[rows] for name, array in self.past.items()}
 
     @staticmethod
     def merge(cohorts: list["Cohort"]) -> "Cohort":
         if len(cohorts) == 1:
             return cohorts[0]
-        return Cohort([r for c in cohorts for r in c.requests], np.concatenate([c.logits for c in cohorts]),
-                      {name: np.concatenate([c.past[name] for c in cohorts]) for name in cohorts[0].past})
+        return Cohort([r for c in cohorts for r in c.requests], np.concatenate([c.block for c in cohorts]),
+                      {name: np.concatenate([c.past[name] for c in cohorts]) for name in cohorts[0].past},
+                      np.concatenate([c.drafted for c in cohorts]))
 
 
 class Batcher:
@@ -197,30 +216,43 @@ class Batcher:
                     for request in group:
                         request.out.put(e)
                     continue
-                self.cohorts.append(Cohort(group, logits, past))
+                self.cohorts.append(Cohort(group, logits[:, None], past))
         self._regroup()
 
     def _sample(self, cohort: Cohort) -> None:
-        """Each request's next character(s), from its rows of the cohort's logits: the rows of
+        """Each request's next character(s), from its rows of the cohort's block: the rows of
         requests with the same settings are sampled together (sampling is row by row, each row
-        with its own stream, so this is what each would draw alone)."""
+        with its own stream, so this is what each would draw alone). A drafted block (one
+        request's) writes its drafted characters up to the first that a draw differs from, and
+        one more; the ring keeps what the block wrote."""
         live = [(r, rows) for r, rows in zip(cohort.requests, cohort.row_slices()) if not r.cancelled]
-        probs = softmax(cohort.logits)
         groups: dict[tuple, list[tuple[Request, slice]]] = {}
         for request, rows in live:
             s = request.settings
             groups.setdefault((s.temperature, s.top_k, s.top_p), []).append((request, rows))
+        written: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per request (its id()): (ids, probs) per character
         for (temperature, top_k, top_p), members in groups.items():
             rows = np.concatenate([np.arange(r.start, r.stop) for _, r in members])
-            ids = next_ids(cohort.logits[rows], temperature, top_k, top_p, [rng for request, _ in members for rng in request.rngs])
+            limit = min(request.settings.max_new_tokens - request.produced for request, _ in members)
+            group = draw_drafted(cohort.block[rows], cohort.drafted[rows], temperature, top_k, top_p,
+                                 [rng for request, _ in members for rng in request.rngs], limit)
             start = 0
             for request, _ in members:
-                request.next_ids = ids[start : start + request.rows]
+                written[id(request)] = [(ids[start : start + request.rows], probs[start : start + request.rows]) for ids, probs in group]
                 start += request.rows
+        count = len(next(iter(written.values()))) if written else 1  # one unless the block was drafted (one request)
+        if cohort.new is not None:
+            self.engine.ring.keep(cohort.past, cohort.new, count)  # every row's: rows are dropped below
+            cohort.new = None
         kept = []
-        for request, rows in live:
-            request.out.put((request.next_ids, probs[rows][np.arange(request.rows), request.next_ids]))
-            request.produced += 1
+        for request, _ in live:
+            for ids, probs in written[id(request)]:
+                request.out.put((ids, probs))
+            request.next_ids = written[id(request)][-1][0]
+            request.produced += count
+            request.budget = next_budget(request.budget, cohort.drafted.shape[1], count, self.engine.max_draft)
+            columns = np.stack([ids for ids, _ in written[id(request)]], axis=1).tolist()
+            request.histories = [h + as_text(c) for h, c in zip(request.histories, columns)]
             if request.done:
                 request.out.put(_FINISHED)
             else:
@@ -228,23 +260,48 @@ class Batcher:
         cohort.keep(kept)
 
     def _step(self, cohort: Cohort) -> None:
-        ids = np.concatenate([r.next_ids for r in cohort.requests])
+        """One step for every row: the ring file's (with a draft when the cohort's one request
+        decodes alone), or the model file's."""
+        ids = np.concatenate([r.next_ids for r in cohort.requests])[:, None]
+        ring = self.engine.ring
+        if ring and self.engine.max_draft and len(self.cohorts) == 1 and len(cohort.requests) == 1 \
+                and not self.waiting and self.arrivals.empty():
+            request = cohort.requests[0]
+            request.budget = request.budget or self.engine.max_draft
+            left = request.settings.max_new_tokens - request.produced
+            drafted = drafts(request.histories, min(request.budget, left - 1, ring.slots - 1), self.engine.draft_table)
+            ids = np.concatenate((ids, drafted), axis=1)
+        chunks = range(0, len(ids), self.max_rows)
         try:
-            parts = [self.engine.step(ids[i : i + self.max_rows], {n: a[i : i + self.max_rows] for n, a in cohort.past.items()})
-                     for i in range(0, len(ids), self.max_rows)]
+            if ring:
+                parts = [ring.forward(ids[i : i + self.max_rows], {n: a[i : i + self.max_rows] for n, a in cohort.past.items()})
+                         for i in chunks]
+            else:
+                parts = [self.engine.step(ids[i : i + self.max_rows, 0], {n: a[i : i + self.max_rows] for n, a in cohort.past.items()})
+                         for i in chunks]
         except Exception as e:
             for request in cohort.requests:
                 request.out.put(e)
             cohort.requests = []
             return
         self.ticks += len(parts)
-        cohort.logits = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        cohort.past = ({n: np.concatenate([p[1][n] for p in parts]) for n in cohort.past} if len(parts) > 1 else parts[0][1])
+        cohort.drafted = ids[:, 1:]
+        if ring:
+            cohort.block = np.concatenate([p[0] for p in parts])
+            new = [np.concatenate(arrays) for arrays in zip(*(p[1] for p in parts))]
+            if ids.shape[1] == 1:  # the fed character is always kept
+                ring.keep(cohort.past, new, 1)
+            else:  # a drafted block's ring is written once the draws say how much of it to keep (_sample)
+                cohort.new = new
+        else:
+            cohort.block = np.concatenate([p[0] for p in parts])[:, None]
+            cohort.past = ({n: np.concatenate([p[1][n] for p in parts]) for n in cohort.past} if len(parts) > 1 else parts[0][1])
 
     def _regroup(self) -> None:
-        """One cohort per cache length."""
-        by_length: dict[int, list[Cohort]] = {}
+        """One cohort per cache length (and block length: a drafted block joins the others
+        after its draws, when its next step is one character)."""
+        by_shape: dict[tuple[int, int], list[Cohort]] = {}
         for cohort in self.cohorts:
             if cohort.requests:
-                by_length.setdefault(cohort.length, []).append(cohort)
-        self.cohorts = [Cohort.merge(group) for group in by_length.values()]
+                by_shape.setdefault((cohort.length, cohort.block.shape[1]), []).append(cohort)
+        self.cohorts = [Cohort.merge(group) for group in by_shape.values()]

@@ -23,7 +23,7 @@ import numpy as np
 from .drafting import MAX_DRAFT, as_text, drafts, load_table, table_path
 from .onnx_model import OnnxModel
 from .ring import load_ring
-from .sampling import SplitMix64, next_ids, softmax
+from .sampling import SplitMix64, draw_drafted
 
 MAX_NEW_TOKENS = 2000  # per request, on the server
 MAX_PROMPT_CHARS = 10_000
@@ -164,6 +164,14 @@ class Step:
     ids: np.ndarray | None = None
 
 
+def next_budget(budget: int, drafted: int, written: int, max_draft: int) -> int:
+    """The most characters the next draft may have: 2 more after a draft kept whole (a step
+    of `drafted` characters that wrote drafted + 1), 1 fewer (at least 1) after one that was not."""
+    if not drafted:
+        return budget
+    return min(budget + 2, max_draft) if written == drafted + 1 else max(budget - 1, 1)
+
+
 class Engine(OnnxModel):
     """Text generation on an OnnxModel, in layers: `decode` is the plain loop over ids (prefill,
     then one cached step per character, as gpt-fast names the phases), `generate` adds
@@ -218,25 +226,21 @@ class Engine(OnnxModel):
         block, new, drafted = logits[:, None], None, np.zeros((rows, 0), np.int64)  # [rows, T, vocab], the step's caches, [rows, T - 1]
         left, budget = settings.max_new_tokens, self.max_draft  # budget: the next draft's most characters
         while True:
-            probs = softmax(block)
-            for j in range(block.shape[1]):  # the drafted characters drawn as drafted, and one more
-                ids = next_ids(block[:, j], settings.temperature, settings.top_k, settings.top_p, rngs)
-                yield ids, probs[np.arange(rows), j, ids]
-                left -= 1
-                if left == 0:
-                    return
-                if j == drafted.shape[1] or (ids != drafted[:, j]).any():
-                    break
-            written = np.concatenate((drafted[:, :j], ids[:, None]), axis=1)
-            histories = [h + as_text(w) for h, w in zip(histories, written.tolist())]
+            # The drafted characters drawn as drafted, and one more.
+            written = draw_drafted(block, drafted, settings.temperature, settings.top_k, settings.top_p, rngs, left)
+            yield from written
+            left -= len(written)
+            if left == 0:
+                return
+            ids = written[-1][0]
+            histories = [h + as_text(w) for h, w in zip(histories, np.stack([w for w, _ in written], axis=1).tolist())]
             if self.ring is None:
                 logits, past = self.step(ids, past)
                 block = logits[:, None]
                 continue
             if new is not None:
-                self.ring.keep(past, new, j + 1)  # the characters this block ran and kept
-            if drafted.shape[1]:  # longer drafts while they are kept whole, shorter when not
-                budget = min(budget + 2, self.max_draft) if j == drafted.shape[1] else max(budget - 1, 1)
+                self.ring.keep(past, new, len(written))  # the characters this block ran and kept
+            budget = next_budget(budget, drafted.shape[1], len(written), self.max_draft)
             # Never past the last character asked for, nor more new characters than the ring has slots.
             drafted = drafts(histories, min(budget, left - 1, self.ring.slots - 1), self.draft_table)
             block, new = self.ring.forward(np.concatenate((ids[:, None], drafted), axis=1), past)

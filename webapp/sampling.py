@@ -85,3 +85,21 @@ def next_ids(logits: np.ndarray, temperature: float, top_k: int, top_p: float, r
         return logits.argmax(axis=-1)
     probs = sampling_probs(logits, temperature, top_k, top_p)
     return np.array([draw(row, rng.uniform()) for row, rng in zip(probs, rngs)])
+
+
+def draw_drafted(block: np.ndarray, drafted: np.ndarray, temperature: float, top_k: int, top_p: float,
+                 rngs: list[SplitMix64], limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The characters one step of a drafted block writes (webapp/drafting.py): from the logits
+    block [rows, T, vocab] after the fed id and the drafted ids [rows, T - 1], each position's ids
+    drawn as the plain loop draws them (each row's stream advancing once per position), up to
+    the first position where a row's draw differs from its draft, or the block's last one, and
+    at most `limit`: (ids [rows], the probability the model gave each) per position."""
+    probs = softmax(block)
+    rows = np.arange(block.shape[0])
+    written = []
+    for j in range(block.shape[1]):
+        ids = next_ids(block[:, j], temperature, top_k, top_p, rngs)
+        written.append((ids, probs[rows, j, ids]))
+        if len(written) == limit or j == drafted.shape[1] or (ids != drafted[:, j]).any():
+            break
+    return written
