@@ -146,3 +146,26 @@ def test_load_command_refuses_bad_numbers():
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2
     assert "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1" in result.stderr
+
+
+def test_drafts_command_times_the_three_ways_on_one_text_each(tmp_path):
+    out = tmp_path / "drafts.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.drafts", "--chars", "60", "--seeds", "2", "--runs", "1",
+                             "--temperatures", "0", "0.8", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["temperature"], r["drafts"]) for r in rows] == [(t, way) for t in (0, 0.8) for way in
+                                                                ("draft table and own repeats", "own repeats only",
+                                                                 "no drafts (one character a step)")]
+    assert all(r["same_text"] for r in rows)  # drafts never change the text
+    assert all(r["steps_per_100_chars"] == pytest.approx(100 * 59 / 60) for r in rows if r["drafts"].startswith("no drafts"))
+    assert all(r["steps_per_100_chars"] < 80 for r in rows if r["drafts"] == "draft table and own repeats")
+    for line in ("temperature | drafts", "0.8         | draft table and own repeats"):
+        assert line in result.stdout
+
+
+def test_drafts_command_refuses_a_model_without_drafts_and_bad_numbers(exported, tmp_path):
+    for args, says in [(["--model", str(exported[1])], "has no ring file or no draft table"), (["--runs", "0"], "at least 1"),
+                       (["--temperatures", "-1"], "temperatures from 0 to 10")]:
+        result = subprocess.run([sys.executable, "-m", "benchmarks.drafts", *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
