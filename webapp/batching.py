@@ -42,6 +42,7 @@ _FINISHED = object()  # put on a request's queue after its last character
 # character by at most as much as one page update.
 ADMIT_WINDOW_S = 0.05
 PREFILL_CHARS = 2048  # prompt characters (rows × length) prefilled in one session.run
+FOLD_EVERY = 256  # characters a request keeps as arrays before they are folded into its texts (Request.histories)
 
 
 @dataclass(eq=False)
@@ -53,11 +54,19 @@ class Request:
     produced: int = 0
     next_ids: np.ndarray | None = None  # the ids its next cached step reads
     cancelled: bool = False
-    histories: list[str] = field(default_factory=list)  # each row's text so far, as_text, to draft from
     budget: int = 0  # the most characters its next draft may have (next_budget)
+    written: list[np.ndarray] = field(default_factory=list)  # ids [rows] per character not yet in `texts`
+    texts: list[str] = field(default_factory=list)  # each row's text, as_text, up to `written`
 
-    def __post_init__(self):
-        self.histories = [as_text(self.prompt_ids)] * self.rows
+    def histories(self) -> list[str]:
+        """Each row's text so far (as_text), to draft from: folded from `written` only when a
+        draft is asked for, so requests decoding in a crowd pay nothing for it."""
+        if not self.texts:
+            self.texts = [as_text(self.prompt_ids)] * self.rows
+        if self.written:
+            columns = np.stack(self.written, axis=1).tolist()
+            self.texts, self.written = [h + as_text(c) for h, c in zip(self.texts, columns)], []
+        return self.texts
 
     @property
     def rows(self) -> int:
@@ -251,8 +260,9 @@ class Batcher:
             request.next_ids = written[id(request)][-1][0]
             request.produced += count
             request.budget = next_budget(request.budget, cohort.drafted.shape[1], count, self.engine.max_draft)
-            columns = np.stack([ids for ids, _ in written[id(request)]], axis=1).tolist()
-            request.histories = [h + as_text(c) for h, c in zip(request.histories, columns)]
+            request.written += [ids for ids, _ in written[id(request)]]
+            if len(request.written) >= FOLD_EVERY:
+                request.histories()  # bounded memory for long texts in a crowd
             if request.done:
                 request.out.put(_FINISHED)
             else:
@@ -269,7 +279,7 @@ class Batcher:
             request = cohort.requests[0]
             request.budget = request.budget or self.engine.max_draft
             left = request.settings.max_new_tokens - request.produced
-            drafted = drafts(request.histories, min(request.budget, left - 1, ring.slots - 1), self.engine.draft_table)
+            drafted = drafts(request.histories(), min(request.budget, left - 1, ring.slots - 1), self.engine.draft_table)
             ids = np.concatenate((ids, drafted), axis=1)
         chunks = range(0, len(ids), self.max_rows)
         try:
