@@ -81,6 +81,7 @@ RULES = [
     Rule("python -m benchmarks.load", "run", extra="--clients 2 --chars 10 --alone-rounds 1 --burst 0"),
     # The page's row is tested in test_benchmarks.py; here it would only add a browser's start.
     Rule("python -m benchmarks.generation", "run", extra="--chars 10 --prompt-chars 20 --runs 1 --batch 1 --no-page"),
+    Rule("python -m benchmarks.drafts", "run", extra="--chars 20 --seeds 1 --runs 1 --temperatures 0 0.8"),
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     # The presets' own flags and data, on a model small enough to finish in seconds.
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
@@ -295,7 +296,10 @@ def test_the_other_readme_commands_as_written(clone):
     generation = page("python -m benchmarks.generation")
     assert "batch 1: row '4. engine, one character a step' takes" in generation
     assert "batch 1: drafts: row '4. engine, int8 weights' is" in generation
+    assert "batch 1: draft table: row '4. engine, int8 weights' is" in generation
+    assert "| 0.8         | draft table and own repeats      |" in page("python -m benchmarks.drafts")
+    assert (clone / "runs/drafts.json").is_file()
     assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
     assert "ROMEO:" in page("node node_check.mjs")
     assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
-    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx"}
+    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json"}
