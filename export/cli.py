@@ -13,8 +13,8 @@ import numpy as np
 
 from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
-from webapp.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.drafting import table_path
+from webapp.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
 from webapp.ring import ring_path
 
@@ -138,8 +138,8 @@ def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
     """Every file an export to `out` writes."""
     if folder:
         onnx_file = out / MODEL_FILE
-        return [onnx_file, ring_path(onnx_file), table_path(onnx_file), sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"), out / "README.md",
-                *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
+        return [onnx_file, ring_path(onnx_file), table_path(onnx_file), sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"),
+                out / "README.md", *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
     int8 = sibling(out, ".int8.onnx")
     files = [out, ring_path(out), table_path(out), sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
     if quantize:

@@ -239,7 +239,7 @@ class Batcher:
         for request, rows in live:
             s = request.settings
             groups.setdefault((s.temperature, s.top_k, s.top_p), []).append((request, rows))
-        written: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per request (its id()): (ids, probs) per character
+        drawn: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per request (its id()): (ids, probs) per character
         for (temperature, top_k, top_p), members in groups.items():
             rows = np.concatenate([np.arange(r.start, r.stop) for _, r in members])
             limit = min(request.settings.max_new_tokens - request.produced for request, _ in members)
@@ -247,20 +247,21 @@ class Batcher:
                                  [rng for request, _ in members for rng in request.rngs], limit)
             start = 0
             for request, _ in members:
-                written[id(request)] = [(ids[start : start + request.rows], probs[start : start + request.rows]) for ids, probs in group]
+                mine = slice(start, start + request.rows)
+                drawn[id(request)] = [(ids[mine], probs[mine]) for ids, probs in group]
                 start += request.rows
-        count = len(next(iter(written.values()))) if written else 1  # one unless the block was drafted (one request)
+        count = len(next(iter(drawn.values()))) if drawn else 1  # one unless the block was drafted (one request)
         if cohort.new is not None:
             self.engine.ring.keep(cohort.past, cohort.new, count)  # every row's: rows are dropped below
             cohort.new = None
         kept = []
         for request, _ in live:
-            for ids, probs in written[id(request)]:
+            for ids, probs in drawn[id(request)]:
                 request.out.put((ids, probs))
-            request.next_ids = written[id(request)][-1][0]
+            request.next_ids = drawn[id(request)][-1][0]
             request.produced += count
             request.budget = next_budget(request.budget, cohort.drafted.shape[1], count, self.engine.max_draft)
-            request.written += [ids for ids, _ in written[id(request)]]
+            request.written += [ids for ids, _ in drawn[id(request)]]
             if len(request.written) >= FOLD_EVERY:
                 request.histories()  # bounded memory for long texts in a crowd
             if request.done:
@@ -281,14 +282,12 @@ class Batcher:
             left = request.settings.max_new_tokens - request.produced
             drafted = drafts(request.histories(), min(request.budget, left - 1, ring.slots - 1), self.engine.draft_table)
             ids = np.concatenate((ids, drafted), axis=1)
-        chunks = range(0, len(ids), self.max_rows)
+        chunks = [slice(i, i + self.max_rows) for i in range(0, len(ids), self.max_rows)]
         try:
             if ring:
-                parts = [ring.forward(ids[i : i + self.max_rows], {n: a[i : i + self.max_rows] for n, a in cohort.past.items()})
-                         for i in chunks]
+                parts = [ring.forward(ids[rows], {n: a[rows] for n, a in cohort.past.items()}) for rows in chunks]
             else:
-                parts = [self.engine.step(ids[i : i + self.max_rows, 0], {n: a[i : i + self.max_rows] for n, a in cohort.past.items()})
-                         for i in chunks]
+                parts = [self.engine.step(ids[rows, 0], {n: a[rows] for n, a in cohort.past.items()}) for rows in chunks]
         except Exception as e:
             for request in cohort.requests:
                 request.out.put(e)

@@ -101,7 +101,9 @@ def build_table(ids: str, order: int = TABLE_ORDER, min_count: int = TABLE_MIN_C
 
 def table_json(table: DraftTable, vocab: list[str], min_count: int, source: dict) -> dict:
     """The draft table file's contents: contexts and continuations in the model's characters."""
-    spell = lambda ids: "".join(vocab[ord(i)] for i in ids)  # noqa: E731
+    def spell(ids: str) -> str:
+        return "".join(vocab[ord(i)] for i in ids)
+
     return {"format": TABLE_FORMAT, "order": table.order, "min_count": min_count, "source": source,
             "next": {spell(c): spell(n) for c, n in sorted(table.next.items())}}
 

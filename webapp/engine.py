@@ -216,9 +216,9 @@ class Engine(OnnxModel):
         the last character asked for.
 
         With the ring file, each step also runs the characters drafted from the text's own
-        repeats or the draft table (webapp/drafting.py) and keeps them up to the first one that differs from what
-        is drawn there, each draw using the row's next random number as the plain loop does:
-        the same text, in fewer steps where the text repeats itself."""
+        repeats or the draft table (webapp/drafting.py) and keeps them up to the first one that
+        differs from what is drawn there, each draw using the row's next random number as the
+        plain loop does: the same text, in fewer steps where the drafts guess well."""
         rows = settings.num_samples
         rngs = [SplitMix64(settings.seed + r) for r in range(rows)]
         logits, past = self.prefill(np.tile(np.array(prompt_ids, dtype=np.int64), (rows, 1)))

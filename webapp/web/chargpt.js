@@ -245,8 +245,9 @@ export function follow(table, history, maxChars) {
   const last = (text) => text.slice(Math.max(text.length - table.order, 0));
   let text = last(history), out = "";
   for (let n = 0; n < maxChars; n++) {
-    let found;
-    for (let k = Math.max(text.length - table.order, 0); k <= text.length && found === undefined; k++) found = table.next.get(text.slice(k));
+    let found; // the longest context first
+    for (let k = Math.max(text.length - table.order, 0); k <= text.length && found === undefined; k++)
+      found = table.next.get(text.slice(k));
     if (found === undefined) break;
     out += found;
     text = last(text + found);
