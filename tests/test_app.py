@@ -403,3 +403,13 @@ def test_a_visitor_who_disconnects_costs_nothing_after_the_disconnect(tmp_path):
         after = cpu_share(server.pid, 2.0)
     assert busy >= 0.5  # it was generating for the visitor: about a core or more
     assert after < max(0.25, 2 * idle)
+
+
+def test_the_server_settles_matplotlib_before_its_first_visitor():
+    """Gradio asks matplotlib for its backend around each request, and the first ask imports
+    pyplot (most of a second here): launch asks first, so that no visitor waits for it."""
+    pytest.importorskip("matplotlib")
+    script = ("import sys\nfrom webapp.server import settle_matplotlib\n"
+              "before = 'matplotlib.pyplot' in sys.modules\nsettle_matplotlib()\nprint(before, 'matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, check=True)
+    assert result.stdout.split() == ["False", "True"]
