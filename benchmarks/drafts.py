@@ -21,7 +21,7 @@ from train.table import format_table as table
 from webapp.engine import Engine, Settings
 from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
 
-from .generation import DEFAULT_DATA, load_prompt
+from .prompt import DEFAULT_DATA, load_prompt
 
 WAYS = ("draft table and own repeats", "own repeats only", "no drafts (one character a step)")
 

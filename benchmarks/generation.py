@@ -58,9 +58,8 @@ from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
 from webapp.ring import POSITION, RING_MASK, ROTARY_COS, ROTARY_SIN, ring_path, rotary_tables, window_mask
 
 from .page import PageUnavailable, StaticPage, static_page
+from .prompt import DEFAULT_DATA, load_prompt
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-FALLBACK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
 
 WARM_UP_CHARS = 8
 # A decoder: (prompt ids [B, T], number of new characters) -> an iterator of new ids [B] per step.
@@ -279,14 +278,6 @@ def copy_table(model_file: Path, to: Path) -> None:
     """The draft table beside `model_file` (if any) beside `to`: a model's other form drafts alike."""
     if table_path(model_file).is_file():
         shutil.copy(table_path(model_file), table_path(to))
-
-
-def load_prompt(path: Path | None, length: int) -> str:
-    """The first `length` characters of the validation split (the last 10%) of the text."""
-    if path is None or not path.is_file():
-        return (FALLBACK_PROMPT * (length // len(FALLBACK_PROMPT) + 1))[:length]
-    text = path.read_text(encoding="utf-8")
-    return text[int(0.9 * len(text)) :][:length]
 
 
 def build_parser() -> argparse.ArgumentParser:
