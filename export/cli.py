@@ -15,7 +15,7 @@ from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
 from webapp.drafting import table_path
 from webapp.model_folder import FOLDER_FILES, MODEL_FILE
-from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError
+from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError, beside
 from webapp.ring import ring_path
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
@@ -126,10 +126,6 @@ def export_parser() -> argparse.ArgumentParser:
     return p
 
 
-def sibling(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name[: -len(".onnx")] + suffix)
-
-
 def is_folder(out: str | None) -> bool:
     return out is None or out.endswith(("/", os.sep)) or Path(out).is_dir()
 
@@ -138,12 +134,12 @@ def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
     """Every file an export to `out` writes."""
     if folder:
         onnx_file = out / MODEL_FILE
-        return [onnx_file, ring_path(onnx_file), table_path(onnx_file), sibling(onnx_file, ".json"), sibling(onnx_file, ".loss.png"),
+        return [onnx_file, ring_path(onnx_file), table_path(onnx_file), beside(onnx_file, ".json"), beside(onnx_file, ".loss.png"),
                 out / "README.md", *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
-    int8 = sibling(out, ".int8.onnx")
-    files = [out, ring_path(out), table_path(out), sibling(out, ".json"), sibling(out, ".md"), sibling(out, ".loss.png")]
+    int8 = beside(out, ".int8.onnx")
+    files = [out, ring_path(out), table_path(out), beside(out, ".json"), beside(out, ".md"), beside(out, ".loss.png")]
     if quantize:
-        files += [int8, ring_path(int8), table_path(int8), sibling(out, ".int8.json"), sibling(out, ".int8.md")]
+        files += [int8, ring_path(int8), table_path(int8), beside(out, ".int8.json"), beside(out, ".int8.md")]
     return files
 
 
@@ -283,9 +279,9 @@ def export_main(argv: list[str]) -> int:
             place_ring(ring_tmp, out)
             place_table(drafts, out)
             write_sidecars(out, metadata, sample, table)
-            draw_loss_curve(run_dir, sibling(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
+            draw_loss_curve(run_dir, beside(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
             if args.quantize:
-                int8_path = sibling(out, ".int8.onnx")
+                int8_path = beside(out, ".int8.onnx")
                 os.replace(int8_tmp, int8_path)
                 place_ring(int8_ring_tmp, int8_path)
                 place_table(drafts, int8_path)
@@ -323,8 +319,8 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
     os.replace(model_file, onnx_file)
     place_ring(ring_file, onnx_file)
     place_table(drafts, onnx_file)
-    write_json(sibling(onnx_file, ".json"), sidecar(onnx_file, metadata))
-    draw_loss_curve(run_dir, sibling(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
+    write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
+    draw_loss_curve(run_dir, beside(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
     for name, data in mf.config_files(metadata).items():
         write_json(out / name, data)
     name = out.resolve().name
@@ -342,9 +338,9 @@ def sidecar(onnx_file: Path, metadata: dict) -> dict:
 def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) -> None:
     from . import metadata as md
 
-    write_json(sibling(out, ".json"), sidecar(out, metadata))
+    write_json(beside(out, ".json"), sidecar(out, metadata))
     card = md.model_card(out.name, metadata, out.stat().st_size, sample, verification)
-    atomic_write(sibling(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+    atomic_write(beside(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
 def draw_loss_curve(run_dir: Path, target: Path, step: int, val_loss: float | None) -> None:

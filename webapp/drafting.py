@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_model import beside
+
 # The most characters drafted per step. A ring step of T characters cost, at batch 1 on the
 # shipped model here (median of 7 x 100 calls): T=1 0.96 ms, 2 1.05, 4 1.28, 8 1.53, 16 2.30; the
 # greedy benchmark text (benchmarks/generation.py) took 189 steps for 500 characters with 7 and
@@ -47,7 +49,7 @@ TABLE_SUFFIX = ".drafts.json"  # MODEL.onnx -> MODEL.drafts.json
 
 
 def table_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name[: -len(".onnx")] + TABLE_SUFFIX)
+    return beside(model_path, TABLE_SUFFIX)
 
 
 class DraftTableError(ValueError):

@@ -29,6 +29,11 @@ INPUT_IDS, LOGITS = "input_ids", "logits"
 PAST, PRESENT = "past_key_values.{i}.{kv}", "present.{i}.{kv}"
 
 
+def beside(model_path: Path, suffix: str) -> Path:
+    """A file that belongs to the model file NAME.onnx: NAME + suffix, in its folder."""
+    return model_path.with_name(model_path.name[: -len(".onnx")] + suffix)
+
+
 def cache_names(template: str, n_layer: int) -> list[str]:
     """PAST or PRESENT for every layer, key then value: the order of the graph's inputs/outputs."""
     return [template.format(i=i, kv=kv) for i in range(n_layer) for kv in ("key", "value")]

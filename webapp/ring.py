@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, cache_names, open_session
+from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, beside, cache_names, open_session
 
 RING_SUFFIX = ".ring.onnx"  # MODEL.onnx -> MODEL.ring.onnx
 ROTARY_COS, ROTARY_SIN, RING_MASK = "rotary_cos", "rotary_sin", "ring_mask"
@@ -44,7 +44,7 @@ VERIFY_CHUNK = 4  # characters per step in every other step of `verify`
 
 
 def ring_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name[: -len(".onnx")] + RING_SUFFIX)
+    return beside(model_path, RING_SUFFIX)
 
 
 def rotary_tables(positions: np.ndarray, head_dim: int, base: float) -> tuple[np.ndarray, np.ndarray]:
