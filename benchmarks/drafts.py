@@ -27,9 +27,8 @@ WAYS = ("draft table and own repeats", "own repeats only", "no drafts (one chara
 
 
 def engines(model: str) -> dict[str, Engine]:
-    full, repeats, plain = Engine(model, device="cpu"), Engine(model, device="cpu"), Engine(model, device="cpu", max_draft=0)
-    repeats.draft_table = None
-    return dict(zip(WAYS, (full, repeats, plain)))
+    return dict(zip(WAYS, (Engine(model, device="cpu"), Engine(model, device="cpu", table=False),
+                           Engine(model, device="cpu", max_draft=0))))
 
 
 def timed_steps(engine: Engine, prompt: str, settings: Settings) -> tuple[str, float, int]:

@@ -91,11 +91,6 @@ def onnx_uncached(engine: Engine) -> Decoder:
     return run
 
 
-def without_table(engine: Engine) -> Engine:
-    engine.draft_table = None
-    return engine
-
-
 def engine_decoder(engine: Engine) -> Decoder:
     """The web app's engine as it serves (characters, stop filters), read at the level of ids."""
     def run(prompt: np.ndarray, n: int):
@@ -334,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         if engine.ring:  # (drafts need the ring file)
             decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", max_draft=0))
         if engine.draft_table:
-            decoders[no_table] = engine_decoder(without_table(Engine(engine.path, device="cpu")))
+            decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", table=False))
         decoders["5. floor: bare cached session.run"] = session_floor(engine)  # on the given file, like its engine rows
         names = [name for name in decoders if name not in (one_a_step, no_table)]
         ring_row = "5. floor: bare ring step session.run"

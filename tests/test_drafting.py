@@ -148,8 +148,8 @@ def test_drafted_steps_write_the_plain_loops_text(shipped, prompt, settings):
 def test_the_shipped_draft_table_saves_steps_where_the_text_does_not_repeat_itself(shipped):
     drafting, plain = shipped
     assert drafting.draft_table is not None and drafting.notice == ""
-    repeats_only = Engine(SHIPPED_MODEL)
-    repeats_only.draft_table = None
+    repeats_only = Engine(SHIPPED_MODEL, table=False)
+    assert repeats_only.ring is not None and repeats_only.draft_table is None
     settings = [Settings(max_new_tokens=300, temperature=0.8, seed=seed) for seed in (1, 2, 3)]
     with_table = [count_steps(drafting, "JULIET:\n", s) for s in settings]
     without = [count_steps(repeats_only, "JULIET:\n", s) for s in settings]

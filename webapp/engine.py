@@ -184,11 +184,12 @@ class Engine(OnnxModel):
     (MODEL.drafts.json) too when it has one."""
 
     def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True,
-                 max_draft: int = MAX_DRAFT):
+                 max_draft: int = MAX_DRAFT, table: bool = True):
         super().__init__(path, device, threads, spinning)
         self.max_draft = max_draft  # characters drafted per step (webapp/drafting.py); 0: one character a step
         self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
-        self.draft_table, table_notice = load_table(table_path(self.path), self.vocab) if self.ring else (None, "")
+        # table=False: draft from the text's own repeats only, as a model without a draft table does.
+        self.draft_table, table_notice = load_table(table_path(self.path), self.vocab) if self.ring and table else (None, "")
         self.notice = "; ".join(n for n in (self.notice, ring_notice, table_notice) if n)
 
     def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
