@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from webapp.batching import PREFILL_CHARS, Batcher, Request, prefill_groups
+from webapp.batching import CROWD_DRAFT, PREFILL_CHARS, Batcher, Request, prefill_groups
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL
 
@@ -69,9 +69,10 @@ def test_one_request_runs_no_step_past_its_last_character(engine):
     assert batcher.ticks == 24  # a prefill gives the first character; one step per character after it
 
 
-def test_a_request_alone_drafts_and_a_crowd_steps_one_character_a_row(engine):
+def test_a_request_alone_drafts_as_far_as_its_budget_and_a_crowd_drafts_crowd_draft_characters(engine):
     """Alone, a request's steps also check drafts (webapp/drafting.py), as Engine.decode's do;
-    when a second request arrives, both step one character a row, and each text is its own."""
+    when a second request arrives, both step together with drafts of CROWD_DRAFT characters
+    (each request keeping its own), and each text is its own."""
     if engine.ring is None:
         return  # drafts need the ring file (the tiny model has learned positions)
     sizes, forward = [], engine.ring.forward
@@ -97,8 +98,8 @@ def test_a_request_alone_drafts_and_a_crowd_steps_one_character_a_row(engine):
     assert len(drafted_alone) < 0.7 * 399 and max(t for _, t in drafted_alone) > 1  # drafts were run and kept
     assert ["".join(texts)] == engine.complete("ROMEO:", first)
     assert result["text"] == engine.complete("KING RICHARD III:", second)
-    assert (3, 1) in sizes  # the two requests' three rows stepped together, one character a row
-    assert all(t == 1 for rows, t in sizes if rows > 2)  # a batch of several requests is never drafted
+    assert (3, 1 + CROWD_DRAFT) in sizes  # the two requests' three rows stepped together, with drafts
+    assert all(t <= 1 + CROWD_DRAFT for rows, t in sizes if rows > 2)  # a batch of several requests drafts CROWD_DRAFT
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine):

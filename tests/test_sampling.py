@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from webapp.sampling import SplitMix64, draw, next_ids, sampling_probs, softmax, top_k_filter, top_p_filter
+from webapp.sampling import (SplitMix64, draw, draw_blocks, next_ids, sampling_probs, softmax, top_k_filter,
+                             top_p_filter)
 
 
 def test_splitmix64_matches_the_reference_sequence():
@@ -55,3 +56,33 @@ def test_draws_follow_the_distribution():
     rng = [SplitMix64(3)]
     counts = np.bincount([next_ids(logits, 1.0, 0, 1.0, rng)[0] for _ in range(6000)], minlength=3)
     assert np.allclose(counts / 6000, [0.6, 0.3, 0.1], atol=0.03)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_requests_drawn_in_one_block_each_keep_what_they_would_keep_alone(temperature):
+    """draw_blocks over the rows of three requests (a crowd's drafted step) gives each request the
+    characters, probabilities and stream advances of draw_drafted on its rows alone: a request
+    stops at the first draw of its rows that differs from their draft, at its limit, or where its
+    draft ends (-1), whatever the others do."""
+    rng = np.random.default_rng(5)
+    block = rng.normal(size=(5, 4, 7)) * 3
+    owner = np.array([0, 0, 1, 2, 2])  # request 0 and 2 have two rows each
+    limits = np.array([9, 9, 2, 9, 9])
+    drafted = block[:, :-1].argmax(axis=-1)  # greedy draws keep these...
+    drafted[0, 1] = (drafted[0, 1] + 1) % 7  # ...but request 0's first row differs at its second draft
+    drafted[3:, 2] = -1  # request 2 drafted two characters only
+    streams = [SplitMix64(100 + r) for r in range(5)]
+    ids, probs, counts = draw_blocks(block, drafted, temperature, 0, 1.0, streams, owner, limits)
+    for request in range(3):  # the plain loop on the request's rows alone
+        rows = [int(r) for r in np.flatnonzero(owner == request)]
+        alone = [SplitMix64(100 + r) for r in rows]
+        for j in range(4):
+            want = next_ids(block[rows, j], temperature, 0, 1.0, alone)
+            assert list(ids[rows, j]) == list(want)
+            assert np.allclose(probs[rows, j], softmax(block[rows, j])[np.arange(len(rows)), want])
+            if j == 3 or j + 1 == limits[rows[0]] or (want != drafted[rows, j]).any():
+                break
+        assert list(counts[rows]) == [j + 1] * len(rows)
+        assert [s.state for s in alone] == [streams[r].state for r in rows]  # one draw per written character
+    if temperature == 0:
+        assert list(counts) == [2, 2, 2, 3, 3]  # request 0 stops at its mismatch, 1 at its limit, 2 at its draft's end

@@ -15,10 +15,11 @@ one thread runs every forward pass:
   what it is alone (row r of a batch gives the same logits as a batch of one; a test checks it);
 - a request whose consumer stops (Stop in the page, a closed tab, a stop string) leaves its
   cohort before the next step: nothing is computed for it after that;
-- a request decoding alone (nobody else decoding or waiting) drafts as `Engine.decode` does
-  (webapp/drafting.py): its steps also run drafted characters, kept up to the first one its draw
-  differs from, so one visitor gets the engine's speed; a crowd steps one character a row (the
-  rows of different texts rarely all keep a draft, and a batch's steps cost by the character).
+- with the ring file, steps also run drafted characters (webapp/drafting.py), each request
+  keeping its own up to the first one its draw differs from, as `Engine.decode` does: a request
+  decoding alone (nobody else decoding or waiting) drafts as far as its budget goes, so one
+  visitor gets the engine's speed; in a crowd each request drafts CROWD_DRAFT characters, as a
+  batch's steps cost by the character (see CROWD_DRAFT).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 
 from .drafting import as_text, drafts
 from .engine import Engine, Settings, next_budget
-from .sampling import SplitMix64, draw_drafted
+from .sampling import SplitMix64, draw_blocks
 
 _FINISHED = object()  # put on a request's queue after its last character
 # A request arriving while others decode waits up to this long for others to arrive, so that a
@@ -42,7 +43,13 @@ _FINISHED = object()  # put on a request's queue after its last character
 # character by at most as much as one page update.
 ADMIT_WINDOW_S = 0.05
 PREFILL_CHARS = 2048  # prompt characters (rows × length) prefilled in one session.run
-FOLD_EVERY = 256  # characters a request keeps as arrays before they are folded into its texts (Request.histories)
+# The most characters each request of a crowd drafts per step. A ring step of the shipped model
+# at batch 32 took (median of 5 x 30 calls) 8.5 ms for 1 character a row, 10.5 for 2, 11.5 for
+# 3, 16.9 for 4; at temperature 0.8 (300 characters, seeds 0-15) drafts of at most 1, 2 and 3
+# characters wrote 1.60, 1.78 and 1.96 characters a step: about 6.6, 6.5 and 5.9 ms a character
+# row against 8.5, for 1, 2 and 3 (the last an estimate from 1.96 and T=3's cost). One keeps the
+# blocks short when requests come and go.
+CROWD_DRAFT = 1
 
 
 @dataclass(eq=False)
@@ -54,27 +61,23 @@ class Request:
     produced: int = 0
     next_ids: np.ndarray | None = None  # the ids its next cached step reads
     cancelled: bool = False
-    budget: int = 0  # the most characters its next draft may have (next_budget)
-    written: list[np.ndarray] = field(default_factory=list)  # ids [rows] per character not yet in `texts`
-    texts: list[str] = field(default_factory=list)  # each row's text, as_text, up to `written`
+    budget: int = 0  # the most characters its next draft may have when alone (next_budget)
+    texts: list[str] = field(default_factory=list)  # each row's text so far (as_text), to draft from
 
-    def histories(self) -> list[str]:
-        """Each row's text so far (as_text), to draft from: folded from `written` only when a
-        draft is asked for, so requests decoding in a crowd pay nothing for it."""
-        if not self.texts:
-            self.texts = [as_text(self.prompt_ids)] * self.rows
-        if self.written:
-            columns = np.stack(self.written, axis=1).tolist()
-            self.texts, self.written = [h + as_text(c) for h, c in zip(self.texts, columns)], []
-        return self.texts
+    def __post_init__(self):
+        self.texts = [as_text(self.prompt_ids)] * self.rows
 
     @property
     def rows(self) -> int:
         return self.settings.num_samples
 
     @property
+    def left(self) -> int:
+        return self.settings.max_new_tokens - self.produced
+
+    @property
     def done(self) -> bool:
-        return self.cancelled or self.produced >= self.settings.max_new_tokens
+        return self.cancelled or self.left <= 0
 
 
 def prefill_groups(requests: list[Request], length: int) -> list[list[Request]]:
@@ -101,9 +104,9 @@ class Cohort:
     requests: list[Request]
     block: np.ndarray  # [rows, T, vocab]: the logits after the fed character and after each drafted one
     past: dict[str, np.ndarray]  # [rows, heads, length, head_dim] each
-    drafted: np.ndarray | None = None  # [rows, T - 1]: the ids drafted after the fed one
-    # A drafted block's keys and values (webapp/ring.py), until the draws say how many to keep;
-    # such a cohort has one request and a block no other has, so it merges with none (_regroup).
+    drafted: np.ndarray | None = None  # [rows, T - 1]: the ids drafted after the fed one (-1 past a shorter draft)
+    # A drafted block's keys and values per layer [rows, H, T, D] (webapp/ring.py), until the
+    # draws say how many of each row's to keep.
     new: list[np.ndarray] | None = None
 
     def __post_init__(self):
@@ -135,9 +138,10 @@ class Cohort:
     def merge(cohorts: list["Cohort"]) -> "Cohort":
         if len(cohorts) == 1:
             return cohorts[0]
+        new = None if cohorts[0].new is None else [np.concatenate(arrays) for arrays in zip(*(c.new for c in cohorts))]
         return Cohort([r for c in cohorts for r in c.requests], np.concatenate([c.block for c in cohorts]),
                       {name: np.concatenate([c.past[name] for c in cohorts]) for name in cohorts[0].past},
-                      np.concatenate([c.drafted for c in cohorts]))
+                      np.concatenate([c.drafted for c in cohorts]), new)
 
 
 class Batcher:
@@ -231,39 +235,40 @@ class Batcher:
     def _sample(self, cohort: Cohort) -> None:
         """Each request's next character(s), from its rows of the cohort's block: the rows of
         requests with the same settings are sampled together (sampling is row by row, each row
-        with its own stream, so this is what each would draw alone). A drafted block (one
-        request's) writes its drafted characters up to the first that a draw differs from, and
-        one more; the ring keeps what the block wrote."""
-        live = [(r, rows) for r, rows in zip(cohort.requests, cohort.row_slices()) if not r.cancelled]
-        groups: dict[tuple, list[tuple[Request, slice]]] = {}
-        for request, rows in live:
-            s = request.settings
-            groups.setdefault((s.temperature, s.top_k, s.top_p), []).append((request, rows))
-        drawn: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per request (its id()): (ids, probs) per character
+        with its own stream, so this is what each would draw alone). Each request writes its
+        drafted characters up to the first that a draw of its rows differs from, and one more;
+        the ring keeps what each row wrote."""
+        slices = cohort.row_slices()
+        live = [not request.cancelled for request in cohort.requests]  # read once: a consumer may cancel meanwhile
+        groups: dict[tuple, list[int]] = {}  # settings -> the requests' places in the cohort
+        for i, request in enumerate(cohort.requests):
+            if live[i]:
+                s = request.settings
+                groups.setdefault((s.temperature, s.top_k, s.top_p), []).append(i)
+        ids = np.zeros(cohort.block.shape[:2], np.int64)
+        probs, counts = np.zeros(ids.shape), np.zeros(len(ids), np.int64)  # cancelled requests' rows keep nothing
         for (temperature, top_k, top_p), members in groups.items():
-            rows = np.concatenate([np.arange(r.start, r.stop) for _, r in members])
-            limit = min(request.settings.max_new_tokens - request.produced for request, _ in members)
-            group = draw_drafted(cohort.block[rows], cohort.drafted[rows], temperature, top_k, top_p,
-                                 [rng for request, _ in members for rng in request.rngs], limit)
-            start = 0
-            for request, _ in members:
-                mine = slice(start, start + request.rows)
-                drawn[id(request)] = [(ids[mine], probs[mine]) for ids, probs in group]
-                start += request.rows
-        count = len(next(iter(drawn.values()))) if drawn else 1  # one unless the block was drafted (one request)
+            rows = np.concatenate([np.arange(slices[i].start, slices[i].stop) for i in members])
+            owner = np.repeat(members, [cohort.requests[i].rows for i in members])
+            left = np.array([cohort.requests[i].left for i in owner])
+            ids[rows], probs[rows], counts[rows] = draw_blocks(cohort.block[rows], cohort.drafted[rows], temperature, top_k, top_p,
+                                                               [rng for i in members for rng in cohort.requests[i].rngs], owner, left)
         if cohort.new is not None:
-            self.engine.ring.keep(cohort.past, cohort.new, count)  # every row's: rows are dropped below
+            self.engine.ring.keep(cohort.past, cohort.new, counts)  # every row's: rows are dropped below
             cohort.new = None
         kept = []
-        for request, _ in live:
-            for ids, probs in drawn[id(request)]:
-                request.out.put((ids, probs))
-            request.next_ids = drawn[id(request)][-1][0]
+        # As lists once for the cohort: numpy calls per request were most of a crowd's sampling time.
+        id_rows, row_counts, drafted_lengths = ids.tolist(), counts.tolist(), (cohort.drafted >= 0).sum(axis=1).tolist()
+        for request, rows, drawn in zip(cohort.requests, slices, live):  # in the cohort's order, which cohort.keep keeps
+            if not drawn:
+                continue
+            count = row_counts[rows.start]
+            for j in range(count):
+                request.out.put((ids[rows, j], probs[rows, j]))
+            request.next_ids = ids[rows, count - 1]
             request.produced += count
-            request.budget = next_budget(request.budget, cohort.drafted.shape[1], count, self.engine.max_draft)
-            request.written += [ids for ids, _ in drawn[id(request)]]
-            if len(request.written) >= FOLD_EVERY:
-                request.histories()  # bounded memory for long texts in a crowd
+            request.budget = next_budget(request.budget, drafted_lengths[rows.start], count, self.engine.max_draft)
+            request.texts = [h + as_text(c[:count]) for h, c in zip(request.texts, id_rows[rows])]
             if request.done:
                 request.out.put(_FINISHED)
             else:
@@ -271,17 +276,23 @@ class Batcher:
         cohort.keep(kept)
 
     def _step(self, cohort: Cohort) -> None:
-        """One step for every row: the ring file's (with a draft when the cohort's one request
-        decodes alone), or the model file's."""
+        """One step for every row: the ring file's, with drafts (as far as its budget goes for a
+        request decoding alone, CROWD_DRAFT characters each in a crowd), or the model file's."""
         ids = np.concatenate([r.next_ids for r in cohort.requests])[:, None]
         ring = self.engine.ring
-        if ring and self.engine.max_draft and len(self.cohorts) == 1 and len(cohort.requests) == 1 \
-                and not self.waiting and self.arrivals.empty():
-            request = cohort.requests[0]
-            request.budget = request.budget or self.engine.max_draft
-            left = request.settings.max_new_tokens - request.produced
-            drafted = drafts(request.histories(), min(request.budget, left - 1, ring.slots - 1), self.engine.draft_table)
-            ids = np.concatenate((ids, drafted), axis=1)
+        if ring and self.engine.max_draft:
+            alone = len(self.cohorts) == 1 and len(cohort.requests) == 1 and not self.waiting and self.arrivals.empty()
+            found = []
+            for request in cohort.requests:
+                request.budget = request.budget or self.engine.max_draft
+                most = min(request.budget if alone else CROWD_DRAFT, request.left - 1, ring.slots - 1)
+                found.append(drafts(request.texts, most, self.engine.draft_table))
+            drafted = np.full((len(ids), max(d.shape[1] for d in found)), -1, np.int64)
+            for d, rows in zip(found, cohort.row_slices()):
+                drafted[rows, : d.shape[1]] = d
+            ids = np.concatenate((ids, np.maximum(drafted, 0)), axis=1)  # a padded place runs any id; its draw is never kept
+        else:
+            drafted = np.zeros((len(ids), 0), np.int64)
         chunks = [slice(i, i + self.max_rows) for i in range(0, len(ids), self.max_rows)]
         try:
             if ring:
@@ -294,7 +305,7 @@ class Batcher:
             cohort.requests = []
             return
         self.ticks += len(parts)
-        cohort.drafted = ids[:, 1:]
+        cohort.drafted = drafted
         if ring:
             cohort.block = np.concatenate([p[0] for p in parts])
             new = [np.concatenate(arrays) for arrays in zip(*(p[1] for p in parts))]
@@ -307,8 +318,8 @@ class Batcher:
             cohort.past = ({n: np.concatenate([p[1][n] for p in parts]) for n in cohort.past} if len(parts) > 1 else parts[0][1])
 
     def _regroup(self) -> None:
-        """One cohort per cache length (and block length: a drafted block joins the others
-        after its draws, when its next step is one character)."""
+        """One cohort per cache length and block length (requests step together once their
+        blocks have one length: a prefill's block is one character, a crowd's steps 1 + CROWD_DRAFT)."""
         by_shape: dict[tuple[int, int], list[Cohort]] = {}
         for cohort in self.cohorts:
             if cohort.requests:

@@ -87,19 +87,39 @@ def next_ids(logits: np.ndarray, temperature: float, top_k: int, top_p: float, r
     return np.array([draw(row, rng.uniform()) for row, rng in zip(probs, rngs)])
 
 
+def draw_blocks(block: np.ndarray, drafted: np.ndarray, temperature: float, top_k: int, top_p: float,
+                rngs: list[SplitMix64], groups: np.ndarray, limits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The characters one step of drafted blocks writes (webapp/drafting.py), for rows that belong
+    to groups (the rows of one request, which advance together): from the logits block
+    [rows, T, vocab] after each row's fed id and its drafted ids [rows, T - 1] (-1 where a row's
+    draft is shorter), each position's ids drawn as the plain loop draws them (a row's stream
+    advancing once per position it writes), up to the first position where a row of its group
+    draws other than its draft, or the block's last one, and at most its group's limit (`groups`
+    and `limits` [rows]: the group's number and its most characters). Returns the ids and the
+    probability the model gave each [rows, T] (valid up to the count) and each row's count [rows]."""
+    n_rows, width = block.shape[:2]
+    probs = softmax(block)
+    ids = np.zeros((n_rows, width), np.int64)
+    counts = np.zeros(n_rows, np.int64)
+    live = np.arange(n_rows)
+    for j in range(width):
+        drawn = next_ids(block[live, j], temperature, top_k, top_p, [rngs[r] for r in live])
+        ids[live, j] = drawn
+        counts[live] += 1
+        if j == width - 1:
+            break
+        stopping = (drawn != drafted[live, j]) | (counts[live] >= limits[live])
+        live = live[~np.isin(groups[live], groups[live[stopping]])]  # a group stops with its first row that stops
+        if len(live) == 0:
+            break
+    return ids, np.take_along_axis(probs, ids[..., None], axis=-1)[..., 0], counts
+
+
 def draw_drafted(block: np.ndarray, drafted: np.ndarray, temperature: float, top_k: int, top_p: float,
                  rngs: list[SplitMix64], limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The characters one step of a drafted block writes (webapp/drafting.py): from the logits
-    block [rows, T, vocab] after the fed id and the drafted ids [rows, T - 1], each position's ids
-    drawn as the plain loop draws them (each row's stream advancing once per position), up to
-    the first position where a row's draw differs from its draft, or the block's last one, and
-    at most `limit`: (ids [rows], the probability the model gave each) per position."""
-    probs = softmax(block)
-    rows = np.arange(block.shape[0])
-    written = []
-    for j in range(block.shape[1]):
-        ids = next_ids(block[:, j], temperature, top_k, top_p, rngs)
-        written.append((ids, probs[rows, j, ids]))
-        if len(written) == limit or j == drafted.shape[1] or (ids != drafted[:, j]).any():
-            break
-    return written
+    """draw_blocks for rows that all advance together (one request's): (ids [rows], the
+    probability the model gave each) per character written, at most `limit`."""
+    rows = len(block)
+    ids, probs, counts = draw_blocks(block, drafted, temperature, top_k, top_p, rngs, np.zeros(rows, np.int64),
+                                     np.full(rows, limit))
+    return [(ids[:, j], probs[:, j]) for j in range(counts[0])]
