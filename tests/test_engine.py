@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from train import checkpoint
-from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt
+from webapp.engine import Engine, Settings, SettingsError, StopFilter, encode_prompt, serving_threads
 from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError, OnnxModel
 from webapp.sampling import SplitMix64, next_ids
 
@@ -264,3 +264,12 @@ def test_decode_is_the_id_level_loop_under_the_text_and_runs_no_forward_pass_pas
     monkeypatch.undo()
     assert texts == engine.complete(prompt, settings)
     assert texts[0] != texts[1]
+
+
+def test_the_servers_engine_leaves_a_core_to_the_web_server():
+    assert [serving_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    engine = Engine.for_server(SHIPPED_MODEL)
+    assert engine.session_args["threads"] == serving_threads() and engine.session_args["spinning"] is False
+    options = engine.ring.session.get_session_options()  # the ring file's session is opened the same way
+    assert options.intra_op_num_threads == serving_threads()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"

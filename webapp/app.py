@@ -202,7 +202,7 @@ def static_site_note() -> str:
 
 @functools.cache
 def default_demo() -> gr.Blocks:
-    return build_demo(Engine(SHIPPED_MODEL, spinning=False))
+    return build_demo(Engine.for_server(SHIPPED_MODEL))
 
 
 def __getattr__(name: str):

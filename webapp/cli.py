@@ -118,7 +118,7 @@ def serve_main(argv: list[str]) -> int:
     if args.concurrency < 1 or args.queue_size < 0:
         return fail("python -m webapp", f"--concurrency must be at least 1 and --queue-size at least 0, not {args.concurrency} and {args.queue_size}.")
     try:
-        engine = Engine(args.model, args.device, spinning=False)  # the server's cores are shared with the page (OnnxModel)
+        engine = Engine.for_server(args.model, args.device)
     except ModelLoadError as e:
         return fail("python -m webapp", str(e))
     if engine.notice:

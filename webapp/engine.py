@@ -14,6 +14,7 @@ loop's text, in fewer steps; see `Engine.decode`.)
 from __future__ import annotations
 
 import math
+import os
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -172,6 +173,17 @@ def next_budget(budget: int, drafted: int, written: int, max_draft: int) -> int:
     return min(budget + 2, max_draft) if written == drafted + 1 else max(budget - 1, 1)
 
 
+def serving_threads(cores: int | None = None) -> int:
+    """onnxruntime's threads for the web server's engine: one per core but one (at least one),
+    which is left to Gradio, the threads that stream each visitor's text and the visitors'
+    connections. On this 2-core machine one thread instead of onnxruntime's default two gave a
+    crowd of 32 visitors 1,566 and 1,381 characters/s against 1,236 and 1,328, and one visitor 595
+    and 489 against 448 and 422 (python -m benchmarks.load, runs side by side)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 class Engine(OnnxModel):
     """Text generation on an OnnxModel, in layers: `decode` is the plain loop over ids (prefill,
     then one cached step per character, as gpt-fast names the phases), `generate` adds
@@ -191,6 +203,12 @@ class Engine(OnnxModel):
         # table=False: draft from the text's own repeats only, as a model without a draft table does.
         self.draft_table, table_notice = load_table(table_path(self.path), self.vocab) if self.ring and table else (None, "")
         self.notice = "; ".join(n for n in (self.notice, ring_notice, table_notice) if n)
+
+    @classmethod
+    def for_server(cls, path, device: str = "cpu") -> "Engine":
+        """The web server's engine: serving_threads() threads that stop spinning after each run,
+        as the server's cores are shared with the page (OnnxModel)."""
+        return cls(path, device, threads=serving_threads(), spinning=False)
 
     def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Logits after the prompt [B, vocab] and the state of the cache: only its last
