@@ -98,21 +98,29 @@ def draw_blocks(block: np.ndarray, drafted: np.ndarray, temperature: float, top_
     and `limits` [rows]: the group's number and its most characters). Returns the ids and the
     probability the model gave each [rows, T] (valid up to the count) and each row's count [rows]."""
     n_rows, width = block.shape[:2]
-    probs = softmax(block)
+    n_groups = int(groups.max()) + 1 if n_rows else 0
     ids = np.zeros((n_rows, width), np.int64)
-    counts = np.zeros(n_rows, np.int64)
-    live = np.arange(n_rows)
-    for j in range(width):
-        drawn = next_ids(block[live, j], temperature, top_k, top_p, [rngs[r] for r in live])
-        ids[live, j] = drawn
-        counts[live] += 1
-        if j == width - 1:
-            break
-        stopping = (drawn != drafted[live, j]) | (counts[live] >= limits[live])
-        live = live[~np.isin(groups[live], groups[live[stopping]])]  # a group stops with its first row that stops
-        if len(live) == 0:
-            break
-    return ids, np.take_along_axis(probs, ids[..., None], axis=-1)[..., 0], counts
+    counts = np.full(n_rows, width, np.int64)
+    # A row at its limit stops as at the end of its draft (a draw never equals -1).
+    drafted = np.where(np.arange(width - 1) < limits[:, None] - 1, drafted, -1)
+    live, live_rngs = slice(None), rngs  # the rows still drawing (all, as a slice, until one stops)
+    for j in range(width - 1):
+        drawn = ids[live, j] = next_ids(block[live, j], temperature, top_k, top_p, live_rngs)
+        stopping = drawn != drafted[live, j]
+        if stopping.any():  # a group stops with its first row that stops
+            rows = np.arange(n_rows)[live]
+            stopped = np.zeros(n_groups, bool)
+            stopped[groups[rows[stopping]]] = True
+            leaving = stopped[groups[rows]]
+            counts[rows[leaving]] = j + 1
+            live = rows[~leaving]
+            live_rngs = [rngs[r] for r in live]
+            if len(live) == 0:
+                break
+    else:
+        ids[live, width - 1] = next_ids(block[live, width - 1], temperature, top_k, top_p, live_rngs)
+    probs = softmax(block)[np.arange(n_rows)[:, None], np.arange(width), ids]
+    return ids, probs, counts
 
 
 def draw_drafted(block: np.ndarray, drafted: np.ndarray, temperature: float, top_k: int, top_p: float,
