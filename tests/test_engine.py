@@ -273,3 +273,20 @@ def test_the_servers_engine_leaves_a_core_to_the_web_server():
     options = engine.ring.session.get_session_options()  # the ring file's session is opened the same way
     assert options.intra_op_num_threads == serving_threads()
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_the_ring_keeps_a_count_per_row_as_each_row_would_keep_alone():
+    """A crowd's drafted step keeps a different number of characters in each row (webapp/batching.py):
+    rows at different positions, one wrapping round its ring, keeping 0, 2 and 3 of 3."""
+    engine = Engine(SHIPPED_MODEL)
+    ring, rng = engine.ring, np.random.default_rng(1)
+    states = [engine.prefill(rng.integers(0, 65, (1, n)))[1] for n in (5, ring.slots - 1, ring.slots + 40)]
+    crowd = {name: np.concatenate([s[name] for s in states]) for name in states[0]}
+    ids = rng.integers(0, 65, (3, 3))
+    _, new = ring.forward(ids, crowd)
+    ring.keep(crowd, new, np.array([0, 2, 3]))
+    for r, (state, count) in enumerate(zip(states, (0, 2, 3))):
+        _, alone = ring.forward(ids[r : r + 1], state)
+        ring.keep(state, alone, count)
+        for name in state:
+            assert np.allclose(crowd[name][r], state[name][0], atol=1e-5), name
