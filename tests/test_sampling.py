@@ -61,7 +61,7 @@ def test_draws_follow_the_distribution():
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
 def test_requests_drawn_in_one_block_each_keep_what_they_would_keep_alone(temperature):
     """draw_blocks over the rows of three requests (a crowd's drafted step) gives each request the
-    characters, probabilities and stream advances of draw_drafted on its rows alone: a request
+    characters, probabilities and stream advances of the plain loop on its rows alone: a request
     stops at the first draw of its rows that differs from their draft, at its limit, or where its
     draft ends (-1), whatever the others do."""
     rng = np.random.default_rng(5)

@@ -62,7 +62,7 @@ class Request:
     next_ids: np.ndarray | None = None  # the ids its next cached step reads
     cancelled: bool = False
     budget: int = 0  # the most characters its next draft may have when alone (next_budget)
-    texts: list[str] = field(default_factory=list)  # each row's text so far (as_text), to draft from
+    texts: list[str] = field(init=False)  # each row's text so far (as_text), to draft from
 
     def __post_init__(self):
         self.texts = [as_text(self.prompt_ids)] * self.rows
