@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from webapp.batching import CROWD_DRAFT, PREFILL_CHARS, Batcher, Request, prefill_groups
+from webapp.batching import CROWD_DRAFT, PREFILL_CHARS, Batcher, Cohort, Request, prefill_groups
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.onnx_model import SHIPPED_MODEL
 
@@ -33,6 +33,25 @@ def complete_with(engine: Engine, batcher: Batcher, prompt: str, settings: Setti
     return texts
 
 
+def crowd(engine: Engine, batcher: Batcher, cases: list[tuple[str, Settings]], spread_s: float = 0.0) -> list[list[str]]:
+    """Each case's texts, all asked for at once through `batcher`, one thread each; with
+    spread_s, arrivals spread over a few steps (0 to 4 × spread_s late), as a crowd's are."""
+    got = [None] * len(cases)
+    start = threading.Barrier(len(cases))
+
+    def visit(i):
+        start.wait()
+        time.sleep(spread_s * (i % 5))
+        got[i] = complete_with(engine, batcher, *cases[i])
+
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return got
+
+
 @pytest.fixture(scope="module", params=["tiny", "shipped"])
 def engine(request, exported):
     return Engine(exported[1] if request.param == "tiny" else SHIPPED_MODEL)
@@ -42,19 +61,7 @@ def test_batched_requests_get_exactly_their_text_alone(engine):
     cases = requests()
     alone = [engine.complete(prompt, settings) for prompt, settings in cases]
     batcher = Batcher(engine)
-    got = [None] * len(cases)
-    start = threading.Barrier(len(cases))
-
-    def visit(i):
-        start.wait()
-        time.sleep(0.002 * (i % 5))  # arrivals spread over a few steps, as a crowd's are
-        got[i] = complete_with(engine, batcher, *cases[i])
-
-    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(cases))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    got = crowd(engine, batcher, cases, spread_s=0.002)
     for i, (want, have) in enumerate(zip(alone, got)):
         assert have == want, f"request {i} ({cases[i][1]}) differs from its text alone"
     steps_alone = sum(s.max_new_tokens - 1 for _, s in cases)
@@ -159,3 +166,34 @@ def test_long_prompts_are_prefilled_a_few_at_a_time():
     assert len(groups) == 3
     huge = [Request([1] * 3000, Settings(), [])]  # longer than the budget alone: still prefilled
     assert prefill_groups(huge, 3000) == [huge]
+
+
+@pytest.mark.parametrize("samples", [[1] * 7, [1, 2, 1, 2, 1, 2, 1]])
+def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
+    """Dropping requests from a cohort: each kept request's rows of every array are still its
+    own (one row each: the places of the dropped are filled from the end; otherwise copied)."""
+    requests = [Request([1], Settings(num_samples=n), []) for n in samples]
+    total = sum(samples)
+    owner = np.repeat(np.arange(len(requests)), samples)  # each row's request, written into every array
+    cohort = Cohort(requests, np.broadcast_to(owner[:, None, None], (total, 2, 5)).astype(np.float32),
+                    {"ring.0.key": np.broadcast_to(owner[:, None, None, None], (total, 2, 3, 4)).astype(np.float32),
+                     "position": owner * 10},
+                    np.broadcast_to(owner[:, None], (total, 1)).copy())
+    for dropped in ([0, 3], [4], [1, 2]):  # three rounds, 7 requests, then 5, then 4: the front and middle, the end, the middle
+        gone = {id(cohort.requests[i]) for i in dropped}
+        cohort.keep([r for r in cohort.requests if id(r) not in gone])
+        assert sum(r.rows for r in cohort.requests) == len(cohort.block) == len(cohort.drafted) == len(cohort.past["position"])
+        for request, rows in zip(cohort.requests, cohort.row_slices()):
+            i = requests.index(request)
+            assert (cohort.block[rows] == i).all() and (cohort.drafted[rows] == i).all()
+            assert (cohort.past["ring.0.key"][rows] == i).all() and (cohort.past["position"][rows] == i * 10).all()
+        if len(set(samples)) == 1:
+            assert all(a.base is not None for a in cohort.past.values())  # views: no copy of the rest
+
+
+def test_a_crowd_finishing_a_few_steps_apart_gets_exactly_its_text_alone(engine):
+    """Requests of one sample each and different lengths: as each finishes, the cohort fills its
+    place with a later request's rows (Cohort.keep), and every text stays its own."""
+    cases = [("ROMEO:\n", Settings(max_new_tokens=20 + 17 * (i % 5), temperature=0.8, seed=i)) for i in range(12)]
+    alone = [engine.complete(prompt, settings) for prompt, settings in cases]
+    assert crowd(engine, Batcher(engine), cases) == alone
