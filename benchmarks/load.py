@@ -14,7 +14,8 @@ a running one (--url, with --pid for its memory), then:
      away at once with Gradio's "Queue is full" answer, and afterwards one more request must
      complete normally (the server stayed healthy).
 
-Exits 1 when a request fails in any other way, or the server does not answer after the burst.
+The clients share one TLS context (run_phase says why). Exits 1 when a request fails in any
+other way, or the server does not answer after the burst.
 """
 
 from __future__ import annotations
