@@ -140,10 +140,11 @@ class Cohort:
     def _fill_holes(self, kept: list[Request]) -> None:
         """keep() when every request has as many rows: the kept requests past the first
         len(kept) move into the places of the dropped ones before them, and the arrays become
-        views of their first rows. A crowd's requests finish a few steps apart, and copying every
-        row of the rings (37 MB at 32 rows) for each one that finished took more time than
-        the copies of the one or two rows moved here, and left the freed copies in the
-        allocator (the server's memory grew by 69 MB under a crowd)."""
+        views of their first rows: one row copied per finished request, where a copy of every row
+        of the rings (37 MB at 32 rows) was made for each. A crowd's requests finish a few steps
+        apart, and those copies stayed with the allocator: the server's memory grew by 43 and 68 MB
+        under a crowd of 32, against 11 and 36 with this (benchmarks/load.py, in turn; no
+        measurable change in speed)."""
         live, n, size = set(kept), len(kept), self.requests[0].rows
         holes = [i for i in range(n) if self.requests[i] not in live]
         movers = [i for i in range(n, len(self.requests)) if self.requests[i] in live]  # as many as holes
