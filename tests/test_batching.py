@@ -172,10 +172,10 @@ def test_long_prompts_are_prefilled_a_few_at_a_time():
 def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
     """Dropping requests from a cohort: each kept request's rows of every array are still its
     own (one row each: the places of the dropped are filled from the end; otherwise copied)."""
-    requests = [Request([1], Settings(num_samples=n), []) for n in samples]
+    members = [Request([1], Settings(num_samples=n), []) for n in samples]
     total = sum(samples)
-    owner = np.repeat(np.arange(len(requests)), samples)  # each row's request, written into every array
-    cohort = Cohort(requests, np.broadcast_to(owner[:, None, None], (total, 2, 5)).astype(np.float32),
+    owner = np.repeat(np.arange(len(members)), samples)  # each row's request, written into every array
+    cohort = Cohort(members, np.broadcast_to(owner[:, None, None], (total, 2, 5)).astype(np.float32),
                     {"ring.0.key": np.broadcast_to(owner[:, None, None, None], (total, 2, 3, 4)).astype(np.float32),
                      "position": owner * 10},
                     np.broadcast_to(owner[:, None], (total, 1)).copy())
@@ -184,7 +184,7 @@ def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
         cohort.keep([r for r in cohort.requests if id(r) not in gone])
         assert sum(r.rows for r in cohort.requests) == len(cohort.block) == len(cohort.drafted) == len(cohort.past["position"])
         for request, rows in zip(cohort.requests, cohort.row_slices()):
-            i = requests.index(request)
+            i = members.index(request)
             assert (cohort.block[rows] == i).all() and (cohort.drafted[rows] == i).all()
             assert (cohort.past["ring.0.key"][rows] == i).all() and (cohort.past["position"][rows] == i * 10).all()
         if len(set(samples)) == 1:
