@@ -79,17 +79,33 @@ def running_app(*args: str, stderr=subprocess.PIPE):
         proc.wait(timeout=30)
 
 
+def with_children(pid: int) -> list[int]:
+    """A process and its descendants (the server and its model process), from /proc (Linux)."""
+    family = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            family += with_children(int(child))
+    return family
+
+
 def rss_mb(pid: int | None, key: str = "VmRSS") -> float | None:
-    """A process's resident memory (VmRSS) or its peak (VmHWM) in MB, from /proc (Linux)."""
+    """A process's resident memory (VmRSS) or its peak (VmHWM) in MB, its descendants' added
+    (the web server's model runs in a child process), from /proc (Linux)."""
     if pid is None:
         return None
+    total, found = 0.0, False
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
+        for member in with_children(pid):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total, found = total + int(line.split()[1]) / 1024, True
     except OSError:
         return None
-    return None
+    return total if found else None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load import free_port, running_app, wait_until_up
+from benchmarks.load import free_port, running_app, wait_until_up, with_children
 from webapp.app import CONCURRENCY, StopPresses
 
 from benchmarks.page import CHROMIUM_ARGS
@@ -370,9 +370,12 @@ def test_an_oversized_chunked_request_is_counted_and_refused(app_url):
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a process and its descendants (the model process) have used (Linux /proc)."""
+    total = 0
+    for member in with_children(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_share(pid: int, seconds: float) -> float:

@@ -9,6 +9,7 @@ import pytest
 
 from webapp.batching import CROWD_DRAFT, PREFILL_CHARS, Batcher, Cohort, Request, prefill_groups
 from webapp.engine import Engine, Settings, encode_prompt
+from webapp.model_process import ModelProcess
 from webapp.onnx_model import SHIPPED_MODEL
 
 PROMPTS = ["ROMEO:\n", "", "To be, or not to be", "KING RICHARD III:\nNow is the winter of our discontent\n" * 20]
@@ -25,7 +26,7 @@ def requests():
     return cases
 
 
-def complete_with(engine: Engine, batcher: Batcher, prompt: str, settings: Settings) -> list[str]:
+def complete_with(engine: Engine, batcher: Batcher | ModelProcess, prompt: str, settings: Settings) -> list[str]:
     texts = [""] * settings.num_samples
     for step in engine.generate(encode_prompt(prompt, engine.vocab), settings, batcher.decode):
         for r, piece in enumerate(step.pieces):
@@ -33,7 +34,7 @@ def complete_with(engine: Engine, batcher: Batcher, prompt: str, settings: Setti
     return texts
 
 
-def crowd(engine: Engine, batcher: Batcher, cases: list[tuple[str, Settings]], spread_s: float = 0.0) -> list[list[str]]:
+def crowd(engine: Engine, batcher: Batcher | ModelProcess, cases: list[tuple[str, Settings]], spread_s: float = 0.0) -> list[list[str]]:
     """Each case's texts, all asked for at once through `batcher`, one thread each; with
     spread_s, arrivals spread over a few steps (0 to 4 × spread_s late), as a crowd's are."""
     got = [None] * len(cases)
@@ -109,8 +110,18 @@ def test_a_request_alone_drafts_as_far_as_its_budget_and_a_crowd_drafts_crowd_dr
     assert all(t <= 1 + CROWD_DRAFT for rows, t in sizes if rows > 2)  # a batch of several requests drafts CROWD_DRAFT
 
 
-def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine):
-    batcher = Batcher(engine)
+@pytest.fixture(params=["thread", "process"])
+def batcher(request, engine):
+    """The batcher in this process (a thread), and in a process of its own, as the server runs it."""
+    if request.param == "thread":
+        yield Batcher(engine)
+        return
+    process = ModelProcess(engine.path)
+    yield process
+    process.close()
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine, batcher):
     long = Settings(max_new_tokens=2000, temperature=0.8, seed=1)
     cancelled = engine.generate(encode_prompt("ROMEO:", engine.vocab), long, batcher.decode)
     for _ in range(5):
@@ -191,9 +202,21 @@ def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
             assert all(a.base is not None for a in cohort.past.values())  # views: no copy of the rest
 
 
-def test_a_crowd_finishing_a_few_steps_apart_gets_exactly_its_text_alone(engine):
+def test_a_crowd_finishing_a_few_steps_apart_gets_exactly_its_text_alone(engine, batcher):
     """Requests of one sample each and different lengths: as each finishes, the cohort fills its
     place with a later request's rows (Cohort.keep), and every text stays its own."""
     cases = [("ROMEO:\n", Settings(max_new_tokens=20 + 17 * (i % 5), temperature=0.8, seed=i)) for i in range(12)]
     alone = [engine.complete(prompt, settings) for prompt, settings in cases]
-    assert crowd(engine, Batcher(engine), cases) == alone
+    assert crowd(engine, batcher, cases) == alone
+
+
+def test_the_model_process_serves_every_kind_of_request_as_alone(engine):
+    """The server's model loop in its own process: prompts of four lengths, greedy and sampled,
+    top-k and top-p, two samples, a stop string; each text as alone."""
+    cases = requests()
+    process = ModelProcess(engine.path)
+    try:
+        got = crowd(engine, process, cases, spread_s=0.002)
+    finally:
+        process.close()
+    assert got == [engine.complete(prompt, settings) for prompt, settings in cases]

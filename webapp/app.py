@@ -24,6 +24,7 @@ from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, Engine, encode_promp
 from webapp.api_input import check_request, values_as_sent
 from webapp.batching import Batcher
 from webapp.coloured import TEXT_STYLE, ColouredText, legend
+from webapp.model_process import ModelProcess, ModelProcessError
 from webapp.onnx_model import SHIPPED_MODEL
 from webapp.server import STATIC_URL, static_site_built
 
@@ -88,7 +89,7 @@ class StopPresses:
         return len(self._flags)
 
 
-def stream_generation(engine: Engine, batcher: Batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed,
+def stream_generation(engine: Engine, batcher: ModelProcess | Batcher, prompt, max_new_tokens, temperature, top_k, top_p, seed,
                       stop: threading.Event | None = None):
     """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters
     arrive; its forward passes run in `batcher`'s batches. Once `stop` is set, it ends with
@@ -143,10 +144,20 @@ def model_panel(engine: Engine) -> str:
     return "| model | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
+def serving_batcher(engine: Engine) -> ModelProcess | Batcher:
+    """The server's model loop: in a process of its own (webapp/model_process.py says why), or in
+    this one when that process cannot start."""
+    try:
+        return ModelProcess.for_engine(engine)
+    except ModelProcessError as e:
+        print(f"note: {e} Decoding in the server's own process instead.", file=sys.stderr)
+        return Batcher(engine)
+
+
 def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
     """The page; `concurrency` requests decode at once (batched), `queue_size` more wait, and any
     beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
-    batcher = Batcher(engine)
+    batcher = serving_batcher(engine)
     stops = StopPresses()
 
     def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, request: gr.Request):

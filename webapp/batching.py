@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .drafting import as_text, drafts
 from .engine import Engine, Settings, next_budget
 from .sampling import SplitMix64, draw_blocks
 
-_FINISHED = object()  # put on a request's queue after its last character
+FINISHED = object()  # put on a request's `out` after its last character
 # A request arriving while others decode waits up to this long for others to arrive, so that a
 # crowd arriving together is prefilled in few calls (and, without a ring file, starts as few
 # cohorts: caches of one length only meet once their windows are full). It delays a first
@@ -57,6 +57,8 @@ class Request:
     prompt_ids: list[int]
     settings: Settings
     rngs: list[SplitMix64]
+    # What the batcher thread puts for the consumer: (ids [rows], probabilities) per character,
+    # then FINISHED, or an exception. A queue, or anything with `put` (webapp/model_process.py).
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     produced: int = 0
     next_ids: np.ndarray | None = None  # the ids its next cached step reads
@@ -171,11 +173,13 @@ class Cohort:
 
 class Batcher:
     """Runs the forward passes of every request on `engine` in one thread (started on first use).
-    max_rows caps the rows of one session.run; a larger cohort runs in several calls."""
+    max_rows caps the rows of one session.run; a larger cohort runs in several calls.
+    after_tick, when given, is called by that thread after each tick (after all its `put`s)."""
 
-    def __init__(self, engine: Engine, max_rows: int = 64):
+    def __init__(self, engine: Engine, max_rows: int = 64, after_tick: Callable[[], None] | None = None):
         self.engine = engine
         self.max_rows = max_rows
+        self.after_tick = after_tick
         self.arrivals: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.waiting: list[tuple[float, Request]] = []  # (arrival time, request), not yet prefilled
         self.cohorts: list[Cohort] = []
@@ -186,19 +190,27 @@ class Batcher:
     def decode(self, prompt_ids: list[int], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """As Engine.decode: yields (ids [rows], the probability the model gave each) per new
         character. Closing the iterator (or dropping it) takes the request out of its batch."""
-        request = Request(list(prompt_ids), settings, [SplitMix64(settings.seed + r) for r in range(settings.num_samples)])
-        self._start()
-        self.arrivals.put(request)
+        request = self.submit(prompt_ids, settings)
         try:
             while True:
                 item = request.out.get()
-                if item is _FINISHED:
+                if item is FINISHED:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
             request.cancelled = True
+
+    def submit(self, prompt_ids: list[int], settings: Settings, out=None) -> Request:
+        """A new request, queued to join the next tick's batch; its characters go to `out` (a
+        new queue by default), and setting its `cancelled` takes it out of its batch."""
+        request = Request(list(prompt_ids), settings, [SplitMix64(settings.seed + r) for r in range(settings.num_samples)])
+        if out is not None:
+            request.out = out
+        self._start()
+        self.arrivals.put(request)
+        return request
 
     def active_rows(self) -> int:
         return sum(r.rows for c in self.cohorts for r in c.requests)
@@ -217,6 +229,8 @@ class Batcher:
                 for request in (r for c in self.cohorts for r in c.requests):
                     request.out.put(e)
                 self.cohorts = []
+            if self.after_tick is not None:
+                self.after_tick()
 
     def _tick(self) -> None:
         # Block only when nothing is decoding; otherwise take whoever has arrived.
@@ -295,7 +309,7 @@ class Batcher:
             request.budget = next_budget(request.budget, drafted_lengths[rows.start], count, self.engine.max_draft)
             request.texts = [h + as_text(c[:count]) for h, c in zip(request.texts, id_rows[rows])]
             if request.done:
-                request.out.put(_FINISHED)
+                request.out.put(FINISHED)
             else:
                 kept.append(request)
         cohort.keep(kept)
