@@ -73,10 +73,17 @@ def sampling_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: fl
     return softmax(top_p_filter(top_k_filter(scaled, top_k), top_p))
 
 
+def draw_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse CDF per row of probabilities [rows, vocab], with one uniform each [rows]: the number
+    of cumulative probabilities at or below u * total (the cumulative sums run in id order, as a
+    row's own would, and never decrease), at most the last id."""
+    cdf = np.cumsum(probs, axis=-1)
+    return np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=-1), probs.shape[-1] - 1)
+
+
 def draw(probs: np.ndarray, u: float) -> int:
     """Inverse CDF over one row of probabilities."""
-    cdf = np.cumsum(probs)
-    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
+    return int(draw_rows(probs[None], np.array([u]))[0])
 
 
 def next_ids(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rngs: list[SplitMix64]) -> np.ndarray:
@@ -84,7 +91,7 @@ def next_ids(logits: np.ndarray, temperature: float, top_k: int, top_p: float, r
     if temperature == 0:
         return logits.argmax(axis=-1)
     probs = sampling_probs(logits, temperature, top_k, top_p)
-    return np.array([draw(row, rng.uniform()) for row, rng in zip(probs, rngs)])
+    return draw_rows(probs, np.array([rng.uniform() for rng in rngs]))
 
 
 def draw_blocks(block: np.ndarray, drafted: np.ndarray, temperature: float, top_k: int, top_p: float,
