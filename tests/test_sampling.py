@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from webapp.sampling import (SplitMix64, draw, draw_blocks, next_ids, sampling_probs, softmax, top_k_filter,
+from webapp.sampling import (SplitMix64, draw, draw_blocks, draw_rows, next_ids, sampling_probs, softmax, top_k_filter,
                              top_p_filter)
 
 
@@ -49,6 +49,20 @@ def test_temperature_scales_logits_before_the_softmax():
 def test_draw_is_the_inverse_cdf_and_never_picks_a_masked_id():
     probs = np.array([0.2, 0.0, 0.5, 0.3])
     assert [draw(probs, u) for u in (0.0, 0.19, 0.2, 0.69, 0.7, 0.999999)] == [0, 0, 2, 2, 3, 3]
+
+
+def test_draw_rows_draws_each_row_as_a_search_of_its_own_cumulative_sums():
+    """The vectorized draw is the plain inverse CDF of each row: a binary search (searchsorted)
+    of the row's own cumulative sums, at the uniform's edges too, with masked ids."""
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        logits = rng.normal(size=(64, 65)).astype(np.float32) * rng.uniform(0.1, 8)
+        logits[:, rng.integers(0, 65, 10 * (trial % 2))] = -np.inf
+        probs = sampling_probs(logits, rng.uniform(0.05, 3), int(rng.integers(0, 70)), float(rng.uniform(0.05, 1)))
+        u = rng.random(64)
+        u[:3] = [0.0, 1 - 2**-53, 0.5]
+        want = [min(int(np.searchsorted(np.cumsum(row), x * np.cumsum(row)[-1], side="right")), 64) for row, x in zip(probs, u)]
+        assert draw_rows(probs, u).tolist() == want
 
 
 def test_draws_follow_the_distribution():
