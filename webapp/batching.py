@@ -2,7 +2,8 @@
 
 `Batcher.decode` has the contract of `Engine.decode` (the plain loop at the level of ids), so
 `Engine.generate(prompt, settings, decode=batcher.decode)` streams text as before. Behind it,
-one thread runs every forward pass:
+one thread runs every forward pass (the web server runs it in a process of its own:
+webapp/model_process.py):
 
 - new requests are prefilled together when their prompts have one length, and join the
   cohort of requests whose caches have the same shape: their caches are stacked along the

@@ -174,11 +174,12 @@ def next_budget(budget: int, drafted: int, written: int, max_draft: int) -> int:
 
 
 def serving_threads(cores: int | None = None) -> int:
-    """onnxruntime's threads for the web server's engine: one per core but one (at least one),
-    which is left to Gradio, the threads that stream each visitor's text and the visitors'
-    connections. On this 2-core machine one thread instead of onnxruntime's default two gave a
-    crowd of 32 visitors 1,566 and 1,381 characters/s against 1,236 and 1,328, and one visitor 595
-    and 489 against 448 and 422 (python -m benchmarks.load, runs side by side)."""
+    """onnxruntime's threads for the web server's engine (in its model process): one per core but
+    one (at least one), which is left to Gradio, the threads that stream each visitor's text and
+    the visitors' connections. On this 2-core machine, with the model in its own process, two
+    threads gave crowds of 32 visitors of 3.40 to 4.71 s against 3.02 to 4.04 s with one (8
+    crowds each, in turn); in the server's process, one visitor 595 and 489 characters/s with one
+    against 448 and 422 with two (python -m benchmarks.load, runs side by side)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores - 1)
