@@ -4,8 +4,9 @@ Engine, behind `ModelProcess.decode`, which keeps Batcher.decode's contract.
 Why a process: in the web server's process every tick's Python (sampling, the ring's bookkeeping,
 the drafts) needs the GIL, which Gradio's event loop and the threads streaming each visitor's text
 hold in turn. In a crowd of 32 the batcher thread was switched out about 16 times a tick, and its
-ticks took 16-18 ms against 12-13 ms of its own CPU. In its own process nothing else runs Python
-beside it; the server's Python runs on the other core meanwhile (benchmarks/load.py measures both).
+ticks took 15.8 to 25.5 ms of wall time for 12.6 to 17.1 ms of its own CPU (six crowds). In its own
+process nothing else runs Python beside it, and the server's Python runs on the other core
+meanwhile: side by side, crowds of 32 took a median 3.01 s against 3.65 (README, "Under load").
 
 The two processes talk over the child's stdin and stdout, one pickled message at a time:
 - to the child: ("start", id, prompt ids, Settings), ("cancel", id), ("rows", 0);
@@ -113,8 +114,8 @@ class ModelProcess:
                         waiting = self._waiting.get(rid)
                         if waiting is not None:
                             waiting.put(item)
-                elif kind == "rows":
-                    self._waiting[-1].put(payload)
+                elif kind == "rows" and (asking := self._waiting.get(-1)) is not None:
+                    asking.put(payload)
         except (EOFError, OSError, pickle.UnpicklingError):
             pass
         code = child.wait()
@@ -153,7 +154,7 @@ class ModelProcess:
                     return
                 if isinstance(item, str):
                     ended = True
-                    raise ModelProcessError(item[0].upper() + item[1:] + ".")
+                    raise ModelProcessError(item[0].upper() + item[1:] + ("" if item.endswith(".") else "."))
                 ids, probs = item
                 yield np.array(ids), np.array(probs)
         finally:
