@@ -58,15 +58,27 @@ def engine(request, exported):
     return Engine(exported[1] if request.param == "tiny" else SHIPPED_MODEL)
 
 
-def test_batched_requests_get_exactly_their_text_alone(engine):
+@pytest.fixture(params=["thread", "process"])
+def batcher(request, engine):
+    """The batcher in this process (a thread), and in a process of its own, as the server runs it."""
+    if request.param == "thread":
+        yield Batcher(engine)
+        return
+    process = ModelProcess(engine.path)
+    yield process
+    process.close()
+
+
+def test_batched_requests_get_exactly_their_text_alone(engine, batcher):
+    """Prompts of four lengths, greedy and sampled, top-k and top-p, two samples, a stop string."""
     cases = requests()
     alone = [engine.complete(prompt, settings) for prompt, settings in cases]
-    batcher = Batcher(engine)
     got = crowd(engine, batcher, cases, spread_s=0.002)
     for i, (want, have) in enumerate(zip(alone, got)):
         assert have == want, f"request {i} ({cases[i][1]}) differs from its text alone"
-    steps_alone = sum(s.max_new_tokens - 1 for _, s in cases)
-    assert batcher.ticks < 0.75 * steps_alone  # the steps were shared (alone: one run per step)
+    if isinstance(batcher, Batcher):  # the model process keeps its count to itself
+        steps_alone = sum(s.max_new_tokens - 1 for _, s in cases)
+        assert batcher.ticks < 0.75 * steps_alone  # the steps were shared (alone: one run per step)
 
 
 def test_one_request_runs_no_step_past_its_last_character(engine):
@@ -108,17 +120,6 @@ def test_a_request_alone_drafts_as_far_as_its_budget_and_a_crowd_drafts_crowd_dr
     assert result["text"] == engine.complete("KING RICHARD III:", second)
     assert (3, 1 + CROWD_DRAFT) in sizes  # the two requests' three rows stepped together, with drafts
     assert all(t <= 1 + CROWD_DRAFT for rows, t in sizes if rows > 2)  # a batch of several requests drafts CROWD_DRAFT
-
-
-@pytest.fixture(params=["thread", "process"])
-def batcher(request, engine):
-    """The batcher in this process (a thread), and in a process of its own, as the server runs it."""
-    if request.param == "thread":
-        yield Batcher(engine)
-        return
-    process = ModelProcess(engine.path)
-    yield process
-    process.close()
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine, batcher):
@@ -209,14 +210,3 @@ def test_a_crowd_finishing_a_few_steps_apart_gets_exactly_its_text_alone(engine,
     alone = [engine.complete(prompt, settings) for prompt, settings in cases]
     assert crowd(engine, batcher, cases) == alone
 
-
-def test_the_model_process_serves_every_kind_of_request_as_alone(engine):
-    """The server's model loop in its own process: prompts of four lengths, greedy and sampled,
-    top-k and top-p, two samples, a stop string; each text as alone."""
-    cases = requests()
-    process = ModelProcess(engine.path)
-    try:
-        got = crowd(engine, process, cases, spread_s=0.002)
-    finally:
-        process.close()
-    assert got == [engine.complete(prompt, settings) for prompt, settings in cases]

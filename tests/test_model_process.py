@@ -10,13 +10,12 @@ import time
 
 import pytest
 
+from conftest import REPO
 from webapp.app import serving_batcher
 from webapp.batching import Batcher
 from webapp.engine import Engine, Settings, encode_prompt
 from webapp.model_process import ModelProcess, ModelProcessError
 from webapp.onnx_model import SHIPPED_MODEL
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def text_of(engine: Engine, steps) -> str:
