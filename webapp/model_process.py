@@ -10,7 +10,7 @@ meanwhile: side by side, crowds of 32 took a median 3.01 s against 3.65 (README,
 
 The two processes talk over the child's stdin and stdout, one pickled message at a time:
 - to the child: ("start", id, prompt ids, Settings), ("cancel", id), ("rows", 0);
-- from it: ("ready", notice) once loaded (or ("failed", why)), then after every tick one
+- from it: ("ready", None) once loaded (or ("failed", why)), then after every tick one
   ("tick", [(id, item), ...]) with each request's characters of that tick, each item
   (ids, probabilities) as lists, END after a request's last one, or an error's message; and
   ("rows", n) in answer to "rows".
@@ -68,7 +68,6 @@ class ModelProcess:
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.path, self.device = str(path), device
-        self.notice = ""  # what the child's engine said on loading (a missing ring file, say)
         self._lock = threading.Lock()  # the child's stdin, the table of requests, and (re)starting
         self._waiting: dict[int, queue.SimpleQueue] = {}  # request id -> its consumer's queue
         self._ids = itertools.count()
@@ -94,7 +93,7 @@ class ModelProcess:
         if kind != "ready":
             child.kill()
             raise ModelProcessError(f"The model process could not start: {said}")
-        self._child, self.notice = child, said
+        self._child = child
         threading.Thread(target=self._dispatch, args=(child,), name="chargpt-model-process", daemon=True).start()
 
     @staticmethod
@@ -217,7 +216,7 @@ def serve(model: str, device: str, inbox: BinaryIO, outbox: BinaryIO) -> int:
             tick.clear()
 
     batcher = Batcher(engine, after_tick=flush)
-    send(outbox, ("ready", engine.notice))
+    send(outbox, ("ready", None))  # the server's own engine has said what this one would
     while True:
         try:
             kind, rid, *rest = receive(inbox)
