@@ -119,10 +119,13 @@ def test_command_refuses_bad_numbers_and_existing_json(exported, small_text, tmp
 
 
 def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exported, tmp_path):
+    # A queue of 3 holds the load phase's 3 clients even when they all arrive before Gradio moves
+    # the first into the running slot: it counts only waiting requests, and with a queue of 2 the
+    # third of three joins handled back to back was turned away (seen once in CI, under load).
     out = tmp_path / "load.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.load", "--model", str(exported[1]), "--clients", "3", "--chars", "20",
-         "--alone-rounds", "1", "--concurrency", "1", "--queue-size", "2", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
+         "--alone-rounds", "1", "--concurrency", "1", "--queue-size", "3", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "load: 3 clients, 0 failures" in result.stdout
@@ -133,7 +136,7 @@ def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exp
     assert load["completed"] == 3
     assert load["p95_s"] >= load["p50_s"] > 0
     assert load["rss_after_mb"] > 0
-    # One generating and two waiting fit; the rest of the 12 are turned away at once.
+    # One generating and three waiting fit; the rest of the 12 are turned away at once.
     assert burst["failed"] == 0
     assert burst["completed"] >= 3
     assert burst["busy"] >= 1
