@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # PyTorch as your platform gets it; e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch
+# The installer into $(VENV): pip, or e.g. PIP="uv pip install --python $(PY)" (much faster; .ci/run uses it).
+PIP ?= $(PY) -m pip install --quiet
 
 WEB := webapp/web
 
@@ -20,7 +22,7 @@ EXPORT_FLAGS ?=
 # The web app alone needs only requirements.txt (what a hosted Space installs).
 $(VENV)/.app-installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PIP) -r requirements.txt
 	touch $@
 
 # exec: the server is make's own child (no shell between), and --exit-with-parent stops it
@@ -30,8 +32,8 @@ serve: $(VENV)/.app-installed
 
 $(VENV)/.train-installed: requirements.txt requirements-train.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-train.txt
+	$(PIP) $(TORCH)
+	$(PIP) -r requirements.txt -r requirements-train.txt
 	touch $(VENV)/.app-installed $@
 
 # Your own text to a model folder the pages serve: `quick` (the shipped recipe) for MINUTES
@@ -44,8 +46,8 @@ model: $(VENV)/.train-installed
 
 $(VENV)/.dev-installed: requirements.txt requirements-train.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PIP) $(TORCH)
+	$(PIP) -r requirements-dev.txt
 	touch $(VENV)/.app-installed $(VENV)/.train-installed $@
 
 # The JavaScript side (onnxruntime-web/-node); --ignore-scripts: onnxruntime-node's install

@@ -1,6 +1,6 @@
 """`python -m benchmarks.drafts`: what drafting gains at each temperature, side by side.
 
-The engine (webapp/engine.py) on one model folder, three ways: drafting from the text's own
+The engine (webapp/inference/engine.py) on one model folder, three ways: drafting from the text's own
 repeats and the model's draft table (as it serves), from the text's own repeats only, and without
 drafts (one character a step). Each continues the same prompt (the start of the validation
 split) with each seed at each temperature; the three ways run in turn, round after round, so a
@@ -18,8 +18,9 @@ from pathlib import Path
 
 from train.files import new_output_file, write_json
 from train.table import format_table as table
-from webapp.engine import Engine, Settings
-from webapp.onnx_model import SHIPPED_MODEL, ModelLoadError
+from webapp.inference.engine import Engine
+from webapp.inference.sampling import SamplingParams
+from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError
 
 from .prompt import DEFAULT_DATA, load_prompt
 
@@ -31,7 +32,7 @@ def engines(model: str) -> dict[str, Engine]:
                            Engine(model, device="cpu", max_draft=0))))
 
 
-def timed_steps(engine: Engine, prompt: str, settings: Settings) -> tuple[str, float, int]:
+def timed_steps(engine: Engine, prompt: str, settings: SamplingParams) -> tuple[str, float, int]:
     """(the text, seconds, ring steps) of one completion."""
     steps, forward = [], engine.ring.forward
     engine.ring.forward = lambda ids, state: (steps.append(1), forward(ids, state))[1]
@@ -48,7 +49,7 @@ def measure(ways: dict[str, Engine], prompt: str, chars: int, temperature: float
     100 characters, and whether its texts were the first way's."""
     seconds, steps, texts = dict.fromkeys(ways, 0.0), dict.fromkeys(ways, 0), {name: [] for name in ways}
     for seed in seeds:
-        settings = Settings(max_new_tokens=chars, temperature=temperature, seed=seed)
+        settings = SamplingParams(max_new_tokens=chars, temperature=temperature, seed=seed)
         times, last = {name: [] for name in ways}, {}
         for round_ in range(runs + 1):  # round 0 is untimed: a first call pays one-off set-up costs
             for name, engine in ways.items():

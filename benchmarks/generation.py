@@ -10,13 +10,13 @@ each decoder continues the same prompt greedily for --chars characters at batch 
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
   4. the web app's engine (the plain loop on onnxruntime, its steps on the ring file where the
      model has one, each step also checking characters drafted from the text's own repeats and
-     the model's draft table: webapp/drafting.py), float32 and int8 weights; and, with a ring
+     the model's draft table: webapp/inference/drafting.py), float32 and int8 weights; and, with a ring
      file, the engine on the given file drafting without the table, and without drafts, one
      character a step
-  5. the floor: bare cached `session.run` calls in a tight loop, one character a step, no
-     sampling, no Python around (on the given file), and, where the model has one, on its ring
-     file (webapp/ring.py: the file the engine's cached steps run); the overhead line compares
-     the engine without drafts with the floor of the file it steps with
+  5. the floor: the step interface alone in a tight loop, one character a step, no sampling or
+     drafting (on the given file), and, where the model has one, on its ring file
+     (webapp/inference/ring.py: the file the engine's cached steps run); the overhead line
+     compares the engine without drafts with the floor of the file it steps with
   6. the static page (webapp/web, onnxruntime-web in headless Chromium, one thread), driven as a
      visitor drives it, at batch 1, timed by the page itself (skipped, with the reason, where
      node, chromium or playwright is missing; --no-page skips it)
@@ -52,10 +52,11 @@ from export.onnx_export import (dequantize_weights, export_onnx, export_ring, na
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from train.model import GPTLanguageModel
-from webapp.drafting import table_path
-from webapp.engine import Engine, EncodedPrompt, Settings
-from webapp.onnx_model import INPUT_IDS, SHIPPED_MODEL, ModelLoadError
-from webapp.ring import POSITION, RING_MASK, ROTARY_COS, ROTARY_SIN, ring_path, rotary_tables, window_mask
+from webapp.inference.drafting import table_path
+from webapp.inference.engine import Engine, EncodedPrompt
+from webapp.inference.sampling import SamplingParams
+from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, PlainSteps
+from webapp.inference.ring import ring_path
 
 from .page import PageUnavailable, StaticPage, static_page
 from .prompt import DEFAULT_DATA, load_prompt
@@ -95,43 +96,24 @@ def engine_decoder(engine: Engine) -> Decoder:
     """The web app's engine as it serves (characters, stop filters), read at the level of ids."""
     def run(prompt: np.ndarray, n: int):
         encoded = EncodedPrompt(prompt[0].tolist(), "")
-        settings = Settings(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0])
+        settings = SamplingParams(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0])
         for step in engine.generate(encoded, settings):
             if step.ids is not None:  # the last Step only flushes the stop filters
                 yield step.ids
     return run
 
 
-def session_floor(engine: Engine) -> Decoder:
-    """Bare session.run calls in the plain loop (feeding id 0, no sampling): a prefill of the
-    prompt's last receptive_field characters, then one cached step per character."""
-    session, names, outputs = engine.session, engine.past_names, engine.output_names
-
+def steps_floor(steps) -> Decoder:
+    """The step interface alone (webapp/inference/onnx_model.py, PlainSteps: the model file's, or
+    the ring file's RingStep), one character a step, feeding id 0: a prefill, then forward and
+    keep per character, with no sampling, drafting or bookkeeping around them."""
     def run(prompt: np.ndarray, n: int):
-        batch = prompt.shape[0]
-        feed = {INPUT_IDS: prompt[:, -engine.receptive_field :], **engine.empty_past(batch)}
-        step_ids = np.zeros((batch, 1), np.int64)
+        _, state = steps.prefill(prompt)
+        step_ids = np.zeros((prompt.shape[0], 1), np.int64)
         for _ in range(n):
-            _, *presents = session.run(outputs, feed)
+            _, pending = steps.forward(step_ids, state)
+            state = steps.keep(state, pending, 1)
             yield step_ids[:, 0]
-            feed = {INPUT_IDS: step_ids, **dict(zip(names, presents))}
-    return run
-
-
-def ring_floor(engine: Engine) -> Decoder:
-    """Bare calls of the ring file's session (webapp/ring.py), as row 5 for the model file: the
-    prompt's prefill, then the same feed again per character, no sampling, no ring writes."""
-    ring = engine.ring
-
-    def run(prompt: np.ndarray, n: int):
-        _, state = engine.prefill(prompt)
-        step_ids = np.zeros(prompt.shape[0], np.int64)
-        cos, sin = rotary_tables(state[POSITION][:, None], ring.head_dim, ring.rope_base)
-        feed = {INPUT_IDS: step_ids[:, None], ROTARY_COS: cos, ROTARY_SIN: sin, RING_MASK: window_mask(state[RING_MASK], state[POSITION], 1),
-                **{name: state[name] for name in ring.ring_names}}
-        for _ in range(n):
-            ring.session.run(ring.output_names, feed)
-            yield step_ids
     return run
 
 
@@ -324,17 +306,17 @@ def main(argv: list[str] | None = None) -> int:
             "4. engine, float32": engine_decoder(fp32),
             "4. engine, int8 weights": engine_decoder(int8),
         }
-        one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/drafting.py)
+        one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/inference/drafting.py)
         no_table = "4. engine, drafts without the table"  # the given file drafting from the text's own repeats only
         if engine.ring:  # (drafts need the ring file)
             decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", max_draft=0))
         if engine.draft_table:
             decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", table=False))
-        decoders["5. floor: bare cached session.run"] = session_floor(engine)  # on the given file, like its engine rows
+        decoders["5. floor: model file steps"] = steps_floor(PlainSteps(engine))  # on the given file, like its engine rows
         names = [name for name in decoders if name not in (one_a_step, no_table)]
-        ring_row = "5. floor: bare ring step session.run"
+        ring_row = "5. floor: ring file steps"
         if engine.ring:  # the file the engine steps with
-            decoders[ring_row] = ring_floor(engine)
+            decoders[ring_row] = steps_floor(engine.ring)
         page_row = "6. static page (onnxruntime-web, Chromium)"
         if not args.no_page:
             try:

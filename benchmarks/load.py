@@ -36,7 +36,7 @@ from pathlib import Path
 
 from train.files import OutputExists, new_output_file, write_json
 from train.table import format_table as table
-from webapp.app import CONCURRENCY, QUEUE_SIZE
+from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "ROMEO:\n"

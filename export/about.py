@@ -1,7 +1,7 @@
 """What the pages say about a model: its title, the name of its training text, a one-line
 description and example prompts. `python -m export` records them in the model's metadata
 (the `about` key), where flags override what is derived from the training text; the Gradio
-page, the static page and the model card show them (webapp/onnx_model.py reads them back).
+page, the static page and the model card show them (webapp/inference/onnx_model.py reads them back).
 Pure functions, no I/O.
 """
 

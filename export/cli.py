@@ -13,10 +13,10 @@ import numpy as np
 
 from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
-from webapp.drafting import table_path
-from webapp.model_folder import FOLDER_FILES, MODEL_FILE
-from webapp.onnx_model import SIDECAR_SHA256, ModelLoadError, beside
-from webapp.ring import ring_path
+from webapp.inference.drafting import table_path
+from webapp.inference.model_folder import FOLDER_FILES, MODEL_FILE
+from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside
+from webapp.inference.ring import ring_path
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
 INT8_TOLERANCE = 0.02  # the int8 file may lose at most this much validation loss
@@ -71,7 +71,7 @@ def eval_main(argv: list[str]) -> int:
     args = eval_parser().parse_args(argv)
     from train.text import DataError, read_text
 
-    from webapp.onnx_model import OnnxModel
+    from webapp.inference.onnx_model import OnnxModel
 
     try:
         if args.batch_size < 1:
@@ -111,7 +111,7 @@ def export_parser() -> argparse.ArgumentParser:
                    "weights and its best/ checkpoint has the lower whole-split validation loss (what training advised)")
     p.add_argument("--no-draft-table", action="store_true", help="write no MODEL.drafts.json: the training text's most "
                    "frequent continuations of up to 5 characters, from which chargpt's engine and pages draft characters to "
-                   "check several a step (rotary models; webapp/drafting.py). It quotes the training text in pieces of up "
+                   "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces of up "
                    "to 6 characters; without it the engine drafts from the text's own repeats only")
     p.add_argument("--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)")
     page = p.add_argument_group("what the pages and the card say about the model (default: derived from the training text)")
@@ -207,7 +207,7 @@ def export_main(argv: list[str]) -> int:
 
     from . import metadata as md
     from .onnx_export import checks_table, export_onnx, export_ring, name_weights, set_metadata, verify, verify_ring
-    from webapp.onnx_model import OnnxModel
+    from webapp.inference.onnx_model import OnnxModel
 
     prog = "python -m export"
     run_dir = Path(args.run_dir)
@@ -237,11 +237,11 @@ def export_main(argv: list[str]) -> int:
     metadata = md.build(meta, model.num_params(), val_loss, about)
     prompt = [index["\n"]] if "\n" in index else [0]
     tmp = temp_onnx(out if folder else out.parent)
-    # The ring step (webapp/ring.py; chargpt's engine and pages step with it), for rotary models:
+    # The ring step (webapp/inference/ring.py; chargpt's engine and pages step with it), for rotary models:
     # written beside each model file. Where none is written, one left by an earlier export is removed.
     ring_tmp = temp_onnx(tmp.parent) if model.config.position == "rotary" else None
     int8_tmp = int8_ring_tmp = None
-    # The draft table (webapp/drafting.py) serves the ring step's drafts, so only beside a ring file.
+    # The draft table (webapp/inference/drafting.py) serves the ring step's drafts, so only beside a ring file.
     drafts = draft_table(text, vocab, sha) if ring_tmp and not args.no_draft_table else None
     try:
         print(f"exporting {run_dir} (step {meta['step']}, {model.num_params() / 1e6} M parameters) ...")
@@ -308,7 +308,7 @@ class RingMismatch(Exception):
 
 def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
                  ring_file: Path | None, drafts: dict | None) -> None:
-    """The model folder (webapp/model_folder.py): the verified graph (and its ring step) moved
+    """The model folder (webapp/inference/model_folder.py): the verified graph (and its ring step) moved
     into onnx/, then its draft table, metadata, loss curve, configuration and tokenizer files,
     and the card."""
     from . import folder as mf
@@ -365,7 +365,7 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
     the float32 file's. Returns its metadata and a table of the two losses."""
     from . import metadata as md
     from .onnx_export import quantize_weights_int8, set_metadata
-    from webapp.onnx_model import OnnxModel
+    from webapp.inference.onnx_model import OnnxModel
 
     quantize_weights_int8(fp32, target)
     fp32_loss, n = measure_loss(OnnxModel(fp32), text, "val")
@@ -395,10 +395,10 @@ def place_ring(ring_file: Path | None, model_file: Path) -> None:
 
 
 def draft_table(text: str, vocab: list[str], sha256: str) -> dict:
-    """The draft table file's contents (webapp/drafting.py), from the training split of `text`
+    """The draft table file's contents (webapp/inference/drafting.py), from the training split of `text`
     (the characters the model was fitted to; the validation split stays unseen)."""
     from train.text import split_index
-    from webapp.drafting import TABLE_MIN_COUNT, as_text, build_table, table_json
+    from webapp.inference.drafting import TABLE_MIN_COUNT, as_text, build_table, table_json
 
     index = {c: i for i, c in enumerate(vocab)}
     train = text[: split_index(len(text))]

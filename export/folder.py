@@ -1,4 +1,4 @@
-"""The files of a model folder (webapp/model_folder.py has the layout) beside onnx/model.onnx:
+"""The files of a model folder (webapp/inference/model_folder.py has the layout) beside onnx/model.onnx:
 configuration and tokenizer files for generation libraries, and the model card's front matter.
 
 Pure functions of the model's metadata; export/cli.py writes what they return.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 
 from train.text import SHAKESPEARE_SHA256
-from webapp.model_folder import MODEL_FILE, byte_level
-from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT
+from webapp.inference.model_folder import MODEL_FILE, byte_level
+from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT
 
 END_OF_TEXT = "<|endoftext|>"
 # Lengths are not capped by the model (the window is in the graph); tools want a number anyway.

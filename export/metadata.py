@@ -1,6 +1,6 @@
 """What travels inside an exported model (ONNX metadata_props), its JSON sidecar and model card.
 
-Built from a checkpoint's config.json. Reading it back is webapp/onnx_model.py's job.
+Built from a checkpoint's config.json. Reading it back is webapp/inference/onnx_model.py's job.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from train.model import GPTConfig
-from webapp.onnx_model import FORMAT_VERSION
+from webapp.inference.onnx_model import FORMAT_VERSION
 
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
 

@@ -16,9 +16,11 @@ import torch
 from train.model import GPTLanguageModel
 from train.table import format_table as table
 
-from webapp.engine import Engine, Settings
-from webapp.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names, open_session
-from webapp.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
+from webapp.inference.engine import Engine
+
+from webapp.inference.sampling import SamplingParams
+from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names, open_session
+from webapp.inference.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
 
 from .runtime import last_window_loss, plain_loop_loss
 
@@ -71,7 +73,7 @@ def past_names(n_layer: int) -> list[str]:
 
 class RingLM(torch.nn.Module):
     """GPTLanguageModel.step_ring with flat inputs and outputs, as the ring file has them
-    (webapp/ring.py): (input_ids, rotary_cos, rotary_sin, ring_mask, ring.0.key, ring.0.value,
+    (webapp/inference/ring.py): (input_ids, rotary_cos, rotary_sin, ring_mask, ring.0.key, ring.0.value,
     ...) -> (logits, new.0.key, new.0.value, ...)."""
 
     def __init__(self, model: GPTLanguageModel):
@@ -112,7 +114,7 @@ def export_onnx(model: GPTLanguageModel, path: Path) -> None:
 
 
 def export_ring(model: GPTLanguageModel, path: Path) -> None:
-    """Write the ring step of a rotary `model` (webapp/ring.py) to one ONNX file, batch and
+    """Write the ring step of a rotary `model` (webapp/inference/ring.py) to one ONNX file, batch and
     new positions dynamic."""
     cfg = model.config
     names = cache_names(RING, cfg.n_layer)
@@ -156,7 +158,7 @@ def torch_model_from_onnx(path: Path) -> GPTLanguageModel:
     """The PyTorch model whose weights an exported file carries (see name_weights): exactly the
     checkpoint's for a float32 file, the dequantized weights for an int8 one."""
     from train.model import GPTConfig
-    from webapp.onnx_model import parse_metadata
+    from webapp.inference.onnx_model import parse_metadata
 
     proto = onnx.load(str(path))
     meta = parse_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
@@ -320,7 +322,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
     checks.append(Check("end-of-text logit", 2, 5, None, end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
                         f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})"))
 
-    onnx_ids = [int(ids[0]) for ids, _ in engine.decode(prompt, Settings(max_new_tokens=GREEDY_CHARS, temperature=0))]
+    onnx_ids = [int(ids[0]) for ids, _ in engine.decode(prompt, SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0))]
     torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[0].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
@@ -348,9 +350,9 @@ def verify_ring(model_path: Path, ring_file: Path) -> list[Check]:
     steps = 2 * (ring.slots + 1) + 3
     diff = ring.verify(engine, steps)
     checks = [Check("ring step vs plain loop", 2, steps, diff, diff <= RING_TOLERANCE)]
-    settings = Settings(max_new_tokens=GREEDY_CHARS, temperature=0)
+    settings = SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0)
     plain = engine.complete("\n", settings)
-    engine.ring = ring  # now its steps run the ring file
+    engine.ring = engine.steps = ring  # now its steps run the ring file
     same = engine.complete("\n", settings) == plain
     checks.append(Check(f"ring step: greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
                         "identical" if same else "differs"))

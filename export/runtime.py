@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from train.text import eval_batches
-from webapp.onnx_model import OnnxModel
+from webapp.inference.onnx_model import OnnxModel
 
 
 def split_loss(model: OnnxModel, ids: np.ndarray, block_size: int, batch_size: int = 64) -> float:

@@ -11,7 +11,7 @@ import pytest
 
 from export.about import AboutError, build, dataset_name, example_prompts
 from train.text import SHAKESPEARE_SHA256
-from webapp.about import NEUTRAL_DESCRIPTION, NEUTRAL_TITLE, About, read_about
+from webapp.server.about import NEUTRAL_DESCRIPTION, NEUTRAL_TITLE, About, read_about
 
 from conftest import REPO
 

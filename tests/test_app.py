@@ -1,9 +1,8 @@
-"""The web app as people and programs use it: a launched server, gradio_client, a headless
-Chromium, the command line, and a virtual environment holding only requirements.txt."""
+"""The web app as people and programs use it: one launched server on the shipped model, driven by
+gradio_client, raw HTTP, a headless Chromium and the command line; and the packages it needs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -15,38 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load import free_port, running_app, wait_until_up, with_children
-from webapp.app import CONCURRENCY, StopPresses
-
-from benchmarks.page import CHROMIUM_ARGS
-from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
-
-
-@contextlib.contextmanager
-def serving(*args: str):
-    """`python -m webapp ARGS` on a free port; yields its URL."""
-    with running_app(*args) as (url, _):
-        yield url
+from conftest import REPO, SCREENSHOTS, chromium_or_skip
+from helpers import CHROMIUM_ARGS, cpu_seconds, free_port, raw_generate, server, wait_for_page
+from webapp.inference.batching import CONCURRENCY
+from webapp.server.page import StopPresses
 
 
 @pytest.fixture(scope="module")
-def served(exported, tmp_path_factory):
-    """The tiny fixture model: fast, for the API tests. (url, the server's log file)"""
+def served(tmp_path_factory):
+    """The shipped models/chargpt, served with no --model (what `make serve` opens): (url, the
+    server process, its log file)."""
     log = tmp_path_factory.mktemp("served") / "server.log"
-    with open(log, "w") as stderr, running_app("--model", str(exported[1]), stderr=stderr) as (url, _):
-        yield url, log
+    with open(log, "w") as stderr, server(stderr=stderr) as (url, proc):
+        yield url, proc, log
 
 
 @pytest.fixture(scope="module")
 def app_url(served):
     return served[0]
-
-
-@pytest.fixture(scope="module")
-def shipped_app_url():
-    """The shipped models/chargpt, served with no --model: what `make serve` opens."""
-    with serving() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +41,23 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def test_generate_endpoint_returns_the_full_text_first(client):
-    text, colored, stats = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, api_name="/generate")
-    assert text.startswith("ROMEO:")
-    assert len(text) == len("ROMEO:") + 50
+def test_generate_endpoint_returns_the_full_text_first(client, app_url):
+    from webapp.inference.engine import Engine
+    from webapp.inference.onnx_model import SHIPPED_MODEL
+    from webapp.inference.sampling import SamplingParams
+
+    text, colored, stats = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, 0.05, api_name="/generate")
+    assert text == "ROMEO:" + Engine(SHIPPED_MODEL).complete("ROMEO:", SamplingParams(max_new_tokens=50, seed=7, min_p=0.05))[0]
     assert "<span" in colored
     assert "50 characters in" in stats
     assert "seed 7" in stats
-    again = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, api_name="/generate")[0]
-    assert again == text  # same seed, same settings, same text
+    assert client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, 0.05, api_name="/generate")[0] == text  # same seed and settings
+    # Calls written before min_p existed (six inputs) keep working, as min_p 0 (off).
+    off = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, 0.0, api_name="/generate")[0]
+    assert off != text
+    assert client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, api_name="/generate")[0] == off
+    event, data = raw_generate(app_url, ["ROMEO:", 50, 0.8, 0, 1.0, 7])
+    assert (event, data[0]) == ("complete", off)
 
 
 def test_random_seed_is_reported(client):
@@ -82,6 +75,8 @@ def test_random_seed_is_reported(client):
     (("x", "ten", 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 'ten'."),
     (("x", 10, 0.8, 0, 1.0, 1.5), "Seed must be a whole number"),
     (("x" * 100_000, 10, 0.8, 0, 1.0, 1), "The prompt is 100,000 characters; the limit is 10,000"),
+    (("x", 10, 0.8, 0, 1.0, 1, 1.5), "Min_p must be between 0 \\(off\\) and 1, not 1.5."),
+    (("x", 10, 0.8, 0, 1.0, 1, "some"), "Min_p must be between 0 \\(off\\) and 1, not 'some'."),
 ])
 def test_bad_api_input_gets_a_sentence_not_a_server_error(client, args, message):
     with pytest.raises(Exception, match=message):
@@ -89,7 +84,7 @@ def test_bad_api_input_gets_a_sentence_not_a_server_error(client, args, message)
 
 
 def test_a_refused_request_is_one_line_in_the_servers_log(client, served):
-    _, log = served
+    _, _, log = served
     before = log.read_text().splitlines()
     with pytest.raises(Exception, match="Max_new_tokens must be a whole number from 1 to 2000, not 100000."):
         client.predict("ROMEO:", 100_000, 0.8, 0, 1.0, 1, api_name="/generate")
@@ -100,20 +95,18 @@ def test_a_refused_request_is_one_line_in_the_servers_log(client, served):
     assert "Traceback" not in log.read_text()
 
 
-def test_the_page_presents_the_model_from_its_metadata(app_url, shipped_app_url, small_text):
-    from export.about import example_prompts
-
-    """The tiny model's words were derived from its text at export; the shipped model keeps its own."""
-    tiny, shipped = (json.loads(urllib.request.urlopen(url + "config", timeout=30).read()) for url in (app_url, shipped_app_url))
-    assert tiny["title"] == "chargpt: small"
-    assert shipped["title"] == "chargpt: Shakespeare, one character at a time"
-    examples = [[c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"][0] for config in (tiny, shipped)]
-    assert examples[0] == [[e] for e in example_prompts(small_text.read_text(encoding="utf-8"))]
-    assert "MARCIUS:" in examples[0][0]
-    assert examples[1] == [["ROMEO:"], ["JULIET:\nO Romeo, Romeo!"], ["First Citizen:\n"], ["KING RICHARD III:\n"],
-                           ["MENENIUS:"], ["PETRUCHIO:\n"]]
-    header = [c["props"]["value"] for c in shipped["components"] if c.get("props", {}).get("elem_id") == "about"][0]
+def test_the_page_presents_the_model_from_its_metadata(app_url):
+    """The shipped model's own words (a model exported from another text: tests/test_readme.py)."""
+    config = json.loads(urllib.request.urlopen(app_url + "config", timeout=30).read())
+    assert config["title"] == "chargpt: Shakespeare, one character at a time"
+    examples = [c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"][0]
+    assert examples == [["ROMEO:"], ["JULIET:\nO Romeo, Romeo!"], ["First Citizen:\n"], ["KING RICHARD III:\n"], ["MENENIUS:"],
+                        ["PETRUCHIO:\n"]]
+    header = [c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "about"][0]
     assert "<p>A small character-level GPT trained on Tiny Shakespeare. Write the start of a scene and let it continue.</p>" in header
+    sliders = {c["props"]["label"]: (c["props"]["minimum"], c["props"]["maximum"], c["props"]["value"])
+               for c in config["components"] if c["type"] == "slider"}
+    assert sliders["Min-p (0 = off)"] == (0, 1, 0.0)
 
 
 def test_hostile_prompts_are_handled(client):
@@ -127,26 +120,8 @@ def test_hostile_prompts_are_handled(client):
     assert text.startswith("\n")
     assert len(text) == 21
     _, _, stats = client.predict("To be, or not to be. " * 50, 5, 0.8, 0, 1.0, 1, api_name="/generate")
-    assert "the model reads the last 16 characters of the prompt" in stats  # learned positions: the window
+    assert "the model reads the last 763 characters of the prompt" in stats  # its layers' reach
     assert client.predict("ROMEO:", 5, 0.8, 0, 1.0, 1, api_name="/generate")[0].startswith("ROMEO:")  # still healthy
-
-
-def raw_generate(url: str, data: list, timeout: float = 120) -> tuple[str, object]:
-    """/generate over Gradio's plain HTTP API, with the JSON written here (\\u escapes, NaN and
-    all): (the last event's name, its data), or ("http NNN", the body) when the request itself
-    is refused."""
-    body = json.dumps({"data": data}).encode()  # ensure_ascii: a lone surrogate travels as \\ud800
-    request = urllib.request.Request(url + "gradio_api/call/generate", body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            event_id = json.loads(r.read())["event_id"]
-    except urllib.error.HTTPError as e:
-        return f"http {e.code}", e.read().decode("utf-8", "replace")
-    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{event_id}", timeout=timeout) as r:
-        lines = r.read().decode().splitlines()
-    events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
-    payloads = [json.loads(line.split(": ", 1)[1]) for line in lines if line.startswith("data: ")]
-    return events[-1], payloads[-1]
 
 
 def test_lone_surrogates_and_control_characters_in_raw_json(app_url):
@@ -171,14 +146,17 @@ def test_a_bad_model_at_start_up_is_one_sentence(tmp_path, make, message):
     assert result.stderr.count("\n") == 1
 
 
-def test_generate_command_prints_a_reproducible_sample(exported):
-    cmd = [sys.executable, "-m", "webapp", "generate", "--model", str(exported[1]), "--prompt", "ROMEO:",
-           "--seed", "3", "--max-new-tokens", "80"]
+def test_generate_command_prints_a_reproducible_sample():
+    from webapp.server.cli import main
+
+    cmd = [sys.executable, "-m", "webapp", "generate", "--prompt", "ROMEO:",
+           "--seed", "3", "--max-new-tokens", "80", "--min-p", "0.02"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("ROMEO:")
     assert len(first.stdout) == len("ROMEO:") + 80 + 1
     assert subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120).stdout == first.stdout
+    assert main([*cmd[3:-2], "--min-p", "2"]) == 2  # a refused setting: one sentence, exit code 2
 
 
 def test_stop_reaches_the_running_or_queued_generation_and_is_forgotten_after():
@@ -219,7 +197,7 @@ def assert_stopped_cleanly(page, prompt: str) -> None:
     assert page.locator("#colored").inner_text().replace("\n", "") == plain.replace("\n", "")
 
 
-def test_the_page_streams_text_in_a_real_browser(shipped_app_url):
+def test_the_page_streams_text_in_a_real_browser(app_url):
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_or_skip()
@@ -228,7 +206,7 @@ def test_the_page_streams_text_in_a_real_browser(shipped_app_url):
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(shipped_app_url, wait_until="networkidle")
+            page.goto(app_url, wait_until="networkidle")
             page.get_by_label("Prompt").fill("JULIET:\n")
             length = page.locator("input[type=number]").first  # "Characters to generate"
             length.fill("2000")
@@ -282,8 +260,9 @@ def test_the_page_streams_text_in_a_real_browser(shipped_app_url):
             browser.close()
 
 
-@pytest.mark.skipif(not IN_CI and os.environ.get("CHARGPT_VENV_TEST") != "1",
-                    reason="slow (installs requirements.txt into a new venv): runs in CI, or set CHARGPT_VENV_TEST=1")
+@pytest.mark.skipif(os.environ.get("CHARGPT_VENV_TEST") != "1",
+                    reason="slow (installs requirements.txt into a new venv): set CHARGPT_VENV_TEST=1; "
+                           "test_the_server_runs_on_requirements_txt_alone checks the same in seconds")
 def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -292,7 +271,7 @@ def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-2000:]
     check = subprocess.run([str(py), "-c", "import importlib.util as u; assert u.find_spec('torch') is None; "
-                            "import webapp.app, webapp.engine; print('ok')"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                            "import webapp.app, webapp.inference.engine; print('ok')"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert check.stdout.strip() == "ok", check.stderr
     sample = subprocess.run([str(py), "-m", "webapp", "generate", "--model", str(exported[1]), "--prompt", "ROMEO:",
                              "--max-new-tokens", "40"], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -302,10 +281,83 @@ def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
     proc = subprocess.Popen([str(py), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
+        wait_for_page(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# With every installed package outside `allowed` hidden (a venv holding requirements.txt alone),
+# the server, started as the CLI starts it, answers one request; then the modules it loaded.
+SERVE_WITH_ONLY = """
+import importlib.abc, json, sys
+from importlib.metadata import packages_distributions
+from packaging.utils import canonicalize_name
+
+allowed = set(json.loads(sys.argv[2]))
+hidden = {module for module, dists in packages_distributions().items()
+          if not {canonicalize_name(d) for d in dists} & allowed and module not in sys.stdlib_module_names}
+at_start = set(sys.modules)
+
+class Hidden(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in hidden:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in requirements.txt)", name=name)
+
+sys.meta_path.insert(0, Hidden())
+import urllib.request
+from webapp.inference.engine import Engine
+from webapp.inference.onnx_model import SHIPPED_MODEL
+from webapp.server.launch import launch
+from webapp.server.page import build_demo
+
+engine = Engine.for_server(SHIPPED_MODEL)
+launch(build_demo(engine), engine.path, port=int(sys.argv[1]), prevent_thread_lock=True)
+url = f"http://127.0.0.1:{sys.argv[1]}/gradio_api/call/generate"
+body = json.dumps({"data": ["ROMEO:", 20, 0.8, 0, 1.0, 1, 0.0]}).encode()
+event = json.loads(urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})).read())
+answer = urllib.request.urlopen(f"{url}/{event['event_id']}").read().decode()
+assert "event: complete" in answer, answer
+print(json.dumps(sorted({name.split(".")[0] for name in set(sys.modules) - at_start})))
+"""
+
+
+def requirement_closure(requirements: Path) -> set[str]:
+    """The distributions a requirements file installs: its own and, recursively, theirs (as
+    installed here, markers evaluated for no extra), normalised names."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo = [Requirement(line.split("#")[0].strip()) for line in requirements.read_text().splitlines()
+            if line.split("#")[0].strip() and not line.startswith("-")]
+    found: set[str] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in found or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        found.add(name)
+        try:
+            todo += [Requirement(r) for r in requires(name) or []]
+        except PackageNotFoundError:
+            pass  # an optional dependency that is not installed here: nothing can import it
+    return found
+
+
+def test_the_server_runs_on_requirements_txt_alone():
+    """What a Space installs is requirements.txt: with every other installed package hidden, the
+    server (its page, API and model process) starts and answers a request, and loads no torch
+    and none of the training code. (The opt-in test above installs a real venv.)"""
+    allowed = requirement_closure(REPO / "requirements.txt")
+    assert {"gradio", "onnxruntime", "numpy"} <= allowed and "torch" not in allowed
+    result = subprocess.run([sys.executable, "-c", SERVE_WITH_ONLY, str(free_port()), json.dumps(sorted(allowed))], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert {"gradio", "onnxruntime", "numpy", "webapp"} <= loaded
+    assert not loaded & {"torch", "train", "export", "benchmarks", "matplotlib"}
 
 
 def test_bad_queue_settings_are_one_sentence():
@@ -340,8 +392,10 @@ def http_status(url: str) -> int:
         return e.code
 
 
-def test_no_file_outside_the_served_ones_can_be_read(app_url, exported):
-    model = exported[1]
+def test_no_file_outside_the_served_ones_can_be_read(app_url):
+    from webapp.inference.onnx_model import SHIPPED_MODEL
+
+    model = SHIPPED_MODEL / "onnx" / "model.onnx"
     file_url = app_url + "gradio_api/file="
     assert http_status(file_url + str(model.with_suffix(".loss.png"))) == 200  # the page shows it
     for path in ("/etc/passwd", str(model), str(model.with_suffix(".json")), str(REPO / "README.md"),
@@ -369,15 +423,6 @@ def test_an_oversized_chunked_request_is_counted_and_refused(app_url):
     assert "a prompt may have at most" in json.loads(response.read())["detail"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process and its descendants (the model process) have used (Linux /proc)."""
-    total = 0
-    for member in with_children(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_share(pid: int, seconds: float) -> float:
     """Cores a process keeps busy over the next `seconds`."""
     start = cpu_seconds(pid)
@@ -385,25 +430,25 @@ def cpu_share(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - start) / seconds
 
 
-def test_a_visitor_who_disconnects_costs_nothing_after_the_disconnect(tmp_path):
+def test_a_visitor_who_disconnects_costs_nothing_after_the_disconnect(tmp_path, served):
     """A visitor's process killed mid-stream (a closed tab, a dropped connection): the server
     stops generating for it, so its cores fall back to what they use idle."""
+    url, server, _ = served
     visitor = tmp_path / "visitor.py"
     visitor.write_text("import sys, time\nfrom gradio_client import Client\n"
                        "Client(sys.argv[1], verbose=False).submit('ROMEO:', 2000, 0.8, 0, 1.0, 1, api_name='/generate')\n"
                        "time.sleep(600)\n")
-    with running_app() as (url, server):
-        idle = cpu_share(server.pid, 1.0)
-        process = subprocess.Popen([sys.executable, str(visitor), url], cwd=REPO)
-        try:
-            deadline = time.time() + 60
-            while (busy := cpu_share(server.pid, 0.5)) < 0.5 and time.time() < deadline:
-                pass  # until it generates
-        finally:
-            process.kill()
-            process.wait()
-        time.sleep(0.5)
-        after = cpu_share(server.pid, 2.0)
+    idle = cpu_share(server.pid, 1.0)
+    process = subprocess.Popen([sys.executable, str(visitor), url], cwd=REPO)
+    try:
+        deadline = time.time() + 60
+        while (busy := cpu_share(server.pid, 0.5)) < 0.5 and time.time() < deadline:
+            pass  # until it generates
+    finally:
+        process.kill()
+        process.wait()
+    time.sleep(0.5)
+    after = cpu_share(server.pid, 2.0)
     assert busy >= 0.5  # it was generating for the visitor: about a core or more
     assert after < max(0.25, 2 * idle)
 
@@ -412,7 +457,7 @@ def test_the_server_settles_matplotlib_before_its_first_visitor():
     """Gradio asks matplotlib for its backend around each request, and the first ask imports
     pyplot (most of a second here): launch asks first, so that no visitor waits for it."""
     pytest.importorskip("matplotlib")
-    script = ("import sys\nfrom webapp.server import settle_matplotlib\n"
+    script = ("import sys\nfrom webapp.server.launch import settle_matplotlib\n"
               "before = 'matplotlib.pyplot' in sys.modules\nsettle_matplotlib()\nprint(before, 'matplotlib.pyplot' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, check=True)
     assert result.stdout.split() == ["False", "True"]

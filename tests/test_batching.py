@@ -1,66 +1,34 @@
-"""The server's batching: requests decoding at once share session.run calls, and each gets
-exactly the text it gets alone."""
+"""The server's batch: the decoding loop in a thread of its own (Batcher) and in a process of its
+own (ModelProcess, as the server runs it), fed by visitors' threads: each text is exactly the
+text alone, a visitor who stops leaves the batch, and what happens when the model process stops,
+cannot start, or outlives its server. The loop itself is tested tick by tick in test_loop.py."""
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
-from webapp.batching import CROWD_DRAFT, PREFILL_CHARS, Batcher, Cohort, Request, prefill_groups
-from webapp.engine import Engine, Settings, encode_prompt
-from webapp.model_process import ModelProcess
-from webapp.onnx_model import SHIPPED_MODEL
-
-PROMPTS = ["ROMEO:\n", "", "To be, or not to be", "KING RICHARD III:\nNow is the winter of our discontent\n" * 20]
-
-
-def requests():
-    """Prompts of four lengths (one longer than the receptive field), greedy and sampled
-    settings, one and two samples, each case twice with other seeds."""
-    cases = []
-    for i, prompt in enumerate(PROMPTS * 3):
-        settings = Settings(max_new_tokens=40 + 11 * i, temperature=(0, 0.8, 1.3)[i % 3], top_k=(0, 12)[i % 2],
-                            top_p=(1.0, 0.9)[i % 2], seed=100 + i, num_samples=1 + (i % 4 == 3), stop="\n\n" if i == 5 else None)
-        cases.append((prompt, settings))
-    return cases
+from conftest import REPO
+from helpers import text_of
+from webapp.inference.batching import Batcher
+from webapp.inference.engine import Engine, encode_prompt
+from webapp.inference.onnx_model import SHIPPED_MODEL
+from webapp.inference.sampling import SamplingParams
+from webapp.server.model_process import ModelProcess, ModelProcessError
+from webapp.server.page import serving_batcher
 
 
-def complete_with(engine: Engine, batcher: Batcher | ModelProcess, prompt: str, settings: Settings) -> list[str]:
-    texts = [""] * settings.num_samples
-    for step in engine.generate(encode_prompt(prompt, engine.vocab), settings, batcher.decode):
-        for r, piece in enumerate(step.pieces):
-            texts[r] += "".join(c for c, _ in piece)
-    return texts
-
-
-def crowd(engine: Engine, batcher: Batcher | ModelProcess, cases: list[tuple[str, Settings]], spread_s: float = 0.0) -> list[list[str]]:
-    """Each case's texts, all asked for at once through `batcher`, one thread each; with
-    spread_s, arrivals spread over a few steps (0 to 4 × spread_s late), as a crowd's are."""
-    got = [None] * len(cases)
-    start = threading.Barrier(len(cases))
-
-    def visit(i):
-        start.wait()
-        time.sleep(spread_s * (i % 5))
-        got[i] = complete_with(engine, batcher, *cases[i])
-
-    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(cases))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return got
-
-
-@pytest.fixture(scope="module", params=["tiny", "shipped"])
-def engine(request, exported):
-    return Engine(exported[1] if request.param == "tiny" else SHIPPED_MODEL)
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(SHIPPED_MODEL)
 
 
 @pytest.fixture(params=["thread", "process"])
 def batcher(request, engine):
-    """The batcher in this process (a thread), and in a process of its own, as the server runs it."""
     if request.param == "thread":
         yield Batcher(engine)
         return
@@ -69,144 +37,97 @@ def batcher(request, engine):
     process.close()
 
 
-def test_batched_requests_get_exactly_their_text_alone(engine, batcher):
-    """Prompts of four lengths, greedy and sampled, top-k and top-p, two samples, a stop string."""
-    cases = requests()
-    alone = [engine.complete(prompt, settings) for prompt, settings in cases]
-    got = crowd(engine, batcher, cases, spread_s=0.002)
-    for i, (want, have) in enumerate(zip(alone, got)):
-        assert have == want, f"request {i} ({cases[i][1]}) differs from its text alone"
-    if isinstance(batcher, Batcher):  # the model process keeps its count to itself
-        steps_alone = sum(s.max_new_tokens - 1 for _, s in cases)
-        assert batcher.ticks < 0.75 * steps_alone  # the steps were shared (alone: one run per step)
+def generate(engine: Engine, batcher, prompt: str, params: SamplingParams):
+    return engine.generate(encode_prompt(prompt, engine.vocab), params, batcher.decode)
 
 
-def test_one_request_runs_no_step_past_its_last_character(engine):
-    settings = Settings(max_new_tokens=25, temperature=0.8, seed=3)
-    plain = Engine(engine.path, max_draft=0)  # the same model, one character a step
-    batcher = Batcher(plain)
-    complete_with(plain, batcher, "ROMEO:", settings)
-    assert batcher.ticks == 24  # a prefill gives the first character; one step per character after it
+def test_a_crowd_gets_its_texts_alone_and_a_visitor_who_stops_leaves_the_batch(engine, batcher):
+    """Visitors arriving a few steps apart, greedy and sampled, two samples, stop strings (which
+    end a request from the consumer's side), and one who stops reading half way."""
+    cases = [("ROMEO:\n", SamplingParams(max_new_tokens=40 + 17 * i, temperature=(0, 0.8, 1.1)[i % 3], top_k=(0, 12)[i % 2],
+                                         min_p=(0.0, 0.05)[i % 2], seed=i, num_samples=1 + (i == 4), stop="\n\n" if i % 4 == 1 else None))
+             for i in range(8)]
+    want = [engine.complete(prompt, params) for prompt, params in cases]
+    got = [None] * len(cases)
+    start = threading.Barrier(len(cases) + 1)
 
+    def visit(i):
+        start.wait()
+        time.sleep(0.003 * (i % 4))
+        got[i] = text_of(generate(engine, batcher, *cases[i]))
 
-def test_a_request_alone_drafts_as_far_as_its_budget_and_a_crowd_drafts_crowd_draft_characters(engine):
-    """Alone, a request's steps also check drafts (webapp/drafting.py), as Engine.decode's do;
-    when a second request arrives, both step together with drafts of CROWD_DRAFT characters
-    (each request keeping its own), and each text is its own."""
-    if engine.ring is None:
-        return  # drafts need the ring file (the tiny model has learned positions)
-    sizes, forward = [], engine.ring.forward
-    engine.ring.forward = lambda ids, state: (sizes.append(ids.shape), forward(ids, state))[1]
-    try:
-        batcher = Batcher(engine)
-        first = Settings(max_new_tokens=400, temperature=0.8, seed=11)
-        second = Settings(max_new_tokens=150, temperature=0.5, seed=12, num_samples=2)
-        alone = complete_with(engine, batcher, "JULIET:\n", first)
-        drafted_alone = list(sizes)
-        sizes.clear()
-        result = {}
-        stream = engine.generate(encode_prompt("ROMEO:", engine.vocab), first, batcher.decode)
-        texts = ["".join(c for c, _ in next(stream).pieces[0]) for _ in range(3)]  # the first request is decoding alone
-        worker = threading.Thread(target=lambda: result.update(text=complete_with(engine, batcher, "KING RICHARD III:", second)))
-        worker.start()
-        for step in stream:
-            texts.append("".join(c for c, _ in step.pieces[0]))
-        worker.join(timeout=60)
-    finally:
-        del engine.ring.forward
-    assert alone == engine.complete("JULIET:\n", first)
-    assert len(drafted_alone) < 0.7 * 399 and max(t for _, t in drafted_alone) > 1  # drafts were run and kept
-    assert ["".join(texts)] == engine.complete("ROMEO:", first)
-    assert result["text"] == engine.complete("KING RICHARD III:", second)
-    assert (3, 1 + CROWD_DRAFT) in sizes  # the two requests' three rows stepped together, with drafts
-    assert all(t <= 1 + CROWD_DRAFT for rows, t in sizes if rows > 2)  # a batch of several requests drafts CROWD_DRAFT
-
-
-def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engine, batcher):
-    long = Settings(max_new_tokens=2000, temperature=0.8, seed=1)
-    cancelled = engine.generate(encode_prompt("ROMEO:", engine.vocab), long, batcher.decode)
-    for _ in range(5):
-        next(cancelled)
-    other = Settings(max_new_tokens=300, temperature=0.8, seed=2)
-    result = {}
-    worker = threading.Thread(target=lambda: result.update(text=complete_with(engine, batcher, "JULIET:", other)))
-    worker.start()
-    while batcher.active_rows() < 2 and worker.is_alive():
-        time.sleep(0.001)
-    cancelled.close()  # what Gradio does on Stop or a closed tab
-    deadline = time.time() + 10
-    while batcher.active_rows() > 1 and time.time() < deadline:
-        time.sleep(0.001)
-    left = batcher.active_rows()
-    worker.join(timeout=60)
-    assert left <= 1  # only the other request, if it has not finished yet
-    assert result["text"] == engine.complete("JULIET:", other)
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    leaving = generate(engine, batcher, "JULIET:", SamplingParams(max_new_tokens=2000, seed=1))
+    start.wait()
+    next(leaving)
+    leaving.close()  # what Gradio does on Stop or a closed tab
+    for t in threads:
+        t.join(timeout=120)
+    assert got == want
+    deadline = time.time() + 0.5  # the one who left would need seconds more for its 2000 characters
+    while batcher.active_rows() and time.time() < deadline:
+        time.sleep(0.01)
     assert batcher.active_rows() == 0
 
 
-def test_row_r_of_a_step_is_the_step_of_row_r_alone(engine):
-    """What the batching rests on: a row's logits and cache do not depend on the other rows
-    (the shipped model steps with its ring file, the tiny one with its model file)."""
-    rng = np.random.default_rng(0)
-    for length in (3, engine.block_size + 20):  # a cache, or ring, part-filled and full
-        _, state = engine.prefill(rng.integers(0, len(engine.vocab), (6, length)))
-        alone = [{n: a[r : r + 1].copy() for n, a in state.items()} for r in range(6)]  # a ring state changes in place
-        ids = rng.integers(0, len(engine.vocab), 6)
-        logits, after = engine.step(ids, state)
-        for r in range(6):
-            row_logits, row_after = engine.step(ids[r : r + 1], alone[r])
-            assert np.array_equal(row_logits[0], logits[r])
-            for n in row_after:
-                assert np.array_equal(row_after[n][0], after[n][r])
+def test_a_stopped_model_process_fails_its_requests_in_one_sentence_and_the_next_request_starts_another(engine):
+    process = ModelProcess(engine.path)
+    try:
+        stream = generate(engine, process, "ROMEO:", SamplingParams(max_new_tokens=2000, seed=1))
+        next(stream)
+        process._child.kill()  # as the out-of-memory killer would
+        with pytest.raises(ModelProcessError, match=r"^The model process stopped \(exit code -9\); ask again to start a new one\.$"):
+            for _ in stream:
+                pass
+        params = SamplingParams(max_new_tokens=120, temperature=0.8, seed=5)
+        assert text_of(generate(engine, process, "JULIET:", params)) == engine.complete("JULIET:", params)
+    finally:
+        process.close()
 
 
-def test_the_shipped_model_steps_with_its_ring_file(engine):
-    if engine.metadata["config"]["position"] != "rotary":
-        assert engine.ring is None and engine.notice == ""  # learned positions: no ring file
-        return
-    assert engine.ring is not None, engine.notice
+def test_a_model_process_that_cannot_load_its_model_says_why(tmp_path):
+    with pytest.raises(ModelProcessError, match="^The model process could not start: model .*missing.onnx does not exist"):
+        ModelProcess(tmp_path / "missing.onnx")
 
 
-def test_long_prompts_are_prefilled_a_few_at_a_time():
-    """A prefill's attention scores grow with rows × length²: a crowd of long prompts is split."""
-    long = [Request([1] * 763, Settings(), []) for _ in range(5)]
-    assert [len(g) for g in prefill_groups(long, 763)] == [2, 2, 1]
-    assert all(sum(r.rows for r in g) * 763 <= PREFILL_CHARS for g in prefill_groups(long, 763))
-    short = [Request([1] * 7, Settings(num_samples=2), []) for _ in range(300)]
-    groups = prefill_groups(short, 7)
-    assert [r for g in groups for r in g] == short  # all of them, in arrival order
-    assert len(groups) == 3
-    huge = [Request([1] * 3000, Settings(), [])]  # longer than the budget alone: still prefilled
-    assert prefill_groups(huge, 3000) == [huge]
+def test_the_server_decodes_in_its_own_process_when_the_model_process_cannot_start(tmp_path, capsys):
+    """The model file changed on disk after the server loaded it: the child refuses it (its SHA-256
+    no longer matches the sidecar), and the server says so and batches in its own process."""
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    engine = Engine(folder)
+    model = folder / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+    batcher = serving_batcher(engine)
+    assert isinstance(batcher, Batcher)
+    said = capsys.readouterr().err
+    assert "could not start" in said and "does not match the SHA-256" in said and "own process instead" in said
+    params = SamplingParams(max_new_tokens=30, temperature=0.8, seed=2)
+    assert text_of(generate(engine, batcher, "a", params)) == engine.complete("a", params)
 
 
-@pytest.mark.parametrize("samples", [[1] * 7, [1, 2, 1, 2, 1, 2, 1]])
-def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
-    """Dropping requests from a cohort: each kept request's rows of every array are still its
-    own (one row each: the places of the dropped are filled from the end; otherwise copied)."""
-    members = [Request([1], Settings(num_samples=n), []) for n in samples]
-    total = sum(samples)
-    owner = np.repeat(np.arange(len(members)), samples)  # each row's request, written into every array
-    cohort = Cohort(members, np.broadcast_to(owner[:, None, None], (total, 2, 5)).astype(np.float32),
-                    {"ring.0.key": np.broadcast_to(owner[:, None, None, None], (total, 2, 3, 4)).astype(np.float32),
-                     "position": owner * 10},
-                    np.broadcast_to(owner[:, None], (total, 1)).copy())
-    for dropped in ([0, 3], [4], [1, 2]):  # three rounds, 7 requests, then 5, then 4: the front and middle, the end, the middle
-        gone = {id(cohort.requests[i]) for i in dropped}
-        cohort.keep([r for r in cohort.requests if id(r) not in gone])
-        assert sum(r.rows for r in cohort.requests) == len(cohort.block) == len(cohort.drafted) == len(cohort.past["position"])
-        for request, rows in zip(cohort.requests, cohort.row_slices()):
-            i = members.index(request)
-            assert (cohort.block[rows] == i).all() and (cohort.drafted[rows] == i).all()
-            assert (cohort.past["ring.0.key"][rows] == i).all() and (cohort.past["position"][rows] == i * 10).all()
-        if len(set(samples)) == 1:
-            assert all(a.base is not None for a in cohort.past.values())  # views: no copy of the rest
-
-
-def test_a_crowd_finishing_a_few_steps_apart_gets_exactly_its_text_alone(engine, batcher):
-    """Requests of one sample each and different lengths: as each finishes, the cohort fills its
-    place with a later request's rows (Cohort.keep), and every text stays its own."""
-    cases = [("ROMEO:\n", Settings(max_new_tokens=20 + 17 * (i % 5), temperature=0.8, seed=i)) for i in range(12)]
-    alone = [engine.complete(prompt, settings) for prompt, settings in cases]
-    assert crowd(engine, batcher, cases) == alone
-
+def test_the_model_process_ends_with_its_server_however_the_server_ends():
+    """A server killed outright (SIGKILL: no cleanup runs) leaves no model process behind."""
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import time; from webapp.server.model_process import ModelProcess; from webapp.inference.onnx_model import SHIPPED_MODEL\n"
+        "p = ModelProcess(SHIPPED_MODEL / 'onnx' / 'model.onnx'); print(p._child.pid, flush=True); time.sleep(600)")],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(server.stdout.readline())
+        os.kill(child, 0)  # running
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is gone as far as anyone is concerned
+                    return
+        except OSError:
+            return
+        time.sleep(0.1)
+    os.kill(child, 9)
+    pytest.fail("the model process outlived its server by 20 s")

@@ -13,8 +13,8 @@ import torch
 from benchmarks import generation as bench
 from export.onnx_export import dequantize_weights, quantize_weights_int8, torch_model_from_onnx
 from train import checkpoint
-from webapp.engine import Engine
-from webapp.onnx_model import OnnxModel
+from webapp.inference.engine import Engine
+from webapp.inference.onnx_model import OnnxModel
 
 from conftest import IN_CI, REPO
 
@@ -100,22 +100,25 @@ def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text
     assert all(r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5.")))  # references
 
 
-def test_command_refuses_bad_numbers_and_existing_json(exported, small_text, tmp_path):
-    # (An int8 model's run, the shipped one's, is in test_readme.py: the README's command.)
+def test_commands_refuse_bad_input_in_one_sentence_and_keep_existing_json(exported, small_text, tmp_path, capsys):
+    """(An int8 model's run, the shipped one's, is in test_readme.py: the README's command.)"""
+    from benchmarks import drafts, load
+
     (tmp_path / "old.json").write_text("{}")
-    result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--json",
-                             str(tmp_path / "old.json")], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2
-    assert f"--json {tmp_path / 'old.json'} already exists" in result.stderr
+    refusals = [
+        (bench, ["--model", str(exported[1]), "--json", str(tmp_path / "old.json")], f"--json {tmp_path / 'old.json'} already exists"),
+        (bench, ["--model", str(exported[1]), "--chars", "0"], "at least 1"),
+        (bench, ["--model", str(small_text)], "not a readable ONNX model"),
+        (load, ["--clients", "0"], "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1"),
+        (drafts, ["--model", str(exported[1])], "has no ring file or no draft table"),
+        (drafts, ["--runs", "0"], "at least 1"),
+        (drafts, ["--temperatures", "-1"], "temperatures from 0 to 10"),
+    ]
+    for module, args, says in refusals:
+        assert module.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, (args, err)
     assert (tmp_path / "old.json").read_text() == "{}"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--chars", "0"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2
-    assert "at least 1" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "benchmarks.generation", "--model", str(small_text)],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2
-    assert "not a readable ONNX model" in result.stderr
 
 
 def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exported, tmp_path):
@@ -144,13 +147,6 @@ def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exp
     assert phases["after the burst"]["completed"] == 1
 
 
-def test_load_command_refuses_bad_numbers():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.load", "--clients", "0"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 2
-    assert "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1" in result.stderr
-
-
 def test_drafts_command_times_the_three_ways_on_one_text_each(tmp_path):
     out = tmp_path / "drafts.json"
     result = subprocess.run([sys.executable, "-m", "benchmarks.drafts", "--chars", "60", "--seeds", "2", "--runs", "1",
@@ -165,10 +161,3 @@ def test_drafts_command_times_the_three_ways_on_one_text_each(tmp_path):
     assert all(r["steps_per_100_chars"] < 80 for r in rows if r["drafts"] == "draft table and own repeats")
     for line in ("temperature | drafts", "0.8         | draft table and own repeats"):
         assert line in result.stdout
-
-
-def test_drafts_command_refuses_a_model_without_drafts_and_bad_numbers(exported, tmp_path):
-    for args, says in [(["--model", str(exported[1])], "has no ring file or no draft table"), (["--runs", "0"], "at least 1"),
-                       (["--temperatures", "-1"], "temperatures from 0 to 10")]:
-        result = subprocess.run([sys.executable, "-m", "benchmarks.drafts", *args], capture_output=True, text=True, timeout=120, cwd=REPO)
-        assert result.returncode == 2 and says in result.stderr, result.stderr

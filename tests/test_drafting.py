@@ -1,4 +1,4 @@
-"""Drafts from the text's own repeats and from a draft table (webapp/drafting.py), and the
+"""Drafts from the text's own repeats and from a draft table (webapp/inference/drafting.py), and the
 engine's steps that check them: the text is the plain loop's, written in fewer steps where it
 repeats itself or follows the training text's habits."""
 
@@ -8,10 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from webapp.drafting import (REPEAT_MATCH, DraftTable, DraftTableError, as_text, build_table, draft, drafts, load_table,
+from webapp.inference.drafting import (REPEAT_MATCH, DraftTable, DraftTableError, as_text, build_table, draft, drafts, load_table,
                              read_table, table_json, table_path)
-from webapp.engine import Engine, Settings
-from webapp.onnx_model import SHIPPED_MODEL
+from webapp.inference.engine import Engine
+from webapp.inference.sampling import SamplingParams
+from webapp.inference.onnx_model import SHIPPED_MODEL
 
 
 def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_longest_ending():
@@ -117,7 +118,7 @@ def shipped():
     return Engine(SHIPPED_MODEL), Engine(SHIPPED_MODEL, ring=False)
 
 
-def count_steps(engine: Engine, prompt: str, settings: Settings) -> tuple[list[str], list[int]]:
+def count_steps(engine: Engine, prompt: str, settings: SamplingParams) -> tuple[list[str], list[int]]:
     """The texts, and the characters each ring step ran (one per row of its block)."""
     ring, sizes = engine.ring, []
     forward = ring.forward
@@ -129,11 +130,11 @@ def count_steps(engine: Engine, prompt: str, settings: Settings) -> tuple[list[s
 
 
 @pytest.mark.parametrize("prompt, settings", [
-    ("ROMEO:\n", Settings(max_new_tokens=400, temperature=0)),  # greedy falls into loops: long drafts kept
-    ("To be, or not to be, to be, or not to be, to be", Settings(max_new_tokens=150, temperature=0.8, seed=3)),
-    ("JULIET:\n", Settings(max_new_tokens=200, temperature=1.0, top_k=10, top_p=0.9, seed=7, num_samples=3)),
-    ("ab", Settings(max_new_tokens=2, temperature=0)),
-    ("the the the the", Settings(max_new_tokens=1, temperature=0.5, seed=1)),
+    ("ROMEO:\n", SamplingParams(max_new_tokens=400, temperature=0)),  # greedy falls into loops: long drafts kept
+    ("To be, or not to be, to be, or not to be, to be", SamplingParams(max_new_tokens=150, temperature=0.8, seed=3)),
+    ("JULIET:\n", SamplingParams(max_new_tokens=200, temperature=1.0, top_k=10, top_p=0.9, seed=7, num_samples=3)),
+    ("ab", SamplingParams(max_new_tokens=2, temperature=0)),
+    ("the the the the", SamplingParams(max_new_tokens=1, temperature=0.5, seed=1)),
 ])
 def test_drafted_steps_write_the_plain_loops_text(shipped, prompt, settings):
     drafting, plain = shipped
@@ -150,7 +151,7 @@ def test_the_shipped_draft_table_saves_steps_where_the_text_does_not_repeat_itse
     assert drafting.draft_table is not None and drafting.notice == ""
     repeats_only = Engine(SHIPPED_MODEL, table=False)
     assert repeats_only.ring is not None and repeats_only.draft_table is None
-    settings = [Settings(max_new_tokens=300, temperature=0.8, seed=seed) for seed in (1, 2, 3)]
+    settings = [SamplingParams(max_new_tokens=300, temperature=0.8, seed=seed) for seed in (1, 2, 3)]
     with_table = [count_steps(drafting, "JULIET:\n", s) for s in settings]
     without = [count_steps(repeats_only, "JULIET:\n", s) for s in settings]
     assert [texts for texts, _ in with_table] == [texts for texts, _ in without] == [plain.complete("JULIET:\n", s) for s in settings]
@@ -167,11 +168,11 @@ def test_a_spoiled_draft_table_is_named_and_the_text_is_unchanged(shipped, tmp_p
     assert engine.ring is not None and engine.draft_table is None
     assert engine.notice == ("model.drafts.json was not used (it holds characters that are not in the model's vocabulary); "
                              "drafting from the text's own repeats only.")
-    settings = Settings(max_new_tokens=100, temperature=0.8, seed=5)
+    settings = SamplingParams(max_new_tokens=100, temperature=0.8, seed=5)
     assert engine.complete("ROMEO:", settings) == plain.complete("ROMEO:", settings)
 
 
 def test_greedy_repeats_are_written_several_characters_a_step(shipped):
     drafting, _ = shipped
-    _, sizes = count_steps(drafting, "ROMEO:\n", Settings(max_new_tokens=500, temperature=0))
+    _, sizes = count_steps(drafting, "ROMEO:\n", SamplingParams(max_new_tokens=500, temperature=0))
     assert len(sizes) < 0.6 * 500, len(sizes)  # the shipped model's greedy text loops within its first 500 characters (263 steps)

@@ -21,7 +21,7 @@ from train.cli import main
 from train.model import GPTConfig, GPTLanguageModel
 
 from conftest import REPO, TINY
-from test_train import run_cli as start
+from helpers import run_train as start
 
 # Many checkpoints (one per evaluation), so that kills often land in or near a save.
 STEPS = 300
@@ -202,8 +202,8 @@ def test_a_full_disk_or_read_only_directory_while_saving_keeps_the_previous_chec
 # --- truncated or altered model files -------------------------------------------------------
 
 def test_truncated_or_altered_model_files_are_refused_with_a_sentence(exported, tmp_path):
-    from webapp.engine import Engine
-    from webapp.onnx_model import ModelLoadError
+    from webapp.inference.engine import Engine
+    from webapp.inference.onnx_model import ModelLoadError
 
     source = exported[1]
     model, sidecar = tmp_path / "model.onnx", tmp_path / "model.json"

@@ -15,11 +15,9 @@ import random
 
 import pytest
 
-from benchmarks.load import rss_mb, running_app
-from webapp.size_limit import DRAIN_BYTES
-from webapp.engine import MAX_NEW_TOKENS
-
-from test_app import raw_generate
+from helpers import raw_generate, rss_mb, server
+from webapp.inference.sampling import MAX_NEW_TOKENS
+from webapp.server.size_limit import DRAIN_BYTES
 
 MAX_PROMPT = 2_000_000  # characters
 CODE_POINTS = [  # (first, last): the kinds of characters a prompt is drawn from
@@ -35,7 +33,7 @@ CODE_POINTS = [  # (first, last): the kinds of characters a prompt is drawn from
 ]
 MEMORY_GROWTH_MB = 100
 # What Gradio logs with a traceback for an error answer that is not a refusal of ours (those are
-# one line each: webapp/app.py's refuse): its own input checks. Any other exception is a server error.
+# one line each: webapp/server/page.py's refuse): its own input checks. Any other exception is a server error.
 ANSWERED_ERRORS = ("gradio.exceptions.Error:", "gradio.exceptions.ComponentProcessingError:")
 CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
 
@@ -77,6 +75,7 @@ def random_request(rng: random.Random) -> list:
         random_value(rng, 0, 65, True),  # top-k
         random_value(rng, 0.05, 1, False),  # top-p
         random_value(rng, -1, 2**63 - 1, True) if rng.random() < 0.9 else rng.choice([None, "", -1]),  # seed
+        *([random_value(rng, 0, 1, False)] if rng.random() < 0.8 else []),  # min-p, or left out as older calls do
     ]
 
 
@@ -125,7 +124,7 @@ def server_errors(log: str) -> list[str]:
 @pytest.fixture(scope="module")
 def fuzzed_app(exported, tmp_path_factory):
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    with open(log, "w") as stderr, running_app("--model", str(exported[1]), stderr=stderr) as (url, proc):
+    with open(log, "w") as stderr, server("--model", str(exported[1]), stderr=stderr) as (url, proc):
         yield url, proc, log
 
 

@@ -7,7 +7,7 @@ import torch
 
 from train.config import PRESETS, split_settings
 from train.model import GPTConfig, GPTLanguageModel, apply_rotary, model_size_mb, rotary_tables, window_mask
-from webapp.ring import window_mask as ring_window_mask
+from webapp.inference.ring import window_mask as ring_window_mask
 
 
 def preset_model(name: str) -> GPTLanguageModel:
@@ -94,7 +94,7 @@ def ring_loop(model, idx, prefill: int, chunk: int = 1):
     """The server's ring step after a prefill by `decode`: the cached keys rotated at their
     positions into slots position % (block_size - 1), then `chunk` characters per step, their
     keys and values written into the slots of the characters that leave the window (the
-    mask from webapp.ring.window_mask). Returns the logits of every position."""
+    mask from webapp.inference.ring.window_mask). Returns the logits of every position."""
     cfg = model.config
     S, B = cfg.block_size - 1, idx.size(0)
     cos, sin = rotary_tables(idx.size(1), cfg.head_dim, cfg.rope_base)
@@ -131,7 +131,7 @@ def test_the_ring_step_past_the_window_equals_the_plain_loop(options):
 
 @pytest.mark.parametrize("options", [o for o in OPTIONS if o.get("position") == "rotary"])
 def test_the_ring_step_of_several_characters_at_once_equals_the_plain_loop(options):
-    """A step of T characters (how the engine checks a draft: webapp/engine.py) computes each
+    """A step of T characters (how the engine checks a draft: webapp/inference/engine.py) computes each
     one as T steps of one would, also where the window leaves the ring's oldest slots mid-step."""
     model = small_model(**options)
     idx = torch.randint(0, 11, (2, 50), generator=torch.Generator().manual_seed(3))  # block_size 16: slides three times

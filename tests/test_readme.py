@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load import free_port, wait_until_up
-
 from conftest import REPO, SHAKESPEARE, SHARED
+from helpers import free_port, wait_for_page
 
 README = REPO / "README.md"
 VENV_BIN = Path(sys.executable).parent
@@ -153,7 +152,7 @@ def serve(line: str, rule: Rule, cwd: Path, env: dict, check=None) -> str:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until_up(url, proc, timeout=180)
+        wait_for_page(url, proc)
         if check is not None:
             check(url)
         with urllib.request.urlopen(url + rule.page, timeout=30) as r:
@@ -270,7 +269,7 @@ def test_make_serve_leaves_no_server_behind_when_make_is_stopped(clone, how):
     make = subprocess.Popen(["make", "serve", f"VENV={venv}", "-o", f"{venv}/.app-installed"], cwd=clone,
                             env=dict(env, GRADIO_SERVER_PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group, as a terminal gives it
-    wait_until_up(f"http://127.0.0.1:{port}/", make, timeout=180)
+    wait_for_page(f"http://127.0.0.1:{port}/", make)
     if how == "Ctrl-C":
         os.killpg(make.pid, signal.SIGINT)
     else:

@@ -14,11 +14,12 @@ import sys
 
 import pytest
 
-from benchmarks.page import CHROMIUM_ARGS
-from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
+from conftest import IN_CI, REPO, SCREENSHOTS, SHAKESPEARE, chromium_or_skip
+from helpers import CHROMIUM_ARGS, static_server
 from export.folder import ONNXRUNTIME_GENAI, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
-from webapp.engine import Engine, Settings, encode_prompt
-from webapp.onnx_model import SHIPPED_MODEL
+from webapp.inference.engine import Engine, encode_prompt
+from webapp.inference.sampling import SamplingParams
+from webapp.inference.onnx_model import SHIPPED_MODEL
 
 WEB = REPO / "webapp" / "web"
 NEW_CHARS = 300
@@ -48,13 +49,17 @@ def node() -> str:
     return node
 
 
+def shakespeare_tail() -> str:
+    return SHAKESPEARE.read_text(encoding="utf-8")[-3000:]
+
+
 @pytest.fixture(scope="module", params=["shipped", "french"])
 def folder_and_prompt(request, french_folder):
     """(model folder, a prompt it can spell, a text to tokenize): the shipped Tiny Shakespeare
     model (rotary, a sliding window) and a small French one (learned positions), each with a
     prompt longer than its window."""
     if request.param == "shipped":
-        text = (REPO.parent / "shared" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[-3000:]
+        text = shakespeare_tail()
         return SHIPPED_MODEL, text[:200], text
     folder, data = french_folder
     text = data.read_text(encoding="utf-8")[-3000:]
@@ -64,7 +69,7 @@ def folder_and_prompt(request, french_folder):
 def expected_text(folder, prompt: str) -> str:
     engine = Engine(folder)
     assert encode_prompt(prompt, engine.vocab).ids == [engine.vocab.index(c) for c in prompt]  # no stand-ins
-    return engine.complete(prompt, Settings(max_new_tokens=NEW_CHARS, temperature=0))[0]
+    return engine.complete(prompt, SamplingParams(max_new_tokens=NEW_CHARS, temperature=0))[0]
 
 
 def run_node(node: str, tmp_path, script: str, folder, stdin: str = "") -> str:
@@ -85,17 +90,14 @@ def test_transformers_js_writes_the_engines_text(node, folder_and_prompt, tmp_pa
     assert out == prompt + expected_text(folder, prompt) + "\n"
 
 
-def test_transformers_js_in_a_browser_page_writes_the_engines_text(node, folder_and_prompt, tmp_path):
-    """The README's page, served as it is beside the folder, in Chromium. The page imports
-    transformers.js (and it onnxruntime-web's WebAssembly) from the jsDelivr CDN: the test
-    answers those requests from webapp/web/node_modules, the same packages, without a network."""
-    import functools
-    import http.server
-    import threading
-
+def test_transformers_js_in_a_browser_page_writes_the_engines_text(node, tmp_path):
+    """The snippet's page, served as it is beside the shipped folder, in Chromium (the French
+    folder runs through the same library in Node, above). The page imports transformers.js (and
+    it onnxruntime-web's WebAssembly) from the jsDelivr CDN: the test answers those requests from
+    webapp/web/node_modules, the same packages, without a network."""
     from playwright.sync_api import sync_playwright
 
-    folder, prompt, _ = folder_and_prompt
+    folder, prompt = SHIPPED_MODEL, shakespeare_tail()[:200]
     chromium = chromium_or_skip()
     package = WEB / "node_modules" / "@huggingface" / "transformers"
     page_html = with_model(TRANSFORMERS_JS_PAGE, "models/chargpt", prompt)
@@ -114,27 +116,20 @@ def test_transformers_js_in_a_browser_page_writes_the_engines_text(node, folder_
         kind = "application/wasm" if file.suffix == ".wasm" else "text/javascript"
         route.fulfill(path=str(file), headers={"Content-Type": kind, "Access-Control-Allow-Origin": "*"})
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page()
-                errors = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.route("https://cdn.jsdelivr.net/**", from_node_modules)
-                page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-                page.wait_for_function("document.body.textContent.length > 0", timeout=180_000)
-                text = page.evaluate("document.body.textContent")
-                SCREENSHOTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOTS / f"transformers-js-{folder.name}.png"), full_page=True)
-            finally:
-                browser.close()
-    finally:
-        server.shutdown()
+    with static_server(tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("https://cdn.jsdelivr.net/**", from_node_modules)
+            page.goto(url)
+            page.wait_for_function("document.body.textContent.length > 0", timeout=180_000)
+            text = page.evaluate("document.body.textContent")
+            SCREENSHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "transformers-js.png"), full_page=True)
+        finally:
+            browser.close()
     assert not errors
     assert text == prompt + expected_text(folder, prompt)
 

@@ -21,6 +21,7 @@ from train.model import GPTConfig, GPTLanguageModel
 from train.trainer import full_split_loss, load_corpus
 
 from conftest import REPO, TINY
+from helpers import run_train
 
 
 def train_run(capsys, *args) -> tuple[int, str, str]:
@@ -72,12 +73,6 @@ def test_whole_split_loss_is_deterministic_and_independent_of_batching(small_tex
     assert a == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-5)
 
 
-def run_cli(*args, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "train", *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
 def wait_for_train_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -98,7 +93,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, cap
     capsys.readouterr()
 
     parts = tmp_path / "parts"
-    proc = run_cli(*settings, "--out", parts)
+    proc = run_train(*settings, "--out", parts)
     wait_for_train_step(parts, 150, proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

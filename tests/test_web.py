@@ -11,11 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from benchmarks.page import CHROMIUM_ARGS, static_server
 from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
-from webapp.about import read_about
-from webapp.engine import Engine, Settings, encode_prompt
-from webapp.onnx_model import SHIPPED_MODEL
+from helpers import CHROMIUM_ARGS, spoil_ring, static_server
+from webapp.server.about import read_about
+from webapp.inference.engine import Engine, encode_prompt
+from webapp.inference.sampling import SamplingParams
+from webapp.inference.onnx_model import SHIPPED_MODEL
 
 WEB = REPO / "webapp" / "web"
 
@@ -51,16 +52,17 @@ def test_node_logits_and_greedy_text_equal_python_onnxruntime(node, model_path):
     got = np.array(out["logits"], dtype=np.float32).reshape(out["dims"])[..., : len(engine.vocab)]  # less the end-of-text id
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4
-    assert out["text"] == engine.complete(prompt, Settings(max_new_tokens=200, temperature=0))[0]
+    assert out["text"] == engine.complete(prompt, SamplingParams(max_new_tokens=200, temperature=0))[0]
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p, seed", [(0.8, 0, 1.0, 0), (1.0, 20, 0.9, 12345), (0.5, 5, 1.0, 2**63 - 1),
-                                                             (1.3, 0, 0.5, 7)])
-def test_js_sampler_writes_the_python_text(node, model_path, temperature, top_k, top_p, seed):
+@pytest.mark.parametrize("temperature, top_k, top_p, min_p, seed", [(0.8, 0, 1.0, 0, 0), (1.0, 20, 0.9, 0, 12345),
+                                                                    (0.5, 5, 1.0, 0.02, 2**63 - 1), (1.3, 0, 0.5, 0, 7),
+                                                                    (1.5, 0, 1.0, 0.1, 3), (1.0, 30, 0.95, 0.05, 9)])
+def test_js_sampler_writes_the_python_text(node, model_path, temperature, top_k, top_p, min_p, seed):
     args = ["--prompt", "JULIET:", "--chars", "150", "--temperature", str(temperature), "--top-k", str(top_k),
-            "--top-p", str(top_p), "--seed", str(seed), "--json"]
+            "--top-p", str(top_p), "--min-p", str(min_p), "--seed", str(seed), "--json"]
     out = json.loads(node_check(node, str(model_path), *args).stdout)
-    settings = Settings(max_new_tokens=150, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    settings = SamplingParams(max_new_tokens=150, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
     assert out["text"] == Engine(model_path).complete("JULIET:", settings)[0]
 
 
@@ -116,6 +118,7 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.fill("#length", "300")
             page.fill("#temperature", "0.8")
             page.fill("#top-k", "40")
+            page.fill("#min-p", "0.05")
             page.fill("#seed", "42")
             page.click("#generate")
             page.wait_for_function("document.getElementById('status').textContent.startsWith('Generated')", timeout=120_000)
@@ -139,17 +142,17 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
         finally:
             browser.close()
     assert not errors
-    # The page steps with the ring file (webapp/ring.py) and drafts from the table (webapp/drafting.py), as the engine does.
+    # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table (webapp/inference/drafting.py), as the engine does.
     assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
     about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
     assert shown == {"title": f"{about.title} in your browser", "heading": about.title, "prompt": "ROMEO:",
                      "description": about.description, "examples": about.examples}
     assert clicked == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
     engine = Engine(SHIPPED_MODEL)
-    settings = Settings(max_new_tokens=300, temperature=0.8, top_k=40, seed=42)
+    settings = SamplingParams(max_new_tokens=300, temperature=0.8, top_k=40, min_p=0.05, seed=42)
     expected = engine.complete("ROMEO:", settings)[0]
     assert text == "ROMEO:" + expected
-    assert greedy == engine.complete("KING RICHARD III:", Settings(max_new_tokens=200, temperature=0))[0]
+    assert greedy == engine.complete("KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0))[0]
     # Each generated character is coloured by the probability the model gave it, the number on hover.
     python_probs = [p for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for _, p in step.pieces[0]]
     assert "".join(ch for ch, _, _ in coloured) == expected
@@ -163,7 +166,7 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
 
 
 def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_table_is_refused(node):
-    from webapp.drafting import as_text, drafts, load_table, table_path
+    from webapp.inference.drafting import as_text, drafts, load_table, table_path
 
     shipped = table_path(SHIPPED_MODEL / "onnx" / "model.onnx")
     vocab = Engine(SHIPPED_MODEL).vocab
@@ -202,7 +205,7 @@ def test_a_draft_table_that_is_not_one_is_named_in_node_and_the_text_is_the_same
 
 
 def test_the_javascript_rotary_tables_are_pythons(node):
-    from webapp.ring import rotary_tables
+    from webapp.inference.ring import rotary_tables
 
     positions = [0, 1, 5, 127, 762, 2762, 123_456]
     script = ("import { rotaryTables } from './chargpt.js';\n"
@@ -216,8 +219,6 @@ def test_the_javascript_rotary_tables_are_pythons(node):
 
 @pytest.mark.parametrize("how, note", [("altered", "max |Δ logit|"), ("older", "it is an older ring file (one character a step)")])
 def test_a_ring_file_that_disagrees_is_not_used_in_javascript_and_the_text_is_the_same(node, tmp_path, how, note):
-    from test_engine import spoil_ring
-
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL, folder)
     args = ["--prompt", "ROMEO:", "--chars", "150", "--temperature", "0", "--json"]
@@ -237,24 +238,25 @@ def test_build_refuses_a_missing_model(node, tmp_path):
 
 
 def test_the_javascript_limits_are_the_engines(node):
-    from webapp.drafting import MAX_DRAFT, MAX_MATCH, MIN_MATCH, REPEAT_MATCH, TABLE_FORMAT
-    from webapp.engine import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, MAX_TEMPERATURE
-    from webapp.ring import RING_TOLERANCE, VERIFY_CHUNK
+    from webapp.inference.drafting import MAX_DRAFT, MAX_MATCH, MIN_MATCH, REPEAT_MATCH, TABLE_FORMAT
+    from webapp.inference.engine import MAX_PROMPT_CHARS
+    from webapp.inference.sampling import MAX_NEW_TOKENS, MAX_SAMPLES, MAX_SEED, MAX_TEMPERATURE
+    from webapp.inference.ring import RING_TOLERANCE, VERIFY_CHUNK
 
     script = ("import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT }"
               " from './chargpt.js';\n"
               "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE,\n"
               "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT] }));")
     out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
-    assert json.loads(out.stdout) == {"maxNewTokens": MAX_NEW_TOKENS, "maxPromptChars": MAX_PROMPT_CHARS,
+    assert json.loads(out.stdout) == {"maxNewTokens": MAX_NEW_TOKENS, "maxPromptChars": MAX_PROMPT_CHARS, "maxSamples": MAX_SAMPLES,
                                       "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE, "ringTolerance": RING_TOLERANCE,
                                       "verifyChunk": VERIFY_CHUNK,
                                       "drafting": [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT]}
 
 
 def test_the_javascript_drafts_and_window_masks_are_pythons(node):
-    from webapp.drafting import as_text, drafts
-    from webapp.ring import window_mask
+    from webapp.inference.drafting import as_text, drafts
+    from webapp.inference.ring import window_mask
 
     rng = np.random.default_rng(4)
     histories = [[int(i) for i in rng.integers(0, size, length)] for size, length in [(3, 40), (5, 200), (65, 300), (2, 3), (4, 1)]]

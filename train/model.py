@@ -384,7 +384,7 @@ class GPTLanguageModel(nn.Module):
         at the positions whose rotary cos and sin [B, T, head_dim] are given; ring: per layer,
         the keys (rotated at their positions) and values of the characters before them, the
         row's last block_size - 1, [B, n_head, block_size - 1, head_dim], in any slot order;
-        mask [B, T, block_size - 1 + T], additive (ring_mask in webapp/ring.py). -> (logits
+        mask [B, T, block_size - 1 + T], additive (ring_mask in webapp/inference/ring.py). -> (logits
         [B, T, vocab], per layer the new characters' keys and values [B, n_head, T, head_dim]).
         The caller writes them into the slots of the characters that leave the window; then
         this equals `decode`'s plain loop (tests/test_model.py)."""

@@ -2,7 +2,7 @@
 // site has it) with onnxruntime-web (WebAssembly) and streams text.
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
-import { CharGPT, checkSettings, colour, encodePrompt, LIMITS, modelFiles, readAbout } from "./chargpt.js";
+import { CharGPT, colour, encodePrompt, LIMITS, modelFiles, readAbout, samplingParams } from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
 const { onnx: MODEL, meta: SIDECAR, ring: RING, drafts: DRAFTS } = modelFiles("model/model.onnx");
@@ -36,8 +36,9 @@ function readSettings() {
   if (seedText === "-1" || seedText === "") seed = randomSeed();
   else if (/^\d+$/.test(seedText)) seed = BigInt(seedText);
   else throw new RangeError(`seed must be a whole number from 0 to 2^63-1 (or -1 for a random one), not ${seedText}.`);
-  return checkSettings({
-    maxNewTokens: number("length"), temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"), seed,
+  return samplingParams({
+    maxNewTokens: number("length"), temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"),
+    minP: number("min-p"), seed,
   });
 }
 
@@ -103,7 +104,7 @@ async function generate() {
 }
 
 /** Generated characters as spans coloured by the probability the model gave each (hover: the
- * number), as the Gradio page does (webapp/coloured.py). */
+ * number), as the Gradio page does (webapp/server/coloured.py). */
 function appendColoured(out, pieces) {
   if (pieces.length === 0) return;
   const fragment = document.createDocumentFragment();
@@ -160,7 +161,7 @@ async function load() {
     if (!response.ok) throw new Error(`${SIDECAR}: HTTP ${response.status}`);
     const meta = await response.json();
     present(meta);
-    // The ring file (faster steps; webapp/ring.py) and the draft table (webapp/drafting.py) are
+    // The ring file (faster steps; webapp/inference/ring.py) and the draft table (webapp/inference/drafting.py) are
     // optional: a site without them runs the model file alone, or drafts from the text's own repeats.
     const [modelResponse, ringResponse, draftsResponse] = await Promise.all([fetch(MODEL), fetch(RING).catch(() => null),
       fetch(DRAFTS).catch(() => null)]);

@@ -66,8 +66,8 @@ function main(argv) {
   for (const f of ORT) copyFileSync(path.join(ortDir, f), path.join(out, "vendor", f));
   copyFileSync(onnx, path.join(out, "model", "model.onnx"));
   copyFileSync(meta, path.join(out, "model", "model.json"));
-  if (existsSync(ring)) copyFileSync(ring, path.join(out, "model", "model.ring.onnx")); // faster steps (webapp/ring.py)
-  if (existsSync(drafts)) copyFileSync(drafts, path.join(out, "model", "model.drafts.json")); // drafts (webapp/drafting.py)
+  if (existsSync(ring)) copyFileSync(ring, path.join(out, "model", "model.ring.onnx")); // faster steps (webapp/inference/ring.py)
+  if (existsSync(drafts)) copyFileSync(drafts, path.join(out, "model", "model.drafts.json")); // drafts (webapp/inference/drafting.py)
   writeFileSync(path.join(out, "README.md"), spaceReadme(about));
   console.log(`built ${out} (model ${model})`);
   return 0;

@@ -1,16 +1,19 @@
-// chargpt in JavaScript: the sampling specification and the plain decoding loop over
-// onnxruntime (onnxruntime-web in the browser, onnxruntime-node in Node: same API).
+// chargpt in JavaScript: the sampling specification and the decoding loop over onnxruntime
+// (onnxruntime-web in the browser, onnxruntime-node in Node: same API).
 //
-// A port of webapp/sampling.py and webapp/engine.py; the same seed and settings give the same
-// text as the Python engine (tests/test_web.py checks it). The window is in the graph (chargpt
-// format 2), so decoding is a prefill and then one cached step per character (with the ring
-// file, a step may also check characters drafted from the text's own repeats: the same text, in
-// fewer steps). Numbers are float64 throughout the sampling, as in numpy.
+// A port of the Python inference library (webapp/inference/), in its structure: one settings
+// object (samplingParams: sampling.py's SamplingParams) with one function per sampling rule, the
+// step interface (PlainSteps and RingSteps: onnx_model.py's PlainSteps and ring.py's RingStep),
+// and one decoding loop on it (CharGPT.decode: loop.py's, for one request). The same seed and
+// settings give the same text as the Python engine (tests/test_web.py checks it). The window is in
+// the graph (chargpt format 2), so decoding is a prefill and then one cached step per character
+// (with the ring file, a step may also check drafted characters: the same text, in fewer steps).
+// Numbers are float64 throughout the sampling, as in numpy.
 
 /** Steele, Lea and Flood's SplitMix64: 64-bit state, one uniform in [0, 1) per call. The state
  * is two 32-bit halves in plain numbers, not a BigInt: a BigInt per draw allocated and cost more
  * than the draw itself. Every operation is exact (products split into 16-bit pieces), so the
- * stream is bit for bit the Python one (webapp/sampling.py; tests/test_web.py). */
+ * stream is bit for bit the Python one (webapp/inference/sampling.py; tests/test_web.py). */
 export class SplitMix64 {
   constructor(seed) {
     const state = BigInt.asUintN(64, BigInt(seed));
@@ -56,6 +59,15 @@ export function softmax(logits) {
   return z.map((x) => x / total);
 }
 
+/** Keep the characters whose probability is at least minP times the most likely one's (0 = off):
+ * exp(logit - max logit) >= minP, the probabilities' ratio without dividing. */
+export function minPFilter(logits, minP) {
+  if (minP <= 0) return logits;
+  let max = -Infinity;
+  for (const x of logits) max = Math.max(max, x);
+  return logits.map((x) => (Math.exp(x - max) < minP ? -Infinity : x));
+}
+
 /** Keep the logits >= the k-th largest (ties at the boundary kept); k <= 0 or >= vocab: all. */
 export function topKFilter(logits, k) {
   if (k <= 0 || k >= logits.length) return logits;
@@ -78,10 +90,10 @@ export function topPFilter(logits, p) {
   return out;
 }
 
-/** The distribution a draw is made from (temperature > 0): temperature, top-k, top-p. */
-export function samplingProbs(logits, temperature, topK, topP) {
-  const scaled = Float64Array.from(logits, (x) => x / temperature);
-  return softmax(topPFilter(topKFilter(scaled, topK), topP));
+/** The distribution a draw is made from (temperature > 0): temperature, min-p, top-k, top-p. */
+export function samplingProbs(logits, params) {
+  const scaled = Float64Array.from(logits, (x) => x / params.temperature);
+  return softmax(topPFilter(topKFilter(minPFilter(scaled, params.minP), params.topK), params.topP));
 }
 
 /** Inverse CDF: the first id whose cumulative probability exceeds u * total. */
@@ -101,7 +113,7 @@ export function argmax(logits) {
 }
 
 /** Background for a character the model gave probability p: red (unlikely) to green (sure);
- * webapp/coloured.py's colour. */
+ * webapp/server/coloured.py's colour. */
 export function colour(p) {
   return `hsl(${Math.round(130 * p)}, 75%, 82%)`;
 }
@@ -117,9 +129,9 @@ export function probabilityOf(logits, id) {
 }
 
 /** The next id for one row of logits: greedy at temperature 0 (nothing drawn), else a draw. */
-export function nextId(logits, { temperature, topK, topP }, rng) {
-  if (temperature === 0) return argmax(logits);
-  return draw(samplingProbs(logits, temperature, topK, topP), rng.uniform());
+export function nextId(logits, params, rng) {
+  if (params.temperature === 0) return argmax(logits);
+  return draw(samplingProbs(logits, params), rng.uniform());
 }
 
 /** Map a prompt to ids: a character outside the vocabulary is replaced by its accent-free form
@@ -141,11 +153,13 @@ export function encodePrompt(text, vocab) {
   return { ids, dropped: [...dropped] };
 }
 
-// webapp/engine.py's limits (MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, MAX_TEMPERATURE); tests/test_web.py ties them.
-export const LIMITS = { maxNewTokens: 2000, maxPromptChars: 10000, maxSeed: 2n ** 63n - 1n, maxTemperature: 10 };
+// The Python library's limits (sampling.py's MAX_NEW_TOKENS, MAX_SAMPLES, MAX_SEED, MAX_TEMPERATURE;
+// engine.py's MAX_PROMPT_CHARS); tests/test_web.py ties them.
+export const LIMITS = { maxNewTokens: 2000, maxPromptChars: 10000, maxSamples: 8, maxSeed: 2n ** 63n - 1n, maxTemperature: 10 };
 
-/** Checked settings, or a RangeError whose message says which and why (as the Python engine). */
-export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0, topP = 1, seed = 0 } = {}) {
+/** webapp/inference/sampling.py's SamplingParams: one request's settings, checked, or a RangeError
+ * whose message says which and why (the Python sentence). */
+export function samplingParams({ maxNewTokens = 200, temperature = 0.8, topK = 0, topP = 1, minP = 0, seed = 0, numSamples = 1 } = {}) {
   const whole = (x) => Number.isInteger(x);
   if (!(whole(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= LIMITS.maxNewTokens))
     throw new RangeError(`max_new_tokens must be a whole number from 1 to ${LIMITS.maxNewTokens}, not ${maxNewTokens}.`);
@@ -153,15 +167,18 @@ export function checkSettings({ maxNewTokens = 200, temperature = 0.8, topK = 0,
     throw new RangeError(`temperature must be between 0 (greedy) and ${LIMITS.maxTemperature}, not ${temperature}.`);
   if (!(whole(topK) && topK >= 0)) throw new RangeError(`top_k must be a whole number, 0 for off, not ${topK}.`);
   if (!(Number.isFinite(topP) && topP > 0 && topP <= 1)) throw new RangeError(`top_p must be above 0 and at most 1 (1 = off), not ${topP}.`);
+  if (!(Number.isFinite(minP) && minP >= 0 && minP <= 1)) throw new RangeError(`min_p must be between 0 (off) and 1, not ${minP}.`);
   const big = typeof seed === "bigint" ? seed : Number.isInteger(seed) ? BigInt(seed) : -1n;
   if (!(big >= 0n && big <= LIMITS.maxSeed)) throw new RangeError(`seed must be a whole number from 0 to 2^63-1, not ${seed}.`);
-  return { maxNewTokens, temperature, topK, topP, seed: big };
+  if (!(whole(numSamples) && numSamples >= 1 && numSamples <= LIMITS.maxSamples))
+    throw new RangeError(`num_samples must be from 1 to ${LIMITS.maxSamples}, not ${numSamples}.`);
+  return Object.freeze({ maxNewTokens, temperature, topK, topP, minP, seed: big, numSamples });
 }
 
 /** The files of a model: a folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and the
  * NAME.json beside it (paths or URLs, with "/" separators), and the ring file and draft table
- * that may be beside it (NAME.ring.onnx and NAME.drafts.json, rotary models: webapp/ring.py,
- * webapp/drafting.py). */
+ * that may be beside it (NAME.ring.onnx and NAME.drafts.json, rotary models: webapp/inference/ring.py,
+ * webapp/inference/drafting.py). */
 export function modelFiles(model) {
   const folder = model.replace(/\/+$/, "");
   const onnx = model.endsWith(".onnx") ? model : `${folder}/onnx/model.onnx`;
@@ -169,7 +186,7 @@ export function modelFiles(model) {
   return { onnx, meta: beside(".json"), ring: beside(".ring.onnx"), drafts: beside(".drafts.json") };
 }
 
-/** webapp/ring.py's rotary_tables: cos and signed sin [N, D] at whole positions, the angles in
+/** webapp/inference/ring.py's rotary_tables: cos and signed sin [N, D] at whole positions, the angles in
  * float64 (a JavaScript number) and rounded once. */
 export function rotaryTables(positions, headDim, base) {
   const half = headDim / 2;
@@ -187,12 +204,12 @@ export function rotaryTables(positions, headDim, base) {
   return { cos, sin };
 }
 
-/** webapp/ring.py's RING_TOLERANCE and VERIFY_CHUNK (tests/test_web.py ties them): max |logit
+/** webapp/inference/ring.py's RING_TOLERANCE and VERIFY_CHUNK (tests/test_web.py ties them): max |logit
  * difference| from the model file's steps, and the characters in every other step checked. */
 export const RING_TOLERANCE = 1e-4;
 export const VERIFY_CHUNK = 4;
 
-/** webapp/ring.py's window_mask: the ring file's ring_mask [B, T, S + T] for T new characters a
+/** webapp/inference/ring.py's window_mask: the ring file's ring_mask [B, T, S + T] for T new characters a
  * row: each sees its row's filled slots (mask [B, S]: 0 or -Infinity) but the ones its window
  * has left, and the new characters up to itself. */
 export function windowMask(mask, positions, T, S) {
@@ -208,15 +225,15 @@ export function windowMask(mask, positions, T, S) {
   return out;
 }
 
-// webapp/drafting.py's MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH and TABLE_FORMAT (tests/test_web.py ties them).
+// webapp/inference/drafting.py's MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH and TABLE_FORMAT (tests/test_web.py ties them).
 export const MAX_DRAFT = 15, MIN_MATCH = 2, MAX_MATCH = 16, REPEAT_MATCH = 6, TABLE_FORMAT = "chargpt-drafts/1";
 
-/** webapp/drafting.py's as_text: ids as a string, one UTF-16 unit each (vocabularies below 65,536). */
+/** webapp/inference/drafting.py's as_text: ids as a string, one UTF-16 unit each (vocabularies below 65,536). */
 export function asText(ids) {
   return String.fromCharCode(...ids);
 }
 
-/** webapp/drafting.py's read_table: a draft table file's JSON (MODEL.drafts.json) as
+/** webapp/inference/drafting.py's read_table: a draft table file's JSON (MODEL.drafts.json) as
  * {next: Map of contexts to ids, as asText, order}; throws an Error saying why it is not one. */
 export function readDraftTable(data, vocab) {
   if (data === null || typeof data !== "object" || data.format !== TABLE_FORMAT)
@@ -239,7 +256,7 @@ export function readDraftTable(data, vocab) {
   return { next, order };
 }
 
-/** webapp/drafting.py's DraftTable.follow: maxChars ids, each the table's continuation of the
+/** webapp/inference/drafting.py's DraftTable.follow: maxChars ids, each the table's continuation of the
  * longest context it holds that ends the text so far; shorter when none does. */
 export function follow(table, history, maxChars) {
   const last = (text) => text.slice(Math.max(text.length - table.order, 0));
@@ -255,7 +272,7 @@ export function follow(table, history, maxChars) {
   return out;
 }
 
-/** webapp/drafting.py's draft: maxChars ids (asText) that followed the latest earlier occurrence
+/** webapp/inference/drafting.py's draft: maxChars ids (asText) that followed the latest earlier occurrence
  * of the longest ending of `history` that occurred before (MIN_MATCH to MAX_MATCH), "" if none;
  * with a draft table, the table's continuation unless an ending of REPEAT_MATCH ids occurred. */
 export function draft(history, maxChars, table = null, minMatch = MIN_MATCH, maxMatch = MAX_MATCH) {
@@ -272,18 +289,26 @@ export function draft(history, maxChars, table = null, minMatch = MIN_MATCH, max
   return followed.repeat(Math.floor(maxChars / followed.length) + 1).slice(0, maxChars);
 }
 
-/** webapp/drafting.py's drafts: one draft per row, as ids, cut to the shortest. */
+/** webapp/inference/drafting.py's next_budget: the most characters the next draft may have, 2 more
+ * after a draft kept whole (a step of `drafted` characters that wrote drafted + 1), 1 fewer (at
+ * least 1) after one that was not. */
+export function nextBudget(budget, drafted, written, maxDraft) {
+  if (!drafted) return budget;
+  return written === drafted + 1 ? Math.min(budget + 2, maxDraft) : Math.max(budget - 1, 1);
+}
+
+/** webapp/inference/drafting.py's drafts: one draft per row, as ids, cut to the shortest. */
 export function drafts(histories, maxChars, table = null) {
   const found = histories.map((h) => draft(h, maxChars, table));
   const k = Math.min(...found.map((d) => d.length));
   return found.map((d) => Array.from(d.slice(0, k), (c) => c.charCodeAt(0)));
 }
 
-/** The metadata's chargpt format that this code reads (webapp/onnx_model.py's FORMAT_VERSION). */
+/** The metadata's chargpt format that this code reads (webapp/inference/onnx_model.py's FORMAT_VERSION). */
 export const FORMAT_VERSION = "2";
 
 /** What the page says about the model: its metadata's `about` (written by python -m export),
- * else neutral words; examples outside the vocabulary are left out. webapp/about.py's rules. */
+ * else neutral words; examples outside the vocabulary are left out. webapp/server/about.py's rules. */
 export const NEUTRAL_ABOUT = {
   title: "chargpt",
   description: "A small character-level GPT. Write the start of a text and let it continue.",
@@ -298,6 +323,151 @@ export function readAbout(meta) {
     .filter((e) => typeof e === "string" && e.length > 0 && [...e].every((c) => vocab.has(c)))
     .slice(0, MAX_EXAMPLES);
   return { title: line("title"), description: line("description"), examples, prompt: examples[0] ?? "" };
+}
+
+/** Logits [B, T, columns] as a session returns them (the model file's last column is the
+ * end-of-text id, never sampled), read from position `first` on: `row(r, j)` is row r's logits
+ * over the vocabulary at position first + j, for j below `width`. */
+export class Logits {
+  constructor({ data, dims }, vocabSize, first = 0) {
+    [this.data, this.dims, this.vocabSize, this.first] = [data, dims, vocabSize, first];
+    this.width = dims[1] - first;
+  }
+
+  row(r, j) {
+    const [, length, columns] = this.dims;
+    const at = (r * length + this.first + j) * columns;
+    return this.data.subarray(at, at + this.vocabSize);
+  }
+}
+
+/** The step interface on the model file (webapp/inference/onnx_model.py's PlainSteps, which says
+ * what each method does): one character a row a step, the cache fed back as the next past. */
+export class PlainSteps {
+  constructor(model) {
+    this.model = model;
+    this.maxBlock = 1;
+  }
+
+  async prefill(rows) {
+    const result = await this.model.forward(rows);
+    return { logits: new Logits(result, this.model.vocab.length, rows[0].length - 1), state: result.past };
+  }
+
+  async forward(rows, state) {
+    const result = await this.model.forward(rows, state);
+    return { logits: new Logits(result, this.model.vocab.length), pending: result.past };
+  }
+
+  keep(state, pending) {
+    return pending;
+  }
+}
+
+/** The step interface on the ring file (webapp/inference/ring.py's RingStep): up to maxBlock
+ * characters a row a step, the state a ring of blockSize - 1 slots per layer. */
+export class RingSteps {
+  constructor(model, session) {
+    this.model = model;
+    this.session = session;
+    this.maxBlock = model.blockSize - 1;
+  }
+
+  async prefill(rows) {
+    const result = await this.model.forward(rows);
+    const length = rows[0].length;
+    return { logits: new Logits(result, this.model.vocab.length, length - 1), state: this.state(result.past, length) };
+  }
+
+  async forward(rows, state) {
+    const pending = await this.run(rows, state);
+    return { logits: new Logits(pending, this.model.vocab.length), pending };
+  }
+
+  keep(state, pending, count) {
+    const { n_head: H, head_dim: D } = this.model.config;
+    const S = this.maxBlock, L = pending.dims[1];
+    pending.added.forEach((data, i) => {
+      for (let bh = 0; bh < data.length / (L * D); bh++)
+        for (let t = 0; t < count; t++)
+          state.rings[i].set(data.subarray((bh * L + t) * D, (bh * L + t + 1) * D), (bh * S + ((state.positions[Math.floor(bh / H)] + t) % S)) * D);
+    });
+    state.positions.forEach((position, b) => {
+      for (let t = 0; t < count; t++) state.mask[b * S + ((position + t) % S)] = 0;
+    });
+    state.positions = state.positions.map((position) => position + count);
+    return state;
+  }
+
+  /** RingStep.state: the ring after a prefill of `length` characters whose cache (the model
+   * file's presents, keys not rotated) is `past`. */
+  state(past, length) {
+    const { n_head: H, head_dim: D, rope_base: base } = this.model.config;
+    const S = this.maxBlock, half = D / 2;
+    const [B, , kept] = past[this.model.pastNames[0]].dims;
+    const positions = Array.from({ length: kept }, (_, j) => length - kept + j);
+    const { cos, sin } = rotaryTables(positions, D, base);
+    const f = Math.fround; // each product and sum rounded to float32, as numpy's float32 arithmetic is
+    const rings = this.model.pastNames.map((name, n) => {
+      const source = past[name].data;
+      const ring = new Float32Array(B * H * S * D);
+      for (let bh = 0; bh < B * H; bh++)
+        positions.forEach((position, j) => {
+          const from = (bh * kept + j) * D, to = (bh * S + (position % S)) * D;
+          if (n % 2) return ring.set(source.subarray(from, from + D), to); // a value
+          for (let i = 0; i < half; i++) {
+            const [x1, x2, t] = [source[from + i], source[from + half + i], j * D + i];
+            ring[to + i] = f(f(x1 * cos[t]) + f(x2 * sin[t]));
+            ring[to + half + i] = f(f(x2 * cos[t + half]) + f(x1 * sin[t + half]));
+          }
+        });
+      return ring;
+    });
+    const mask = new Float32Array(B * S).fill(-Infinity);
+    for (let b = 0; b < B; b++) for (const position of positions) mask[b * S + (position % S)] = 0;
+    return { rings, mask, positions: Array(B).fill(length) };
+  }
+
+  /** RingStep.forward's session run: {data, dims [B, T, columns]: the logits, added: per layer
+   * and kind, the new keys and values [B, H, T, D]}; the state is untouched. */
+  async run(rows, state) {
+    const { n_head: H, head_dim: D, rope_base: base } = this.model.config;
+    const S = this.maxBlock, B = rows.length, L = rows[0].length, Tensor = this.model.ort.Tensor;
+    const { cos, sin } = rotaryTables(state.positions.flatMap((p) => Array.from({ length: L }, (_, t) => p + t)), D, base);
+    const feeds = { input_ids: new Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [B, L]),
+      rotary_cos: new Tensor("float32", cos, [B, L, D]), rotary_sin: new Tensor("float32", sin, [B, L, D]),
+      ring_mask: new Tensor("float32", windowMask(state.mask, state.positions, L, S), [B, L, S + L]) };
+    this.model.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new Tensor("float32", state.rings[i], [B, H, S, D])));
+    const out = await this.session.run(feeds);
+    return { data: out.logits.data, dims: out.logits.dims, added: this.model.pastNames.map((n) => out[n.replace("past_key_values", "new")].data) };
+  }
+
+  /** RingStep.verify: the largest |logit difference| between ring steps and the model file's, at
+   * batch 2, after prefills that leave the ring part-filled and full; the steps take one
+   * character and VERIFY_CHUNK characters in turn. */
+  async verify(steps = 8) {
+    const model = this.model;
+    let worst = 0;
+    for (const length of [5, model.blockSize + 12]) {
+      const rows = [0, 1].map((b) => Array.from({ length: length + steps }, (_, t) => (7 * t + 3 * b + 1) % model.vocab.length));
+      let want = await model.forward(rows.map((row) => row.slice(0, length)));
+      const state = this.state(want.past, length);
+      for (let t = length, n = 0; t < length + steps; n++) {
+        const chunk = rows.map((row) => row.slice(t, t + (n % 2 ? VERIFY_CHUNK : 1)));
+        want = await model.forward(chunk, want.past);
+        const { logits: got, pending } = await this.forward(chunk, state);
+        this.keep(state, pending, chunk[0].length);
+        const expected = new Logits(want, model.vocab.length);
+        for (let b = 0; b < chunk.length; b++)
+          for (let j = 0; j < chunk[0].length; j++) {
+            const [x, y] = [expected.row(b, j), got.row(b, j)];
+            for (let v = 0; v < x.length; v++) worst = Math.max(worst, Math.abs(x[v] - y[v]));
+          }
+        t += chunk[0].length;
+      }
+    }
+    return worst;
+  }
 }
 
 /** An exported chargpt model on onnxruntime. `meta` is its JSON metadata (onnx/model.json in a
@@ -316,10 +486,15 @@ export class CharGPT {
     this.pastNames = [];
     for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
     this.presentNames = this.pastNames.map((n) => n.replace("past_key_values", "present"));
-    this.ring = null; // the ring file's session, when steps run on it (useRing)
+    this.steps = new PlainSteps(this); // the step interface the loop runs: RingSteps when the ring file is used
     this.maxDraft = MAX_DRAFT; // characters drafted per step; 0: one character a step
     this.notice = ""; // why the ring file or the draft table was not used (Engine.notice in Python)
-    this.draftTable = null; // webapp/drafting.py's DraftTable (readDraftTable), when the model has one
+    this.draftTable = null; // webapp/inference/drafting.py's DraftTable (readDraftTable), when the model has one
+  }
+
+  /** The ring file's steps, when they run (`notice` says why not, otherwise). */
+  get ring() {
+    return this.steps instanceof RingSteps ? this.steps : null;
   }
 
   /** model: a path (Node), URL or bytes (Uint8Array) that ort.InferenceSession.create takes;
@@ -343,102 +518,20 @@ export class CharGPT {
 
   /** Step with `session`, a ring file's, if a short run agrees with the model file. */
   async useRing(session) {
-    this.ring = session;
+    const ring = new RingSteps(this, session);
     let worst;
     try {
       const mask = (session.inputMetadata ?? []).find((input) => input.name === "ring_mask");
       if (mask?.shape?.length === 2) worst = "it is an older ring file (one character a step); export the model again to write one that also checks drafts";
-      else worst = await this.verifyRing();
+      else worst = await ring.verify();
     } catch (e) {
       worst = `it does not run as a ring step (${String(e.message).split("\n")[0]})`;
     }
-    if (typeof worst === "number" && worst <= RING_TOLERANCE) return;
-    this.ring = null;
-    this.notice = `the ring file was not used: ${typeof worst === "number" ? `max |Δ logit| ${worst.toExponential(1)}` : worst}`;
-  }
-
-  /** webapp/ring.py's RingStep.state: the ring after a prefill of `length` characters whose
-   * cache (the model file's presents, keys not rotated) is `past`. */
-  ringState(past, length) {
-    const { n_head: H, head_dim: D, rope_base: base } = this.config;
-    const S = this.blockSize - 1, half = D / 2;
-    const [B, , kept] = past[this.pastNames[0]].dims;
-    const positions = Array.from({ length: kept }, (_, j) => length - kept + j);
-    const { cos, sin } = rotaryTables(positions, D, base);
-    const f = Math.fround; // each product and sum rounded to float32, as numpy's float32 arithmetic is
-    const rings = this.pastNames.map((name, n) => {
-      const source = past[name].data;
-      const ring = new Float32Array(B * H * S * D);
-      for (let bh = 0; bh < B * H; bh++)
-        positions.forEach((position, j) => {
-          const from = (bh * kept + j) * D, to = (bh * S + (position % S)) * D;
-          if (n % 2) return ring.set(source.subarray(from, from + D), to); // a value
-          for (let i = 0; i < half; i++) {
-            const [x1, x2, t] = [source[from + i], source[from + half + i], j * D + i];
-            ring[to + i] = f(f(x1 * cos[t]) + f(x2 * sin[t]));
-            ring[to + half + i] = f(f(x2 * cos[t + half]) + f(x1 * sin[t + half]));
-          }
-        });
-      return ring;
-    });
-    const mask = new Float32Array(B * S).fill(-Infinity);
-    for (let b = 0; b < B; b++) for (const position of positions) mask[b * S + (position % S)] = 0;
-    return { rings, mask, positions: Array(B).fill(length) };
-  }
-
-  /** webapp/ring.py's RingStep.forward: rows of T ids that follow each row's text, on the ring
-   * file. Returns {logits [B, T, V + 1], dims, added: per layer and kind, [B, H, T, D]}; the
-   * state is untouched (ringKeep adds them). */
-  async ringForward(rows, state) {
-    const { n_head: H, head_dim: D, rope_base: base } = this.config;
-    const S = this.blockSize - 1, B = rows.length, L = rows[0].length, Tensor = this.ort.Tensor;
-    const { cos, sin } = rotaryTables(state.positions.flatMap((p) => Array.from({ length: L }, (_, t) => p + t)), D, base);
-    const feeds = { input_ids: new Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [B, L]),
-      rotary_cos: new Tensor("float32", cos, [B, L, D]), rotary_sin: new Tensor("float32", sin, [B, L, D]),
-      ring_mask: new Tensor("float32", windowMask(state.mask, state.positions, L, S), [B, L, S + L]) };
-    this.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new Tensor("float32", state.rings[i], [B, H, S, D])));
-    const out = await this.ring.run(feeds);
-    return { logits: out.logits.data, dims: out.logits.dims, added: this.pastNames.map((n) => out[n.replace("past_key_values", "new")].data) };
-  }
-
-  /** webapp/ring.py's RingStep.keep: the first `count` characters of a ringForward into each
-   * row's ring, in the slots of the characters that leave its window. */
-  ringKeep(state, { added, dims }, count) {
-    const { n_head: H, head_dim: D } = this.config;
-    const S = this.blockSize - 1, L = dims[1];
-    added.forEach((data, i) => {
-      for (let bh = 0; bh < data.length / (L * D); bh++)
-        for (let t = 0; t < count; t++)
-          state.rings[i].set(data.subarray((bh * L + t) * D, (bh * L + t + 1) * D), (bh * S + ((state.positions[Math.floor(bh / H)] + t) % S)) * D);
-    });
-    state.positions.forEach((position, b) => {
-      for (let t = 0; t < count; t++) state.mask[b * S + ((position + t) % S)] = 0;
-    });
-    state.positions = state.positions.map((position) => position + count);
-  }
-
-  /** webapp/ring.py's RingStep.verify: the largest |logit difference| between ring steps and
-   * the model file's, at batch 2, after prefills that leave the ring part-filled and full; the
-   * steps take one character and VERIFY_CHUNK characters in turn. */
-  async verifyRing(steps = 8) {
-    let worst = 0;
-    for (const length of [5, this.blockSize + 12]) {
-      const rows = [0, 1].map((b) => Array.from({ length: length + steps }, (_, t) => (7 * t + 3 * b + 1) % this.vocab.length));
-      let result = await this.forward(rows.map((row) => row.slice(0, length)));
-      const state = this.ringState(result.past, length);
-      for (let t = length, n = 0; t < length + steps; n++) {
-        const chunk = rows.map((row) => row.slice(t, t + (n % 2 ? VERIFY_CHUNK : 1)));
-        result = await this.forward(chunk, result.past);
-        const got = await this.ringForward(chunk, state);
-        this.ringKeep(state, got, chunk[0].length);
-        const [B, T, wantColumns] = result.dims, gotColumns = got.dims[2]; // the model file's last column: end-of-text
-        for (let bt = 0; bt < B * T; bt++)
-          for (let v = 0; v < this.vocab.length; v++)
-            worst = Math.max(worst, Math.abs(result.logits[bt * wantColumns + v] - got.logits[bt * gotColumns + v]));
-        t += chunk[0].length;
-      }
+    if (typeof worst === "number" && worst <= RING_TOLERANCE) {
+      this.steps = ring;
+      return;
     }
-    return worst;
+    this.notice = `the ring file was not used: ${typeof worst === "number" ? `max |Δ logit| ${worst.toExponential(1)}` : worst}`;
   }
 
   emptyPast(batch) {
@@ -458,61 +551,48 @@ export class CharGPT {
     const out = await this.session.run(feeds);
     const present = {};
     this.pastNames.forEach((n, i) => (present[n] = out[this.presentNames[i]]));
-    return { logits: out.logits.data, dims: out.logits.dims, past: present };
+    return { data: out.logits.data, dims: out.logits.dims, past: present };
   }
 
-  /** Last position's logits over the vocabulary (the end-of-text column left out), one
-   * Float32Array per row. */
-  lastRows({ logits, dims }) {
-    const [batch, length, columns] = dims;
-    return Array.from({ length: batch }, (_, b) => {
-      const start = (b * length + length - 1) * columns;
-      return logits.subarray(start, start + this.vocab.length);
-    });
-  }
-
-  /** webapp/engine.py's Engine.decode: yields, per new character, {ids, probs}, one id per row
-   * and the probability the model gave it. Row r samples with seed + r. The plain loop: a
-   * prefill of the prompt's last receptive_field characters, then one cached step per
-   * character, and no forward pass after the last one. With the ring file, each step also runs
-   * characters drafted from the text's own repeats or the draft table (webapp/drafting.py) and
-   * keeps them up to the first one that differs from what is drawn there: the same text, in
-   * fewer steps. */
-  async *decode(promptIds, settings, numSamples = 1) {
-    const s = checkSettings(settings);
-    const rngs = Array.from({ length: numSamples }, (_, r) => new SplitMix64(s.seed + BigInt(r)));
+  /** webapp/inference/loop.py's loop for one request: yields, per new character, {ids, probs}, one
+   * id per row and the probability the model gave it; row r samples with seed + r. A prefill of
+   * the prompt's last receptive_field characters, then one step after another on `steps`, and no
+   * forward pass after the last character. Where the steps take several characters, each step
+   * also runs characters drafted from the text's own repeats or the draft table and keeps them up
+   * to the first one that differs from what is drawn there: the same text, in fewer steps. */
+  async *decode(promptIds, settings) {
+    const params = samplingParams(settings), rows = params.numSamples;
+    const rngs = Array.from({ length: rows }, (_, r) => new SplitMix64(params.seed + BigInt(r)));
     const context = promptIds.slice(-this.receptiveField);
-    let result = await this.forward(Array.from({ length: numSamples }, () => context));
-    const ring = this.ring ? this.ringState(result.past, context.length) : null;
-    const histories = Array(numSamples).fill(asText(promptIds));
-    let drafted = Array.from({ length: numSamples }, () => []), budget = this.maxDraft, left = s.maxNewTokens;
-    for (let first = context.length - 1; ; first = 0) { // the prefill's logits: its last position's only
-      const [, length, columns] = result.dims;
+    let { logits, state } = await this.steps.prefill(Array.from({ length: rows }, () => context));
+    let pending = null; // a drafted step's forward, kept once the draws say how much of it
+    const texts = Array(rows).fill(asText(promptIds));
+    let drafted = Array.from({ length: rows }, () => []), budget = this.maxDraft, left = params.maxNewTokens;
+    for (;;) {
+      // Sample: the drafted characters drawn as drafted, and one more.
       let j = 0, ids;
-      for (; first + j < length; j++) { // the drafted characters drawn as drafted, and one more
-        const at = (r) => (r * length + first + j) * columns;
-        const rows = Array.from({ length: numSamples }, (_, r) => result.logits.subarray(at(r), at(r) + this.vocab.length));
-        ids = rows.map((row, r) => nextId(row, s, rngs[r]));
-        yield { ids, probs: rows.map((row, r) => probabilityOf(row, ids[r])) };
+      for (;; j++) {
+        const logitRows = Array.from({ length: rows }, (_, r) => logits.row(r, j));
+        ids = logitRows.map((row, r) => nextId(row, params, rngs[r]));
+        yield { ids, probs: logitRows.map((row, r) => probabilityOf(row, ids[r])) };
         if (--left === 0) return;
         if (j === drafted[0].length || ids.some((id, r) => id !== drafted[r][j])) break;
       }
-      drafted.forEach((d, r) => (histories[r] += asText([...d.slice(0, j), ids[r]])));
-      if (!ring) {
-        result = await this.forward(ids.map((id) => [id]), result.past);
-        continue;
-      }
-      if (result.added) this.ringKeep(ring, result, j + 1); // the characters the step ran and kept
-      if (drafted[0].length) budget = j === drafted[0].length ? Math.min(budget + 2, this.maxDraft) : Math.max(budget - 1, 1);
-      drafted = drafts(histories, Math.min(budget, left - 1, this.blockSize - 2), this.draftTable); // at most as many new characters as slots
-      result = await this.ringForward(ids.map((id, r) => [id, ...drafted[r]]), ring);
+      if (pending) state = this.steps.keep(state, pending, j + 1);
+      drafted.forEach((d, r) => (texts[r] += asText([...d.slice(0, j), ids[r]])));
+      budget = nextBudget(budget, drafted[0].length, j + 1, this.maxDraft);
+      // Step: each row's next id, and the characters drafted after it where the steps take several.
+      const most = Math.min(budget, left - 1, this.steps.maxBlock - 1);
+      drafted = this.maxDraft && most > 0 ? drafts(texts, most, this.draftTable) : drafted.map(() => []);
+      ({ logits, pending } = await this.steps.forward(ids.map((id, r) => [id, ...drafted[r]]), state));
+      if (drafted[0].length === 0) [state, pending] = [this.steps.keep(state, pending, 1), null]; // the fed character is always kept
     }
   }
 
   /** The continuations as strings (for checks and the Node command). */
-  async complete(promptIds, settings, numSamples = 1) {
-    const texts = Array(numSamples).fill("");
-    for await (const { ids } of this.decode(promptIds, settings, numSamples)) ids.forEach((id, r) => (texts[r] += this.vocab[id]));
+  async complete(promptIds, settings) {
+    const texts = Array(samplingParams(settings).numSamples).fill("");
+    for await (const { ids } of this.decode(promptIds, settings)) ids.forEach((id, r) => (texts[r] += this.vocab[id]));
     return texts;
   }
 }

@@ -1,5 +1,5 @@
 // node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K]
-//                    [--top-p P] [--seed S] [--json]
+//                    [--top-p P] [--min-p P] [--seed S] [--json]
 // Loads an exported chargpt model (a model folder, or NAME.onnx with its NAME.json) with
 // onnxruntime-node, prints the logits of the prompt's last position and a continuation (greedy
 // unless --temperature > 0). The prompt defaults to the model's own default prompt.
@@ -9,14 +9,15 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { CharGPT, encodePrompt, modelFiles, readAbout } from "./chargpt.js";
+import { CharGPT, encodePrompt, Logits, modelFiles, readAbout } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const USAGE = "usage: node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
+const USAGE = "usage: node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--json]";
 
 function parseArgs(argv) {
-  const opts = { model: path.join(here, "..", "..", "models", "chargpt"), prompt: undefined, chars: 200, temperature: 0, topK: 0, topP: 1, seed: 0, json: false };
-  const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP" };
+  const opts = { model: path.join(here, "..", "..", "models", "chargpt"), prompt: undefined, chars: 200, temperature: 0, topK: 0, topP: 1, minP: 0,
+    seed: 0, json: false };
+  const numbers = { "--chars": "chars", "--temperature": "temperature", "--top-k": "topK", "--top-p": "topP", "--min-p": "minP" };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--json") opts.json = true;
@@ -79,18 +80,17 @@ async function main() {
   const { ids } = encodePrompt(opts.prompt, model.vocab);
   const context = ids.slice(-model.receptiveField);
   const result = await model.forward([context]);
-  const { logits, dims } = result;
-  const last = Array.from(model.lastRows(result)[0]);
+  const last = Array.from(new Logits(result, model.vocab.length, context.length - 1).row(0, 0));
   let text;
   try {
-    const settings = { maxNewTokens: opts.chars, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed };
+    const settings = { maxNewTokens: opts.chars, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, minP: opts.minP, seed: opts.seed };
     [text] = await model.complete(ids, settings);
   } catch (e) {
     console.error(`node_check: error: ${e.message}`);
     return 2;
   }
   if (opts.json) {
-    console.log(JSON.stringify({ runtime: `onnxruntime-node ${ort.env.versions.node}`, prompt_ids: context, dims, logits: Array.from(logits), text }));
+    console.log(JSON.stringify({ runtime: `onnxruntime-node ${ort.env.versions.node}`, prompt_ids: context, dims: result.dims, logits: Array.from(result.data), text }));
     return 0;
   }
   const top = last.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, 5);

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from webapp.api_input import LOG
-from webapp.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
+from webapp.server.api_input import LOG, TrailingInputs
+from webapp.server.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
 
-STATIC_SITE = Path(__file__).resolve().parent / "web" / "dist"  # built by `make web`
+STATIC_SITE = Path(__file__).resolve().parents[1] / "web" / "dist"  # built by `make web`
 STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 # Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
 # default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
@@ -61,7 +61,8 @@ def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int
 
     log_refusals()
     settle_matplotlib()
+    inputs = {fn.api_name: len(fn.inputs) for fn in demo.fns.values() if isinstance(fn.api_name, str)}
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed_files(model_path),
                        show_error=True, max_file_size=MAX_REQUEST_BYTES,
-                       app_kwargs={"middleware": [Middleware(RequestSizeLimit)]},
+                       app_kwargs={"middleware": [Middleware(RequestSizeLimit), Middleware(TrailingInputs, inputs=inputs)]},
                        state_session_capacity=SESSION_CAPACITY, **kwargs)

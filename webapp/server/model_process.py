@@ -1,15 +1,14 @@
-"""The server's model loop in a process of its own: a Batcher (webapp/batching.py) on its own
-Engine, behind `ModelProcess.decode`, which keeps Batcher.decode's contract.
+"""The server's model loop in a process of its own: a Batcher (webapp/inference/batching.py) on its
+own Engine, behind `ModelProcess.decode`, which keeps Batcher.decode's contract.
 
 Why a process: in the web server's process every tick's Python (sampling, the ring's bookkeeping,
 the drafts) needs the GIL, which Gradio's event loop and the threads streaming each visitor's text
-hold in turn. In a crowd of 32 the batcher thread was switched out about 16 times a tick, and its
-ticks took 15.8 to 25.5 ms of wall time for 12.6 to 17.1 ms of its own CPU (six crowds). In its own
-process nothing else runs Python beside it, and the server's Python runs on the other core
-meanwhile: side by side, crowds of 32 took a median 3.01 s against 3.65 (README, "Under load").
+hold in turn, so the loop's thread waits for them between its steps. In its own process nothing
+else runs Python beside it, and the server's Python runs on another core meanwhile: crowds finish
+sooner (docs/serving.md has the figures).
 
 The two processes talk over the child's stdin and stdout, one pickled message at a time:
-- to the child: ("start", id, prompt ids, Settings), ("cancel", id), ("rows", 0);
+- to the child: ("start", id, prompt ids, SamplingParams), ("cancel", id), ("rows", 0);
 - from it: ("ready", None) once loaded (or ("failed", why)), then after every tick one
   ("tick", [(id, item), ...]) with each request's characters of that tick, each item
   (ids, probabilities) as lists, END after a request's last one, or an error's message; and
@@ -31,12 +30,14 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .batching import FINISHED, Batcher
-from .engine import Engine, Settings
+from webapp.inference.batching import Batcher
+from webapp.inference.engine import Engine
+from webapp.inference.loop import FINISHED
+from webapp.inference.sampling import SamplingParams
 
 END = None  # a request's last message
 STARTUP_TIMEOUT_S = 300  # loading and checking a model takes seconds; a cold disk or a GPU can take longer
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def send(stream: BinaryIO, message) -> None:
@@ -62,7 +63,7 @@ class ModelProcessError(RuntimeError):
 
 
 class ModelProcess:
-    """Batcher.decode's contract, served by a child process (`python -m webapp.model_process`)
+    """Batcher.decode's contract, served by a child process (`python -m webapp.server.model_process`)
     that loads the model file at `path` on `device`. A child that stops (killed, out of memory)
     fails the requests it was serving with ModelProcessError, and the next request starts a new one."""
 
@@ -83,7 +84,7 @@ class ModelProcess:
     def _start(self) -> None:
         """Start the child and wait until its model is loaded (called holding the lock)."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        child = subprocess.Popen([sys.executable, "-m", "webapp.model_process", self.path, self.device],
+        child = subprocess.Popen([sys.executable, "-m", "webapp.server.model_process", self.path, self.device],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         answer: list = []
         reader = threading.Thread(target=lambda: answer.append(self._first_message(child)), daemon=True)
@@ -134,13 +135,13 @@ class ModelProcess:
         except OSError:  # it stopped a moment ago: its dispatcher fails the others
             raise ModelProcessError("The model process stopped; ask again to start a new one.") from None
 
-    def decode(self, prompt_ids: list[int], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """As Engine.decode; closing the iterator (or dropping it) takes the request out of its batch."""
         rid, waiting = next(self._ids), queue.SimpleQueue()
         with self._lock:
             self._waiting[rid] = waiting
             try:
-                self._send(("start", rid, list(prompt_ids), settings))
+                self._send(("start", rid, list(prompt_ids), params))
             except ModelProcessError:
                 del self._waiting[rid]
                 raise

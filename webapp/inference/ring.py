@@ -12,15 +12,18 @@ of the row's last block_size - 1 characters rotated at their own positions, and 
 in a ring of slots (position % (block_size - 1)); a mask marks empty slots. The graph only reads
 the ring and returns the new characters' keys and values, which the engine writes into the slots
 of the characters that leave the window. A step takes T characters a row (one while decoding;
-more when the engine checks a draft, webapp/drafting.py), each seeing the ring less the slots
+more when the engine checks a draft, webapp/inference/drafting.py), each seeing the ring less the slots
 its window has left, and the new ones up to itself (`window_mask`). Rotary attention depends
 only on the distance between positions, and softmax-weighted sums on no order, so the slots
 need no shifting; angles are computed here in float64 from whole positions, so texts of any
-length keep their precision.
+length keep their precision. Against the model file's cached step it does a fraction of the
+work per step (docs/speed.md has the figures).
 
-A prefill still runs the model file; its cache is rotated into a ring (`RingStep.state`). The
-engine loads the ring file only when its metadata matches the model's and a short run of both
-agrees within RING_TOLERANCE (`RingStep.verify`); otherwise it decodes with the model file.
+RingStep is the step interface (webapp/inference/onnx_model.py, PlainSteps, says what it is) on
+this file. A prefill still runs the model file; its cache is rotated into a ring
+(`RingStep.state`). The engine loads the ring file only when its metadata matches the model's and
+a short run of both agrees within RING_TOLERANCE (`RingStep.verify`); otherwise it steps with the
+model file.
 """
 
 from __future__ import annotations
@@ -79,15 +82,15 @@ def window_mask(filled: np.ndarray, positions: np.ndarray, new: int) -> np.ndarr
 
 
 class RingStep:
-    """The ring file's session and the ring states it steps. A state is a dict of arrays whose
-    first axis is the batch (the ring of each layer, each row's mask and next position), so a
-    batch's states stack, split and drop rows as the model file's caches do."""
+    """The ring file's session and the ring states it steps: the step interface of PlainSteps,
+    T <= slots characters per row a step. A state holds the ring of each layer, each row's mask
+    and next position."""
 
     def __init__(self, path: Path, model: OnnxModel, session):
-        self.path, self.session = path, session
+        self.path, self.session, self.model = path, session, model
         config = model.metadata["config"]
         self.n_layer, self.n_head, self.head_dim = config["n_layer"], config["n_head"], config["head_dim"]
-        self.slots = config["block_size"] - 1
+        self.slots = self.max_block = config["block_size"] - 1
         self.rope_base = config["rope_base"]
         self.vocab_size = len(model.vocab)
         self.ring_names = cache_names(RING, self.n_layer)
@@ -96,15 +99,21 @@ class RingStep:
 
     def tables_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """rotary_tables(positions), from tables computed once for the first TABLE_POSITIONS
-        positions: a step then indexes them instead of computing cosines (60 against 22 µs of
-        a 1.1 ms batch-1 step, measured). Past them, computed as asked, so memory stays bounded
-        at any length. Filling the tables is safe under threads: both hold the same values."""
+        positions: a step then indexes them instead of computing cosines. Past them, computed as
+        asked, so memory stays bounded at any length. Filling the tables is safe under threads:
+        both hold the same values."""
         if len(positions) == 0 or positions.max() < len(self.cos):
             return self.cos[positions], self.sin[positions]
         if positions.max() >= TABLE_POSITIONS:
             return rotary_tables(positions, self.head_dim, self.rope_base)
         self.cos, self.sin = rotary_tables(np.arange(TABLE_POSITIONS), self.head_dim, self.rope_base)
         return self.cos[positions], self.sin[positions]
+
+    def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The model file's prefill of the last receptive_field characters, its cache rotated into a ring."""
+        ids = ids[:, -self.model.receptive_field :]
+        logits, past = self.model.forward(ids)
+        return logits[:, -1], self.state(past, ids.shape[1])
 
     def state(self, past: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
         """The ring state after a prefill of `length` characters whose cache (the model file's
@@ -125,13 +134,6 @@ class RingStep:
         state[POSITION] = np.full(batch, length, np.int64)
         return state
 
-    def step(self, ids: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One cached step for ids [B]: the logits [B, vocab] after them, and the state, updated
-        in place (the new keys and values written into the slots of the characters that leave
-        each row's window) and returned."""
-        logits, new = self.forward(ids[:, None], state)
-        return logits[:, 0], self.keep(state, new, 1)
-
     def forward(self, ids: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """ids [B, T] that follow each row's text, T <= slots: (logits [B, T, vocab] after each,
         their keys and values per layer [B, H, T, D]), the state untouched (`keep` adds them)."""
@@ -151,8 +153,7 @@ class RingStep:
         count, first = int(counts[0]), int(positions[0] % self.slots)
         if (positions == positions[0]).all() and (counts == count).all() and first + count <= self.slots:
             # Rows at one position keeping as many (one request's samples, a crowd that started
-            # together), slots not wrapping: plain slices, 12 copies of a few floats instead of 12
-            # gathers (0.13 ms of a 1.5 ms step, measured).
+            # together), slots not wrapping: plain slices, a copy per array instead of a gather.
             for name, value in zip(self.ring_names, new):
                 state[name][:, :, first : first + count] = value[:, :, :count]
             state[RING_MASK][:, first : first + count] = 0.0

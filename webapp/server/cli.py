@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .engine import MAX_NEW_TOKENS, Engine, Settings, SettingsError, encode_prompt
-from .onnx_model import SHIPPED_MODEL, ModelLoadError
+from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE
+from webapp.inference.engine import Engine, encode_prompt
+from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError
+from webapp.inference.sampling import MAX_NEW_TOKENS, SamplingParams, SettingsError
 
 USAGE_ERROR = 2
 
@@ -18,8 +20,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    from .app import CONCURRENCY, QUEUE_SIZE  # the page's module (and gradio) only where a page is served
-
     p = argparse.ArgumentParser(prog="python -m webapp", description="Serve the chargpt Gradio page and its /generate API. "
                                 "See also: python -m webapp generate --help")
     add_model_args(p)
@@ -79,6 +79,7 @@ def generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--min-p", type=float, default=0.0, help="keep the characters at least this times as likely as the likeliest; 0 = off")
     p.add_argument("--seed", type=int, default=0, help="same seed and settings, same text")
     p.add_argument("--stop", help="stop before this string appears")
     p.add_argument("--num-samples", type=int, default=1, help="continuations sampled together in one batch")
@@ -93,8 +94,8 @@ def fail(prog: str, message: str) -> int:
 def generate_main(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     try:
-        settings = Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, seed=args.seed, stop=args.stop, num_samples=args.num_samples)
+        params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, min_p=args.min_p, seed=args.seed, stop=args.stop, num_samples=args.num_samples)
         engine = Engine(args.model, args.device)
     except (SettingsError, ModelLoadError) as e:
         return fail("python -m webapp generate", str(e))
@@ -102,14 +103,14 @@ def generate_main(argv: list[str]) -> int:
     for notice in (engine.notice, encoded.notice()):
         if notice:
             print(f"note: {notice}", file=sys.stderr)
-    if settings.num_samples == 1:  # stream it as it is generated
+    if params.num_samples == 1:  # stream it as it is generated
         print(args.prompt, end="", flush=True)
-        for step in engine.generate(encoded, settings):
+        for step in engine.generate(encoded, params):
             print("".join(c for c, _ in step.pieces[0]), end="", flush=True)
         print()
         return 0
-    for r, text in enumerate(engine.complete(encoded, settings)):
-        print(f"--- sample {r + 1} (seed {settings.seed + r}) ---\n{args.prompt}{text}")
+    for r, text in enumerate(engine.complete(encoded, params)):
+        print(f"--- sample {r + 1} (seed {params.seed + r}) ---\n{args.prompt}{text}")
     return 0
 
 
@@ -123,8 +124,8 @@ def serve_main(argv: list[str]) -> int:
         return fail("python -m webapp", str(e))
     if engine.notice:
         print(f"note: {engine.notice}", file=sys.stderr)
-    from .app import build_demo
-    from .server import launch
+    from webapp.server.launch import launch  # gradio, only where a page is served
+    from webapp.server.page import build_demo
 
     stop_within()
     if args.exit_with_parent:

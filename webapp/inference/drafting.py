@@ -5,10 +5,10 @@ table, written by `python -m export` beside the model file).
 
 A draft decides only how many characters one step of the model computes, never which are
 written: the engine runs the text's next character and the drafted ones through the ring file
-in one step (webapp/ring.py), draws each position's character with the row's own random number
+in one step (webapp/inference/ring.py), draws each position's character with the row's own random number
 as the plain loop would, and keeps the drafted characters only up to the first one the draw
-disagrees with (webapp/engine.py). A step of several characters costs little more than a step of
-one here, as reading the weights is most of its time, so text that repeats itself (greedy
+disagrees with (webapp/inference/loop.py). A step of several characters costs little more than a
+step of one, as reading the weights is most of its time, so text that repeats itself (greedy
 decoding falls into loops; names, refrains, a prompt quoted back) or that follows the training
 text's habits (words, names, line openings) is written several characters a step; elsewhere the
 draft is short and a step writes one.
@@ -25,12 +25,8 @@ import numpy as np
 
 from .onnx_model import beside
 
-# The most characters drafted per step. A ring step of T characters cost, at batch 1 on the
-# shipped model here (median of 7 x 100 calls): T=1 0.96 ms, 2 1.05, 4 1.28, 8 1.53, 16 2.30; the
-# greedy benchmark text (benchmarks/generation.py) took 189 steps for 500 characters with 7 and
-# 169 with 15; in two interleaved runs of 7, 11 and 15, 15 was 1.13x and 1.22x as fast as 7
-# (11: 0.94x and 1.37x); 31 was 0.85x and 0.93x as fast as 15 (greedy; at temperature 0.8).
-# The budget (Engine.decode) keeps drafts short where they are not kept.
+# The most characters drafted per step, chosen by timing 7, 11, 15 and 31 side by side
+# (docs/speed.md); the budget (next_budget) keeps drafts short where they are not kept.
 MAX_DRAFT = 15
 # The shortest ending looked up (a single character matches almost anywhere, and guesses badly),
 # and the longest (enough to pick out one place; longer searches cost without choosing better).
@@ -39,10 +35,8 @@ MIN_MATCH, MAX_MATCH = 2, 16
 # before: shorter matches guess worse than the table (below).
 REPEAT_MATCH = 6
 # A draft table keeps contexts of up to TABLE_ORDER characters seen at least TABLE_MIN_COUNT
-# times in the training text. Counted in ring steps for the shipped model's benchmark prompt (500
-# characters; greedy, and the mean of seeds 1-4 at temperature 0.8 and of 1-2 at 1.0): own
-# repeats alone 167, 409 and ~420 steps; with the table of order 5 and count 5 (18,433 contexts)
-# 89, 221 and 256; order 4 count 3 (14,063) 95, 230, 250; order 6 count 3 (40,114) 89, 220, 247.
+# times in the training text: the smallest table that saved about as many steps as larger ones
+# (counted in ring steps for the benchmark prompt; docs/speed.md).
 TABLE_ORDER, TABLE_MIN_COUNT = 5, 5
 TABLE_FORMAT = "chargpt-drafts/1"
 TABLE_SUFFIX = ".drafts.json"  # MODEL.onnx -> MODEL.drafts.json
@@ -158,6 +152,14 @@ def draft(history: str, max_chars: int, table: DraftTable | None = None,
         return ""
     followed = history[found + length :]
     return (followed * (max_chars // len(followed) + 1))[:max_chars]
+
+
+def next_budget(budget: int, drafted: int, written: int, max_draft: int) -> int:
+    """The most characters the next draft may have: 2 more after a draft kept whole (a step
+    of `drafted` characters that wrote drafted + 1), 1 fewer (at least 1) after one that was not."""
+    if not drafted:
+        return budget
+    return min(budget + 2, max_draft) if written == drafted + 1 else max(budget - 1, 1)
 
 
 def drafts(histories: list[str], max_chars: int, table: DraftTable | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@
 The one reader of DESIGN.md's ONNX contract in Python (onnxruntime and numpy only). The web
 app's engine decodes with it, and `python -m export` verifies and evaluates with it, so the
 code that serves a model is the code that was checked against PyTorch. A model is a model
-folder (webapp.model_folder) or a single .onnx file with its NAME.json beside it.
+folder (webapp.inference.model_folder) or a single .onnx file with its NAME.json beside it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 
 from .model_folder import MODEL_FILE, ModelLoadError, check_files, check_tokenizer
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "chargpt"  # a model folder
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "chargpt"  # a model folder
 # 2: the window is in the graph (a plain loop is correct at any length), the logits end with an
 # end-of-text column, and the dimensions are named batch_size, sequence_length, past_sequence_length.
 FORMAT_VERSION = "2"
 METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256")
-OPTIONAL_KEYS = ("about",)  # what the pages say about the model (webapp/about.py); older exports lack it
+OPTIONAL_KEYS = ("about",)  # what the pages say about the model (webapp/server/about.py); older exports lack it
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
 SIDECAR_SHA256 = "onnx_sha256"  # the JSON sidecar's record of the model file's own SHA-256
 # The graph's names (DESIGN.md), as generation libraries expect them; export writes them from here.
@@ -99,10 +99,8 @@ class OnnxModel:
     one per physical core, its default). spinning: whether those threads keep busy-waiting for
     work after a run returns (onnxruntime's default: lowest latency for one caller). The server
     turns that off, as the cores it would burn serve the page, but keeps the spinning between a
-    run's operators (`session.force_spinning_stop`): with no spinning at all, waking a thread
-    for each of a step's ~200 operators made the bare batch-1 ring step 2.39 ms against 1.69
-    (batch 8: 4.00 against 3.58 ms), and neither burns CPU after a run (0.0 s in the next 0.5 s,
-    against 0.044 s with the default)."""
+    run's operators (`session.force_spinning_stop`): waking a thread for each of a step's
+    operators costs more than the spinning (docs/speed.md)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, spinning: bool = True):
         folder = Path(path) if Path(path).is_dir() else None
@@ -148,3 +146,35 @@ class OnnxModel:
             past = self.empty_past(ids.shape[0])
         logits, *presents = self.session.run(self.output_names, {INPUT_IDS: ids.astype(np.int64, copy=False), **past})
         return logits[..., : len(self.vocab)], dict(zip(self.past_names, presents))
+
+
+class PlainSteps:
+    """The step interface on the model file itself (DESIGN.md's graph, what every runtime runs):
+    one character per row a step, the cache growing to the window and sliding with it.
+
+    The interface, which RingStep (webapp/inference/ring.py) implements too:
+      prefill(ids [B, T]) -> (the logits after each row's last id [B, vocab], state)
+      forward(ids [B, T], state) -> (logits [B, T, vocab] after each id, pending): T <= max_block
+        ids that follow each row's text; the state is not changed
+      keep(state, pending, counts) -> the state after the first counts[b] of row b's ids (one
+        number, or one per row): what the next forward reads
+    A state is a dict of arrays and `pending` a list of arrays, whose first axis is the batch, so
+    rows stack, split and drop alike."""
+
+    max_block = 1
+
+    def __init__(self, model: OnnxModel):
+        self.model = model
+
+    def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Only the last receptive_field characters can change what comes next: only those run."""
+        logits, past = self.model.forward(ids[:, -self.model.receptive_field :])
+        return logits[:, -1], past
+
+    def forward(self, ids: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        logits, present = self.model.forward(ids, state)
+        return logits, list(present.values())
+
+    def keep(self, state: dict[str, np.ndarray], pending: list[np.ndarray], counts) -> dict[str, np.ndarray]:
+        """The cache after the one id each row ran (a row that keeps none is being dropped)."""
+        return dict(zip(self.model.past_names, pending))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from webapp.engine import MAX_PROMPT_CHARS
+from webapp.inference.engine import MAX_PROMPT_CHARS
 
 # The largest request body the server reads: a prompt of MAX_PROMPT_CHARS characters is at most
 # ~120 KB of JSON, so this leaves room for a clear "too long" answer to a long paste, and keeps

@@ -1,0 +1,192 @@
+"""The engine: text generation from an exported chargpt model, with a KV cache.
+
+onnxruntime and numpy only (no torch, no `train`): this is what a hosted Space runs.
+
+Decoding is the plain loop that any runtime runs on the graph (format 2 keeps the window in
+it): one prefill of the prompt's last `receptive_field` characters (the earlier ones cannot
+change what comes next), then one cached step per new character, each step's cache fed back as
+the next one's past. So the engine writes the same text as onnxruntime-genai, transformers.js
+or the JavaScript page given the same prompt, at a constant cost per character. Its steps run
+on the model's ring file where it has one, and there also check characters drafted from the
+text's own repeats or the draft table: still the plain loop's text, in fewer steps
+(webapp/inference/loop.py has the loop; ring.py and drafting.py the rest).
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .drafting import MAX_DRAFT, load_table, table_path
+from .loop import Request, Scheduler, outputs
+from .onnx_model import OnnxModel, PlainSteps
+from .ring import load_ring
+from .sampling import SamplingParams
+
+MAX_PROMPT_CHARS = 10_000  # per request, on the server (webapp/web/chargpt.js's LIMITS keeps the same)
+
+# The loop over ids: (prompt ids, settings) -> (ids [rows], their probabilities) per new character.
+Decode = Callable[[list[int], SamplingParams], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    ids: list[int]
+    text: str  # the prompt as the model reads it (after replacements and drops)
+    replaced: dict[str, str] = field(default_factory=dict)  # e.g. {"é": "e"}
+    dropped: list[str] = field(default_factory=list)  # characters with no stand-in, once each
+
+    def notice(self) -> str:
+        parts = []
+        if self.replaced:
+            parts.append("replaced " + ", ".join(f"{a!r}→{b!r}" for a, b in self.replaced.items()))
+        if self.dropped:
+            shown = ", ".join(repr(c) for c in self.dropped[:10]) + (" …" if len(self.dropped) > 10 else "")
+            parts.append(f"dropped {shown} (not in the model's vocabulary)")
+        return "; ".join(parts)
+
+
+def encode_prompt(text: str, vocab: list[str], start: str = "\n") -> EncodedPrompt:
+    """Map the prompt to ids: a character outside the vocabulary is replaced by its accent-free
+    form when that is in the vocabulary (é → e), else dropped. An empty result starts from
+    `start` (a newline, as the lecture's generation does)."""
+    index = {c: i for i, c in enumerate(vocab)}
+    ids, kept, replaced, dropped = [], [], {}, []
+    for ch in text:
+        if ch not in index:
+            plain = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+            if plain and all(c in index for c in plain):
+                replaced[ch] = plain
+                ch = plain
+            else:
+                if ch not in dropped:
+                    dropped.append(ch)
+                continue
+        kept.append(ch)
+        ids.extend(index[c] for c in ch)
+    if not ids:
+        first = start if start in index else vocab[0]
+        return EncodedPrompt([index[first]], first, replaced, dropped)
+    return EncodedPrompt(ids, "".join(kept), replaced, dropped)
+
+
+class StopFilter:
+    """Streams one row's characters, holding back any tail that could be the start of the
+    stop string, so text shown while streaming never has to be taken back."""
+
+    def __init__(self, stop: str | None):
+        self.stop = stop or ""
+        self.pending: list[tuple[str, float]] = []
+        self.finished = False
+
+    def push(self, ch: str, prob: float) -> list[tuple[str, float]]:
+        """Add a character; return the (character, probability) pairs now safe to show."""
+        if self.finished:
+            return []
+        self.pending.append((ch, prob))
+        if not self.stop:
+            return self.flush()
+        tail = "".join(c for c, _ in self.pending)
+        if tail.endswith(self.stop):
+            self.finished = True
+            kept = self.pending[: len(self.pending) - len(self.stop)]
+            self.pending = []
+            return kept
+        hold = next((n for n in range(min(len(tail), len(self.stop) - 1), 0, -1) if self.stop.startswith(tail[-n:])), 0)
+        out, self.pending = self.pending[: len(self.pending) - hold], self.pending[len(self.pending) - hold :]
+        return out
+
+    def flush(self) -> list[tuple[str, float]]:
+        out, self.pending = self.pending, []
+        return out
+
+
+@dataclass
+class Step:
+    """What each row adds to its text: (character, probability the model gave it) pairs, and
+    whether the row has finished (its stop string appeared); `ids` are the sampled ids (None
+    on the last Step, which only releases what a stop filter held back)."""
+
+    pieces: list[list[tuple[str, float]]]
+    finished: list[bool]
+    ids: np.ndarray | None = None
+
+
+def serving_threads(cores: int | None = None) -> int:
+    """onnxruntime's threads for the web server's engine (in its model process): one per core but
+    one (at least one), which is left to Gradio, the threads that stream each visitor's text and
+    the visitors' connections: crowds were faster so than with a thread per core (docs/serving.md)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+class Engine(OnnxModel):
+    """Text generation on an OnnxModel, in layers: `decode` is the loop over ids (prefill, then
+    cached steps; webapp/inference/loop.py), `generate` adds characters and stop strings,
+    `complete` collects the text.
+
+    `steps` is the step interface the loop runs: the model's ring file when it has one that agrees
+    with the model file (webapp/inference/ring.py; `ring`), else the model file itself; `notice`
+    says why a ring file or draft table was not used. With the ring file, a step also runs up to
+    `max_draft` drafted characters (webapp/inference/drafting.py), from the model's draft table
+    (MODEL.drafts.json) too when it has one."""
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True,
+                 max_draft: int = MAX_DRAFT, table: bool = True):
+        super().__init__(path, device, threads, spinning)
+        self.max_draft = max_draft  # characters drafted per step; 0: one character a step
+        self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
+        self.steps = self.ring or PlainSteps(self)
+        # table=False: draft from the text's own repeats only, as a model without a draft table does.
+        self.draft_table, table_notice = load_table(table_path(self.path), self.vocab) if self.ring and table else (None, "")
+        self.notice = "; ".join(n for n in (self.notice, ring_notice, table_notice) if n)
+
+    @classmethod
+    def for_server(cls, path, device: str = "cpu") -> "Engine":
+        """The web server's engine: serving_threads() threads that stop spinning after each run,
+        as the server's cores are shared with the page (OnnxModel)."""
+        return cls(path, device, threads=serving_threads(), spinning=False)
+
+    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The loop at the level of ids, for one request in this thread: yields (ids [rows], the
+        probability the model gave each) per new character, num_samples rows with seeds seed + row;
+        no forward pass after the last character asked for."""
+        request, loop = Request(list(prompt_ids), params), Scheduler(self)
+        loop.admit([request])
+
+        def ticks():
+            while True:
+                yield from request.out.take()
+                loop.tick()
+
+        yield from outputs(ticks())
+
+    def generate(self, prompt: EncodedPrompt, params: SamplingParams, decode: Decode | None = None) -> Iterator[Step]:
+        """Yield a Step per new character until max_new_tokens, or until every row has stopped.
+        `decode` runs the loop over ids: this engine's own by default, or a Batcher's (the server)."""
+        filters = [StopFilter(params.stop) for _ in range(params.num_samples)]
+        decoded = (decode or self.decode)(prompt.ids, params)
+        try:
+            for ids, probs in decoded:
+                pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
+                yield Step(pieces, [f.finished for f in filters], ids)
+                if all(f.finished for f in filters):
+                    return
+        finally:
+            decoded.close()  # a Batcher frees the request's rows at once
+        yield Step([f.flush() for f in filters], [f.finished for f in filters])
+
+    def complete(self, prompt: str | EncodedPrompt, params: SamplingParams) -> list[str]:
+        """The continuations of `prompt`, one per sample, without the stop string."""
+        if isinstance(prompt, str):
+            prompt = encode_prompt(prompt, self.vocab)
+        texts = [""] * params.num_samples
+        for step in self.generate(prompt, params):
+            for r, piece in enumerate(step.pieces):
+                texts[r] += "".join(c for c, _ in piece)
+        return texts
