@@ -28,10 +28,10 @@ def test_temperature_zero_is_greedy_argmax_and_draws_nothing():
 
 def test_top_k_keeps_exactly_the_k_largest():
     logits = np.random.default_rng(1).permutation(20).astype(np.float64)[None]
-    kept = np.isfinite(top_k_filter(logits, 5))[0]
+    kept = np.isfinite(top_k_filter(logits, [5]))[0]
     assert set(np.flatnonzero(kept)) == set(np.argsort(-logits[0])[:5])
-    assert np.array_equal(top_k_filter(logits, 0), logits)
-    assert np.array_equal(top_k_filter(logits, 20), logits)
+    assert np.array_equal(top_k_filter(logits, [0]), logits)
+    assert np.array_equal(top_k_filter(logits, [20]), logits)
 
 
 @pytest.mark.parametrize("p, kept", [(1e-9, {1}), (0.5, {1}), (0.75, {1, 3}), (0.76, {1, 3, 0}), (0.9, {1, 3, 0, 2}),
@@ -39,14 +39,14 @@ def test_top_k_keeps_exactly_the_k_largest():
 def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
     # Sorted by probability: id 1 (0.5), 3 (0.25), 0 (0.125), then 2 and 4 (0.0625 each; the lower id first).
     probs = np.array([[0.125, 0.5, 0.0625, 0.25, 0.0625]])
-    assert set(np.flatnonzero(np.isfinite(top_p_filter(np.log(probs), p))[0])) == kept
+    assert set(np.flatnonzero(np.isfinite(top_p_filter(np.log(probs), [p]))[0])) == kept
 
 
 @pytest.mark.parametrize("min_p, kept", [(0.0, {0, 1, 2, 3, 4}), (1e-9, {0, 1, 2, 3, 4}), (0.25, {0, 1, 3}), (0.5, {1, 3}),
                                          (0.51, {1}), (1.0, {1})])
 def test_min_p_keeps_what_is_at_least_min_p_times_the_likeliest(min_p, kept):
     probs = np.array([[0.125, 0.5, 0.0625, 0.25, 0.0625]])  # relative to the likeliest: 0.25, 1, 0.125, 0.5, 0.125
-    assert set(np.flatnonzero(np.isfinite(min_p_filter(np.log(probs), min_p))[0])) == kept
+    assert set(np.flatnonzero(np.isfinite(min_p_filter(np.log(probs), [min_p]))[0])) == kept
 
 
 def test_min_p_applies_after_temperature_as_transformers_min_p_warper_does():

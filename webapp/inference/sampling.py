@@ -115,45 +115,44 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def per_row(values, rows: int) -> np.ndarray:
-    """A setting as one value per row: a number for all of them, or one each."""
-    return np.broadcast_to(np.asarray(values), (rows,))
+def per_row(values: Sequence) -> np.ndarray:
+    """One setting's value per row, shaped to broadcast against [rows, vocab]."""
+    return np.asarray(values).reshape(-1, 1)
 
 
-def min_p_filter(logits: np.ndarray, min_p) -> np.ndarray:
-    """Keep the characters whose probability is at least min_p (per row; 0 = off) times the most
-    likely one's: exp(logit - max logit) >= min_p, the probabilities' ratio without dividing."""
-    min_p = per_row(min_p, len(logits))
-    if not min_p.any():
+# Each rule takes logits [rows, vocab] and its setting's value for each row (a sequence); a rule
+# that is off in every row returns the logits untouched, having looked at the values only.
+
+def min_p_filter(logits: np.ndarray, min_p: Sequence[float]) -> np.ndarray:
+    """Keep the characters whose probability is at least min_p (0 = off) times the most likely
+    one's: exp(logit - max logit) >= min_p, the probabilities' ratio without dividing."""
+    if not any(min_p):
         return logits
     ratio = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return np.where(ratio < min_p[:, None], -np.inf, logits)
+    return np.where(ratio < per_row(min_p), -np.inf, logits)
 
 
-def top_k_filter(logits: np.ndarray, k) -> np.ndarray:
-    """Keep the logits >= the k-th largest (per row; 0 or at least the vocabulary = off)."""
+def top_k_filter(logits: np.ndarray, k: Sequence[int]) -> np.ndarray:
+    """Keep the logits >= the k-th largest (0, or at least the vocabulary, = off)."""
     vocab = logits.shape[-1]
-    k = per_row(k, len(logits))
-    on = (k > 0) & (k < vocab)
-    if not on.any():
+    if not any(0 < x < vocab for x in k):
         return logits
-    kth = np.full(len(logits), -np.inf)
-    kth[on] = np.sort(logits[on], axis=-1)[np.arange(on.sum()), vocab - k[on]]
-    return np.where(logits < kth[:, None], -np.inf, logits)
+    k = np.array([x if 0 < x < vocab else vocab for x in k]).reshape(-1, 1)  # off: the smallest logit, which keeps all
+    kth = np.take_along_axis(np.sort(logits, axis=-1), vocab - k, axis=-1)
+    return np.where(logits < kth, -np.inf, logits)
 
 
-def top_p_filter(logits: np.ndarray, p) -> np.ndarray:
-    """Keep the smallest set of most probable characters whose probability reaches p (per row;
-    1 = off); the most probable one always, ties in probability ordered by id."""
-    p = per_row(p, len(logits))
-    on = p < 1.0
-    if not on.any():
+def top_p_filter(logits: np.ndarray, p: Sequence[float]) -> np.ndarray:
+    """Keep the smallest set of most probable characters whose probability reaches p (1 = off);
+    the most probable one always, ties in probability ordered by id."""
+    if all(x >= 1.0 for x in p):
         return logits
+    p = per_row(p)
     probs = softmax(logits)
     order = np.argsort(-probs, axis=-1, kind="stable")
     cumulative = np.cumsum(np.take_along_axis(probs, order, axis=-1), axis=-1)
     mass_before = np.concatenate([np.zeros_like(cumulative[..., :1]), cumulative[..., :-1]], axis=-1)
-    drop_sorted = (mass_before >= p[:, None]) & on[:, None]  # the first (most probable) has 0 before it: always kept
+    drop_sorted = (mass_before >= p) & (p < 1.0)  # the first (most probable) has 0 before it: always kept
     drop = np.zeros_like(drop_sorted)
     np.put_along_axis(drop, order, drop_sorted, axis=-1)
     return np.where(drop, -np.inf, logits)
@@ -162,13 +161,10 @@ def top_p_filter(logits: np.ndarray, p) -> np.ndarray:
 def sampling_probs(logits: np.ndarray, params: Sequence[SamplingParams]) -> np.ndarray:
     """The distribution each row of logits [rows, vocab] is drawn from, with its own settings
     (params: one per row, temperatures above 0)."""
-    def setting(name: str) -> np.ndarray:
-        return np.array([getattr(p, name) for p in params])
-
-    z = logits.astype(np.float64) / setting("temperature")[:, None]
-    z = min_p_filter(z, setting("min_p"))
-    z = top_k_filter(z, setting("top_k"))
-    z = top_p_filter(z, setting("top_p"))
+    z = logits.astype(np.float64) / per_row([p.temperature for p in params])
+    z = min_p_filter(z, [p.min_p for p in params])
+    z = top_k_filter(z, [p.top_k for p in params])
+    z = top_p_filter(z, [p.top_p for p in params])
     return softmax(z)
 
 
@@ -183,12 +179,13 @@ def draw_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
 def next_ids(logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[SplitMix64]) -> np.ndarray:
     """One id per row of logits [rows, vocab], each row with its own settings and stream: greedy
     rows take the argmax and leave their stream alone, the others draw once."""
-    ids = logits.argmax(axis=-1)
     drawn = [r for r, p in enumerate(params) if p.temperature > 0]
+    if len(drawn) == len(params):  # every row draws (the usual case: no copies)
+        return draw_rows(sampling_probs(logits, params), np.array([rng.uniform() for rng in rngs]))
+    ids = logits.argmax(axis=-1)
     if drawn:
-        rows = drawn if len(drawn) < len(params) else slice(None)
-        probs = sampling_probs(logits[rows], [params[r] for r in drawn])
-        ids[rows] = draw_rows(probs, np.array([rngs[r].uniform() for r in drawn]))
+        probs = sampling_probs(logits[drawn], [params[r] for r in drawn])
+        ids[drawn] = draw_rows(probs, np.array([rngs[r].uniform() for r in drawn]))
     return ids
 
 
