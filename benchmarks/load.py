@@ -139,10 +139,9 @@ def run_phase(url: str, name: str, clients: int, chars: int, pid: int | None, ro
     times in turn. Aggregate characters/s: the characters of completed requests over the wall time.
 
     The clients share one TLS context. gradio_client builds a new one for each request's two
-    connections (httpx's default, certificate bundle loaded, even for http:// URLs; 32 ms of CPU
-    each here), on the cores the server runs on: in a crowd of 32 the clients used 4.0 and 4.2 s
-    of CPU with their own contexts, 0.7 and 0.8 s sharing one. Real visitors pay that on their
-    own machines; here it would be counted against the server."""
+    connections (httpx's default, certificate bundle loaded, even for http:// URLs), which costs
+    CPU on the cores the server runs on: real visitors pay that on their own machines; here it
+    would be counted against the server."""
     from gradio_client import Client
 
     phase = Phase(name, clients, chars, rss_before_mb=rss_mb(pid))

@@ -367,7 +367,7 @@ def test_bad_queue_settings_are_one_sentence():
     assert f"--queue-size at least 0, not {CONCURRENCY} and -1" in result.stderr
 
 
-# --- the security review's checks (SECURITY.md) ----------------------------------------------
+# --- the security review's checks (docs/reliability.md) ----------------------------------------------
 
 def listening_addresses(port: int) -> set[str]:
     """The local IPv4 addresses a TCP port listens on, from /proc/net/tcp (Linux)."""

@@ -1,10 +1,12 @@
-"""The README's commands, run as written on a fresh clone (`git clone` of this repository into a
-temporary folder, with ../shared beside it), shortened only where they train or benchmark.
+"""The commands of the README and of docs/, run as written on a fresh clone (`git clone` of this
+repository into a temporary folder, with ../shared beside it), shortened only where they train or
+benchmark.
 
 Every line of every ```bash block is either run (as written, with flags appended that shorten
 it, or as a server that is started, asked for a page and stopped) or skipped for a reason
-written here (it installs packages or needs the network). A new README command that no rule
-covers fails `test_every_readme_command_has_a_rule`, so the README cannot drift from what works.
+written here (it installs packages or needs the network). A new command that no rule covers
+fails `test_every_command_has_a_rule`, so the README and the docs cannot drift from what works.
+The README's blocks run first, then each page of docs/ in DOCS order (they build on its runs).
 """
 
 from __future__ import annotations
@@ -27,8 +29,16 @@ from conftest import REPO, SHAKESPEARE, SHARED
 from helpers import free_port, wait_for_page
 
 README = REPO / "README.md"
+DOCS = ["serving.md", "speed.md", "model-folder.md", "training.md", "reliability.md"]
 VENV_BIN = Path(sys.executable).parent
 OWN_TEXT = "Your own text"
+
+
+def documents() -> list[str]:
+    """The README, then every page of docs/ (each must be in DOCS: none is left unrun)."""
+    pages = sorted(p.name for p in (REPO / "docs").glob("*.md"))
+    assert pages == sorted(DOCS), pages
+    return [README.read_text(encoding="utf-8"), *((REPO / "docs" / name).read_text(encoding="utf-8") for name in DOCS)]
 
 
 def bash_blocks(readme: str) -> list[tuple[str, list[str]]]:
@@ -98,8 +108,15 @@ def rule_for(line: str) -> Rule:
     return next((r for r in RULES if line.startswith(r.prefix)), None)
 
 
-def test_every_readme_command_has_a_rule():
-    lines = [line for _, block in bash_blocks(README.read_text(encoding="utf-8")) for line in block]
+def test_the_readme_is_read_in_five_minutes():
+    """At most 15,000 bytes: what a user needs; the details are in docs/, linked from it."""
+    readme = README.read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) <= 15_000
+    assert all(f"(docs/{name})" in readme for name in DOCS)
+
+
+def test_every_command_has_a_rule():
+    lines = [line for text in documents() for _, block in bash_blocks(text) for line in block]
     assert len(lines) > 20
     assert [line for line in lines if rule_for(line) is None] == []
 
@@ -278,8 +295,8 @@ def test_make_serve_leaves_no_server_behind_when_make_is_stopped(clone, how):
     assert_port_closed(port)
 
 
-def test_the_other_readme_commands_as_written(clone):
-    blocks = [block for heading, block in bash_blocks(README.read_text(encoding="utf-8")) if heading != OWN_TEXT]
+def test_the_other_commands_as_written(clone):
+    blocks = [block for text in documents() for heading, block in bash_blocks(text) if heading != OWN_TEXT]
     pages: dict[str, str] = {}
     run_blocks(clone, blocks, pages)
 
@@ -300,5 +317,6 @@ def test_the_other_readme_commands_as_written(clone):
     assert (clone / "runs/drafts.json").is_file()
     assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
     assert "ROMEO:" in page("node node_check.mjs")
+    assert page("python -m webapp generate").startswith("ROMEO:")
     assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
     assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json"}

@@ -1,6 +1,6 @@
 """Serving the page: the files it may hand out, the request size limit, refusals in the log.
 
-Gradio serves; this module only decides what it serves and how (SECURITY.md).
+Gradio serves; this module only decides what it serves and how (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from webapp.server.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
 STATIC_SITE = Path(__file__).resolve().parents[1] / "web" / "dist"  # built by `make web`
 STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 # Gradio keeps each session's last inputs (a copy of the prompt box) for this many sessions; its
-# default, 10,000, let 1,000 fuzzed requests grow the server by 180 MB. Nothing here needs them.
+# default, 10,000, lets hostile requests grow the server by hundreds of MB (docs/reliability.md).
+# Nothing here needs them.
 SESSION_CAPACITY = 100
 
 
@@ -46,8 +47,8 @@ def log_refusals() -> None:
 
 def settle_matplotlib() -> None:
     """Gradio asks matplotlib for its backend around every request (for plots), and the first
-    ask imports pyplot: measured here, the first visitor's 300 characters took 1.37 and 1.49 s
-    against 0.47 to 0.62 for the next ones. Ask once before serving (where it is installed)."""
+    ask imports pyplot, which made the first visitor wait most of a second longer than the next
+    ones. Ask once before serving (where it is installed)."""
     try:
         import matplotlib
     except ImportError:

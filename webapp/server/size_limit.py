@@ -1,5 +1,5 @@
 """The request-size limit: ASGI middleware in front of Gradio, so that no request body larger
-than the server needs is ever held in memory (SECURITY.md)."""
+than the server needs is ever held in memory (docs/reliability.md)."""
 
 from __future__ import annotations
 

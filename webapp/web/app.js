@@ -79,8 +79,8 @@ async function generate() {
       // The page is drawn, and Stop heard, every UPDATE_MS: characters wait for the next update
       // rather than each touching the DOM, and the loop then yields to the browser (with a
       // MessageChannel message: setTimeout(0) is clamped to 4 ms when nested). Each update lays
-      // out the whole text again: 20 a second, as the Gradio page, rather than one a frame,
-      // which doubled the time per character in headless Chromium (6.7-7.3 ms against 3.2-3.4).
+      // out the whole text again: 20 a second, as the Gradio page, rather than one a frame, which
+      // took about as long as the decoding itself in headless Chromium.
       if (performance.now() - lastYield >= UPDATE_MS) {
         appendColoured(out, pending);
         pending = [];
