@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto picks CUDA when present")
     p.add_argument("--seed", type=int, help="random seed (default 1337)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="fit the run (and its schedule) to this many minutes")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the model (BACKEND: inductor, the default; aot_eager compiles in seconds, to check a setup)")
     for name, (kind, text) in HYPERPARAMETERS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     for name, text in SWITCHES.items():

@@ -174,7 +174,7 @@ class Trainer:
     """One training run into `run_dir`, fresh or resumed from the checkpoint there."""
 
     def __init__(self, model_cfg: GPTConfig, cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device,
-                 compile_model: bool = False, resume_meta: dict | None = None):
+                 compile_model: str | None = None, resume_meta: dict | None = None):
         check_long_enough(corpus.train, corpus.val, model_cfg.block_size)
         self.job = init_distributed(device)
         if self.job.size > 1 and device.type == "cuda":
@@ -193,7 +193,7 @@ class Trainer:
             self.state.update({k: resume_meta[k] for k in self.state if k in resume_meta})
         # The model as the training steps call it: compiled and/or wrapped for DDP (self.model
         # stays the plain module whose weights are saved).
-        self.step_model = torch.compile(self.model) if compile_model else self.model
+        self.step_model = torch.compile(self.model, backend=compile_model) if compile_model else self.model
         if self.job.size > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.step_model = torch.nn.parallel.DistributedDataParallel(self.step_model, device_ids=ids)
