@@ -290,7 +290,7 @@ def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
 # With every installed package outside `allowed` hidden (a venv holding requirements.txt alone),
 # the server, started as the CLI starts it, answers one request; then the modules it loaded.
 SERVE_WITH_ONLY = """
-import importlib.abc, json, sys
+import importlib.abc, json, os, sys
 from importlib.metadata import packages_distributions
 from packaging.utils import canonicalize_name
 
@@ -318,7 +318,8 @@ body = json.dumps({"data": ["ROMEO:", 20, 0.8, 0, 1.0, 1, 0.0]}).encode()
 event = json.loads(urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})).read())
 answer = urllib.request.urlopen(f"{url}/{event['event_id']}").read().decode()
 assert "event: complete" in answer, answer
-print(json.dumps(sorted({name.split(".")[0] for name in set(sys.modules) - at_start})))
+print(json.dumps(sorted({name.split(".")[0] for name in set(sys.modules) - at_start})), flush=True)
+os._exit(0)  # the server's threads are still running: no interpreter shutdown under them
 """
 
 

@@ -128,7 +128,7 @@ def test_load_command_serves_the_queue_turns_the_rest_away_and_stays_healthy(exp
     out = tmp_path / "load.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.load", "--model", str(exported[1]), "--clients", "3", "--chars", "20",
-         "--alone-rounds", "1", "--concurrency", "1", "--queue-size", "3", "--burst", "12", "--burst-chars", "2000", "--json", str(out)],
+         "--alone-rounds", "1", "--concurrency", "1", "--queue-size", "3", "--burst", "12", "--burst-chars", "800", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "load: 3 clients, 0 failures" in result.stdout

@@ -168,32 +168,35 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("fault", ["disk full", "read-only"])
-def test_a_full_disk_or_read_only_directory_while_saving_keeps_the_previous_checkpoint(
-        fault, small_disk, uninterrupted, tmp_path, small_text):
-    run = small_disk / "run"
-    proc = start(*SETTINGS, "--data", small_text, "--out", run)
-    wait_for_checkpoint(run, proc, at_least=100)
-    if fault == "disk full":
-        stat = os.statvfs(small_disk)
-        (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 4096))
-        reason = "No space left on device"
-    else:
-        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-        reason = "Read-only file system"
+def fail_and_check(proc: subprocess.Popen, run: Path, reason: str, after: int) -> int:
+    """The run stops with one sentence naming the fault and the intact checkpoint, which is whole."""
     assert proc.wait(timeout=120) == 1
     error = proc.stderr.read().strip().splitlines()[-1]
     step = saved_step(run)
     assert error == (f"python -m train: error: writing to {run} failed ({reason}); the checkpoint of step {step} there "
                      f"is intact: fix the problem (free space, write access), then continue with python -m train --resume {run}")
-    assert 100 <= step < STEPS
-    meta = checkpoint.read_meta(run)
-    checkpoint.verify_files(run, meta, [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
+    assert after <= step < STEPS
+    checkpoint.verify_files(run, checkpoint.read_meta(run), [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
+    return step
 
-    if fault == "disk full":
-        (small_disk / "filler").unlink()
-    else:
-        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+def test_a_full_disk_then_a_read_only_directory_keep_the_previous_checkpoint(small_disk, uninterrupted, small_text):
+    """One run meets both faults in turn, each fixed and resumed; it ends with the weights of a run
+    that met neither."""
+    run = small_disk / "run"
+    proc = start(*SETTINGS, "--data", small_text, "--out", run)
+    wait_for_checkpoint(run, proc, at_least=100)
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 4096))
+    step = fail_and_check(proc, run, "No space left on device", after=100)
+
+    (small_disk / "filler").unlink()
+    proc = start("--resume", run)
+    wait_for_checkpoint(run, proc, at_least=step + 1)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    fail_and_check(proc, run, "Read-only file system", after=step + 1)
+
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     resumed = start("--resume", run)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert same_weights(run, uninterrupted)

@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, SHAKESPEARE
+from conftest import REPO
 
 
-def test_the_dry_run_runs_every_step_and_writes_the_report(tmp_path):
+def test_the_dry_run_runs_every_step_and_writes_the_report(tmp_path, small_text):
     out = tmp_path / "gpu-check"
-    result = subprocess.run([sys.executable, "-m", "train.gpu_check", "--dry-run", "--data", str(SHAKESPEARE), "--out", str(out)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "train.gpu_check", "--dry-run", "--data", str(small_text), "--out", str(out)], cwd=REPO,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())

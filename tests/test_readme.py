@@ -70,7 +70,8 @@ class Rule:
     why: str = ""  # for "skip": why the line cannot run here
 
 
-SHORT_TRAINING = "--max-iters 30 --eval-iters 2 --n-layer 1 --block-size 16"  # learned positions: export re-runs a window per character
+# Learned positions: export and eval run a window per character, so a short window keeps them quick.
+SHORT_TRAINING = "--max-iters 30 --eval-iters 2 --n-layer 1 --block-size 8"
 TINY_MODEL = "--eval-iters 1 --batch-size 4 --n-layer 1 --n-embd 48 --n-head 6"
 RULES = [
     Rule("make test", "skip", why="it runs this test suite"),
@@ -316,6 +317,10 @@ def test_the_other_commands_as_written(clone):
     assert "| 0.8         | draft table and own repeats      |" in page("python -m benchmarks.drafts")
     assert (clone / "runs/drafts.json").is_file()
     assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
+    ddp = page("torchrun")  # two CPU processes (gloo): ranks stay identical, only rank 0 speaks
+    assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in ddp and ddp.count("M parameters") == 1
+    ddp_meta = json.loads((clone / "runs/ddp/config.json").read_text(encoding="utf-8"))
+    assert (ddp_meta["step"], ddp_meta["tokens_seen"]) == (2, 2 * 4 * 32 * 2)  # steps × batch × block × processes
     assert "ROMEO:" in page("node node_check.mjs")
     assert page("python -m webapp generate").startswith("ROMEO:")
     assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")

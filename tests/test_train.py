@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from train.config import TrainConfig, lr_at
 from train.model import GPTConfig, GPTLanguageModel
 from train.trainer import full_split_loss, load_corpus
 
-from conftest import REPO, TINY
+from conftest import TINY
 from helpers import run_train
 
 
@@ -86,24 +84,24 @@ def wait_for_train_step(run_dir: Path, step: int, proc: subprocess.Popen, timeou
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text, optimizer):
-    settings = [*TINY, "--data", small_text, "--max-iters", 400, "--eval-interval", 200, "--dropout", 0.1,
-                "--lr-schedule", "cosine", "--warmup-iters", 50, "--optimizer", optimizer]
+    settings = [*TINY, "--data", small_text, "--max-iters", 240, "--eval-interval", 120, "--dropout", 0.1,
+                "--lr-schedule", "cosine", "--warmup-iters", 30, "--optimizer", optimizer]
     whole = tmp_path / "whole"
     assert main([*map(str, settings), "--out", str(whole)]) == 0
     capsys.readouterr()
 
     parts = tmp_path / "parts"
     proc = run_train(*settings, "--out", parts)
-    wait_for_train_step(parts, 150, proc)
+    wait_for_train_step(parts, 90, proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert f"Continue with: python -m train --resume {parts}" in stdout
     stopped_at = checkpoint.read_meta(parts)["step"]
-    assert 150 <= stopped_at < 400
+    assert 90 <= stopped_at < 240
 
     assert main(["--resume", str(parts)]) == 0
-    assert f"resuming {parts} at step {stopped_at} of 400" in capsys.readouterr().out
+    assert f"resuming {parts} at step {stopped_at} of 240" in capsys.readouterr().out
     a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -139,22 +137,6 @@ def test_extending_a_cosine_run_follows_the_longer_schedule_from_where_it_stoppe
     assert lrs[100] == pytest.approx(lr_at(99, cfg))
     capsys.readouterr()
     assert_refused(capsys, ["--resume", str(run), "--max-iters", "100"], "--max-iters 100 must be above the 100 steps")
-
-
-def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path, small_text):
-    out = tmp_path / "ddp"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
-         *TINY, "--data", str(small_text), "--out", str(out), "--device", "cpu", "--dropout", "0.1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in result.stdout
-    assert result.stdout.count("M parameters") == 1  # only rank 0 speaks
-    meta = checkpoint.read_meta(out)
-    assert meta["step"] == 40
-    assert meta["tokens_seen"] == 40 * 8 * 16 * 2
 
 
 def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_text):

@@ -31,7 +31,8 @@ def train_flops_per_char(cfg: GPTConfig) -> int:
 
 
 def measure_matmul_peak(device: torch.device, seconds: float = 3.0, size: int = 2048) -> float:
-    """float32 FLOP/s of a large square matmul, timed for about `seconds` after a warm-up."""
+    """float32 FLOP/s of a large square matmul, timed for about `seconds` (one product at least)
+    after a warm-up."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     flops = 2 * size**3
@@ -39,7 +40,7 @@ def measure_matmul_peak(device: torch.device, seconds: float = 3.0, size: int = 
     a @ b  # warm-up: thread pool, caches
     sync()
     count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    while count == 0 or time.perf_counter() - start < seconds:
         a @ b
         count += 1
         sync()
