@@ -61,10 +61,10 @@ web: $(WEB)/node_modules/.installed
 	cd $(WEB) && node build.mjs
 
 # The JavaScript tests need npm; without it they are skipped (outside CI). Two processes, a
-# test file each at a time, in the order tests/conftest.py gives (the slowest files first);
-# --no-loadscope-reorder keeps it (xdist would start the files with the most tests first).
+# group of tests each at a time (a file, or one of the README's groups of commands: see
+# tests/conftest.py), slowest first; --no-loadscope-reorder keeps that order.
 test: $(VENV)/.dev-installed $(if $(shell command -v npm),$(WEB)/node_modules/.installed)
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 clean-venv:
 	rm -rf $(VENV)

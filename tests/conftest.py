@@ -58,19 +58,24 @@ def small_text(tmp_path_factory, shakespeare) -> Path:
 
 
 # The slowest files first, none of which needs the `exported` or `french_folder` models: with
-# two processes (`pytest -n 2 --dist loadfile`) neither is left with a long file at the end,
-# and whichever reaches the shared models first builds them while the other is still busy
-# (built_once), instead of the two building them side by side or one waiting. About 4.5, 2
-# and 2 minutes of the suite's 20 process-minutes on this machine (pytest --durations).
+# two processes (`pytest -n 2 --dist loadgroup`) neither is left with a long file at the end, and
+# whichever reaches the shared models first builds them while the other is still busy
+# (built_once), instead of the two building them side by side or one waiting.
 SLOWEST_FILES = ("test_readme.py", "test_gpu_check.py", "test_train.py")
 
 
 def pytest_collection_modifyitems(items):
+    """Order the slowest files first, and give each file's tests one xdist group (as --dist
+    loadfile would: they share module fixtures), but each of test_readme.py's tests a group of its
+    own: each runs a group of the docs' commands on its own clone, minutes each."""
     def rank(item):
         name = item.path.name
         return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
     items.sort(key=rank)  # stable: each file's tests keep their order
+    for item in items:
+        group = item.originalname if item.path.name == "test_readme.py" else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def train_tiny(out: Path, data: Path, *extra) -> Path:

@@ -6,7 +6,9 @@ Every line of every ```bash block is either run (as written, with flags appended
 it, or as a server that is started, asked for a page and stopped) or skipped for a reason
 written here (it installs packages or needs the network). A new command that no rule covers
 fails `test_every_command_has_a_rule`, so the README and the docs cannot drift from what works.
-The README's blocks run first, then each page of docs/ in DOCS order (they build on its runs).
+The blocks run in groups of sections (GROUPS), each group on a clone of its own, so that pytest's
+processes can share them out; within a group, blocks run in the order of the README and then of
+DOCS (the docs build on the README's runs).
 """
 
 from __future__ import annotations
@@ -34,11 +36,30 @@ VENV_BIN = Path(sys.executable).parent
 OWN_TEXT = "Your own text"
 
 
-def documents() -> list[str]:
-    """The README, then every page of docs/ (each must be in DOCS: none is left unrun)."""
+# Which sections' commands run together, on one clone (a section: its document and heading).
+GROUPS = {
+    "own text": [("README.md", OWN_TEXT)],
+    "serving": [("README.md", "Quickstart"), ("README.md", "The page and its API"), ("docs/serving.md", "*")],
+    "train and export": [("README.md", "Train"), ("README.md", "Export"), ("docs/model-folder.md", "*"), ("docs/training.md", "*")],
+    "speed": [("docs/speed.md", "*")],
+}
+
+
+def documents() -> list[tuple[str, str]]:
+    """(name, text) of the README, then of every page of docs/ (each must be in DOCS: none is
+    left unrun)."""
     pages = sorted(p.name for p in (REPO / "docs").glob("*.md"))
     assert pages == sorted(DOCS), pages
-    return [README.read_text(encoding="utf-8"), *((REPO / "docs" / name).read_text(encoding="utf-8") for name in DOCS)]
+    return [("README.md", README.read_text(encoding="utf-8")),
+            *((f"docs/{name}", (REPO / "docs" / name).read_text(encoding="utf-8")) for name in DOCS)]
+
+
+def group_of(document: str, heading: str) -> str | None:
+    return next((g for g, sections in GROUPS.items() for d, h in sections if d == document and h in (heading, "*")), None)
+
+
+def blocks_of(group: str) -> list[list[str]]:
+    return [block for name, text in documents() for heading, block in bash_blocks(text) if group_of(name, heading) == group]
 
 
 def bash_blocks(readme: str) -> list[tuple[str, list[str]]]:
@@ -116,10 +137,11 @@ def test_the_readme_is_read_in_five_minutes():
     assert all(f"(docs/{name})" in readme for name in DOCS)
 
 
-def test_every_command_has_a_rule():
-    lines = [line for text in documents() for _, block in bash_blocks(text) for line in block]
-    assert len(lines) > 20
-    assert [line for line in lines if rule_for(line) is None] == []
+def test_every_command_has_a_rule_and_a_group():
+    blocks = [(name, heading, block) for name, text in documents() for heading, block in bash_blocks(text)]
+    assert sum(len(block) for _, _, block in blocks) > 20
+    assert [line for _, _, block in blocks for line in block if rule_for(line) is None] == []
+    assert [(name, heading) for name, heading, _ in blocks if group_of(name, heading) is None] == []
 
 
 # -- running them on a fresh clone ---------------------------------------------------------
@@ -242,7 +264,7 @@ def gutenberg_play(n_speeches: int = 400, seed: int = 3) -> str:
 
 
 def test_your_own_text_from_a_file_to_the_page(clone):
-    blocks = [block for heading, block in bash_blocks(README.read_text(encoding="utf-8")) if heading == OWN_TEXT]
+    blocks = blocks_of("own text")
     assert len(blocks) == 2
     assert any(line.startswith("make model DATA=faust.txt") for line in blocks[0])
     (clone / "pg2229.txt").write_bytes(gutenberg_play().encode("utf-8"))
@@ -296,32 +318,41 @@ def test_make_serve_leaves_no_server_behind_when_make_is_stopped(clone, how):
     assert_port_closed(port)
 
 
-def test_the_other_commands_as_written(clone):
-    blocks = [block for text in documents() for heading, block in bash_blocks(text) if heading != OWN_TEXT]
+def run_group(clone: Path, group: str):
     pages: dict[str, str] = {}
-    run_blocks(clone, blocks, pages)
+    run_blocks(clone, blocks_of(group), pages)
+    return lambda prefix: next(out for line, out in pages.items() if line.startswith(prefix))
 
-    def page(prefix: str) -> str:
-        return next(out for line, out in pages.items() if line.startswith(prefix))
 
+def test_the_serving_commands_as_written(clone):
+    page = run_group(clone, "serving")
     assert json.loads(page("make serve"))["title"] == "chargpt: Shakespeare, one character at a time"
+    assert json.loads(page("python -m webapp --model"))["title"] == "chargpt: Shakespeare, one character at a time"
+    assert page("python -m webapp generate").startswith("ROMEO:")
+    assert (clone / "runs/load.json").is_file()
+    assert "ROMEO:" in page("node node_check.mjs")
+    assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
+    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json"}
+
+
+def test_the_training_and_export_commands_as_written(clone):
+    page = run_group(clone, "train and export")
     assert "to export: python -m export runs/s02" in page("python -m train --preset seed-0.2m")
     assert (clone / "runs/s02/model/onnx/model.onnx").is_file()
-    assert (clone / "runs/load.json").is_file()
-    assert (clone / "runs/bench.json").is_file()
+    assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
+    assert "val loss (whole validation split" in page("python -m export eval runs/s02/model")
+    ddp = page("torchrun")  # two CPU processes (gloo): ranks stay identical, only rank 0 speaks
+    assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in ddp and ddp.count("M parameters") == 1
+    ddp_meta = json.loads((clone / "runs/ddp/config.json").read_text(encoding="utf-8"))
+    assert (ddp_meta["step"], ddp_meta["tokens_seen"]) == (2, 2 * 4 * 32 * 2)  # steps × batch × block × processes
+
+
+def test_the_speed_commands_as_written(clone):
+    page = run_group(clone, "speed")
+    assert (clone / "runs/bench.json").is_file() and (clone / "runs/drafts.json").is_file()
     # The shipped model is int8: the floors run on its files, and its engine row is compared with the ring file's.
     generation = page("python -m benchmarks.generation")
     assert "batch 1: row '4. engine, one character a step' takes" in generation
     assert "batch 1: drafts: row '4. engine, int8 weights' is" in generation
     assert "batch 1: draft table: row '4. engine, int8 weights' is" in generation
     assert "| 0.8         | draft table and own repeats      |" in page("python -m benchmarks.drafts")
-    assert (clone / "runs/drafts.json").is_file()
-    assert "val loss (whole validation split, 111,539 characters): 1.4567" in page("python -m export eval models/chargpt")
-    ddp = page("torchrun")  # two CPU processes (gloo): ranks stay identical, only rank 0 speaks
-    assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in ddp and ddp.count("M parameters") == 1
-    ddp_meta = json.loads((clone / "runs/ddp/config.json").read_text(encoding="utf-8"))
-    assert (ddp_meta["step"], ddp_meta["tokens_seen"]) == (2, 2 * 4 * 32 * 2)  # steps × batch × block × processes
-    assert "ROMEO:" in page("node node_check.mjs")
-    assert page("python -m webapp generate").startswith("ROMEO:")
-    assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
-    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json"}

@@ -211,7 +211,8 @@ class Trainer:
         self.clock_start = time.perf_counter() - self.state["elapsed_s"]
         # The hardware's float32 matmul rate, measured now in this process (same threads, same
         # load), against which the training rate is reported; every process has its own.
-        self.peak_flops = measure_matmul_peak(device, peak_seconds()) * self.job.size
+        seconds = peak_seconds()  # a short timing takes smaller products, so that it stays short
+        self.peak_flops = measure_matmul_peak(device, seconds, size=2048 if seconds >= 1 else 512) * self.job.size
         self.flops_per_char = train_flops_per_char(model_cfg)
         self.train_time, self.timed_steps = 0.0, 0
         self.resumed = resume_meta is not None
