@@ -116,7 +116,7 @@ RULES = [
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     # The presets' own flags and data, on a model small enough to finish in seconds.
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
-    Rule("python -m train --preset quick", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
+    Rule("python -m train --preset quick", "skip", why="make model runs --preset quick, with its own flags and data, in 'Your own text'"),
     Rule("python -m train.gpu_check", "skip", why="it needs a CUDA GPU; tests/test_gpu_check.py runs its --dry-run"),
     Rule("torchrun", "run", extra=f"--max-iters 2 --block-size 32 {TINY_MODEL}"),
     Rule("python -m export", "run"),

@@ -27,7 +27,7 @@ USAGE_ERROR = 2
 # Dense bf16 tensor-core peaks (FLOP/s) from the cards' data sheets, for MFU; others print "-".
 BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 # --dry-run: the same commands on a model that trains in seconds on a CPU.
-TINY = ["--n-layer", "1", "--n-embd", "48", "--n-head", "6", "--block-size", "32", "--batch-size", "4", "--eval-iters", "1"]
+TINY = ["--n-layer", "1", "--n-embd", "48", "--n-head", "6", "--block-size", "16", "--batch-size", "4", "--eval-iters", "1"]
 
 
 @dataclass
