@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # PyTorch as your platform gets it; e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch
-# The installer into $(VENV): pip, or e.g. PIP="uv pip install --python $(PY)" (much faster; .ci/run uses it).
+# The installer into $(VENV): pip, or e.g. PIP="uv pip install --compile-bytecode --python $(PY)" (faster; .ci/run uses it).
 PIP ?= $(PY) -m pip install --quiet
 
 WEB := webapp/web

@@ -63,7 +63,7 @@ class Request:
     produced: int = 0
     next_ids: np.ndarray | None = None  # the ids its next step reads
     cancelled: bool = False  # set by the consumer: the request leaves at the next tick
-    budget: int = 0  # the most characters its next draft may have when alone (next_budget)
+    budget: int = 0  # the most characters its next draft may have when alone (next_budget; max_draft to start)
     rngs: list[SplitMix64] = field(init=False)
     texts: list[str] = field(init=False)  # each row's text so far (as_text), to draft from
 
@@ -204,6 +204,7 @@ class Scheduler:
         by_length: dict[int, list[Request]] = {}
         for request in requests:
             if not request.cancelled:
+                request.budget = self.max_draft
                 by_length.setdefault(min(len(request.prompt_ids), self.receptive_field), []).append(request)
         for length, same_length in by_length.items():
             for group in prefill_groups(same_length, length):
@@ -281,7 +282,6 @@ class Scheduler:
         if self.steps.max_block > 1 and self.max_draft:
             found = []
             for request in cohort.requests:
-                request.budget = request.budget or self.max_draft
                 most = min(request.budget if alone else CROWD_DRAFT, request.left - 1, self.steps.max_block - 1)
                 found.append(drafts(request.texts, most, self.draft_table))
             width = max(d.shape[1] for d in found)
