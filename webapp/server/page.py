@@ -203,7 +203,7 @@ def static_site_note() -> str:
     """A link to the static page (the model in the visitor's browser) when it has been built."""
     if static_site_built():
         return f'The same model also runs <a href="{html.escape(STATIC_URL)}index.html">in your browser</a>, with no server.'
-    return "The same model also runs in your browser with onnxruntime-web: see <code>webapp/web</code> in the README."
+    return "The same model also runs in your browser with onnxruntime-web: see <code>docs/serving.md</code>."
 
 
 @functools.cache
