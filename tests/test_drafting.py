@@ -146,19 +146,6 @@ def test_drafted_steps_write_the_plain_loops_text(shipped, prompt, settings):
         assert max(sizes) > 1 and len(sizes) < settings.max_new_tokens - 1  # drafts were run and some were kept
 
 
-def test_the_shipped_draft_table_saves_steps_where_the_text_does_not_repeat_itself(shipped):
-    drafting, plain = shipped
-    assert drafting.draft_table is not None and drafting.notice == ""
-    repeats_only = Engine(SHIPPED_MODEL, table=False)
-    assert repeats_only.ring is not None and repeats_only.draft_table is None
-    settings = [SamplingParams(max_new_tokens=300, temperature=0.8, seed=seed) for seed in (1, 2, 3)]
-    with_table = [count_steps(drafting, "JULIET:\n", s) for s in settings]
-    without = [count_steps(repeats_only, "JULIET:\n", s) for s in settings]
-    assert [texts for texts, _ in with_table] == [texts for texts, _ in without] == [plain.complete("JULIET:\n", s) for s in settings]
-    steps = sum(len(sizes) for _, sizes in with_table), sum(len(sizes) for _, sizes in without)
-    assert steps[0] < 0.8 * steps[1], steps  # 418 against 800 steps for the 900 characters, when written
-
-
 def test_a_spoiled_draft_table_is_named_and_the_text_is_unchanged(shipped, tmp_path):
     _, plain = shipped
     folder = tmp_path / "chargpt"
