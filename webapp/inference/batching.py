@@ -34,7 +34,6 @@ class Batcher:
     after_tick, when given, is called by that thread after each tick (after all its `put`s)."""
 
     def __init__(self, engine, max_rows: int = 64, after_tick: Callable[[], None] | None = None):
-        self.engine = engine
         self.loop = Scheduler(engine, max_rows)
         self.after_tick = after_tick
         self.arrivals: queue.SimpleQueue[Request] = queue.SimpleQueue()

@@ -82,8 +82,8 @@ class TrailingInputs:
         self.app, self.inputs = app, inputs
 
     async def __call__(self, scope, receive, send):
-        name = scope["path"].rstrip("/").rsplit("/gradio_api/call/", 1)[-1] if scope["type"] == "http" else None
-        if scope.get("method") != "POST" or name not in self.inputs or "/gradio_api/call/" not in scope["path"]:
+        _, call, name = scope.get("path", "").rstrip("/").rpartition("/gradio_api/call/")
+        if scope["type"] != "http" or scope.get("method") != "POST" or not call or name not in self.inputs:
             return await self.app(scope, receive, send)
         body, more = b"", True
         while more:
