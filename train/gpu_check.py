@@ -27,7 +27,7 @@ USAGE_ERROR = 2
 # Dense bf16 tensor-core peaks (FLOP/s) from the cards' data sheets, for MFU; others print "-".
 BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 # --dry-run: the same commands on a model that trains in seconds on a CPU.
-TINY = ["--n-layer", "1", "--n-embd", "48", "--n-head", "6", "--block-size", "16", "--batch-size", "4", "--eval-iters", "1"]
+TINY = ["--n-layer", "1", "--n-embd", "48", "--n-head", "6", "--block-size", "8", "--batch-size", "4", "--eval-iters", "1"]
 
 
 @dataclass
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     device = ["--device", "cpu" if args.dry_run else "cuda"]
     data = ["--data", str(Path(args.data).resolve())] if args.data else []
     tiny = TINY if args.dry_run else []
-    minutes = min(args.minutes, 0.05) if args.dry_run else args.minutes
+    minutes = min(args.minutes, 0.02) if args.dry_run else args.minutes
     short = ["--max-iters", "6" if args.dry_run else "200"]
     env = dict(os.environ)
     py = [sys.executable, "-m", "train", *data]
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             result.figures = run_figures(out / folder, card_peak)
         results.append(result)
         print(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.wall_s:.1f} s {result.figures}", flush=True)
-    resume_base = [*py, "--preset", "nanogpt-10m", *device, "--max-iters", "40" if args.dry_run else "600", "--eval-interval",
+    resume_base = [*py, "--preset", "nanogpt-10m", *device, "--max-iters", "20" if args.dry_run else "600", "--eval-interval",
                    "5" if args.dry_run else "100", *tiny]
     results.append(interrupted_and_resumed(out, resume_base, device, env, args.step_timeout))
     print(f"interrupted and resumed: {results[-1].figures or results[-1].tail}", flush=True)
