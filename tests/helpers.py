@@ -54,12 +54,12 @@ def wait_for_page(url: str, proc: subprocess.Popen, timeout: float = 180) -> Non
 
 
 @contextlib.contextmanager
-def server(*args: str, stderr=subprocess.DEVNULL, command: tuple[str, ...] = ("-m", "webapp")):
+def server(*args: str, stderr=subprocess.DEVNULL, command: tuple[str, ...] = ("-m", "webapp"), env: dict | None = None):
     """`python -m webapp ARGS` (or another command) on a free port of 127.0.0.1: yields (url,
     process) once it answers, and stops it after (SIGTERM, as Ctrl-C or a supervisor would)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, *command, *args, "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=stderr, text=True)
+                            stderr=stderr, text=True, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_page(url, proc)

@@ -20,13 +20,19 @@ from webapp.inference.batching import CONCURRENCY
 from webapp.server.page import StopPresses
 
 
+# A stream nobody reads is ended after this many seconds (20 by default: webapp/server/stalled.py).
+STALL_S = 3
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The shipped models/chargpt, served with no --model (what `make serve` opens): (url, the
-    server process, its log file)."""
-    log = tmp_path_factory.mktemp("served") / "server.log"
-    with open(log, "w") as stderr, server(stderr=stderr) as (url, proc):
-        yield url, proc, log
+    """The shipped models/chargpt, served with no --model (what `make serve` opens), Gradio's
+    temporary folder in GRADIO_TEMP_DIR=TEMP: (url, the server process, its log file, TEMP)."""
+    folder = tmp_path_factory.mktemp("served")
+    log, temp = folder / "server.log", folder / "gradio"
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(temp), CHARGPT_STALL_SECONDS=str(STALL_S))
+    with open(log, "w") as stderr, server(stderr=stderr, env=env) as (url, proc):
+        yield url, proc, log, temp
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ def test_bad_api_input_gets_a_sentence_not_a_server_error(client, args, message)
 
 
 def test_a_refused_request_is_one_line_in_the_servers_log(client, served):
-    _, _, log = served
+    _, _, log, _ = served
     before = log.read_text().splitlines()
     with pytest.raises(Exception, match="Max_new_tokens must be a whole number from 1 to 2000, not 100000."):
         client.predict("ROMEO:", 100_000, 0.8, 0, 1.0, 1, api_name="/generate")
@@ -197,15 +203,28 @@ def assert_stopped_cleanly(page, prompt: str) -> None:
     assert page.locator("#colored").inner_text().replace("\n", "") == plain.replace("\n", "")
 
 
+# Asked for by Gradio's page and its API view, which do without them: Gradio answers the first
+# 404 itself when MCP is off, and the second feeds the API view's latency figures.
+OPTIONAL_ROUTES = {("GET", "/gradio_api/mcp/schema"), ("GET", "/monitoring/summary")}
+
+
 def test_the_page_streams_text_in_a_real_browser(app_url):
+    """Streams, stops, the model panel, the API view; and every request the page makes is to a
+    route the server keeps open (webapp/server/routes.py)."""
+    from urllib.parse import urlsplit
+
     from playwright.sync_api import sync_playwright
+
+    from webapp.server.routes import is_open
 
     chromium = chromium_or_skip()
     SCREENSHOTS.mkdir(exist_ok=True)
+    requested = set()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("request", lambda r: requested.add((r.method, urlsplit(r.url).path)) if r.url.startswith(app_url) else None)
             page.goto(app_url, wait_until="networkidle")
             page.get_by_label("Prompt").fill("JULIET:\n")
             length = page.locator("input[type=number]").first  # "Characters to generate"
@@ -256,8 +275,13 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
             page.get_by_text("About the model").click()
             page.wait_for_timeout(500)
             page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
+            page.get_by_text("Use via API").first.click()
+            page.get_by_text("API documentation").wait_for()
+            assert "/generate" in page.locator("body").inner_text()
         finally:
             browser.close()
+    assert {r for r in requested if not is_open(*r)} <= OPTIONAL_ROUTES
+    assert ("POST", "/gradio_api/queue/join") in requested and ("GET", "/gradio_api/queue/data") in requested
 
 
 @pytest.mark.skipif(os.environ.get("CHARGPT_VENV_TEST") != "1",
@@ -424,6 +448,100 @@ def test_an_oversized_chunked_request_is_counted_and_refused(app_url):
     assert "a prompt may have at most" in json.loads(response.read())["detail"]
 
 
+def files_under(folder: Path) -> dict[str, int]:
+    return {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
+
+
+def request_status(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def test_uploads_and_routes_the_page_does_not_use_are_refused(served):
+    """Anonymous uploads are refused before a byte reaches the disk, as is every route that
+    neither the page nor its API uses (webapp/server/routes.py); Gradio's temporary folder
+    holds only the loss curve it serves."""
+    url, _, _, temp = served
+    before = files_under(temp)
+    assert [name.rsplit("/", 1)[-1] for name in before] == ["model.loss.png"]
+    upload = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
+    for _ in range(40):
+        status, body = request_status(url + "gradio_api/upload", "POST", upload, {"Content-Type": "multipart/form-data; boundary=b"})
+        assert (status, json.loads(body)["detail"]) == (403, "This server takes no uploads: its page and API need no files.")
+    assert files_under(temp) == before
+    for method, path in [("GET", "gradio_api/upload_progress?upload_id=x"), ("GET", "monitoring"), ("GET", "openapi.json"),
+                         ("GET", "gradio_api/proxy=https://example.com/x"), ("POST", "gradio_api/stream/x/close"),
+                         ("POST", "gradio_api/process_recording"), ("POST", "gradio_api/vibe-edit"), ("GET", "gradio_api/runs"),
+                         ("POST", "gradio_api/component_server"), ("POST", "login"), ("GET", "gradio_api/file/README.md"),
+                         ("PUT", "config"), ("DELETE", "config"), ("TRACE", ""), ("GET", "x" * 20_000)]:
+        status, body = request_status(url + path, method, b"{}" if method != "GET" else None)
+        assert status in (403, 404), (method, path, status)
+        assert json.loads(body)["detail"], (method, path)
+    assert request_status(url + "gradio_api/info")[0] == 200
+    assert raw_generate(url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"
+
+
+def test_the_client_uses_only_open_routes(client, served):
+    """gradio_client's calls (submit, stream, cancel, the API's description) meet no closed
+    route: the server logs none of them as refused."""
+    _, _, log, _ = served
+    before = len(log.read_text().splitlines())
+    client.view_api(print_info=False)
+    job = client.submit("ROMEO:", 2000, 0.8, 0, 1.0, 1, api_name="/generate")
+    time.sleep(0.5)
+    job.cancel()
+    assert client.predict("ROMEO:", 20, 0.8, 0, 1.0, 1, api_name="/generate")[0].startswith("ROMEO:")
+    time.sleep(0.5)
+    assert [line for line in log.read_text().splitlines()[before:] if "closed route" in line] == []
+
+
+def test_a_session_stalls_when_its_oldest_message_waits_the_stall_time():
+    from webapp.server.stalled import stalled_sessions
+
+    first, second, third = object(), object(), object()
+    stalled, seen = stalled_sessions({"a": first}, {}, now=100.0, stall_s=5)
+    assert stalled == []
+    stalled, seen = stalled_sessions({"a": first, "b": second}, seen, now=104.9, stall_s=5)
+    assert stalled == []
+    stalled, seen = stalled_sessions({"a": first, "b": second}, seen, now=105.0, stall_s=5)
+    assert stalled == ["a"]  # b arrived at 104.9
+    stalled, seen = stalled_sessions({"a": third, "b": second}, seen, now=109.0, stall_s=5)
+    assert stalled == []  # a's client read: its clock starts again
+    stalled, seen = stalled_sessions({"b": second}, seen, now=110.0, stall_s=5)
+    assert stalled == ["b"] and set(seen) == {"b"}  # a read everything: forgotten
+
+
+def test_clients_that_never_read_their_stream_lose_their_rows(served):
+    """Six clients join the queue for 2,000 characters each and never read (a script's
+    stalled streams), two more call the plain HTTP API and never fetch the result: after
+    STALL_S their generations end, so the server's cores go back to idle long before the
+    2,000 characters would have been written, their undelivered messages are dropped, and a
+    visitor is served as before."""
+    url, server, log, _ = served
+    before = len(log.read_text().splitlines())
+    config = json.loads(request_status(url + "config")[1])
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    for i in range(6):
+        status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(
+            {"data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"stalled{i}",
+             "event_data": None, "trigger_id": None}).encode(), {"Content-Type": "application/json"})
+        assert status == 200, body
+    for i in range(2):
+        status, body = request_status(url + "gradio_api/call/generate", "POST", json.dumps(
+            {"data": ["JULIET:", 2000, 0.8, 0, 1.0, i]}).encode(), {"Content-Type": "application/json"})
+        assert status == 200, body
+    assert cpu_share(server.pid, 0.5) >= 0.5  # generating for them
+    time.sleep(STALL_S + 2)
+    ended = [line for line in log.read_text().splitlines()[before:] if "ended a stream nobody read" in line]
+    assert len(ended) == 8, ended
+    assert cpu_share(server.pid, 2.0) < 0.25
+    assert raw_generate(url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"
+
+
 def cpu_share(pid: int, seconds: float) -> float:
     """Cores a process keeps busy over the next `seconds`."""
     start = cpu_seconds(pid)
@@ -434,7 +552,7 @@ def cpu_share(pid: int, seconds: float) -> float:
 def test_a_visitor_who_disconnects_costs_nothing_after_the_disconnect(tmp_path, served):
     """A visitor's process killed mid-stream (a closed tab, a dropped connection): the server
     stops generating for it, so its cores fall back to what they use idle."""
-    url, server, _ = served
+    url, server, *_ = served
     visitor = tmp_path / "visitor.py"
     visitor.write_text("import sys, time\nfrom gradio_client import Client\n"
                        "Client(sys.argv[1], verbose=False).submit('ROMEO:', 2000, 0.8, 0, 1.0, 1, api_name='/generate')\n"

@@ -166,7 +166,7 @@ def clone(tmp_path_factory) -> Path:
 def environment(clone: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADIO_SERVER_PORT", "VIRTUAL_ENV")}
     return dict(env, PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", CHARGPT_CACHE=str(clone.parent / "cache"),
-                CHARGPT_SHARED=str(clone.parent / "shared"))
+                CHARGPT_SHARED=str(clone.parent / "shared"), GRADIO_TEMP_DIR=str(clone.parent / "gradio-temp"))
 
 
 def command(line: str, rule: Rule) -> str:
@@ -205,6 +205,16 @@ def serve(line: str, rule: Rule, cwd: Path, env: dict, check=None) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
         assert_port_closed(port)
+        assert_temp_folder_removed(env)
+
+
+def assert_temp_folder_removed(env: dict, wait_s: float = 10) -> None:
+    """A stopped server leaves nothing in Gradio's temporary folder (webapp/server/launch.py)."""
+    folder = Path(env["GRADIO_TEMP_DIR"])
+    deadline = time.monotonic() + wait_s
+    while folder.is_dir() and any(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not folder.is_dir() or not any(folder.iterdir()), list(folder.rglob("*"))
 
 
 def assert_port_closed(port: int, wait_s: float = 10) -> None:
@@ -317,6 +327,7 @@ def test_make_serve_leaves_no_server_behind_when_make_is_stopped(clone, how):
         make.kill()
     make.wait(timeout=30)
     assert_port_closed(port)
+    assert_temp_folder_removed(env)
 
 
 def run_group(clone: Path, group: str):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from typing import Callable
 
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE
 from webapp.inference.engine import Engine, encode_prompt
@@ -53,22 +55,29 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def stop_within(seconds: float = 5) -> None:
-    """Ctrl-C (or exit_with_parent's SIGINT) stops the server as before, and if it has not gone
-    within `seconds` the process ends anyway: in two CI runs, with the other test worker busy, a
-    server stopped just after it first answered kept serving, and make waited for it (the cause
-    was not found: it did not happen alone or beside busy loops)."""
+def stop_within(seconds: float = 5, before_exit: Callable[[], None] = lambda: None) -> None:
+    """Ctrl-C, SIGTERM (what `kill`, make and a Space's shutdown send) and exit_with_parent's
+    SIGINT all stop the server as Ctrl-C does, through its own shutdown and `finally` blocks; if
+    it has not gone within `seconds`, before_exit() runs and the process ends anyway: in two CI
+    runs, with the other test worker busy, a server stopped just after it first answered kept
+    serving, and make waited for it (the cause was not found: it did not happen alone or beside
+    busy loops)."""
     import os
     import signal
     import threading
 
-    def on_interrupt(signum, frame):
-        timer = threading.Timer(seconds, os._exit, args=(130,))
+    def forced_exit():
+        before_exit()
+        os._exit(130)
+
+    def on_stop(signum, frame):
+        timer = threading.Timer(seconds, forced_exit)
         timer.daemon = True  # a shutdown that finishes in time is not held up
         timer.start()
-        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without this
+        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as Ctrl-C
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
 
 
 def generate_parser() -> argparse.ArgumentParser:
@@ -124,13 +133,14 @@ def serve_main(argv: list[str]) -> int:
         return fail("python -m webapp", str(e))
     if engine.notice:
         print(f"note: {engine.notice}", file=sys.stderr)
-    from webapp.server.launch import launch  # gradio, only where a page is served
+    from webapp.server.launch import launch, private_temp_folder  # gradio, only where a page is served
     from webapp.server.page import build_demo
 
-    stop_within()
-    if args.exit_with_parent:
-        exit_with_parent()
-    launch(build_demo(engine, args.concurrency, args.queue_size), engine.path, host=args.host, port=args.port, share=args.share)
+    with private_temp_folder() as temp:
+        stop_within(before_exit=lambda: shutil.rmtree(temp, ignore_errors=True))
+        if args.exit_with_parent:
+            exit_with_parent()
+        launch(build_demo(engine, args.concurrency, args.queue_size), engine.path, host=args.host, port=args.port, share=args.share)
     return 0
 
 

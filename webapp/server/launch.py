@@ -5,13 +5,19 @@ Gradio serves; this module only decides what it serves and how (docs/reliability
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from webapp.server.api_input import LOG, TrailingInputs
+from webapp.server.routes import ClosedRoutes
 from webapp.server.size_limit import MAX_REQUEST_BYTES, RequestSizeLimit
+from webapp.server.stalled import STALL_S, stalled_stream_lifespan
 
 STATIC_SITE = Path(__file__).resolve().parents[1] / "web" / "dist"  # built by `make web`
 STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
@@ -19,6 +25,27 @@ STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 # default, 10,000, lets hostile requests grow the server by hundreds of MB (docs/reliability.md).
 # Nothing here needs them.
 SESSION_CAPACITY = 100
+
+
+@contextlib.contextmanager
+def private_temp_folder():
+    """Gradio's temporary folder (GRADIO_TEMP_DIR) for this server alone, inside the one it would
+    use, and removed when the server stops: Gradio copies there the files it serves (the loss
+    curve), and kept them after the server had gone. Components read it when they are made, so
+    the page is built inside this."""
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    parent = Path(before or Path(tempfile.gettempdir()) / "gradio")
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="chargpt-", dir=parent))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
 
 
 def static_site_built() -> bool:
@@ -57,7 +84,9 @@ def settle_matplotlib() -> None:
 
 
 def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
-    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces)."""
+    """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces). A
+    stream nobody reads for CHARGPT_STALL_SECONDS (default STALL_S) is ended (stalled.py)."""
+    stall_s = float(os.environ.get("CHARGPT_STALL_SECONDS", STALL_S))
     from starlette.middleware import Middleware
 
     log_refusals()
@@ -65,5 +94,7 @@ def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int
     inputs = {fn.api_name: len(fn.inputs) for fn in demo.fns.values() if isinstance(fn.api_name, str)}
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed_files(model_path),
                        show_error=True, max_file_size=MAX_REQUEST_BYTES,
-                       app_kwargs={"middleware": [Middleware(RequestSizeLimit), Middleware(TrailingInputs, inputs=inputs)]},
+                       app_kwargs={"middleware": [Middleware(ClosedRoutes), Middleware(RequestSizeLimit),
+                                                  Middleware(TrailingInputs, inputs=inputs)],
+                                   "lifespan": stalled_stream_lifespan(stall_s)},
                        state_session_capacity=SESSION_CAPACITY, **kwargs)

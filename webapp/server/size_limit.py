@@ -28,7 +28,7 @@ class RequestSizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.max_bytes:
-            return await self.refuse(receive, send)
+            return await send_refusal(receive, send, 413, self.too_large())
         received = 0
 
         async def counted():
@@ -48,23 +48,27 @@ class RequestSizeLimit:
         except RequestTooLarge:
             pass
         if received > self.max_bytes:
-            await self.refuse(receive, send)
+            await send_refusal(receive, send, 413, self.too_large())
 
-    async def refuse(self, receive, send):
-        # Read what the client is still sending and drop it (memory stays flat), so that it gets
-        # the answer instead of a broken connection; a client sending without end is cut off.
-        dropped = 0
-        while dropped < DRAIN_BYTES:
-            message = await receive()
-            dropped += len(message.get("body", b""))
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
-        body = json.dumps({"detail": f"The request is larger than {self.max_bytes / 2**20:g} MB; a prompt may have at most "
-                                     f"{MAX_PROMPT_CHARS:,} characters."}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    def too_large(self) -> str:
+        return f"The request is larger than {self.max_bytes / 2**20:g} MB; a prompt may have at most {MAX_PROMPT_CHARS:,} characters."
 
 
 class RequestTooLarge(Exception):
     pass
+
+
+async def send_refusal(receive, send, status: int, detail: str) -> None:
+    """Answer `status` with {"detail": detail}. What the client is still sending is read and
+    dropped first (memory stays flat), so that it gets the answer instead of a broken
+    connection; a client sending without end is cut off after DRAIN_BYTES."""
+    dropped = 0
+    while dropped < DRAIN_BYTES:
+        message = await receive()
+        dropped += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
