@@ -133,10 +133,12 @@ def serve_main(argv: list[str]) -> int:
         return fail("python -m webapp", str(e))
     if engine.notice:
         print(f"note: {engine.notice}", file=sys.stderr)
-    from webapp.server.launch import launch, private_temp_folder  # gradio, only where a page is served
-    from webapp.server.page import build_demo
+    from webapp.server.temp_folder import private_temp_folder
 
     with private_temp_folder() as temp:
+        from webapp.server.launch import launch  # gradio, only where a page is served
+        from webapp.server.page import build_demo
+
         stop_within(before_exit=lambda: shutil.rmtree(temp, ignore_errors=True))
         if args.exit_with_parent:
             exit_with_parent()

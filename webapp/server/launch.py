@@ -5,11 +5,8 @@ Gradio serves; this module only decides what it serves and how (docs/reliability
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -25,27 +22,6 @@ STATIC_URL = f"/gradio_api/file={STATIC_SITE}/"
 # default, 10,000, lets hostile requests grow the server by hundreds of MB (docs/reliability.md).
 # Nothing here needs them.
 SESSION_CAPACITY = 100
-
-
-@contextlib.contextmanager
-def private_temp_folder():
-    """Gradio's temporary folder (GRADIO_TEMP_DIR) for this server alone, inside the one it would
-    use, and removed when the server stops: Gradio copies there the files it serves (the loss
-    curve), and kept them after the server had gone. Components read it when they are made, so
-    the page is built inside this."""
-    before = os.environ.get("GRADIO_TEMP_DIR")
-    parent = Path(before or Path(tempfile.gettempdir()) / "gradio")
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="chargpt-", dir=parent))
-    os.environ["GRADIO_TEMP_DIR"] = str(folder)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        if before is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = before
 
 
 def static_site_built() -> bool:
