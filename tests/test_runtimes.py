@@ -2,6 +2,8 @@
 each on the shipped folder and on a folder exported here from a small model of French text.
 Their tokenizers give exactly the model's ids, and their greedy 300 characters (more than twice
 the window, with nothing but their own plain loop) are exactly the web app's engine's text.
+Two other ONNX runtimes, tract (Sonos, Rust) and OpenVINO (Intel), run the same plain loop on
+both folders: logits within 1e-4 of onnxruntime's, and the same text.
 
 The README's snippets are export/folder.py's, verbatim (a test checks that), and these tests run them."""
 
@@ -159,6 +161,63 @@ def test_onnxruntime_genai_tokenizer_gives_the_models_ids(folder_and_prompt):
     vocab = Engine(folder).vocab
     assert ids == [vocab.index(c) for c in text]
     assert tokenizer.decode(ids) == text
+
+
+def onnxruntime_step(model_file):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda feeds: session.run(None, dict(zip(names, feeds)))
+
+
+def tract_step(model_file):
+    tract = pytest.importorskip("tract")
+    runnable = tract.onnx().load(str(model_file)).into_model().into_runnable()
+    return lambda feeds: [out.to_numpy() for out in runnable.run(feeds)]
+
+
+def openvino_step(model_file):
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(str(model_file), "CPU")
+    request = compiled.create_infer_request()
+    return lambda feeds: [request.infer(feeds)[out] for out in compiled.outputs]
+
+
+def greedy_plain_loop(step, prompt_ids: list[int], config: dict, new: int) -> tuple[list[int], list]:
+    """A generation library's plain loop on the graph's inputs (input_ids, then every layer's
+    past key and value): the prompt at once, then one id a step, each step's presents fed back
+    as the next step's past. -> (the new ids, the logits of every step)."""
+    import numpy as np
+
+    head_dim = config["n_embd"] // config["n_head"]
+    past = [np.zeros((1, config["n_head"], 0, head_dim), np.float32) for _ in range(2 * config["n_layer"])]
+    ids, out, logits = np.array([prompt_ids], np.int64), [], []
+    for _ in range(new):
+        logits_now, *past = step([ids, *past])
+        logits.append(logits_now[0, -1])
+        out.append(int(logits_now[0, -1].argmax()))
+        ids = np.array([[out[-1]]], np.int64)
+    return out, logits
+
+
+@pytest.mark.parametrize("runtime", [tract_step, openvino_step], ids=["tract", "openvino"])
+def test_other_onnx_runtimes_write_the_engines_text(runtime, folder_and_prompt):
+    """From a prompt shorter than the window: the cache then holds fewer positions than the
+    window keeps, where the graph's slices must not start before 0 (tract does not clamp)."""
+    import numpy as np
+
+    folder, prompt, _ = folder_and_prompt
+    prompt = prompt[:5]
+    model_file = folder / "onnx" / "model.onnx"
+    engine = Engine(folder)
+    prompt_ids = encode_prompt(prompt, engine.vocab).ids
+    config = engine.metadata["config"]
+    ids, logits = greedy_plain_loop(runtime(model_file), prompt_ids, config, NEW_CHARS)
+    reference_ids, reference = greedy_plain_loop(onnxruntime_step(model_file), prompt_ids, config, NEW_CHARS)
+    assert ids == reference_ids
+    assert max(float(np.abs(a - b)[: len(engine.vocab)].max()) for a, b in zip(logits, reference)) <= 1e-4
+    assert "".join(engine.vocab[i] for i in ids) == expected_text(folder, prompt)
 
 
 def test_the_readme_shows_these_snippets_verbatim():
