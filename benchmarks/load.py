@@ -65,11 +65,11 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
 
 
 @contextlib.contextmanager
-def running_app(*args: str, stderr=subprocess.PIPE):
+def running_app(*args: str, stderr=subprocess.PIPE, env: dict | None = None):
     """`python -m webapp ARGS` on a free port of 127.0.0.1: yields (url, process), stops it after."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "webapp", *args, "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, proc)

@@ -1,0 +1,339 @@
+"""`python -m benchmarks.soak`: the web app under hours of mixed traffic, measured as it goes.
+
+Starts the app (`python -m webapp`, the shipped model) on a free port with a temporary folder of
+its own, runs --warmup-minutes of the traffic below, takes its figures, runs --minutes more, then
+waits until the server is quiet and takes them again. The traffic, all at once:
+- visitors (--visitors threads, one gradio_client each) asking for 20 to 400 characters with
+  random settings, one request after another;
+- a visitor who leaves mid-stream: reads a few events of a 2,000-character answer and hangs up;
+- hostile settings (out of range, wrong types, NaN), each of which must get a refusal sentence;
+- a client that joins the queue every 15 s and never reads its stream;
+- an anonymous upload of 0.9 MB every 10 s, which must be refused;
+- the model process killed (SIGKILL) once, half way: requests it was serving fail with its
+  sentence, the next ones start a new one.
+Every --sample-seconds: the server's and the model process's resident memory, the server's open
+files and threads, and the bytes in its temporary folder. Prints the traffic table, the
+resources table with the targets of docs/reliability.md, the memory slope over the second half,
+and one visitor's answer time alone before and after. Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import signal
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks.load import PROMPT, percentile, running_app
+from train.files import OutputExists, new_output_file, write_json
+from train.table import format_table as table
+
+KILLED = "The model process stopped"  # the sentence of a request the killed model process was serving
+HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 0, 1, 0.0), (10, 0.8, -5, 1.0, 1, 0.0),
+           ("ten", 0.8, 0, 1.0, 1, 0.0), (10, 0.8, 0, 1.0, 1.5, 0.0), (10, 0.8, 0, 1.0, 1, 1.5), (10, "NaN", 0, 1.0, 1, 0.0),
+           (10, 0.8, 0, 1.0, 1, "some"), ([], {}, None, None, None, None)]
+UPLOAD = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
+MEMORY_SLACK_MB = 50  # the end may stand this far above where it stood after warm-up
+
+
+@dataclass
+class Outcome:
+    kind: str
+    start: float
+    end: float
+    ok: bool
+    note: str = ""
+
+
+@dataclass
+class Sample:
+    t: float
+    server_mb: float
+    model_mb: float
+    open_files: int
+    threads: int
+    disk_bytes: int
+
+
+@dataclass
+class Traffic:
+    """What every kind of client saw, appended to by their threads."""
+    outcomes: list[Outcome] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    killed_at: float | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.outcomes.append(outcome)
+
+
+def status_field(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def sample(pid: int, temp: Path, t0: float) -> Sample:
+    model = sum(status_field(c, "VmRSS") for c in children(pid)) / 1024
+    return Sample(round(time.monotonic() - t0, 1), status_field(pid, "VmRSS") / 1024, model, len(os.listdir(f"/proc/{pid}/fd")),
+                  status_field(pid, "Threads"), folder_bytes(temp))
+
+
+def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, body, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def call_events(url: str, data: list) -> list[tuple[str, str]]:
+    """/generate over the plain HTTP API: its (event, data) lines, or [("http NNN", body)]."""
+    status, body = post(url + "gradio_api/call/generate", json.dumps({"data": data}).encode())
+    if status != 200:
+        return [(f"http {status}", body.decode("utf-8", "replace"))]
+    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{json.loads(body)['event_id']}", timeout=120) as r:
+        lines = r.read().decode("utf-8", "replace").splitlines()
+    return list(zip([x[7:] for x in lines if x.startswith("event: ")], [x[6:] for x in lines if x.startswith("data: ")]))
+
+
+def visitor(url: str, traffic: Traffic, deadline: float, seed: int, tls) -> None:
+    from gradio_client import Client
+
+    rng, client = random.Random(seed), Client(url, verbose=False, ssl_verify=tls)
+    while time.monotonic() < deadline:
+        chars = rng.randint(20, 400)
+        settings = (chars, round(rng.uniform(0, 1.5), 2), rng.choice([0, 5, 20, 65]), round(rng.uniform(0.5, 1), 2),
+                    rng.randint(0, 2**31), rng.choice([0.0, 0.05, 0.2]))
+        start = time.monotonic()
+        try:
+            text = client.predict(PROMPT, *settings, api_name="/generate")[0]
+            ok, note = len(text) == len(PROMPT) + chars, f"{len(text)} characters"
+        except Exception as e:  # what the visitor would see
+            ok, note = False, f"{type(e).__name__}: {str(e)[:200]}"
+        traffic.add(Outcome("visitor", start, time.monotonic(), ok, note))
+
+
+def leaver(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
+    rng = random.Random(seed)
+    host, port = url.split("//")[1].strip("/").split(":")
+    while time.monotonic() < deadline:
+        start = time.monotonic()
+        status, body = post(url + "gradio_api/call/generate", json.dumps({"data": [PROMPT, 2000, 0.8, 0, 1.0, 1, 0.0]}).encode())
+        events = 0
+        if status == 200:
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            connection.request("GET", f"/gradio_api/call/generate/{json.loads(body)['event_id']}")
+            response = connection.getresponse()
+            for _ in range(rng.randint(2, 12)):  # a few events, then the tab is closed
+                events += response.readline().startswith(b"event:")
+            connection.close()
+        traffic.add(Outcome("leaves mid-stream", start, time.monotonic(), events > 0, f"{events} events read"))
+        time.sleep(rng.uniform(0.5, 2))
+
+
+def hostile(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
+    rng = random.Random(seed)
+    while time.monotonic() < deadline:
+        start = time.monotonic()
+        events = call_events(url, [rng.choice(["ROMEO:", "x" * 20_000, "\ud800", ""]), *rng.choice(HOSTILE)])
+        last, data = events[-1] if events else ("nothing", "")
+        refused = last == "error" and len(data) > 10 or last == "http 413"  # a sentence, not a crash
+        traffic.add(Outcome("hostile settings", start, time.monotonic(), refused, f"{last}: {data[:120]}"))
+        time.sleep(rng.uniform(0.2, 1))
+
+
+def staller(url: str, traffic: Traffic, deadline: float, fn_index: int) -> None:
+    n = 0
+    while time.monotonic() < deadline:
+        start, n = time.monotonic(), n + 1
+        status, _ = post(url + "gradio_api/queue/join", json.dumps(
+            {"data": [PROMPT, 2000, 0.8, 0, 1.0, n, 0.0], "fn_index": fn_index, "session_hash": f"stalled-{n}-{start}",
+             "event_data": None, "trigger_id": None}).encode())
+        traffic.add(Outcome("joins, never reads", start, time.monotonic(), status == 200, f"http {status}"))
+        time.sleep(15)
+
+
+def uploader(url: str, traffic: Traffic, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        start = time.monotonic()
+        status, _ = post(url + "gradio_api/upload", UPLOAD, "multipart/form-data; boundary=b")
+        traffic.add(Outcome("uploads 0.9 MB", start, time.monotonic(), status == 403, f"http {status}"))
+        time.sleep(10)
+
+
+def kill_model_process(pid: int, traffic: Traffic, at: float) -> None:
+    while time.monotonic() < at:
+        time.sleep(0.2)
+    for child in children(pid):
+        os.kill(child, signal.SIGKILL)
+        traffic.killed_at = time.monotonic()
+
+
+def run_traffic(url: str, pid: int, temp: Path, seconds: float, visitors: int, kill: bool, traffic: Traffic,
+                samples: list[Sample], every_s: float, t0: float) -> None:
+    config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    start = time.monotonic()
+    deadline = start + seconds
+    tls = ssl.create_default_context()  # shared, as benchmarks.load does (run_phase says why)
+    threads = [threading.Thread(target=visitor, args=(url, traffic, deadline, i, tls)) for i in range(visitors)]
+    threads += [threading.Thread(target=leaver, args=(url, traffic, deadline, 101)),
+                threading.Thread(target=hostile, args=(url, traffic, deadline, 102)),
+                threading.Thread(target=staller, args=(url, traffic, deadline, fn_index)),
+                threading.Thread(target=uploader, args=(url, traffic, deadline))]
+    if kill:
+        threads.append(threading.Thread(target=kill_model_process, args=(pid, traffic, start + seconds / 2)))
+    for t in threads:
+        t.start()
+    while time.monotonic() < deadline:
+        samples.append(sample(pid, temp, t0))
+        time.sleep(min(every_s, max(0.0, deadline - time.monotonic())))
+    for t in threads:
+        t.join()
+
+
+def alone(url: str, rounds: int = 3) -> float:
+    """Seconds one visitor waits for 300 characters with nobody else there (the median of rounds)."""
+    from gradio_client import Client
+
+    client, times = Client(url, verbose=False), []
+    for i in range(rounds):
+        start = time.monotonic()
+        client.predict(PROMPT, 300, 0.8, 0, 1.0, i, 0.0, api_name="/generate")
+        times.append(time.monotonic() - start)
+    return statistics.median(times)
+
+
+def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MB) points, in MB per minute."""
+    if len(points) < 3:
+        return None
+    mean_t, mean_y = statistics.fmean(t for t, _ in points), statistics.fmean(y for _, y in points)
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    return 60 * sum((t - mean_t) * (y - mean_y) for t, y in points) / spread if spread else None
+
+
+def traffic_table(traffic: Traffic) -> tuple[str, dict]:
+    rows, figures = [], {}
+    for kind in dict.fromkeys(o.kind for o in traffic.outcomes):
+        mine = [o for o in traffic.outcomes if o.kind == kind]
+        killed = [o for o in mine if not o.ok and KILLED in o.note]
+        failed = [o for o in mine if not o.ok and o not in killed]
+        seconds = [o.end - o.start for o in mine if o.ok]
+        p50, p95 = (percentile(seconds, 0.5), percentile(seconds, 0.95)) if seconds else (None, None)
+        figures[kind] = {"requests": len(mine), "as_expected": len(mine) - len(killed) - len(failed), "killed": len(killed),
+                         "failed": len(failed), "p50_s": p50, "p95_s": p95, "failures": sorted({o.note for o in failed})[:5]}
+        rows.append([kind, str(len(mine)), str(len(mine) - len(killed) - len(failed)), str(len(killed)), str(len(failed)),
+                     "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}"])
+    return table([["traffic", "requests", "as expected", "served by the killed process", "failed", "p50 (s)", "p95 (s)"], *rows]), figures
+
+
+def resources_table(base: Sample, during: list[Sample], end: Sample) -> tuple[str, list[bool]]:
+    rows, oks = [], []
+    for name, key, target, ok in [
+            ("server memory (MB)", "server_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB),
+            ("model process memory (MB)", "model_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB),
+            ("server open files", "open_files", "end <= start", lambda s, e: e <= s),
+            ("server threads", "threads", "end <= start", lambda s, e: e <= s),
+            ("bytes in its temporary folder", "disk_bytes", "end <= start", lambda s, e: e <= s)]:
+        start, stop = getattr(base, key), getattr(end, key)
+        peak = max([start, stop, *(getattr(s, key) for s in during)])
+        oks.append(ok(start, stop))
+        rows.append([name, f"{start:,.0f}", f"{peak:,.0f}", f"{stop:,.0f}", target, "yes" if oks[-1] else "NO"])
+    return table([["resource", "after warm-up", "peak", "end (quiet)", "target", "met"], *rows]), oks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=30, help="minutes of measured traffic (default 30)")
+    p.add_argument("--warmup-minutes", type=float, default=2, help="minutes of the same traffic before the first figures (default 2)")
+    p.add_argument("--visitors", type=int, default=8, help="visitors asking at the same time (default 8)")
+    p.add_argument("--sample-seconds", type=float, default=10, help="seconds between figures (default 10)")
+    p.add_argument("--stall-seconds", type=float, default=20, help="the server's CHARGPT_STALL_SECONDS (default 20, the server's own)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "python -m benchmarks.soak"
+    if min(args.minutes, args.sample_seconds, args.stall_seconds) <= 0 or args.warmup_minutes < 0 or args.visitors < 1:
+        print(f"{prog}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at least 0 "
+              "and --visitors at least 1.", file=sys.stderr)
+        return 2
+    try:
+        json_out = new_output_file(args.json, "--json") if args.json else None
+    except OutputExists as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    traffic, samples, t0 = Traffic(), [], time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="soak-") as folder:
+        gradio_temp = Path(folder) / "gradio"
+        env = dict(os.environ, GRADIO_TEMP_DIR=str(gradio_temp), CHARGPT_STALL_SECONDS=str(args.stall_seconds))
+        try:
+            with running_app(env=env) as (url, proc):
+                before = alone(url)
+                run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, Traffic(), [],
+                            args.sample_seconds, t0)
+                time.sleep(args.stall_seconds + 12)  # stalled streams ended, idle worker threads gone
+                base = sample(proc.pid, gradio_temp, t0)
+                run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
+                            args.sample_seconds, t0)
+                time.sleep(args.stall_seconds + 12)
+                end = sample(proc.pid, gradio_temp, t0)
+                after = alone(url)
+        except (RuntimeError, OSError) as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        left_on_disk = folder_bytes(gradio_temp)
+    traffic_text, by_kind = traffic_table(traffic)
+    resources_text, oks = resources_table(base, samples, end)
+    half = samples[len(samples) // 2:]
+    slopes = {key: slope_per_minute([(s.t, getattr(s, key)) for s in half]) for key in ("server_mb", "model_mb")}
+    killed = f"the model process killed at {traffic.killed_at - t0:.0f} s" if traffic.killed_at else "no model process to kill"
+    print(f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors at once; {killed}")
+    print(traffic_text)
+    print()
+    print(resources_text)
+    print("memory slope over the second half: " + ", ".join(
+        f"{name} {'-' if v is None else f'{v:+.2f} MB/min'}" for name, v in (("server", slopes["server_mb"]), ("model process", slopes["model_mb"]))))
+    print(f"one visitor alone, 300 characters: {before:.2f} s before, {after:.2f} s after")
+    print(f"left in Gradio's temporary folder after the server stopped: {left_on_disk:,} bytes")
+    for kind, figures in by_kind.items():
+        for note in figures["failures"]:
+            print(f"{kind}: {note}", file=sys.stderr)
+    unexpected = sum(f["failed"] for f in by_kind.values())
+    if json_out:
+        write_json(json_out, {"minutes": args.minutes, "warmup_minutes": args.warmup_minutes, "visitors": args.visitors,
+                              "killed_at_s": traffic.killed_at and traffic.killed_at - t0, "traffic": by_kind,
+                              "after_warmup": asdict(base), "end": asdict(end), "samples": [asdict(s) for s in samples],
+                              "slope_mb_per_min": slopes, "alone_s": {"before": before, "after": after},
+                              "left_on_disk_bytes": left_on_disk})
+    return 0 if unexpected == 0 and all(oks) and left_on_disk == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
