@@ -83,6 +83,37 @@ def test_node_check_refuses_bad_input(node, tmp_path, small_text):
     assert "--seed needs a whole number" in node_check(node, "--seed", "-3", expect=2).stderr
 
 
+def set_field(data: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data[part]
+    data[last] = value
+
+
+@pytest.mark.parametrize("file, key, value", [
+    ("config.json", "n_head", 8), ("config.json", "vocab_size", "66"), ("generation_config.json", "eos_token_id", 0),
+    ("genai_config.json", "model.decoder.head_size", 16), ("genai_config.json", "model.decoder.num_hidden_layers", True),
+    ("genai_config.json", "model.pad_token_id", None), ("config.json", None, None)])
+def test_a_folder_whose_configuration_disagrees_with_the_graph_is_refused_in_python_and_javascript(node, tmp_path, file, key, value):
+    """The same sentence from both, naming the file and the field (None: a file that is not JSON)."""
+    from webapp.inference.model_folder import ModelLoadError
+
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    if key is None:
+        (folder / file).write_text("{not json", encoding="utf-8")
+    else:
+        data = json.loads((folder / file).read_text(encoding="utf-8"))
+        set_field(data, key, value)
+        (folder / file).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelLoadError) as refused:
+        Engine(folder)
+    sentence = str(refused.value)
+    assert sentence.startswith(f"{folder / file} ")
+    assert (key is None and "is not readable JSON" in sentence) or f"disagrees with the model's graph: {key} is {json.dumps(value)} there" in sentence
+    assert node_check(node, str(folder), "--chars", "5", expect=2).stderr == f"node_check: error: {sentence}\n"
+
+
 @pytest.fixture(scope="module")
 def site(node, tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "dist"

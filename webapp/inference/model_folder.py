@@ -91,3 +91,38 @@ def check_tokenizer(folder: Path, vocab: list[str]) -> None:
     if wrong is not None:
         raise ModelLoadError(f"{path} disagrees with the model's vocabulary: id {wrong} is {chars.get(wrong)!r} there and "
                           f"{vocab[wrong]!r} in the model; export the folder again so that both come from one checkpoint.")
+
+
+def config_fields(n_layer: int, n_head: int, head_dim: int, vocab_size: int) -> dict[str, dict[str, int]]:
+    """What each configuration file must say about the graph, by file and dotted key: the sizes
+    generation libraries build their caches and logits from, and the special ids (the end of
+    text, the graph's last logit column: vocab_size - 1). export/folder.py writes these files."""
+    end = vocab_size - 1
+    ids = {"bos_token_id": end, "eos_token_id": end, "pad_token_id": end}
+    return {
+        "config.json": {"n_layer": n_layer, "n_head": n_head, "n_embd": n_head * head_dim, "vocab_size": vocab_size, **ids},
+        "generation_config.json": ids,
+        "genai_config.json": {"model.vocab_size": vocab_size, **{f"model.{k}": v for k, v in ids.items()},
+                              "model.decoder.num_hidden_layers": n_layer, "model.decoder.num_attention_heads": n_head,
+                              "model.decoder.num_key_value_heads": n_head, "model.decoder.head_size": head_dim,
+                              "model.decoder.hidden_size": n_head * head_dim},
+    }
+
+
+def check_configs(folder: Path, n_layer: int, n_head: int, head_dim: int, vocab_size: int) -> None:
+    """ModelLoadError, naming the file and the field, unless every configuration file agrees
+    with the graph's sizes (config_fields): a library that trusts a wrong one builds caches of
+    the wrong shape or stops on the wrong id."""
+    for name, fields in config_fields(n_layer, n_head, head_dim, vocab_size).items():
+        path = folder / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ModelLoadError(f"{path} is not readable JSON; export the folder again.") from None
+        for key, want in fields.items():
+            got = data
+            for part in key.split("."):
+                got = got.get(part) if isinstance(got, dict) else None
+            if got != want or isinstance(got, bool):
+                raise ModelLoadError(f"{path} disagrees with the model's graph: {key} is {json.dumps(got)} there and {want} in "
+                                     "the graph; export the folder again so that all its files come from one checkpoint.")

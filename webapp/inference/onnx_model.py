@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_folder import MODEL_FILE, ModelLoadError, check_files, check_tokenizer
+from .model_folder import MODEL_FILE, ModelLoadError, check_configs, check_files, check_tokenizer
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "chargpt"  # a model folder
 # 2: the window is in the graph (a plain loop is correct at any length), the logits end with an
@@ -94,6 +94,14 @@ def open_session(path: Path, providers: list[str], threads: int | None, spinning
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
+def graph_sizes(session) -> tuple[int, int, int, int]:
+    """(layers, heads, head size, logit columns) as the graph declares them: its cache inputs
+    [batch, heads, past, head size], two per layer, and its logits [batch, sequence, columns]."""
+    past = [i for i in session.get_inputs() if i.name != INPUT_IDS]
+    logits = next(o for o in session.get_outputs() if o.name == LOGITS)
+    return len(past) // 2, past[0].shape[1], past[0].shape[3], logits.shape[2]
+
+
 class OnnxModel:
     """path: a model folder or an .onnx file. threads: onnxruntime's intra-op threads (None:
     one per physical core, its default). spinning: whether those threads keep busy-waiting for
@@ -127,6 +135,7 @@ class OnnxModel:
         self.vocab: list[str] = self.metadata["vocab"]
         if folder:
             check_tokenizer(folder, self.vocab)
+            check_configs(folder, *graph_sizes(self.session))
         self.block_size = config["block_size"]
         # A prompt's characters before its last receptive_field cannot change what comes next.
         self.receptive_field = config["receptive_field"]

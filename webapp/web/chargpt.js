@@ -186,6 +186,59 @@ export function modelFiles(model) {
   return { onnx, meta: beside(".json"), ring: beside(".ring.onnx"), drafts: beside(".drafts.json") };
 }
 
+/** The configuration files of a model folder, beside its onnx/ (modelFiles says where a folder is). */
+export const CONFIG_FILES = ["config.json", "generation_config.json", "genai_config.json"];
+
+/** A model folder whose files disagree with each other (ModelLoadError in Python); the message is one sentence. */
+export class ModelFolderError extends Error {}
+
+/** webapp/inference/model_folder.py's config_fields: what each configuration file must say about
+ * the graph, by file and dotted key (the sizes libraries build caches and logits from, and the
+ * special ids, the graph's last logit column). */
+export function configFields(nLayer, nHead, headDim, vocabSize) {
+  const end = vocabSize - 1;
+  const ids = { bos_token_id: end, eos_token_id: end, pad_token_id: end };
+  return {
+    "config.json": { n_layer: nLayer, n_head: nHead, n_embd: nHead * headDim, vocab_size: vocabSize, ...ids },
+    "generation_config.json": ids,
+    "genai_config.json": {
+      "model.vocab_size": vocabSize, "model.bos_token_id": end, "model.eos_token_id": end, "model.pad_token_id": end,
+      "model.decoder.num_hidden_layers": nLayer, "model.decoder.num_attention_heads": nHead,
+      "model.decoder.num_key_value_heads": nHead, "model.decoder.head_size": headDim, "model.decoder.hidden_size": nHead * headDim,
+    },
+  };
+}
+
+/** (layers, heads, head size, logit columns) as a session's graph declares them (graph_sizes in Python). */
+export function graphSizes(session) {
+  const past = session.inputMetadata.filter((i) => i.name !== "input_ids");
+  const logits = session.outputMetadata.find((o) => o.name === "logits");
+  return [past.length / 2, past[0].shape[1], past[0].shape[3], logits.shape[2]];
+}
+
+/** model_folder.check_configs: the sentence naming the first configuration file and field that
+ * disagree with the graph's sizes, or null. configs: each file's name -> its parsed JSON (null
+ * when it is not JSON); folder: the folder's path, as the sentence names it. */
+export function configDisagreement(folder, configs, sizes) {
+  for (const [name, fields] of Object.entries(configFields(...sizes))) {
+    const path = `${folder}/${name}`;
+    if (configs[name] === null || typeof configs[name] !== "object") return `${path} is not readable JSON; export the folder again.`;
+    for (const [key, want] of Object.entries(fields)) {
+      let got = configs[name];
+      for (const part of key.split(".")) got = got !== null && typeof got === "object" && !Array.isArray(got) ? got[part] : undefined;
+      if (got !== want)
+        return `${path} disagrees with the model's graph: ${key} is ${got === undefined ? "null" : pyJson(got)} there and ${want} in ` +
+          "the graph; export the folder again so that all its files come from one checkpoint.";
+    }
+  }
+  return null;
+}
+
+/** JSON as Python's json.dumps writes it (", " and ": " between items), for sentences both languages share. */
+function pyJson(value) {
+  return JSON.stringify(value, null, 1).replace(/\n\s*/g, " ").replace(/\[ /g, "[").replace(/ \]/g, "]").replace(/\{ /g, "{").replace(/ \}/g, "}");
+}
+
 /** webapp/inference/ring.py's rotary_tables: cos and signed sin [N, D] at whole positions, the angles in
  * float64 (a JavaScript number) and rounded once. */
 export function rotaryTables(positions, headDim, base) {
@@ -501,9 +554,13 @@ export class CharGPT {
    * ring: the same for the model's ring file, if it has one. The ring file is used for cached
    * steps when it agrees with the model file (`notice` says why not, otherwise). draftTable:
    * the parsed JSON of the model's draft table file (MODEL.drafts.json), if it has one: the
-   * ring steps also draft from it (`notice` says why not, when it is not one). */
-  static async load(ort, model, meta, { sessionOptions, ring, draftTable } = {}) {
+   * ring steps also draft from it (`notice` says why not, when it is not one). configs: a model
+   * folder's configuration files (CONFIG_FILES, name -> parsed JSON or null) and folder its path:
+   * a ModelFolderError names the first file and field that disagree with the graph. */
+  static async load(ort, model, meta, { sessionOptions, ring, draftTable, folder, configs } = {}) {
     const session = await ort.InferenceSession.create(model, sessionOptions ?? {});
+    const disagreement = configs ? configDisagreement(folder, configs, graphSizes(session)) : null;
+    if (disagreement) throw new ModelFolderError(disagreement);
     const lm = new CharGPT(ort, session, meta);
     if (ring && meta.config.position === "rotary") await lm.useRing(await ort.InferenceSession.create(ring, sessionOptions ?? {}));
     if (lm.ring && draftTable !== undefined) {

@@ -9,7 +9,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { CharGPT, encodePrompt, Logits, modelFiles, readAbout } from "./chargpt.js";
+import { CharGPT, CONFIG_FILES, encodePrompt, Logits, ModelFolderError, modelFiles, readAbout } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const USAGE = "usage: node node_check.mjs [MODEL] [--prompt TEXT] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--json]";
@@ -71,8 +71,14 @@ async function main() {
   let model;
   try {
     const draftTable = existsSync(files.drafts) ? readJson(files.drafts) : undefined;
-    model = await CharGPT.load(ort, files.onnx, meta, { ring: existsSync(files.ring) ? files.ring : undefined, draftTable });
+    const folder = opts.model.endsWith(".onnx") ? undefined : opts.model.replace(/\/+$/, "");
+    const configs = folder && Object.fromEntries(CONFIG_FILES.map((name) => [name, readJson(`${folder}/${name}`)]));
+    model = await CharGPT.load(ort, files.onnx, meta, { ring: existsSync(files.ring) ? files.ring : undefined, draftTable, folder, configs });
   } catch (e) {
+    if (e instanceof ModelFolderError) {
+      console.error(`node_check: error: ${e.message}`);
+      return 2;
+    }
     console.error(`node_check: error: ${files.onnx} is not a readable chargpt model (${String(e.message).split("\n")[0]}).`);
     return 2;
   }
