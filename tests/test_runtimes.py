@@ -181,7 +181,11 @@ def openvino_step(model_file):
     ov = pytest.importorskip("openvino")
     compiled = ov.Core().compile_model(str(model_file), "CPU")
     request = compiled.create_infer_request()
-    return lambda feeds: [request.infer(feeds)[out] for out in compiled.outputs]
+
+    def step(feeds):
+        results = request.infer(feeds)
+        return [results[out] for out in compiled.outputs]
+    return step
 
 
 def greedy_plain_loop(step, prompt_ids: list[int], config: dict, new: int) -> tuple[list[int], list]:
