@@ -515,6 +515,13 @@ def test_a_session_stalls_when_its_oldest_message_waits_the_stall_time():
     assert stalled == ["b"] and set(seen) == {"b"}  # a read everything: forgotten
 
 
+def test_the_event_ids_of_a_stream_that_went_away_are_forgotten_once_its_events_end():
+    from webapp.server.stalled import orphaned_sessions
+
+    pending = {"reading": {"e1"}, "left, still running": {"e2"}, "left, done": {"e3"}}
+    assert orphaned_sessions(pending, queued={"reading"}, live_events={"e1", "e2"}) == ["left, done"]
+
+
 def test_clients_that_never_read_their_stream_lose_their_rows(served):
     """Six clients join the queue for 2,000 characters each and never read (a script's
     stalled streams), two more call the plain HTTP API and never fetch the result: after

@@ -34,6 +34,13 @@ def stalled_sessions(heads: dict[str, object], seen: dict[str, tuple[object, flo
     return [s for s, (_, since) in record.items() if now - since >= stall_s], record
 
 
+def orphaned_sessions(pending_ids: dict[str, set[str]], queued: set[str], live_events: set[str]) -> list[str]:
+    """Sessions whose stream went away mid-request (a closed tab): Gradio dropped their message
+    queue but keeps their event ids for good. pending_ids: each session's undelivered event ids;
+    queued: the sessions with a message queue; live_events: the events waiting or running."""
+    return [s for s, ids in pending_ids.items() if s not in queued and not ids & live_events]
+
+
 async def end_stalled_streams(queue, stall_s: float = STALL_S, every_s: float = SWEEP_EVERY_S) -> None:
     """Forever: every every_s, end the sessions of Gradio's `queue` that stalled_sessions names."""
     seen: dict[str, tuple[object, float]] = {}
@@ -48,6 +55,8 @@ async def end_stalled_streams(queue, stall_s: float = STALL_S, every_s: float = 
             pending.pop(session, None)
             queue.pending_event_ids_session.pop(session, None)
             seen.pop(session, None)
+        for session in orphaned_sessions(dict(queue.pending_event_ids_session), set(pending.keys()), set(queue.event_ids_to_events)):
+            queue.pending_event_ids_session.pop(session, None)
 
 
 def stalled_stream_lifespan(stall_s: float = STALL_S):
