@@ -27,6 +27,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -49,11 +50,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            said = proc.stderr.read()[-2000:] if proc.stderr else ""
+            said = log.read_text(encoding="utf-8", errors="replace")[-2000:]
             raise RuntimeError(f"the app exited with {proc.returncode} before answering. {said}".strip())
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
@@ -65,18 +66,23 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
 
 
 @contextlib.contextmanager
-def running_app(*args: str, stderr=subprocess.PIPE, env: dict | None = None):
-    """`python -m webapp ARGS` on a free port of 127.0.0.1: yields (url, process), stops it after."""
+def running_app(*args: str, env: dict | None = None):
+    """`python -m webapp ARGS` on a free port of 127.0.0.1: yields (url, process, its log file),
+    stops it after. Its output goes to a file: a pipe that nobody read filled up in a long run
+    and stopped the server at its next log line."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "webapp", *args, "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_up(url, proc)
-        yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix="app-log-") as folder:
+        log = Path(folder) / "server.log"
+        with open(log, "w", encoding="utf-8") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "webapp", *args, "--port", str(port)],
+                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            wait_until_up(url, proc, log)
+            yield url, proc, log
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def with_children(pid: int) -> list[int]:
@@ -231,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if args.url:
-        context = contextlib.nullcontext((args.url.rstrip("/") + "/", None))
+        context = contextlib.nullcontext((args.url.rstrip("/") + "/", None, None))
     else:
         model = ["--model", args.model] if args.model else []
         context = running_app(*model, "--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size))
     try:
-        with context as (url, proc):
+        with context as (url, proc, _):
             pid = proc.pid if proc is not None else args.pid
             phases = [run_phase(url, "warm-up", 1, args.chars, pid),
                       run_phase(url, "one visitor", 1, args.chars, pid, rounds=args.alone_rounds),

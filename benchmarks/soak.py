@@ -107,6 +107,8 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> tuple
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+    except OSError as e:  # no answer at all: the client records it as a failure
+        return 0, f"{type(e).__name__}: {e}".encode()
 
 
 def call_events(url: str, data: list) -> list[tuple[str, str]]:
@@ -114,8 +116,11 @@ def call_events(url: str, data: list) -> list[tuple[str, str]]:
     status, body = post(url + "gradio_api/call/generate", json.dumps({"data": data}).encode())
     if status != 200:
         return [(f"http {status}", body.decode("utf-8", "replace"))]
-    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{json.loads(body)['event_id']}", timeout=120) as r:
-        lines = r.read().decode("utf-8", "replace").splitlines()
+    try:
+        with urllib.request.urlopen(f"{url}gradio_api/call/generate/{json.loads(body)['event_id']}", timeout=120) as r:
+            lines = r.read().decode("utf-8", "replace").splitlines()
+    except OSError as e:
+        return [("no answer", f"{type(e).__name__}: {e}")]
     return list(zip([x[7:] for x in lines if x.startswith("event: ")], [x[6:] for x in lines if x.startswith("data: ")]))
 
 
@@ -145,10 +150,13 @@ def leaver(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
         events = 0
         if status == 200:
             connection = http.client.HTTPConnection(host, int(port), timeout=60)
-            connection.request("GET", f"/gradio_api/call/generate/{json.loads(body)['event_id']}")
-            response = connection.getresponse()
-            for _ in range(rng.randint(2, 12)):  # a few events, then the tab is closed
-                events += response.readline().startswith(b"event:")
+            try:
+                connection.request("GET", f"/gradio_api/call/generate/{json.loads(body)['event_id']}")
+                response = connection.getresponse()
+                for _ in range(rng.randint(2, 12)):  # a few events, then the tab is closed
+                    events += response.readline().startswith(b"event:")
+            except OSError:
+                pass
             connection.close()
         traffic.add(Outcome("leaves mid-stream", start, time.monotonic(), events > 0, f"{events} events read"))
         time.sleep(rng.uniform(0.5, 2))
@@ -294,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         gradio_temp = Path(folder) / "gradio"
         env = dict(os.environ, GRADIO_TEMP_DIR=str(gradio_temp), CHARGPT_STALL_SECONDS=str(args.stall_seconds))
         try:
-            with running_app(env=env) as (url, proc):
+            with running_app(env=env) as (url, proc, log):
                 before = alone(url)
                 run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, Traffic(), [],
                             args.sample_seconds, t0)
@@ -305,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.stall_seconds + 12)
                 end = sample(proc.pid, gradio_temp, t0)
                 after = alone(url)
+                log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         except (RuntimeError, OSError) as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
@@ -322,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{name} {'-' if v is None else f'{v:+.2f} MB/min'}" for name, v in (("server", slopes["server_mb"]), ("model process", slopes["model_mb"]))))
     print(f"one visitor alone, 300 characters: {before:.2f} s before, {after:.2f} s after")
     print(f"left in Gradio's temporary folder after the server stopped: {left_on_disk:,} bytes")
+    tracebacks = sum(line.startswith("Traceback") for line in log_lines)
+    print(f"the server's log: {len(log_lines):,} lines, {tracebacks} tracebacks")
     for kind, figures in by_kind.items():
         for note in figures["failures"]:
             print(f"{kind}: {note}", file=sys.stderr)
@@ -331,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                               "killed_at_s": traffic.killed_at and traffic.killed_at - t0, "traffic": by_kind,
                               "after_warmup": asdict(base), "end": asdict(end), "samples": [asdict(s) for s in samples],
                               "slope_mb_per_min": slopes, "alone_s": {"before": before, "after": after},
-                              "left_on_disk_bytes": left_on_disk})
+                              "left_on_disk_bytes": left_on_disk, "log_lines": len(log_lines), "log_tracebacks": tracebacks})
     return 0 if unexpected == 0 and all(oks) and left_on_disk == 0 else 1
 
 

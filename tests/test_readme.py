@@ -41,7 +41,7 @@ GROUPS = {
     "own text": [("README.md", OWN_TEXT)],
     "serving": [("README.md", "Quickstart"), ("README.md", "The page and its API"), ("docs/serving.md", "*")],
     "train and export": [("README.md", "Train"), ("README.md", "Export"), ("docs/model-folder.md", "*"), ("docs/training.md", "*")],
-    "speed": [("docs/speed.md", "*")],
+    "speed and soak": [("docs/speed.md", "*"), ("docs/reliability.md", "*")],
 }
 
 
@@ -115,6 +115,8 @@ RULES = [
     # The page's row is tested in test_benchmarks.py; here it would only add a browser's start.
     Rule("python -m benchmarks.generation", "run", extra="--chars 10 --prompt-chars 20 --runs 1 --batch 1 --no-page"),
     Rule("python -m benchmarks.drafts", "run", extra="--chars 20 --seeds 1 --runs 1 --temperatures 0 0.8"),
+    Rule("python -m benchmarks.soak", "run",
+         extra="--minutes 0.3 --warmup-minutes 0.1 --visitors 2 --sample-seconds 2 --stall-seconds 2"),
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
     Rule("python -m train --preset quick", "skip", why="make model runs --preset quick, with its own flags and data, in 'Your own text'"),
@@ -359,8 +361,8 @@ def test_the_training_and_export_commands_as_written(clone):
     assert (ddp_meta["step"], ddp_meta["tokens_seen"]) == (2, 2 * 4 * 32 * 2)  # steps × batch × block × processes
 
 
-def test_the_speed_commands_as_written(clone):
-    page = run_group(clone, "speed")
+def test_the_speed_and_soak_commands_as_written(clone):
+    page = run_group(clone, "speed and soak")
     assert (clone / "runs/bench.json").is_file() and (clone / "runs/drafts.json").is_file()
     # The shipped model is int8: the floors run on its files, and its engine row is compared with the ring file's.
     generation = page("python -m benchmarks.generation")
@@ -368,3 +370,11 @@ def test_the_speed_commands_as_written(clone):
     assert "batch 1: drafts: row '4. engine, int8 weights' is" in generation
     assert "batch 1: draft table: row '4. engine, int8 weights' is" in generation
     assert "| 0.8         | draft table and own repeats      |" in page("python -m benchmarks.drafts")
+    # The soak, shortened: every kind of client answered as expected, the killed model process
+    # failing only its own requests; memory, open files, threads and disk back where they stood.
+    soak = json.loads((clone / "runs/soak.json").read_text(encoding="utf-8"))
+    traffic = soak["traffic"]
+    assert set(traffic) == {"visitor", "leaves mid-stream", "hostile settings", "joins, never reads", "uploads 0.9 MB"}
+    assert all(kind["requests"] > 0 and kind["failed"] == 0 for kind in traffic.values()), traffic
+    assert soak["killed_at_s"] is not None and soak["left_on_disk_bytes"] == 0
+    assert "| server threads" in page("python -m benchmarks.soak")
