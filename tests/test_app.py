@@ -410,11 +410,7 @@ def test_the_server_listens_on_loopback_only(app_url):
 
 
 def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return request_status(url)[0]
 
 
 def test_no_file_outside_the_served_ones_can_be_read(app_url):
