@@ -46,6 +46,7 @@ HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 
            (10, 0.8, 0, 1.0, 1, "some"), ([], {}, None, None, None, None)]
 UPLOAD = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
 MEMORY_SLACK_MB = 50  # the end may stand this far above where it stood after warm-up
+QUIET_S = 12  # after the traffic (and --stall-seconds), how long the server may take to let go of threads and files
 
 
 @dataclass
@@ -98,6 +99,11 @@ def sample(pid: int, temp: Path, t0: float) -> Sample:
     model = sum(status_field(c, "VmRSS") for c in children(pid)) / 1024
     return Sample(round(time.monotonic() - t0, 1), status_field(pid, "VmRSS") / 1024, model, len(os.listdir(f"/proc/{pid}/fd")),
                   status_field(pid, "Threads"), folder_bytes(temp))
+
+
+def pause(seconds: float, deadline: float) -> None:
+    """Sleep `seconds`, but not past the traffic's deadline (a client then stops at once)."""
+    time.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
 
 def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
@@ -159,7 +165,7 @@ def leaver(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
                 pass
             connection.close()
         traffic.add(Outcome("leaves mid-stream", start, time.monotonic(), events > 0, f"{events} events read"))
-        time.sleep(rng.uniform(0.5, 2))
+        pause(rng.uniform(0.5, 2), deadline)
 
 
 def hostile(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
@@ -170,7 +176,7 @@ def hostile(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
         last, data = events[-1] if events else ("nothing", "")
         refused = last == "error" and len(data) > 10 or last == "http 413"  # a sentence, not a crash
         traffic.add(Outcome("hostile settings", start, time.monotonic(), refused, f"{last}: {data[:120]}"))
-        time.sleep(rng.uniform(0.2, 1))
+        pause(rng.uniform(0.2, 1), deadline)
 
 
 def staller(url: str, traffic: Traffic, deadline: float, fn_index: int) -> None:
@@ -181,7 +187,7 @@ def staller(url: str, traffic: Traffic, deadline: float, fn_index: int) -> None:
             {"data": [PROMPT, 2000, 0.8, 0, 1.0, n, 0.0], "fn_index": fn_index, "session_hash": f"stalled-{n}-{start}",
              "event_data": None, "trigger_id": None}).encode())
         traffic.add(Outcome("joins, never reads", start, time.monotonic(), status == 200, f"http {status}"))
-        time.sleep(15)
+        pause(15, deadline)
 
 
 def uploader(url: str, traffic: Traffic, deadline: float) -> None:
@@ -189,7 +195,7 @@ def uploader(url: str, traffic: Traffic, deadline: float) -> None:
         start = time.monotonic()
         status, _ = post(url + "gradio_api/upload", UPLOAD, "multipart/form-data; boundary=b")
         traffic.add(Outcome("uploads 0.9 MB", start, time.monotonic(), status == 403, f"http {status}"))
-        time.sleep(10)
+        pause(10, deadline)
 
 
 def kill_model_process(pid: int, traffic: Traffic, at: float) -> None:
@@ -218,9 +224,18 @@ def run_traffic(url: str, pid: int, temp: Path, seconds: float, visitors: int, k
         t.start()
     while time.monotonic() < deadline:
         samples.append(sample(pid, temp, t0))
-        time.sleep(min(every_s, max(0.0, deadline - time.monotonic())))
+        pause(every_s, deadline)
     for t in threads:
         t.join()
+
+
+def quiet_sample(pid: int, temp: Path, t0: float, wait_s: float, quiet) -> Sample:
+    """The first figures, sampled every half second for at most wait_s, for which quiet(sample)
+    holds (stalled streams ended, idle worker threads gone, connections closed), else the last."""
+    deadline = time.monotonic() + wait_s
+    while not quiet(now := sample(pid, temp, t0)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return now
 
 
 def alone(url: str, rounds: int = 3) -> float:
@@ -309,12 +324,14 @@ def main(argv: list[str] | None = None) -> int:
                 warmup: list[Sample] = []
                 run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, Traffic(), warmup,
                             args.sample_seconds, t0)
-                time.sleep(args.stall_seconds + 12)  # stalled streams ended, idle worker threads gone
+                # Stalled streams end after --stall-seconds, idle worker threads 10 s after their last task.
+                time.sleep(args.stall_seconds + QUIET_S)
                 base = sample(proc.pid, gradio_temp, t0)
+                warmup_threads = max([base.threads, *(w.threads for w in warmup)])
                 run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
                             args.sample_seconds, t0)
-                time.sleep(args.stall_seconds + 12)
-                end = sample(proc.pid, gradio_temp, t0)
+                end = quiet_sample(proc.pid, gradio_temp, t0, args.stall_seconds + QUIET_S, lambda s: (
+                    s.threads <= warmup_threads and s.open_files <= base.open_files and s.disk_bytes <= base.disk_bytes))
                 after = alone(url)
                 log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         except (RuntimeError, OSError) as e:
@@ -322,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         left_on_disk = folder_bytes(gradio_temp)
     traffic_text, by_kind = traffic_table(traffic)
-    resources_text, oks = resources_table(base, samples, end, max([base.threads, *(w.threads for w in warmup)]))
+    resources_text, oks = resources_table(base, samples, end, warmup_threads)
     half = samples[len(samples) // 2:]
     slopes = {key: slope_per_minute([(s.t, getattr(s, key)) for s in half]) for key in ("server_mb", "model_mb")}
     killed = f"the model process killed at {traffic.killed_at - t0:.0f} s" if traffic.killed_at else "no model process to kill"
