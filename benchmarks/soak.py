@@ -40,7 +40,8 @@ from benchmarks.load import PROMPT, percentile, running_app
 from train.files import OutputExists, new_output_file, write_json
 from train.table import format_table as table
 
-KILLED = "The model process stopped"  # the sentence of a request the killed model process was serving
+KILLED = "The model process stopped"
+UNREAD = "ended a stream nobody read"  # the server's log line (webapp/server/stalled.py)  # the sentence of a request the killed model process was serving
 HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 0, 1, 0.0), (10, 0.8, -5, 1.0, 1, 0.0),
            ("ten", 0.8, 0, 1.0, 1, 0.0), (10, 0.8, 0, 1.0, 1.5, 0.0), (10, 0.8, 0, 1.0, 1, 1.5), (10, "NaN", 0, 1.0, 1, 0.0),
            (10, 0.8, 0, 1.0, 1, "some"), ([], {}, None, None, None, None)]
@@ -259,7 +260,9 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
     return 60 * sum((t - mean_t) * (y - mean_y) for t, y in points) / spread if spread else None
 
 
-def traffic_table(traffic: Traffic) -> tuple[str, dict]:
+def traffic_table(traffic: Traffic, t0: float) -> tuple[str, dict]:
+    """The table, and each kind's figures; a failure's note says when it ended (seconds since t0),
+    to set beside the moment the model process was killed."""
     rows, figures = [], {}
     for kind in dict.fromkeys(o.kind for o in traffic.outcomes):
         mine = [o for o in traffic.outcomes if o.kind == kind]
@@ -268,7 +271,7 @@ def traffic_table(traffic: Traffic) -> tuple[str, dict]:
         seconds = [o.end - o.start for o in mine if o.ok]
         p50, p95 = (percentile(seconds, 0.5), percentile(seconds, 0.95)) if seconds else (None, None)
         figures[kind] = {"requests": len(mine), "as_expected": len(mine) - len(killed) - len(failed), "killed": len(killed),
-                         "failed": len(failed), "p50_s": p50, "p95_s": p95, "failures": sorted({o.note for o in failed})[:5]}
+                         "failed": len(failed), "p50_s": p50, "p95_s": p95, "failures": [f"{o.note} (ended {o.end - t0:.0f} s in)" for o in failed][:20]}
         rows.append([kind, str(len(mine)), str(len(mine) - len(killed) - len(failed)), str(len(killed)), str(len(failed)),
                      "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}"])
     return table([["traffic", "requests", "as expected", "served by the killed process", "failed", "p50 (s)", "p95 (s)"], *rows]), figures
@@ -322,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             with running_app(env=env) as (url, proc, log):
                 before = alone(url)
                 warmup: list[Sample] = []
-                run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, Traffic(), warmup,
+                warm_traffic = Traffic()
+                run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, warm_traffic, warmup,
                             args.sample_seconds, t0)
                 # Stalled streams end after --stall-seconds, idle worker threads 10 s after their last task.
                 time.sleep(args.stall_seconds + QUIET_S)
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         left_on_disk = folder_bytes(gradio_temp)
-    traffic_text, by_kind = traffic_table(traffic)
+    traffic_text, by_kind = traffic_table(traffic, t0)
     resources_text, oks = resources_table(base, samples, end, warmup_threads)
     half = samples[len(samples) // 2:]
     slopes = {key: slope_per_minute([(s.t, getattr(s, key)) for s in half]) for key in ("server_mb", "model_mb")}
@@ -353,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"left in Gradio's temporary folder after the server stopped: {left_on_disk:,} bytes")
     tracebacks = sum(line.startswith("Traceback") for line in log_lines)
     print(f"the server's log: {len(log_lines):,} lines, {tracebacks} tracebacks")
+    # Every stream the server ended unread should be a staller's; one more is a client that stopped
+    # reading an answer it had asked for (a failure on the client's side).
+    unread = sum(UNREAD in line for line in log_lines)
+    stallers = sum(o.kind == "joins, never reads" for o in [*warm_traffic.outcomes, *traffic.outcomes])
+    print(f"streams the server ended unread: {unread} (clients that joined and never read: {stallers})")
     for kind, figures in by_kind.items():
         for note in figures["failures"]:
             print(f"{kind}: {note}", file=sys.stderr)
@@ -362,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                               "killed_at_s": traffic.killed_at and traffic.killed_at - t0, "traffic": by_kind,
                               "after_warmup": asdict(base), "end": asdict(end), "samples": [asdict(s) for s in samples],
                               "slope_mb_per_min": slopes, "alone_s": {"before": before, "after": after},
-                              "left_on_disk_bytes": left_on_disk, "log_lines": len(log_lines), "log_tracebacks": tracebacks})
+                              "left_on_disk_bytes": left_on_disk, "log_lines": len(log_lines), "log_tracebacks": tracebacks,
+                              "ended_unread": unread, "never_read_joins": stallers})
     return 0 if unexpected == 0 and all(oks) and left_on_disk == 0 else 1
 
 

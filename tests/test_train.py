@@ -82,10 +82,11 @@ def wait_for_train_step(run_dir: Path, step: int, proc: subprocess.Popen, timeou
     pytest.fail(f"training did not reach step {step} in {timeout} s")
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text, optimizer):
+def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text):
+    """Muon and AdamW (two optimizers' states), a cosine schedule and dropout. AdamW alone under a
+    constant rate: test_gpu_check.py's dry run resumes a nanogpt-10m run to the same weights."""
     settings = [*TINY, "--data", small_text, "--max-iters", 240, "--eval-interval", 120, "--dropout", 0.1,
-                "--lr-schedule", "cosine", "--warmup-iters", 30, "--optimizer", optimizer]
+                "--lr-schedule", "cosine", "--warmup-iters", 30, "--optimizer", "muon"]
     whole = tmp_path / "whole"
     assert main([*map(str, settings), "--out", str(whole)]) == 0
     capsys.readouterr()
