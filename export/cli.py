@@ -1,5 +1,6 @@
 """`python -m export RUN_DIR --out DIR/ [--quantize int8]` (a model folder), `--out NAME.onnx`
-(one file and its sidecars), and `python -m export eval MODEL [--data FILE]` (onnxruntime alone)."""
+(one file and its sidecars), `python -m export eval MODEL [--data FILE]` (onnxruntime alone), and
+`python -m export about FOLDER --title ...` (what the pages say, rewritten without exporting again)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,73 @@ def eval_main(argv: list[str]) -> int:
     return 0
 
 
+# -- about: rename a model folder, onnx and numpy only --------------------------------------
+
+def add_about_flags(p: argparse.ArgumentParser, default: str) -> None:
+    page = p.add_argument_group(f"what the pages and the card say about the model (default: {default})")
+    page.add_argument("--title", help="the page's title (default 'chargpt: DATASET')")
+    page.add_argument("--dataset-name", help="a short name of the training text (default: from its file name; "
+                      "Tiny Shakespeare for it)")
+    page.add_argument("--description", help="one line under the title")
+    page.add_argument("--example", action="append", metavar="PROMPT", help="an example prompt (repeat the flag for several; "
+                      "the first is the default prompt; \\n stands for a newline). Default: the text's most frequent "
+                      "short lines and line openings")
+
+
+def about_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export about",
+                                description="Rewrite what the pages and the model card say about an exported model folder "
+                                "(its title, dataset name, description, example prompts) in place: the weights "
+                                "and the verification stay as exported; it takes seconds, not an export.")
+    p.add_argument("folder", help="a model folder written by python -m export")
+    add_about_flags(p, "as they are; a title or description derived from the old dataset name follows the new one")
+    return p
+
+
+def about_main(argv: list[str]) -> int:
+    import json
+
+    from . import about as page
+    from . import metadata as md
+    from .onnx_export import set_metadata
+
+    args = about_parser().parse_args(argv)
+    prog = "python -m export about"
+    out = Path(args.folder)
+    onnx_file, card_file = out / MODEL_FILE, out / "README.md"
+    try:
+        if not (onnx_file.is_file() and beside(onnx_file, ".json").is_file() and card_file.is_file()):
+            raise UsageError(f"{out} is not a model folder written by python -m export (it needs {MODEL_FILE}, "
+                             f"{beside(Path(MODEL_FILE), '.json')} and README.md).")
+        if not any((args.title, args.dataset_name, args.description, args.example)):
+            raise UsageError("give at least one of --title, --dataset-name, --description, --example.")
+        try:
+            sidecar_meta = json.loads(beside(onnx_file, ".json").read_text(encoding="utf-8"))
+            about, vocab = sidecar_meta["about"], sidecar_meta["vocab"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{beside(onnx_file, '.json')} is not the metadata python -m export writes ({e!r}).") from None
+        if sidecar_meta.get(SIDECAR_SHA256) != file_sha256(onnx_file):
+            raise UsageError(f"{onnx_file} does not match the SHA-256 recorded beside it (truncated or altered): export it again.")
+        metadata = {k: v for k, v in sidecar_meta.items() if k != SIDECAR_SHA256}
+        try:
+            sample, verification = md.card_parts(card_file.read_text(encoding="utf-8"))
+        except md.CardError as e:
+            raise UsageError(f"{card_file} is not a card python -m export wrote: {e}.") from None
+        metadata["about"] = page.renamed(about, vocab, args.title, args.dataset_name, args.description, args.example)
+    except (UsageError, page.AboutError) as e:
+        return fail(prog, str(e))
+    license = next((line[9:] for line in card_file.read_text(encoding="utf-8").splitlines() if line.startswith("license: ")), "mit")
+    for path in (onnx_file, ring_path(onnx_file)):
+        if path.is_file():  # the ring file carries the same metadata (its engine check reads source_sha256)
+            atomic_write(path, lambda tmp, path=path: (Path(tmp).write_bytes(path.read_bytes()),
+                                                      set_metadata(Path(tmp), md.to_props(metadata))))
+    write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
+    write_card(out, metadata, sample, verification, license)
+    print(f"rewrote {out}{os.sep}: the page is now \"{metadata['about']['title']}\" "
+          f"({len(metadata['about']['examples'])} example prompts)")
+    return 0
+
+
 # -- export ----------------------------------------------------------------------------------
 
 def export_parser() -> argparse.ArgumentParser:
@@ -98,7 +166,7 @@ def export_parser() -> argparse.ArgumentParser:
         description="Export a training checkpoint to a model folder (onnx/model.onnx with a KV cache and the window "
         "in its graph, the configuration and tokenizer files that generation libraries read, a model card), "
         "or to one .onnx file with its JSON sidecar and card, verified against PyTorch first. "
-        "See also: python -m export eval MODEL [--data FILE]",
+        "See also: python -m export eval MODEL [--data FILE], python -m export about FOLDER --title ...",
     )
     p.add_argument("run_dir", help="checkpoint directory written by `python -m train` (or its best/ folder)")
     p.add_argument("--out", help="DIR/ (ending in / or an existing directory): a model folder; NAME.onnx: one file, "
@@ -114,14 +182,7 @@ def export_parser() -> argparse.ArgumentParser:
                    "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces of up "
                    "to 6 characters; without it the engine drafts from the text's own repeats only")
     p.add_argument("--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)")
-    page = p.add_argument_group("what the pages and the card say about the model (default: derived from the training text)")
-    page.add_argument("--title", help="the page's title (default 'chargpt: DATASET')")
-    page.add_argument("--dataset-name", help="a short name of the training text (default: from its file name; "
-                      "Tiny Shakespeare for it)")
-    page.add_argument("--description", help="one line under the title")
-    page.add_argument("--example", action="append", metavar="PROMPT", help="an example prompt (repeat the flag for several; "
-                      "the first is the default prompt; \\n stands for a newline). Default: the text's most frequent "
-                      "short lines and line openings")
+    add_about_flags(p, "derived from the training text")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     return p
 
@@ -312,7 +373,6 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
     into onnx/, then its draft table, metadata, loss curve, configuration and tokenizer files,
     and the card."""
     from . import folder as mf
-    from . import metadata as md
 
     onnx_file = out / MODEL_FILE
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
@@ -323,8 +383,16 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
     draw_loss_curve(run_dir, beside(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
     for name, data in mf.config_files(metadata).items():
         write_json(out / name, data)
+    write_card(out, metadata, sample, verification, license)
+
+
+def write_card(out: Path, metadata: dict, sample: str, verification: str, license: str) -> None:
+    from . import folder as mf
+    from . import metadata as md
+
     name = out.resolve().name
-    card = (mf.front_matter(name, metadata, license) + md.model_card(name, metadata, onnx_file.stat().st_size, sample, verification)
+    card = (mf.front_matter(name, metadata, license) + md.model_card(name, metadata, (out / MODEL_FILE).stat().st_size, sample,
+                                                                      verification)
             + mf.usage(name, metadata["about"]["examples"][0], mf.end_of_text_id(metadata)))
     atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
@@ -434,4 +502,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["eval"]:
         return eval_main(argv[1:])
+    if argv[:1] == ["about"]:
+        return about_main(argv[1:])
     return export_main(argv)

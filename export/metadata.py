@@ -47,6 +47,28 @@ def to_props(metadata: dict) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in metadata.items()}
 
 
+SAMPLE_HEADING = "## Greedy continuation of a newline (200 characters, from this ONNX file)"
+VERIFICATION_HEADING = "## Verification against PyTorch"
+
+
+class CardError(ValueError):
+    """A card that model_card did not write (or that was edited out of its shape)."""
+
+
+def card_parts(card: str) -> tuple[str, str]:
+    """(sample, verification): what model_card was given, read back from the card it wrote (a
+    sample may hold anything, fences included: it ends where the verification section begins)."""
+    sample_at = card.find(f"\n{SAMPLE_HEADING}\n\n```\n")
+    sample_end = card.find(f"\n```\n\n{VERIFICATION_HEADING}\n\n```\n", sample_at)
+    if sample_at < 0 or sample_end < 0:
+        raise CardError("its sample and verification sections are not as python -m export writes them")
+    table_at = sample_end + len(VERIFICATION_HEADING) + 12
+    table_end = card.find("\n```\n", table_at)
+    if table_end < 0:
+        raise CardError("its verification section is not closed")
+    return card[sample_at + len(SAMPLE_HEADING) + 7:sample_end], card[table_at:table_end]
+
+
 def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verification: str) -> str:
     c, t = metadata["config"], metadata["training"]
     s = t["settings"]
@@ -90,13 +112,13 @@ default prompt):
 
 {examples}
 
-## Greedy continuation of a newline (200 characters, from this ONNX file)
+{SAMPLE_HEADING}
 
 ```
 {sample}
 ```
 
-## Verification against PyTorch
+{VERIFICATION_HEADING}
 
 ```
 {verification}

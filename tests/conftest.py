@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -89,6 +88,21 @@ def trained_run(tmp_path_factory, small_text, *extra) -> Path:
     return train_tiny(tmp_path_factory.mktemp("runs") / "run", small_text, *extra)
 
 
+def export_here(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m export ARGV` in this process, its output captured: a pytest process pays the
+    exporter's start (a fresh process spends most of an export's 25 s setting up torch.onnx) once,
+    not once per export. The CLI as a process is what test_readme.py runs."""
+    import contextlib
+    import io
+
+    from export.cli import main as export_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = export_main(list(argv))
+    return subprocess.CompletedProcess(["python", "-m", "export", *argv], code, out.getvalue(), err.getvalue())
+
+
 def built_once(name: str, tmp_path_factory, worker_id: str, build: Callable[[Path], dict]) -> dict:
     """A session fixture's files, built once for the whole test run: with pytest-xdist, the
     first worker to ask builds them in the run's shared temporary folder while a file lock
@@ -117,8 +131,7 @@ def exported(tmp_path_factory, worker_id, small_text):
         run_dir = train_tiny(folder / "run", small_text)
         (folder / "models").mkdir()
         out = folder / "models" / "tiny.onnx"
-        result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", str(out), "--quantize", "int8"],
-                                capture_output=True, text=True, timeout=600)
+        result = export_here(str(run_dir), "--out", str(out), "--quantize", "int8")
         return {"run_dir": str(run_dir), "out": str(out), "args": result.args, "returncode": result.returncode,
                 "stdout": result.stdout, "stderr": result.stderr}
 
@@ -156,8 +169,7 @@ def french_folder(tmp_path_factory, worker_id):
         data.write_text(french_text(), encoding="utf-8")
         run_dir = train_tiny(root / "run", data, "--max-iters", "300", "--eval-interval", "100")
         folder = root / "french-tiny"
-        result = subprocess.run([sys.executable, "-m", "export", str(run_dir), "--out", f"{folder}/"],
-                                capture_output=True, text=True, timeout=600)
+        result = export_here(str(run_dir), "--out", f"{folder}/")
         assert result.returncode == 0, result.stdout + result.stderr
         return {"folder": str(folder), "data": str(data)}
 

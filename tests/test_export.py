@@ -396,3 +396,48 @@ def test_eval_takes_a_model_folder(french_folder, capsys):
     assert export_main(["eval", str(folder), "--data", str(data)]) == 0
     measured = float(re.search(r"val loss \(whole validation split, [0-9,]+ characters\): ([0-9.]+)", capsys.readouterr().out).group(1))
     assert measured == pytest.approx(OnnxModel(folder).metadata["training"]["val_loss"], abs=1e-4)
+
+
+# --- about: renaming a folder without exporting again ----------------------------------------
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_about_renames_a_folder_in_place_and_keeps_its_weights_and_verification(tmp_path, capsys):
+    folder = tmp_path / "chargpt"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    assert export_main(["about", str(folder), "--dataset-name", "Tiny Shakespeare"]) == 0  # nothing new: nothing changes
+    assert files_of(folder) == files_of(SHIPPED_MODEL)
+
+    weights = {t.name: t.raw_data for t in onnx.load(str(folder / "onnx" / "model.onnx")).graph.initializer}
+    assert export_main(["about", str(folder), "--title", "Verona", "--description", "Two households.", "--example", "JULIET:\\n"]) == 0
+    assert 'the page is now "Verona" (1 example prompts)' in capsys.readouterr().out
+    lm = OnnxModel(folder)  # the SHA-256 in model.json is the rewritten file's
+    assert lm.metadata["about"] == {"title": "Verona", "dataset": "Tiny Shakespeare", "description": "Two households.",
+                                    "examples": ["JULIET:\n"]}
+    assert {t.name: t.raw_data for t in onnx.load(str(folder / "onnx" / "model.onnx")).graph.initializer} == weights
+    engine = Engine(folder)
+    assert engine.ring is not None and engine.notice == ""  # the ring file still belongs to the model file
+    card, shipped_card = (folder / "README.md").read_text(), (SHIPPED_MODEL / "README.md").read_text()
+    assert "Two households." in card and '"Verona"' in card and '- `"JULIET:\\n"`' in card
+    assert card.split("## Greedy continuation")[1].split("## Use it")[0] == shipped_card.split("## Greedy continuation")[1].split(
+        "## Use it")[0]
+
+
+def test_about_follows_a_derived_title_and_refuses_what_a_page_cannot_show(french_folder, tmp_path, capsys):
+    folder = tmp_path / "french"
+    shutil.copytree(french_folder[0], folder)
+    before = files_of(folder)
+    assert OnnxModel(folder).metadata["about"]["title"] == "chargpt: french"
+    assert_refused(capsys, ["about", str(folder), "--example", "Ж"], "outside the model's vocabulary", "python -m export about")
+    assert_refused(capsys, ["about", str(folder)], "give at least one of", "python -m export about")
+    assert_refused(capsys, ["about", str(tmp_path)], "is not a model folder", "python -m export about")
+    assert files_of(folder) == before
+
+    assert export_main(["about", str(folder), "--dataset-name", "Poèmes"]) == 0
+    about = OnnxModel(folder).metadata["about"]
+    assert (about["title"], about["dataset"]) == ("chargpt: Poèmes", "Poèmes")
+    assert about["description"].startswith("A small character-level GPT trained on Poèmes.")
+    (folder / "onnx" / "model.onnx").write_bytes((folder / "onnx" / "model.onnx").read_bytes()[:-10])
+    assert_refused(capsys, ["about", str(folder), "--title", "x"], "truncated or altered", "python -m export about")

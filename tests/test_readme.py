@@ -89,6 +89,7 @@ class Rule:
     extra: str = ""
     page: str = ""
     why: str = ""  # for "skip": why the line cannot run here
+    stop: str = "kill"  # for "server": how a user stops it: "kill" (SIGTERM) or "ctrl-c" (SIGINT to its process group)
 
 
 # Learned positions: export and eval run a window per character, so a short window keeps them quick.
@@ -99,7 +100,7 @@ TINY_MODEL = "--eval-iters 1 --batch-size 4 --n-layer 1 --n-embd 48 --n-head 6 -
 RULES = [
     Rule("make test", "skip", why="it runs this test suite"),
     Rule("make serve MODEL=", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config"),
-    Rule("make serve", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config"),
+    Rule("make serve", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config", stop="ctrl-c"),
     Rule("make model DATA=mine.txt", "skip", why="the command that 'Your own text' runs on faust.txt"),
     Rule("make model", "run", extra=f"MINUTES=0.05 TRAIN_FLAGS='{TINY_MODEL}' VENV={{venv}} -o {{venv}}/.train-installed"),
     Rule("pip install", "skip", why="the test's environment holds what the README installs; no package downloads here"),
@@ -185,14 +186,15 @@ def run_line(line: str, rule: Rule, cwd: Path, env: dict, timeout: float = 420) 
 
 def serve(line: str, rule: Rule, cwd: Path, env: dict, check=None) -> str:
     """Start a server line on a free port, fetch its page (or run `check(url)`), stop it the way a
-    user would (Ctrl-C to make, SIGTERM to python), and return the page. Any process it leaves
-    behind fails the test."""
+    user would (the rule's stop: `kill PID`, or Ctrl-C in its terminal), and return the page. Any
+    process it leaves behind fails the test."""
     port = free_port()
     line = re.sub(r"--port \d+", f"--port {port}", line)
     line = re.sub(r"http\.server (.*) 8000", rf"http.server \1 {port}", line)
     line = line.replace("--host 0.0.0.0", "--host 127.0.0.1")  # the same server, not exposed by a test
     proc = subprocess.Popen(["bash", "-c", f"exec {command(line, rule)}"], cwd=cwd, env=dict(env, GRADIO_SERVER_PORT=str(port)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal gives it
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_page(url, proc)
@@ -201,7 +203,10 @@ def serve(line: str, rule: Rule, cwd: Path, env: dict, check=None) -> str:
         with urllib.request.urlopen(url + rule.page, timeout=30) as r:
             return r.read().decode("utf-8")
     finally:
-        proc.terminate()  # `kill PID`: to make itself, for make serve
+        if rule.stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.terminate()  # `kill PID`: to make itself, for make serve
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -311,11 +316,10 @@ def test_your_own_text_from_a_file_to_the_page(clone):
     assert '`"Mephistopheles\\n"`' in card
 
 
-@pytest.mark.parametrize("how", ["kill -9 PID", "Ctrl-C"])
-def test_make_serve_leaves_no_server_behind_when_make_is_stopped(clone, how):
-    """`kill PID` (SIGTERM, which make passes on) is what the README tests above stop make serve
-    with; `kill -9` leaves the server an orphan, which notices (--exit-with-parent); Ctrl-C goes
-    to the terminal's whole process group."""
+def test_make_serve_leaves_no_server_behind_when_make_is_killed(clone):
+    """`kill -9` leaves the server an orphan, which notices (--exit-with-parent). The README's
+    commands stop make serve with `kill PID` (SIGTERM, which make passes on: 'Your own text') and
+    Ctrl-C (to the terminal's whole process group: 'Quickstart')."""
     env = environment(clone)
     venv = VENV_BIN.parent
     port = free_port()
@@ -323,10 +327,7 @@ def test_make_serve_leaves_no_server_behind_when_make_is_stopped(clone, how):
                             env=dict(env, GRADIO_SERVER_PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group, as a terminal gives it
     wait_for_page(f"http://127.0.0.1:{port}/", make)
-    if how == "Ctrl-C":
-        os.killpg(make.pid, signal.SIGINT)
-    else:
-        make.kill()
+    make.kill()
     make.wait(timeout=30)
     assert_port_closed(port)
     assert_temp_folder_removed(env)
