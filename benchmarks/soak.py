@@ -40,8 +40,8 @@ from benchmarks.load import PROMPT, percentile, running_app
 from train.files import OutputExists, new_output_file, write_json
 from train.table import format_table as table
 
-KILLED = "The model process stopped"
-UNREAD = "ended a stream nobody read"  # the server's log line (webapp/server/stalled.py)  # the sentence of a request the killed model process was serving
+KILLED = "The model process stopped"  # the sentence of a request the killed model process was serving
+UNREAD = "ended a stream nobody read"  # the server's log line (webapp/server/stalled.py)
 HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 0, 1, 0.0), (10, 0.8, -5, 1.0, 1, 0.0),
            ("ten", 0.8, 0, 1.0, 1, 0.0), (10, 0.8, 0, 1.0, 1.5, 0.0), (10, 0.8, 0, 1.0, 1, 1.5), (10, "NaN", 0, 1.0, 1, 0.0),
            (10, 0.8, 0, 1.0, 1, "some"), ([], {}, None, None, None, None)]
@@ -271,7 +271,8 @@ def traffic_table(traffic: Traffic, t0: float) -> tuple[str, dict]:
         seconds = [o.end - o.start for o in mine if o.ok]
         p50, p95 = (percentile(seconds, 0.5), percentile(seconds, 0.95)) if seconds else (None, None)
         figures[kind] = {"requests": len(mine), "as_expected": len(mine) - len(killed) - len(failed), "killed": len(killed),
-                         "failed": len(failed), "p50_s": p50, "p95_s": p95, "failures": [f"{o.note} (ended {o.end - t0:.0f} s in)" for o in failed][:20]}
+                         "failed": len(failed), "p50_s": p50, "p95_s": p95,
+                         "failures": [f"{o.note} (ended {o.end - t0:.0f} s in)" for o in failed][:20]}
         rows.append([kind, str(len(mine)), str(len(mine) - len(killed) - len(failed)), str(len(killed)), str(len(failed)),
                      "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}"])
     return table([["traffic", "requests", "as expected", "served by the killed process", "failed", "p50 (s)", "p95 (s)"], *rows]), figures

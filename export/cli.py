@@ -91,7 +91,7 @@ def eval_main(argv: list[str]) -> int:
     return 0
 
 
-# -- about: rename a model folder, onnx and numpy only --------------------------------------
+# -- about: rename a model folder in place ----------------------------------------------------
 
 def add_about_flags(p: argparse.ArgumentParser, default: str) -> None:
     page = p.add_argument_group(f"what the pages and the card say about the model (default: {default})")

@@ -90,7 +90,7 @@ def trained_run(tmp_path_factory, small_text, *extra) -> Path:
 
 def export_here(*argv: str) -> subprocess.CompletedProcess:
     """`python -m export ARGV` in this process, its output captured: a pytest process pays the
-    exporter's start (a fresh process spends most of an export's 25 s setting up torch.onnx) once,
+    exporter's start (a fresh process spends most of an export setting up torch.onnx) once,
     not once per export. The CLI as a process is what test_readme.py runs."""
     import contextlib
     import io
