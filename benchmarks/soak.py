@@ -278,16 +278,27 @@ def traffic_table(traffic: Traffic, t0: float) -> tuple[str, dict]:
     return table([["traffic", "requests", "as expected", "served by the killed process", "failed", "p50 (s)", "p95 (s)"], *rows]), figures
 
 
+def resource_targets(warmup_threads: int) -> list[tuple[str, str, str, object, bool]]:
+    """(name, Sample field, target, met(start, end), whether the end waits for it: the server
+    lets go of threads, files and disk once quiet; memory is taken as it then stands). Threads
+    are held to the most the warm-up's traffic needed: the pools that run requests (Gradio's,
+    asyncio's) keep threads they have started, a plateau reached in the warm-up."""
+    return [
+        ("server memory (MB)", "server_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB, False),
+        ("model process memory (MB)", "model_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB, False),
+        ("server open files", "open_files", "end <= start", lambda s, e: e <= s, True),
+        ("server threads", "threads", f"end <= warm-up's {warmup_threads}", lambda s, e: e <= max(s, warmup_threads), True),
+        ("bytes in its temporary folder", "disk_bytes", "end <= start", lambda s, e: e <= s, True)]
+
+
+def settled(base: Sample, now: Sample, warmup_threads: int) -> bool:
+    """Whether `now` meets every target the end waits for."""
+    return all(met(getattr(base, key), getattr(now, key)) for _, key, _, met, waits in resource_targets(warmup_threads) if waits)
+
+
 def resources_table(base: Sample, during: list[Sample], end: Sample, warmup_threads: int) -> tuple[str, list[bool]]:
-    """Threads are held to the most the warm-up's traffic needed: the pools that run requests
-    (Gradio's, asyncio's) keep threads they have started, a plateau reached in the warm-up."""
     rows, oks = [], []
-    for name, key, target, ok in [
-            ("server memory (MB)", "server_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB),
-            ("model process memory (MB)", "model_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB),
-            ("server open files", "open_files", "end <= start", lambda s, e: e <= s),
-            ("server threads", "threads", f"end <= warm-up's {warmup_threads}", lambda s, e: e <= max(s, warmup_threads)),
-            ("bytes in its temporary folder", "disk_bytes", "end <= start", lambda s, e: e <= s)]:
+    for name, key, target, ok, _ in resource_targets(warmup_threads):
         start, stop = getattr(base, key), getattr(end, key)
         peak = max([start, stop, *(getattr(s, key) for s in during)])
         oks.append(ok(start, stop))
@@ -335,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_threads = max([base.threads, *(w.threads for w in warmup)])
                 run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
                             args.sample_seconds, t0)
-                end = quiet_sample(proc.pid, gradio_temp, t0, args.stall_seconds + QUIET_S, lambda s: (
-                    s.threads <= warmup_threads and s.open_files <= base.open_files and s.disk_bytes <= base.disk_bytes))
+                end = quiet_sample(proc.pid, gradio_temp, t0, args.stall_seconds + QUIET_S,
+                                   lambda now: settled(base, now, warmup_threads))
                 after = alone(url)
                 log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         except (RuntimeError, OSError) as e:

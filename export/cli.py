@@ -139,14 +139,15 @@ def about_main(argv: list[str]) -> int:
         if sidecar_meta.get(SIDECAR_SHA256) != file_sha256(onnx_file):
             raise UsageError(f"{onnx_file} does not match the SHA-256 recorded beside it (truncated or altered): export it again.")
         metadata = {k: v for k, v in sidecar_meta.items() if k != SIDECAR_SHA256}
+        card = card_file.read_text(encoding="utf-8")
         try:
-            sample, verification = md.card_parts(card_file.read_text(encoding="utf-8"))
+            sample, verification = md.card_parts(card)
         except md.CardError as e:
             raise UsageError(f"{card_file} is not a card python -m export wrote: {e}.") from None
         metadata["about"] = page.renamed(about, vocab, args.title, args.dataset_name, args.description, args.example)
     except (UsageError, page.AboutError) as e:
         return fail(prog, str(e))
-    license = next((line[9:] for line in card_file.read_text(encoding="utf-8").splitlines() if line.startswith("license: ")), "mit")
+    license = next((line[9:] for line in card.splitlines() if line.startswith("license: ")), "mit")
     for path in (onnx_file, ring_path(onnx_file)):
         if path.is_file():  # the ring file carries the same metadata (its engine check reads source_sha256)
             atomic_write(path, lambda tmp, path=path: (Path(tmp).write_bytes(path.read_bytes()),

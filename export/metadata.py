@@ -58,15 +58,16 @@ class CardError(ValueError):
 def card_parts(card: str) -> tuple[str, str]:
     """(sample, verification): what model_card was given, read back from the card it wrote (a
     sample may hold anything, fences included: it ends where the verification section begins)."""
-    sample_at = card.find(f"\n{SAMPLE_HEADING}\n\n```\n")
-    sample_end = card.find(f"\n```\n\n{VERIFICATION_HEADING}\n\n```\n", sample_at)
+    sample_opens, table_opens = f"\n{SAMPLE_HEADING}\n\n```\n", f"\n```\n\n{VERIFICATION_HEADING}\n\n```\n"
+    sample_at = card.find(sample_opens)
+    sample_end = card.find(table_opens, sample_at)
     if sample_at < 0 or sample_end < 0:
         raise CardError("its sample and verification sections are not as python -m export writes them")
-    table_at = sample_end + len(VERIFICATION_HEADING) + 12
+    table_at = sample_end + len(table_opens)
     table_end = card.find("\n```\n", table_at)
     if table_end < 0:
         raise CardError("its verification section is not closed")
-    return card[sample_at + len(SAMPLE_HEADING) + 7:sample_end], card[table_at:table_end]
+    return card[sample_at + len(sample_opens):sample_end], card[table_at:table_end]
 
 
 def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verification: str) -> str:
