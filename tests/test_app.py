@@ -3,10 +3,13 @@ gradio_client, raw HTTP, a headless Chromium and the command line; and the packa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -543,6 +546,67 @@ def test_clients_that_never_read_their_stream_lose_their_rows(served):
     assert len(ended) == 8, ended
     assert cpu_share(server.pid, 2.0) < 0.25
     assert raw_generate(url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"
+
+
+def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_text_is_done(served):
+    """Four clients join for 2,000 characters each and read their streams a byte a second (a
+    receive buffer of 1 KB): their generations run at full speed and end, the server process
+    lets go of their connections while they still have most of their streams to read (the
+    rest waits in the kernel's socket buffers), and a visitor is served meanwhile."""
+    url, server, *_ = served
+    host, port = url.split("//")[1].strip("/").split(":")
+    config = json.loads(request_status(url + "config")[1])
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    readers, stop = [], threading.Event()
+    for i in range(4):
+        status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(
+            {"data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"slow{i}",
+             "event_data": None, "trigger_id": None}).encode(), {"Content-Type": "application/json"})
+        assert status == 200, body
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        reader.connect((host, int(port)))
+        reader.sendall(f"GET /gradio_api/queue/data?session_hash=slow{i} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        readers.append(reader)
+
+    def read_a_byte_a_second():
+        while not stop.wait(1.0):
+            for reader in readers:
+                reader.recv(1)
+
+    threading.Thread(target=read_a_byte_a_second, daemon=True).start()
+    ports = {r.getsockname()[1] for r in readers}
+    try:
+        assert ports <= peer_ports(server.pid)  # the server holds their streams ...
+        assert cpu_share(server.pid, 0.5) >= 0.3  # ... and generates for them
+        assert raw_generate(url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"
+        deadline = time.monotonic() + 120
+        while ports & peer_ports(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ports & peer_ports(server.pid)  # the server closed them: their streams were written out
+        assert cpu_share(server.pid, 2.0) < 0.25
+        for reader in readers:  # ... and are still there to read, far ahead of the readers
+            assert len(reader.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)) > 0
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.close()
+
+
+def peer_ports(pid: int) -> set[int]:
+    """The remote ports of the TCP connections a process holds open (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(fd)).startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def cpu_share(pid: int, seconds: float) -> float:
