@@ -521,6 +521,27 @@ def test_the_event_ids_of_a_stream_that_went_away_are_forgotten_once_its_events_
     assert orphaned_sessions(pending, queued={"reading"}, live_events={"e1", "e2"}) == ["left, done"]
 
 
+def test_a_session_with_a_request_in_flight_outlives_gradios_eviction_of_old_sessions():
+    """Gradio keeps message queues for its last 2,000 sessions, ordered by each one's first
+    request: a sweep moves the sessions still waiting for an answer to the newest end, so that
+    those evicted are answered ones (a long-lived visitor's stream broke mid-answer otherwise:
+    the 30-minute soak's CancelledErrors, docs/reliability.md)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from gradio.utils import LRUCache
+    from webapp.server.stalled import sweep
+
+    queue = SimpleNamespace(pending_messages_per_session=LRUCache(3), pending_event_ids_session={},
+                            event_ids_to_events={"e0": object()})
+    for session in ["visitor", "done 1", "done 2"]:
+        queue.pending_messages_per_session[session] = asyncio.Queue()
+    queue.pending_event_ids_session["visitor"] = {"e0"}  # asked, not yet answered
+    asyncio.run(sweep(queue, {}, now=0.0))
+    queue.pending_messages_per_session["new"] = asyncio.Queue()  # a fourth session: one must go
+    assert list(queue.pending_messages_per_session) == ["done 2", "visitor", "new"]
+
+
 def test_clients_that_never_read_their_stream_lose_their_rows(served):
     """Six clients join the queue for 2,000 characters each and never read (a script's
     stalled streams), two more call the plain HTTP API and never fetch the result: after

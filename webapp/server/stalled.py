@@ -1,5 +1,6 @@
 """Clients that join the queue and stop reading: their generation ends, their batch row and what
-the server buffered for them go, within bounded time (docs/reliability.md).
+the server buffered for them go, within bounded time; clients that keep reading keep their
+stream however many others come and go (docs/reliability.md).
 
 Gradio decodes a request whether or not its client reads the stream, and keeps every message it
 has not delivered in a per-session queue for as long as 2,000 newer sessions have not pushed it
@@ -41,22 +42,40 @@ def orphaned_sessions(pending_ids: dict[str, set[str]], queued: set[str], live_e
     return [s for s, ids in pending_ids.items() if s not in queued and not ids & live_events]
 
 
+def live_sessions(pending_ids: dict[str, set[str]], queued: set[str]) -> list[str]:
+    """Sessions with a message queue and a request not yet answered."""
+    return [s for s, ids in pending_ids.items() if ids and s in queued]
+
+
+async def sweep(queue, seen: dict[str, tuple[object, float]], now: float, stall_s: float = STALL_S) -> dict:
+    """One pass over Gradio's `queue`: end the sessions stalled_sessions names, forget orphaned
+    ones, and keep live ones out of reach of Gradio's eviction. Returns the new `seen`."""
+    pending = queue.pending_messages_per_session
+    heads = {session: messages._queue[0] for session, messages in list(pending.items()) if not messages.empty()}
+    stalled, seen = stalled_sessions(heads, seen, now, stall_s)
+    for session in stalled:
+        LOG.info("ended a stream nobody read for %g s (%d messages undelivered)", stall_s, pending[session].qsize())
+        await queue.clean_events(session_hash=session)  # marks its events dead: Gradio closes their generators
+        pending.pop(session, None)
+        queue.pending_event_ids_session.pop(session, None)
+        seen.pop(session, None)
+    for session in orphaned_sessions(dict(queue.pending_event_ids_session), set(pending.keys()), set(queue.event_ids_to_events)):
+        queue.pending_event_ids_session.pop(session, None)
+    # Gradio's message queues are an LRU of 2,000 sessions ordered by each one's first request: a
+    # visitor who keeps a page (or a gradio_client) open while 2,000 others come lost its queue,
+    # and its stream broke mid-answer. Answered sessions stay behind it in that order, so those
+    # are the ones evicted.
+    for session in live_sessions(dict(queue.pending_event_ids_session), set(pending.keys())):
+        pending.move_to_end(session)
+    return seen
+
+
 async def end_stalled_streams(queue, stall_s: float = STALL_S, every_s: float = SWEEP_EVERY_S) -> None:
-    """Forever: every every_s, end the sessions of Gradio's `queue` that stalled_sessions names."""
+    """Forever: every every_s, sweep Gradio's `queue`."""
     seen: dict[str, tuple[object, float]] = {}
     while True:
         await asyncio.sleep(every_s)
-        pending = queue.pending_messages_per_session
-        heads = {session: messages._queue[0] for session, messages in list(pending.items()) if not messages.empty()}
-        stalled, seen = stalled_sessions(heads, seen, time.monotonic(), stall_s)
-        for session in stalled:
-            LOG.info("ended a stream nobody read for %g s (%d messages undelivered)", stall_s, pending[session].qsize())
-            await queue.clean_events(session_hash=session)  # marks its events dead: Gradio closes their generators
-            pending.pop(session, None)
-            queue.pending_event_ids_session.pop(session, None)
-            seen.pop(session, None)
-        for session in orphaned_sessions(dict(queue.pending_event_ids_session), set(pending.keys()), set(queue.event_ids_to_events)):
-            queue.pending_event_ids_session.pop(session, None)
+        seen = await sweep(queue, seen, time.monotonic(), stall_s)
 
 
 def stalled_stream_lifespan(stall_s: float = STALL_S):
