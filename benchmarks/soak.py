@@ -239,6 +239,13 @@ def quiet_sample(pid: int, temp: Path, t0: float, wait_s: float, quiet) -> Sampl
     return now
 
 
+def prune_idle_workers(url: str) -> None:
+    """One short request. anyio's worker threads (Gradio runs requests on them) idle out after
+    10 s, but only a new request prunes them: without one, the count depends on how many
+    happened to be running when the traffic stopped."""
+    call_events(url, [PROMPT, 1, 0.8, 0, 1.0, 0, 0.0])
+
+
 def alone(url: str, rounds: int = 3) -> float:
     """Seconds one visitor waits for 300 characters with nobody else there (the median of rounds)."""
     from gradio_client import Client
@@ -342,12 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                             args.sample_seconds, t0)
                 # Stalled streams end after --stall-seconds, idle worker threads 10 s after their last task.
                 time.sleep(args.stall_seconds + QUIET_S)
+                prune_idle_workers(url)
                 base = sample(proc.pid, gradio_temp, t0)
                 warmup_threads = max([base.threads, *(w.threads for w in warmup)])
                 run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
                             args.sample_seconds, t0)
-                end = quiet_sample(proc.pid, gradio_temp, t0, args.stall_seconds + QUIET_S,
-                                   lambda now: settled(base, now, warmup_threads))
+                time.sleep(args.stall_seconds + QUIET_S)
+                prune_idle_workers(url)
+                end = quiet_sample(proc.pid, gradio_temp, t0, QUIET_S, lambda now: settled(base, now, warmup_threads))
                 after = alone(url)
                 log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         except (RuntimeError, OSError) as e:

@@ -598,6 +598,9 @@ def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_te
     threading.Thread(target=read_a_byte_a_second, daemon=True).start()
     ports = {r.getsockname()[1] for r in readers}
     try:
+        deadline = time.monotonic() + 30  # a connection waits in the listen backlog until the server accepts it
+        while not ports <= peer_ports(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert ports <= peer_ports(server.pid)  # the server holds their streams ...
         assert cpu_share(server.pid, 0.5) >= 0.3  # ... and generates for them
         assert raw_generate(url, ["ROMEO:", 5, 0.8, 0, 1.0, 1])[0] == "complete"
