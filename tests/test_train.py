@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from train import checkpoint
 from train.cli import main
-from train.config import TrainConfig, lr_at
+from train.config import TrainConfig, lr_at, passes, run_dropout
 from train.model import GPTConfig, GPTLanguageModel
 from train.trainer import full_split_loss, load_corpus
 
@@ -143,11 +143,37 @@ def test_extending_a_cosine_run_follows_the_longer_schedule_from_where_it_stoppe
 def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_text):
     out = tmp_path / "budget"
     code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 10**7, "--time-budget", 0.1,
-                                "--lr-schedule", "cosine")
+                                "--lr-schedule", "cosine", "--dropout", 0.1, "--dropout-min-passes", 10**6)
     assert code == 0
     assert "time budget 0.1 min: training for about" in stdout or "time budget of 0.1 min reached" in stdout
+    # Its length known at the first fit, the run turns dropout off: it sees its text far fewer than 10**6 times.
+    assert "dropout 0: the run passes over its training text" in stdout
+    assert checkpoint.read_meta(out)["model"]["dropout"] == 0
     assert 20 < checkpoint.read_meta(out)["step"] < 10**7
     assert checkpoint.read_meta(out)["elapsed_s"] < 60
+
+
+def test_dropout_min_passes_keeps_dropout_only_for_runs_that_see_their_text_often_enough(tmp_path, capsys, small_text):
+    """40 steps of 8×16 characters pass over the 36,000-character training split 0.14 times: with
+    dropout_min_passes above that the run trains exactly as one without dropout, below it with it."""
+    weights = {}
+    for name, flags in {"none": ["--dropout", 0], "too few passes": ["--dropout", 0.1, "--dropout-min-passes", 0.2],
+                        "enough passes": ["--dropout", 0.1, "--dropout-min-passes", 0.1]}.items():
+        code, stdout, _ = train_run(capsys, "--data", small_text, "--out", tmp_path / name, *flags)
+        assert code == 0
+        weights[name] = load_file(tmp_path / name / "model.safetensors")
+        meta = checkpoint.read_meta(tmp_path / name)
+        assert meta["model"]["dropout"] == (0.1 if name == "enough passes" else 0)
+    assert "dropout 0.1: the run passes over its training text 0.1 times (at least the 0.1" in stdout
+    assert all(torch.equal(weights["none"][k], weights["too few passes"][k]) for k in weights["none"])
+    assert not all(torch.equal(weights["none"][k], weights["enough passes"][k]) for k in weights["none"])
+
+
+def test_the_run_length_and_the_dropout_it_trains_with():
+    assert passes(max_iters=712, chars_per_step=32 * 128, train_chars=1_003_854) == pytest.approx(2.905, abs=1e-3)
+    assert run_dropout(0.1, run_passes=2.9, min_passes=6) == 0.0
+    assert run_dropout(0.1, run_passes=6.0, min_passes=6) == 0.1
+    assert run_dropout(0.1, run_passes=0.5, min_passes=0) == 0.1  # 0: always
 
 
 # --- bad input: one sentence on stderr, exit code 2, nothing on disk overwritten -------------
@@ -176,6 +202,8 @@ def test_bad_settings(tmp_path, capsys, small_text):
     out = str(tmp_path / "out")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--n-embd", "65"], "must be divisible by n_head")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive")
+    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--dropout-min-passes", "-1"],
+                   "dropout_min_passes cannot be negative, not -1.0")
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as e:  # argparse's own usage error
         main(["--preset", "gpt-5"])

@@ -28,6 +28,7 @@ HYPERPARAMETERS = {
     "n_head": (int, "attention heads"),
     "n_layer": (int, "transformer blocks"),
     "dropout": (float, "dropout probability"),
+    "dropout_min_passes": (float, "dropout only when the run passes over the training text at least this many times (0 = always)"),
     "lr_schedule": (str, "constant or cosine"),
     "warmup_iters": (int, "linear warmup steps"),
     "min_lr_ratio": (float, "cosine floor as a fraction of the learning rate"),

@@ -333,6 +333,15 @@ class GPTLanguageModel(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied weight is counted once
 
+    def set_dropout(self, p: float, attention: bool) -> None:
+        """Set every dropout probability of the model to p (the attention weights' too when
+        `attention`), as a GPTConfig with dropout p would have built it."""
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, MultiHeadAttention):
+                module.dropout = p if attention else 0.0
+
     def forward(self, idx, targets=None, past_kv: KVCache | None = None):
         """idx [B, T] token ids -> (logits [B, T, vocab], loss or None, present cache or None).
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .checkpoint import BEST_DIR, lower_loss_checkpoint
-from .config import TrainConfig, lr_at
+from .config import TrainConfig, lr_at, passes, run_dropout
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .files import write_json
 from .flops import measure_matmul_peak, train_flops_per_char
@@ -196,7 +196,8 @@ class Trainer:
         self.optimizer = build_optimizers(self.model, cfg)
         # What a checkpoint carries besides weights and optimizer (all JSON).
         self.state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "best_val": None, "last_eval": None,
-                      "losses": None, "max_iters_fitted": False, "reserve_s": 0.0}
+                      "losses": None, "max_iters_fitted": False, "reserve_s": 0.0,
+                      "dropout_settled": False}
         if resume_meta is not None:
             checkpoint.load_model_weights(self.model, checkpoint.load_weights(run_dir, resume_meta), run_dir)
             self.optimizer.load_state_dict(checkpoint.load_optimizer_state(run_dir, resume_meta))
@@ -271,6 +272,11 @@ class Trainer:
         stop = StopFlag()
         budget_s = cfg.time_budget * 60 if cfg.time_budget else None
         calibrate_at = step + 20 if budget_s and not self.state["max_iters_fitted"] else None
+        if calibrate_at is None or calibrate_at >= cfg.max_iters:
+            self.settle_dropout()
+        elif cfg.dropout_min_passes and not self.state["dropout_settled"]:
+            # A time budget's run knows its length only at the first fit: no dropout until then.
+            self.model.set_dropout(0.0, self.model_cfg.attention_dropout)
         self.bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True,
                         disable=None if self.job.is_main else True)  # None: a bar on terminals only
         self.model.train()
@@ -365,6 +371,23 @@ class Trainer:
         self.cfg = replace(self.cfg, max_iters=fitted)
         self.state["max_iters_fitted"] = True
         self.bar.total = fitted
+        self.settle_dropout()
+
+    def settle_dropout(self) -> None:
+        """Once the run's length is known, keep its dropout or turn it off (dropout_min_passes);
+        decided once, so refits and resumed runs keep it, and the checkpoint's config records it."""
+        if self.state["dropout_settled"]:
+            return
+        self.state["dropout_settled"] = True
+        configured, min_passes = self.model_cfg.dropout, self.cfg.dropout_min_passes
+        if not (configured and min_passes):
+            return
+        run_passes = passes(self.cfg.max_iters, self.tokens_per_step, len(self.corpus.train))
+        dropout = run_dropout(configured, run_passes, min_passes)
+        self.model_cfg = replace(self.model_cfg, dropout=dropout)
+        self.model.set_dropout(dropout, self.model_cfg.attention_dropout)
+        self.say(f"dropout {dropout:g}: the run passes over its training text {run_passes:.1f} times "
+                 f"({'at least' if dropout else 'fewer than'} the {min_passes:g} that dropout_min_passes asks for it)")
 
     def report(self, step: int, loss: torch.Tensor) -> None:
         if not self.job.is_main:
