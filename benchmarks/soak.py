@@ -48,6 +48,7 @@ HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 
 UPLOAD = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
 MEMORY_SLACK_MB = 50  # the end may stand this far above where it stood after warm-up
 QUIET_S = 12  # after the traffic (and --stall-seconds), how long the server may take to let go of threads and files
+WORKER_IDLE_S = 10.5  # anyio retires a worker thread idle for 10 s (when the next request comes)
 
 
 @dataclass
@@ -348,13 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                 run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, warm_traffic, warmup,
                             args.sample_seconds, t0)
                 # Stalled streams end after --stall-seconds, idle worker threads 10 s after their last task.
-                time.sleep(args.stall_seconds + QUIET_S)
+                time.sleep(max(args.stall_seconds, WORKER_IDLE_S))
                 prune_idle_workers(url)
                 base = sample(proc.pid, gradio_temp, t0)
                 warmup_threads = max([base.threads, *(w.threads for w in warmup)])
                 run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
                             args.sample_seconds, t0)
-                time.sleep(args.stall_seconds + QUIET_S)
+                time.sleep(max(args.stall_seconds, WORKER_IDLE_S))
                 prune_idle_workers(url)
                 end = quiet_sample(proc.pid, gradio_temp, t0, QUIET_S, lambda now: settled(base, now, warmup_threads))
                 after = alone(url)

@@ -570,7 +570,7 @@ def test_clients_that_never_read_their_stream_lose_their_rows(served):
 
 
 def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_text_is_done(served):
-    """Four clients join for 2,000 characters each and read their streams a byte a second (a
+    """Four clients join for 1,000 characters each and read their streams a byte a second (a
     receive buffer of 1 KB): their generations run at full speed and end, the server process
     lets go of their connections while they still have most of their streams to read (the
     rest waits in the kernel's socket buffers), and a visitor is served meanwhile."""
@@ -581,7 +581,7 @@ def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_te
     readers, stop = [], threading.Event()
     for i in range(4):
         status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(
-            {"data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"slow{i}",
+            {"data": ["ROMEO:", 1000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"slow{i}",
              "event_data": None, "trigger_id": None}).encode(), {"Content-Type": "application/json"})
         assert status == 200, body
         reader = socket.socket()
