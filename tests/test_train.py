@@ -153,6 +153,15 @@ def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_t
     assert checkpoint.read_meta(out)["elapsed_s"] < 60
 
 
+def test_max_iters_on_the_command_line_replaces_a_presets_time_budget(tmp_path, capsys, small_text):
+    out = tmp_path / "steps"
+    code, stdout, _ = train_run(capsys, "--preset", "quick", "--data", small_text, "--out", out)  # TINY gives --max-iters 40
+    assert code == 0
+    meta = checkpoint.read_meta(out)
+    assert meta["step"] == 40 and meta["train"]["time_budget"] is None
+    assert "time budget" not in stdout
+
+
 def test_dropout_min_passes_keeps_dropout_only_for_runs_that_see_their_text_often_enough(tmp_path, capsys, small_text):
     """40 steps of 8×16 characters pass over the 36,000-character training split 0.14 times: with
     dropout_min_passes above that the run trains exactly as one without dropout, below it with it."""

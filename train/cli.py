@@ -155,6 +155,8 @@ def plan_run(args: argparse.Namespace):
             raise UsageError(f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data.")
         return model_cfg, cfg, corpus, run_dir, meta
     model_fields, train_fields = split_settings(settings_from_args(args))
+    if args.max_iters is not None and args.time_budget is None:
+        train_fields["time_budget"] = None  # a step count given on the command line is the run's length, not a preset's budget
     cfg = TrainConfig(**train_fields)
     corpus = load_corpus(args.data)
     model_cfg = GPTConfig(vocab_size=corpus.tokenizer.vocab_size, **model_fields)
