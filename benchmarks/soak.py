@@ -47,7 +47,7 @@ HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 
            (10, 0.8, 0, 1.0, 1, "some"), ([], {}, None, None, None, None)]
 UPLOAD = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
 MEMORY_SLACK_MB = 50  # the end may stand this far above where it stood after warm-up
-QUIET_S = 12  # after the traffic (and --stall-seconds), how long the server may take to let go of threads and files
+QUIET_S = 12  # after quiet_down, how long the server may still take to let go of files and threads
 WORKER_IDLE_S = 10.5  # anyio retires a worker thread idle for 10 s (when the next request comes)
 
 
@@ -240,10 +240,12 @@ def quiet_sample(pid: int, temp: Path, t0: float, wait_s: float, quiet) -> Sampl
     return now
 
 
-def prune_idle_workers(url: str) -> None:
-    """One short request. anyio's worker threads (Gradio runs requests on them) idle out after
-    10 s, but only a new request prunes them: without one, the count depends on how many
-    happened to be running when the traffic stopped."""
+def quiet_down(url: str, stall_seconds: float) -> None:
+    """Wait for the server to go quiet after traffic: stalled streams end after --stall-seconds,
+    anyio's worker threads (Gradio runs requests on them) idle out after 10 s. Then one short
+    request, since only a new request prunes idle workers: without it, the thread count depends
+    on how many happened to be running when the traffic stopped."""
+    time.sleep(max(stall_seconds, WORKER_IDLE_S))
     call_events(url, [PROMPT, 1, 0.8, 0, 1.0, 0, 0.0])
 
 
@@ -348,15 +350,12 @@ def main(argv: list[str] | None = None) -> int:
                 warm_traffic = Traffic()
                 run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, warm_traffic, warmup,
                             args.sample_seconds, t0)
-                # Stalled streams end after --stall-seconds, idle worker threads 10 s after their last task.
-                time.sleep(max(args.stall_seconds, WORKER_IDLE_S))
-                prune_idle_workers(url)
+                quiet_down(url, args.stall_seconds)
                 base = sample(proc.pid, gradio_temp, t0)
                 warmup_threads = max([base.threads, *(w.threads for w in warmup)])
                 run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
                             args.sample_seconds, t0)
-                time.sleep(max(args.stall_seconds, WORKER_IDLE_S))
-                prune_idle_workers(url)
+                quiet_down(url, args.stall_seconds)
                 end = quiet_sample(proc.pid, gradio_temp, t0, QUIET_S, lambda now: settled(base, now, warmup_threads))
                 after = alone(url)
                 log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
