@@ -21,7 +21,7 @@ any length at a constant cost per character:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -76,6 +76,11 @@ class GPTConfig:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def attention_weight_dropout(self) -> float:
+        """Dropout on the attention probabilities: the residual branches' rate, or 0 when off."""
+        return self.dropout if self.attention_dropout else 0.0
 
     @property
     def head_dim(self) -> int:
@@ -162,7 +167,7 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.q_norm = make_norm(config, self.head_dim) if config.qk_norm else None
         self.k_norm = make_norm(config, self.head_dim) if config.qk_norm else None
-        self.dropout = config.dropout if config.attention_dropout else 0.0
+        self.dropout = config.attention_weight_dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def queries_keys_values(self, x):
@@ -333,14 +338,14 @@ class GPTLanguageModel(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied weight is counted once
 
-    def set_dropout(self, p: float, attention: bool) -> None:
-        """Set every dropout probability of the model to p (the attention weights' too when
-        `attention`), as a GPTConfig with dropout p would have built it."""
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout probability to what a config with dropout p would have built."""
+        self.config = replace(self.config, dropout=p)
         for module in self.modules():
             if isinstance(module, nn.Dropout):
                 module.p = p
             elif isinstance(module, MultiHeadAttention):
-                module.dropout = p if attention else 0.0
+                module.dropout = self.config.attention_weight_dropout
 
     def forward(self, idx, targets=None, past_kv: KVCache | None = None):
         """idx [B, T] token ids -> (logits [B, T, vocab], loss or None, present cache or None).

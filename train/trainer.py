@@ -276,7 +276,7 @@ class Trainer:
             self.settle_dropout()
         elif cfg.dropout_min_passes and not self.state["dropout_settled"]:
             # A time budget's run knows its length only at the first fit: no dropout until then.
-            self.model.set_dropout(0.0, self.model_cfg.attention_dropout)
+            self.model.set_dropout(0.0)
         self.bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True,
                         disable=None if self.job.is_main else True)  # None: a bar on terminals only
         self.model.train()
@@ -385,7 +385,7 @@ class Trainer:
         run_passes = passes(self.cfg.max_iters, self.tokens_per_step, len(self.corpus.train))
         dropout = run_dropout(configured, run_passes, min_passes)
         self.model_cfg = replace(self.model_cfg, dropout=dropout)
-        self.model.set_dropout(dropout, self.model_cfg.attention_dropout)
+        self.model.set_dropout(dropout)
         self.say(f"dropout {dropout:g}: the run passes over its training text {run_passes:.1f} times "
                  f"({'at least' if dropout else 'fewer than'} the {min_passes:g} that dropout_min_passes asks for it)")
 
