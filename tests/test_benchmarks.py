@@ -119,3 +119,34 @@ def test_commands_refuse_bad_input_in_one_sentence_and_keep_existing_json(export
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1, (args, err)
     assert (tmp_path / "old.json").read_text() == "{}"
+
+
+def test_position_buckets_double_from_eight_and_end_at_the_window():
+    from benchmarks.position_loss import position_buckets
+
+    assert position_buckets(128) == [(0, 8), (8, 16), (16, 32), (32, 64), (64, 128)]
+    assert position_buckets(100)[-1] == (64, 100)
+    assert position_buckets(256)[-1] == (128, 256)
+    assert position_buckets(8) == [(0, 8)] and position_buckets(4) == [(0, 4)]
+
+
+def test_position_loss_splits_the_whole_split_loss_by_window_position(exported, small_text, tmp_path, capsys):
+    from benchmarks import position_loss
+    from train.trainer import full_split_loss, load_corpus
+
+    run_dir = exported[0]
+    assert position_loss.main([str(run_dir), "--data", str(small_text)]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0] == ["positions", "predictions", "nats/char"] and [r[0] for r in rows[1:]] == ["0-7", "8-15", "all"]
+    counts, losses = [int(r[1].replace(",", "")) for r in rows[1:]], [float(r[2]) for r in rows[1:]]
+    corpus = load_corpus(str(small_text))
+    assert counts[-1] == len(corpus.val) - 1 == sum(counts[:-1])  # every prediction once
+    assert losses[-1] == pytest.approx(full_split_loss(checkpoint.load_model(run_dir), corpus.val, 16, "cpu"), abs=1e-4)
+    assert sum(c * x for c, x in zip(counts[:-1], losses[:-1])) / counts[-1] == pytest.approx(losses[-1], abs=1e-4)  # rounding
+
+    other = tmp_path / "other.txt"
+    other.write_text("Not the text it trained on.\n" * 100, encoding="utf-8")
+    for argv, says in [([str(run_dir), "--data", str(other)], "is not the text"), ([str(tmp_path), "--data", str(small_text)], "holds no config.json")]:
+        assert position_loss.main(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1

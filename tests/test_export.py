@@ -378,7 +378,8 @@ def test_an_existing_folder_is_not_overwritten(exported, graph_of_exported, tmp_
 def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakespeare):
     """The acceptance figure, as export checks it (there on 1,500 validation characters, here on
     500): a runtime's plain loop on the shipped folder is at most 0.01 nats/char worse than
-    predicting each character from exactly its last 128, and its cache never holds more than 127."""
+    predicting each character from exactly its last block_size, and its cache never holds more than
+    block_size - 1."""
     from export.runtime import last_window_loss, plain_loop_loss
 
     lm = OnnxModel(SHIPPED_MODEL)
@@ -386,8 +387,8 @@ def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakes
     ids = np.array([lm.vocab.index(c) for c in text[split_index(len(text)) :][:500]], dtype=np.int64)
     loop, count, longest = plain_loop_loss(lm, ids)
     exact = last_window_loss(lm, ids)
-    assert count == 500 - 128
-    assert longest == 127
+    assert count == 500 - lm.block_size
+    assert longest == lm.block_size - 1
     assert loop - exact <= 0.01  # (on so short a stretch the plain loop may even come out ahead)
 
 

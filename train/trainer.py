@@ -125,19 +125,29 @@ def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step
 
 
 @torch.no_grad()
+def split_char_losses(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64):
+    """Cross-entropy of every next-character prediction in `data`, read in consecutive block_size
+    windows (DESIGN.md's evaluation): yields [windows, length] tensors, column j the predictions
+    from j + 1 characters of context. The model is in eval mode while it runs."""
+    was_training = model.training
+    model.eval()
+    try:
+        for starts, length in eval_batches(len(data), block_size, batch_size):
+            positions = torch.tensor(starts)[:, None] + torch.arange(length)
+            x, y = data[positions].to(device), data[positions + 1].to(device)
+            logits, _, _ = model(x)
+            yield F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+    finally:
+        model.train(was_training)
+
+
 def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64) -> float:
     """Mean cross-entropy (nats/char) over the whole split, in consecutive block_size windows
     (DESIGN.md's reported validation loss): deterministic and independent of batch size."""
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for starts, length in eval_batches(len(data), block_size, batch_size):
-        positions = torch.tensor(starts)[:, None] + torch.arange(length)
-        x, y = data[positions].to(device), data[positions + 1].to(device)
-        logits, _, _ = model(x)
-        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
-        count += y.numel()
-    model.train(was_training)
+    for losses in split_char_losses(model, data, block_size, device, batch_size):
+        total += losses.double().sum().item()
+        count += losses.numel()
     return total / count
 
 
