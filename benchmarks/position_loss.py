@@ -17,9 +17,7 @@ import torch
 from train import checkpoint
 from train.table import format_table as table
 from train.text import DataError
-from train.trainer import load_corpus, split_char_losses
-
-from .prompt import DEFAULT_DATA
+from train.trainer import load_run_corpus, split_char_losses
 
 
 def position_buckets(block_size: int) -> list[tuple[int, int]]:
@@ -44,7 +42,7 @@ def losses_by_position(model, data: torch.Tensor, block_size: int) -> tuple[torc
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.position_loss", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run directory that training wrote (or its best/)")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="the text the run trained on (default: Tiny Shakespeare in ../shared/data)")
+    p.add_argument("--data", help="the text the run trained on (default: the path the run recorded)")
     return p
 
 
@@ -53,19 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     prog = "python -m benchmarks.position_loss"
     try:
         meta = checkpoint.read_meta(args.run)
-        corpus = load_corpus(args.data)
-        if corpus.sha256 != meta["dataset"]["sha256"]:
-            raise DataError(f"{args.data} is not the text {args.run} trained on (its SHA-256 differs); pass that text with --data.")
+        corpus = load_run_corpus(meta, args.data)
         model = checkpoint.load_model(args.run, meta)
     except (checkpoint.CheckpointError, DataError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     block_size = model.config.block_size
     sums, counts = losses_by_position(model, corpus.val, block_size)
+    ranges = [(f"{start}-{end - 1}", start, end) for start, end in position_buckets(block_size)] + [("all", 0, block_size)]
     rows = [("positions", "predictions", "nats/char")]
-    for start, end in position_buckets(block_size):
-        rows.append((f"{start}-{end - 1}", f"{int(counts[start:end].sum()):,}", f"{sums[start:end].sum() / counts[start:end].sum():.4f}"))
-    rows.append(("all", f"{int(counts.sum()):,}", f"{sums.sum() / counts.sum():.4f}"))
+    rows += [(name, f"{int(counts[a:b].sum()):,}", f"{sums[a:b].sum() / counts[a:b].sum():.4f}") for name, a, b in ranges]
     print(f"{args.run}: whole validation split in consecutive windows of {block_size} characters")
     print(table(rows))
     return 0

@@ -146,7 +146,7 @@ def test_position_loss_splits_the_whole_split_loss_by_window_position(exported, 
 
     other = tmp_path / "other.txt"
     other.write_text("Not the text it trained on.\n" * 100, encoding="utf-8")
-    for argv, says in [([str(run_dir), "--data", str(other)], "is not the text"), ([str(tmp_path), "--data", str(small_text)], "holds no config.json")]:
+    for argv, says in [([str(run_dir), "--data", str(other)], "is not the text this run was trained on"), ([str(tmp_path), "--data", str(small_text)], "holds no config.json")]:
         assert position_loss.main(argv) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1

@@ -133,7 +133,7 @@ def plan_run(args: argparse.Namespace):
     """Everything the Trainer needs, checked: (model config, train config, corpus, run dir, resume meta)."""
     from . import checkpoint
     from .model import GPTConfig
-    from .trainer import load_corpus
+    from .trainer import load_corpus, load_run_corpus
 
     if args.resume is not None:
         given = [k for k, v in vars(args).items() if k not in RESUME_FLAGS | {"resume"} and v not in (None, False)]
@@ -150,9 +150,7 @@ def plan_run(args: argparse.Namespace):
         elif meta["step"] >= cfg.max_iters and "val_loss_full" in meta:  # finished, final evaluation included
             raise UsageError(f"the run in {run_dir} is already complete ({meta['step']} of {cfg.max_iters} steps); "
                              f"to train it further, give the new total: --resume {run_dir} --max-iters N.")
-        corpus = load_corpus(args.data or meta["dataset"]["path"])
-        if corpus.sha256 != meta["dataset"]["sha256"]:
-            raise UsageError(f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data.")
+        corpus = load_run_corpus(meta, args.data)
         return model_cfg, cfg, corpus, run_dir, meta
     model_fields, train_fields = split_settings(settings_from_args(args))
     if args.max_iters is not None and args.time_budget is None:

@@ -32,7 +32,7 @@ from .metrics import METRICS, append_metrics, read_metrics, rewrite_metrics
 from .model import GPTConfig, GPTLanguageModel, model_size_mb
 from .optim import build_optimizers
 from .plot import plot_losses
-from .text import CharTokenizer, eval_batches, read_text
+from .text import CharTokenizer, DataError, eval_batches, read_text
 
 SAMPLE, LOSS_PNG = "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
@@ -68,6 +68,15 @@ def load_corpus(data_path: str | None) -> Corpus:
     tokenizer = CharTokenizer.from_text(text)
     train, val = split_ids(torch.tensor(tokenizer.encode(text), dtype=torch.long))
     return Corpus(str(path), sha, tokenizer, train, val)
+
+
+def load_run_corpus(meta: dict, data_path: str | None = None) -> Corpus:
+    """The text a run trained on: data_path, or else the path the run recorded; DataError when
+    the file is not that text (its SHA-256 differs)."""
+    corpus = load_corpus(data_path or meta["dataset"]["path"])
+    if corpus.sha256 != meta["dataset"]["sha256"]:
+        raise DataError(f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data.")
+    return corpus
 
 
 @dataclass
