@@ -32,7 +32,7 @@ HYPERPARAMETERS = {
     "lr_schedule": (str, "constant or cosine"),
     "warmup_iters": (int, "linear warmup steps"),
     "min_lr_ratio": (float, "cosine floor as a fraction of the learning rate"),
-    "weight_decay": (float, "AdamW weight decay"),
+    "weight_decay": (float, "weight decay: AdamW's, and Muon's decoupled decay of the blocks' matrices"),
     "beta1": (float, "AdamW beta1"),
     "beta2": (float, "AdamW beta2"),
     "grad_clip": (float, "max gradient norm (0 = off)"),
