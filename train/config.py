@@ -97,7 +97,7 @@ PRESETS: dict[str, dict] = {
     "seed-2.7m": dict(LECTURE, n_embd=192, n_head=6, n_layer=6, lr_schedule="cosine", warmup_iters=100),
     # The ablations' baseline (models/README.md), run with --time-budget 10 and one change each.
     "cpu-baseline": dict(CPU_BASELINE),
-    # The shipped model's recipe: the most validation loss per CPU minute found here, meant for
+    # The shipped model's recipe: the lowest validation loss per CPU minute found here, meant for
     # --time-budget 60 (max_iters is then fitted to the budget). Ablations in models/README.md;
     # weight decay 0.1 (Muon's and AdamW's) lowered the hour's loss by 0.02 (docs/training.md).
     "shakespeare-cpu": dict(CPU_RECIPE, weight_decay=0.1, time_budget=60.0),
