@@ -177,7 +177,8 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the training text, to measure the validation loss and the plain loop on "
                    "(default: the run's own dataset)")
     p.add_argument("--lower-loss", action="store_true", help="RUN_DIR is a finished run: export whichever of its final "
-                   "weights and its best/ checkpoint has the lower whole-split validation loss (what training advised)")
+                   "weights, its best/ and its average/ checkpoints has the lowest whole-split validation loss (what "
+                   "training advised)")
     p.add_argument("--no-draft-table", action="store_true", help="write no MODEL.drafts.json: the training text's most "
                    "frequent continuations of up to 5 characters, from which chargpt's engine and pages draft characters to "
                    "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces of up "
@@ -239,17 +240,18 @@ def training_text(sha256: str, recorded_path: str | None = None) -> str:
 
 
 def lower_loss_checkpoint(run_dir: Path) -> Path:
-    """The finished run's final weights or its best/ checkpoint, whichever has the lower
-    whole-split validation loss (both are recorded when training ends)."""
+    """Of the finished run's final weights, its best/ and its average/ checkpoints, the one with
+    the lowest whole-split validation loss (training records each when it ends)."""
     from train import checkpoint
 
     final = checkpoint.read_meta(run_dir)
-    best = run_dir / checkpoint.BEST_DIR
     if "val_loss_full" not in final:
         raise UsageError(f"--lower-loss needs a finished run, and {run_dir} has not finished (no whole-split loss recorded).")
-    if not (best / checkpoint.CONFIG).is_file():
-        return run_dir
-    return checkpoint.lower_loss_checkpoint(run_dir, final["val_loss_full"], checkpoint.read_meta(best).get("val_loss_full", math.inf))
+    losses = {run_dir: final["val_loss_full"]}
+    for other in (run_dir / checkpoint.BEST_DIR, run_dir / checkpoint.AVERAGE_DIR):
+        if (other / checkpoint.CONFIG).is_file():
+            losses[other] = checkpoint.read_meta(other).get("val_loss_full", math.inf)
+    return checkpoint.lower_loss_checkpoint(losses)
 
 
 def page_about(args: argparse.Namespace, vocab: list[str], data_path: str, sha256: str, text: str) -> dict:
@@ -413,11 +415,12 @@ def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) ->
 
 
 def draw_loss_curve(run_dir: Path, target: Path, step: int, val_loss: float | None) -> None:
-    """The run's loss curve (a best/ checkpoint's run is its parent), with the exported
-    checkpoint marked."""
+    """The run's loss curve (a best/ or average/ checkpoint's run is its parent), with the
+    exported checkpoint marked."""
+    from train import checkpoint
     from train.plot import plot_losses
 
-    runs = [run_dir, run_dir.parent] if run_dir.name == "best" else [run_dir]
+    runs = [run_dir, run_dir.parent] if run_dir.name in (checkpoint.BEST_DIR, checkpoint.AVERAGE_DIR) else [run_dir]
     metrics = next((d / "metrics.jsonl" for d in runs if (d / "metrics.jsonl").is_file()), None)
     if metrics is None:
         return

@@ -32,6 +32,8 @@ def build(meta: dict, num_params: int, val_loss: float | None, about: dict) -> d
         "settings": t,
         "dropout": m["dropout"],
     }
+    if meta.get("averaged_steps"):  # an average/ checkpoint, or python -m train.average's
+        training["averaged_steps"] = meta["averaged_steps"]
     return {
         "chargpt.format": FORMAT_VERSION,
         "vocab": meta["vocab"],
@@ -77,6 +79,8 @@ def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verifica
     arch = ", ".join(f"{k} {c[k]}" for k in ARCHITECTURE_KEYS)
     a = metadata["about"]
     examples = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in a["examples"])
+    steps = t.get("averaged_steps")
+    averaged = f"; the mean of the weights at steps {', '.join(f'{n:,}' for n in steps)} (SWA)" if steps else ""
     return f"""# {name}
 
 {a['description']}
@@ -92,7 +96,7 @@ A character-level GPT exported by chargpt (format {metadata['chargpt.format']}),
 | vocabulary | {c['vocab_size']} characters |
 | architecture | {arch} |
 | weights | {t.get('quantization') or 'float32'} |
-| trained | {t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']} |
+| trained | {t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']}{averaged} |
 | dataset SHA-256 | `{t['dataset_sha256']}` |
 | source checkpoint SHA-256 | `{metadata['source_sha256']}` |
 

@@ -252,6 +252,28 @@ def assert_refused(capsys, argv, message, prog="python -m export"):
     assert err.count("\n") == 1
 
 
+def test_lower_loss_picks_the_lowest_of_the_final_weights_best_and_average(exported, tmp_path):
+    from export.cli import lower_loss_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(exported[0], run, ignore=shutil.ignore_patterns("best", "average"))
+    for name in ("best", "average"):
+        (run / name).mkdir()
+        for file in ("model.safetensors", "config.json"):
+            shutil.copy(run / file, run / name / file)
+
+    def losses(final: float, best: float, average: float) -> Path:
+        for directory, loss in ((run, final), (run / "best", best), (run / "average", average)):
+            meta = json.loads((directory / "config.json").read_text())
+            (directory / "config.json").write_text(json.dumps({**meta, "val_loss_full": loss}))
+        return lower_loss_checkpoint(run)
+
+    assert losses(2.0, 1.9, 1.8) == run / "average"
+    assert losses(2.0, 1.9, 2.1) == run / "best"
+    assert losses(1.7, 1.9, 1.8) == run
+    assert losses(1.8, 1.8, 1.8) == run  # the final weights unless another is lower
+
+
 def test_bad_export_inputs(exported, tmp_path, capsys):
     run_dir, out, _ = exported
     before = out.read_bytes()

@@ -83,10 +83,11 @@ def wait_for_train_step(run_dir: Path, step: int, proc: subprocess.Popen, timeou
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, capsys, small_text):
-    """Muon and AdamW (two optimizers' states), a cosine schedule and dropout. AdamW alone under a
-    constant rate: test_gpu_check.py's dry run resumes a nanogpt-10m run to the same weights."""
+    """Muon and AdamW (two optimizers' states), a cosine schedule, dropout and the weights'
+    average (steps 120 and 240). AdamW alone under a constant rate: test_gpu_check.py's dry run
+    resumes a nanogpt-10m run to the same weights."""
     settings = [*TINY, "--data", small_text, "--max-iters", 240, "--eval-interval", 120, "--dropout", 0.1,
-                "--lr-schedule", "cosine", "--warmup-iters", 30, "--optimizer", "muon"]
+                "--lr-schedule", "cosine", "--warmup-iters", 30, "--optimizer", "muon", "--swa-start", 0.4]
     whole = tmp_path / "whole"
     assert main([*map(str, settings), "--out", str(whole)]) == 0
     capsys.readouterr()
@@ -106,6 +107,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, cap
     a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = load_file(whole / "average" / "model.safetensors"), load_file(parts / "average" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoint.read_meta(parts / "average")["averaged_steps"] == [120, 240]
     assert records(whole, "final")[0]["val_loss_full"] == records(parts, "final")[0]["val_loss_full"]
     assert [r["val_loss"] for r in records(whole, "eval")] == [r["val_loss"] for r in records(parts, "eval")]
     assert [r["step"] for r in records(whole, "train")] == [r["step"] for r in records(parts, "train")]
@@ -123,6 +127,49 @@ def test_a_run_extended_with_max_iters_equals_one_longer_run_under_a_constant_ra
     assert checkpoint.read_meta(extended)["train"]["max_iters"] == 80
     assert records(whole, "final")[0]["val_loss_full"] == records(extended, "final")[0]["val_loss_full"]
     assert len(records(extended, "final")) == 1  # the first ending's record is gone with it
+
+
+def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp_path, capsys, small_text):
+    """Under a constant rate a shorter run's final weights are a longer run's weights at that
+    step, so the average can be checked against the mean of three runs' final weights, and
+    `python -m train.average` of those three gives it again."""
+    from train import average
+
+    settings = [*TINY, "--data", small_text, "--eval-interval", 5, "--swa-start", 0.5]
+    runs = {n: tmp_path / f"run{n}" for n in (10, 15, 20)}
+    for n, out in runs.items():
+        assert main([*map(str, settings), "--max-iters", str(n), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    meta = checkpoint.read_meta(runs[20] / "average")
+    assert meta["averaged_steps"] == [10, 15, 20]
+    finals = [load_file(out / "model.safetensors") for out in runs.values()]
+    mean = load_file(runs[20] / "average" / "model.safetensors")
+    assert all(torch.allclose(mean[k], sum(f[k] for f in finals) / 3, atol=1e-6) for k in mean)
+    assert f"the mean of the weights at steps 10, 15, 20): val loss (whole split) {meta['val_loss_full']:.4f}" in stdout
+    losses = {runs[20]: checkpoint.read_meta(runs[20])["val_loss_full"], runs[20] / "best": checkpoint.read_meta(runs[20] / "best")["val_loss_full"],
+              runs[20] / "average": meta["val_loss_full"]}
+    assert f"to export: python -m export {min(losses, key=losses.get)}   (" in stdout
+    assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [5, 10]
+
+    out = tmp_path / "mean"
+    assert average.main([*map(str, runs.values()), "--out", str(out)]) == 0
+    assert f"{out} (the mean of 3): val loss (whole split) {meta['val_loss_full']:.4f}" in capsys.readouterr().out
+    again = load_file(out / "model.safetensors")
+    assert all(torch.allclose(again[k], mean[k], atol=1e-6) for k in mean)
+    assert checkpoint.read_meta(out)["averaged_steps"] == [10, 15, 20]
+    for argv, said in (([str(runs[10]), "--out", str(tmp_path / "one")], "give at least two checkpoints"),
+                       ([str(runs[10]), str(runs[15]), "--out", str(out)], f"--out {out} exists and is not an empty directory"),
+                       ([str(runs[10]), str(finished_other_model(tmp_path, small_text)), "--out", str(tmp_path / "x")],
+                        "is not a checkpoint of the same model and vocabulary")):
+        assert average.main(argv) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "one").exists() and not (tmp_path / "x").exists()
+
+
+def finished_other_model(tmp_path: Path, small_text: Path) -> Path:
+    out = tmp_path / "other"
+    assert main([*TINY, "--n-layer", "1", "--data", str(small_text), "--max-iters", "2", "--out", str(out)]) == 0
+    return out
 
 
 def test_extending_a_cosine_run_follows_the_longer_schedule_from_where_it_stopped(tmp_path, capsys, small_text):
@@ -213,6 +260,8 @@ def test_bad_settings(tmp_path, capsys, small_text):
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--dropout-min-passes", "-1"],
                    "dropout_min_passes cannot be negative, not -1.0")
+    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--swa-start", "1.5"],
+                   "swa_start must be a fraction of the run between 0 and 1, not 1.5")
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as e:  # argparse's own usage error
         main(["--preset", "gpt-5"])
@@ -279,7 +328,7 @@ def test_missing_folders_of_out_are_made_and_the_end_says_which_checkpoint_to_ex
     advised = out / "best" if best < final else out
     (line,) = [line for line in stdout.splitlines() if line.startswith("to export: ")]
     assert line.startswith(f"to export: python -m export {advised}   (")
-    assert checkpoint.lower_loss_checkpoint(out, final, best) == advised
+    assert checkpoint.lower_loss_checkpoint({out: final, out / "best": best}) == advised
 
 
 def test_the_default_out_dir_is_made_under_runs(tmp_path, capsys, small_text, monkeypatch):

@@ -30,6 +30,7 @@ from .files import atomic_write, file_sha256, write_json
 FORMAT = "chargpt-checkpoint/1"
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.pt"
 BEST_DIR = "best"  # a run's checkpoint of its lowest validation estimate
+AVERAGE_DIR = "average"  # the mean of its late weights (TrainConfig.swa_start)
 PENDING = ".next"  # suffix of a file written by a save that has not been moved into place yet
 
 
@@ -48,12 +49,15 @@ def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(directory: Path, model: torch.nn.Module, meta: dict, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Write a checkpoint into `directory` (which must exist). `meta` becomes config.json.
-    OSError (a full disk, a read-only directory) leaves the previous checkpoint as it was."""
+def save(directory: Path, model: torch.nn.Module | dict[str, torch.Tensor], meta: dict,
+         optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Write a checkpoint into `directory` (which must exist): a model's weights, or tensors as
+    state_dict_for_saving gives them. `meta` becomes config.json. OSError (a full disk, a
+    read-only directory) leaves the previous checkpoint as it was."""
     directory = Path(directory)
     recover(directory, discard_uncommitted=True)
-    payloads = {WEIGHTS: lambda tmp: save_tensors(state_dict_for_saving(model), tmp)}
+    tensors = model if isinstance(model, dict) else state_dict_for_saving(model)
+    payloads = {WEIGHTS: lambda tmp: save_tensors(tensors, tmp)}
     if optimizer is not None:
         payloads[OPTIMIZER] = lambda tmp: torch.save(optimizer.state_dict(), tmp)
     files = {}
@@ -192,8 +196,10 @@ def _is_tied(model: torch.nn.Module, name: str, state: dict) -> bool:
     return target is not None and any(params.get(k) is target for k in state)
 
 
-def lower_loss_checkpoint(run_dir: Path, final_loss: float, best_loss: float) -> Path:
-    """The checkpoint of a finished run to export: best/ (the lowest validation *estimate*) when
-    its whole-split loss is lower than the final weights', else the final weights. The estimate
-    is noisy, so best/ is not always the better one (a short run's best/ was 0.02 worse)."""
-    return run_dir / BEST_DIR if best_loss < final_loss else run_dir
+def lower_loss_checkpoint(losses: dict[Path, float]) -> Path:
+    """The checkpoint of a finished run to export, from its candidates' whole-split validation
+    losses (the final weights first, then best/ and average/ where the run has them): the lowest,
+    the first of equals. best/ holds the lowest *estimate*, which is noisy, so it is not always
+    the better one (a short run's best/ was 0.02 worse)."""
+    return min(losses, key=losses.__getitem__)
+

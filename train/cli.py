@@ -39,6 +39,8 @@ HYPERPARAMETERS = {
     "optimizer": (str, "adamw, or muon (Muon for the blocks' matrices, AdamW for the rest)"),
     "muon_lr": (float, "peak Muon learning rate (follows the same schedule)"),
     "muon_momentum": (float, "Muon's Nesterov momentum"),
+    "swa_start": (float, "average the weights of each evaluation from this fraction of the run on, and the final "
+                  "ones, into the run's average/ checkpoint (SWA; 1 = off)"),
     "position": (str, "learned or rotary"),
     "activation": (str, "relu, gelu, relu2 or swiglu"),
     "norm": (str, "layernorm or rmsnorm"),

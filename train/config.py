@@ -35,6 +35,10 @@ class TrainConfig:
     # Dropout only for runs that pass over the training text at least this many times (0: always):
     # a run that sees its text a few times gains more from every character than dropout gives back.
     dropout_min_passes: float = 0.0
+    # SWA: from this fraction of the run on, the weights at each periodic evaluation and the final
+    # ones are averaged into the run's average/ checkpoint (1: no averaging). The mean of a few
+    # late checkpoints lies nearer the centre of the valley the last steps circle around.
+    swa_start: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -53,6 +57,8 @@ class TrainConfig:
             problems.append("warmup_iters, grad_clip and weight_decay cannot be negative")
         if self.dropout_min_passes < 0:
             problems.append(f"dropout_min_passes cannot be negative, not {self.dropout_min_passes}")
+        if not 0 <= self.swa_start <= 1:
+            problems.append(f"swa_start must be a fraction of the run between 0 and 1, not {self.swa_start}")
         if self.time_budget is not None and not self.time_budget > 0:
             problems.append(f"time budget must be a positive number of minutes, not {self.time_budget}")
         if problems:

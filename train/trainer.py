@@ -23,7 +23,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import checkpoint
-from .checkpoint import BEST_DIR, lower_loss_checkpoint
+from .average import add_to_mean
+from .checkpoint import AVERAGE_DIR, BEST_DIR, lower_loss_checkpoint
 from .config import TrainConfig, lr_at, passes, run_dropout
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .files import write_json
@@ -321,6 +322,8 @@ class Trainer:
                 self.fit_to_budget(budget_s)  # first after 20 steps, then after each evaluation but the last
             self.report(step, loss)
         self.bar.close()
+        if self.job.is_main and self.averaging(step):
+            self.add_to_average(step)
         self.save()
         if self.job.size > 1:
             self.say(f"ranks in sync: {self.job.size} processes, "
@@ -363,7 +366,28 @@ class Trainer:
                 self.state["best_val"] = losses["val"]
                 (self.run_dir / BEST_DIR).mkdir(exist_ok=True)
                 checkpoint.save(self.run_dir / BEST_DIR, self.model, self.meta())
+            if step % self.cfg.eval_interval == 0 and self.averaging(step):
+                self.add_to_average(step)
         self.save()
+
+    def averaging(self, step: int) -> bool:
+        """Whether the weights at `step` go into the run's average (TrainConfig.swa_start)."""
+        return self.cfg.swa_start < 1 and step >= self.cfg.swa_start * self.cfg.max_iters
+
+    def add_to_average(self, step: int) -> None:
+        """Fold the current weights into average/, the mean of the weights at each evaluation
+        from swa_start on and of the final ones. It lives on disk only, with the steps it holds,
+        so a resumed run that redoes a step does not count it twice."""
+        directory = self.run_dir / AVERAGE_DIR
+        weights, steps = checkpoint.state_dict_for_saving(self.model), []
+        if (directory / checkpoint.CONFIG).exists():
+            meta = checkpoint.read_meta(directory)
+            steps = meta["averaged_steps"]
+            if step in steps:
+                return
+            weights = add_to_mean(checkpoint.load_weights(directory, meta), len(steps), weights)
+        directory.mkdir(exist_ok=True)
+        checkpoint.save(directory, weights, self.meta(averaged_steps=[*steps, step]))
 
     def fit_to_budget(self, budget_s: float) -> None:
         """Replace max_iters by the number of steps that fit the time budget, measured on the
@@ -375,10 +399,11 @@ class Trainer:
         # character), saving and plotting. Overestimated rather than under: batch-1 forwards are cheaper.
         forward_s = eval_s / (2 * self.cfg.eval_iters)
         val_batches = len(self.corpus.val) / (self.cfg.batch_size * self.model_cfg.block_size)
-        # Twice the split (the final and the best weights); a sample character is one forward of
-        # a single sequence: a batch's cost over batch_size, plus a fixed per-call cost.
+        # The split once for each of the final weights, best/ and average/; a sample character is
+        # one forward of a single sequence: a batch's cost over batch_size, plus a fixed per-call cost.
         sample_s = SAMPLE_CHARS * (forward_s / self.cfg.batch_size + SAMPLE_CALL_S)
-        self.state["reserve_s"] = forward_s * 2 * val_batches + sample_s + FINISH_OVERHEAD_S
+        splits = 3 if self.cfg.swa_start < 1 else 2
+        self.state["reserve_s"] = forward_s * splits * val_batches + sample_s + FINISH_OVERHEAD_S
         step_s = self.train_time / max(1, self.timed_steps)
         fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"])
         if self.job.size > 1:
@@ -424,8 +449,8 @@ class Trainer:
         model, corpus, run_dir = self.model, self.corpus, self.run_dir
         val_full = full_split_loss(model, corpus.val, self.model_cfg.block_size, self.device)
         self.say(f"val loss (whole split, {len(corpus.val) - 1:,} characters): {val_full:.4f}")
+        candidates = {run_dir: val_full}
         best_dir = run_dir / BEST_DIR
-        to_export = run_dir
         if (best_dir / checkpoint.CONFIG).exists():
             best_meta = checkpoint.read_meta(best_dir)
             best_full = val_full
@@ -434,7 +459,20 @@ class Trainer:
                 best_full = full_split_loss(best, corpus.val, self.model_cfg.block_size, self.device)
                 self.say(f"best checkpoint ({best_dir}, step {best_meta['step']}): val loss (whole split) {best_full:.4f}")
             write_json(best_dir / checkpoint.CONFIG, {**best_meta, "val_loss_full": best_full})
-            to_export = lower_loss_checkpoint(run_dir, val_full, best_full)
+            candidates[best_dir] = best_full
+        average_dir = run_dir / AVERAGE_DIR
+        if (average_dir / checkpoint.CONFIG).exists():
+            average_meta = checkpoint.read_meta(average_dir)
+            steps = average_meta["averaged_steps"]
+            average_full = val_full
+            if steps != [self.state["step"]]:  # more than the final weights
+                averaged = checkpoint.load_model(average_dir, average_meta).to(self.device)
+                average_full = full_split_loss(averaged, corpus.val, self.model_cfg.block_size, self.device)
+                self.say(f"average checkpoint ({average_dir}, the mean of the weights at steps "
+                         f"{', '.join(map(str, steps))}): val loss (whole split) {average_full:.4f}")
+            write_json(average_dir / checkpoint.CONFIG, {**average_meta, "val_loss_full": average_full})
+            candidates[average_dir] = average_full
+        to_export = lower_loss_checkpoint(candidates)
         self.say(f"to export: python -m export {to_export}   ({export_reason(run_dir, to_export)})")
         self.say(f"Model size: {model_size_mb(model):.2f} MB")
         self.say(f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
@@ -467,8 +505,8 @@ class Trainer:
 
 def export_reason(run_dir: Path, chosen: Path) -> str:
     if chosen != run_dir:
-        return "best/ has the lower whole-split validation loss"
-    if (run_dir / BEST_DIR).is_dir():
+        return f"{chosen.name}/ has the lowest whole-split validation loss"
+    if (run_dir / BEST_DIR).is_dir() or (run_dir / AVERAGE_DIR).is_dir():
         return "the final weights have the lowest whole-split validation loss"
     return "the final weights"
 
