@@ -343,7 +343,7 @@ def export_main(argv: list[str]) -> int:
             place_ring(ring_tmp, out)
             place_table(drafts, out)
             write_sidecars(out, metadata, sample, table)
-            draw_loss_curve(run_dir, beside(out, ".loss.png"), meta["step"], metadata["training"]["val_loss"])
+            draw_loss_curve(run_dir, beside(out, ".loss.png"), metadata["training"])
             if args.quantize:
                 int8_path = beside(out, ".int8.onnx")
                 os.replace(int8_tmp, int8_path)
@@ -383,7 +383,7 @@ def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verif
     place_ring(ring_file, onnx_file)
     place_table(drafts, onnx_file)
     write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
-    draw_loss_curve(run_dir, beside(onnx_file, ".loss.png"), metadata["training"]["step"], metadata["training"]["val_loss"])
+    draw_loss_curve(run_dir, beside(onnx_file, ".loss.png"), metadata["training"])
     for name, data in mf.config_files(metadata).items():
         write_json(out / name, data)
     write_card(out, metadata, sample, verification, license)
@@ -414,18 +414,22 @@ def write_sidecars(out: Path, metadata: dict, sample: str, verification: str) ->
     atomic_write(beside(out, ".md"), lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
-def draw_loss_curve(run_dir: Path, target: Path, step: int, val_loss: float | None) -> None:
+def draw_loss_curve(run_dir: Path, target: Path, training: dict) -> None:
     """The run's loss curve (a best/ or average/ checkpoint's run is its parent), with the
-    exported checkpoint marked."""
+    exported checkpoint marked (`training`: its metadata's training section)."""
     from train import checkpoint
     from train.plot import plot_losses
+
+    from .metadata import steps_phrase
 
     runs = [run_dir, run_dir.parent] if run_dir.name in (checkpoint.BEST_DIR, checkpoint.AVERAGE_DIR) else [run_dir]
     metrics = next((d / "metrics.jsonl" for d in runs if (d / "metrics.jsonl").is_file()), None)
     if metrics is None:
         return
+    step, val_loss, averaged = training["step"], training["val_loss"], training.get("averaged_steps")
     mark = (step, val_loss) if val_loss is not None else None
-    atomic_write(target, lambda tmp: plot_losses(metrics, Path(tmp), mark))
+    label = f"exported: the mean of the weights at steps {steps_phrase(averaged)}" if averaged else None
+    atomic_write(target, lambda tmp: plot_losses(metrics, Path(tmp), mark, label))
 
 
 def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[dict, str]:

@@ -44,6 +44,12 @@ def build(meta: dict, num_params: int, val_loss: float | None, about: dict) -> d
     }
 
 
+def steps_phrase(steps: list[int]) -> str:
+    """[3750, 4000, 4180] -> '3,750, 4,000 and 4,180'."""
+    words = [f"{n:,}" for n in steps]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
 def to_props(metadata: dict) -> dict[str, str]:
     """metadata_props values are strings: JSON for everything that is not one already."""
     return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in metadata.items()}
@@ -80,7 +86,7 @@ def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verifica
     a = metadata["about"]
     examples = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in a["examples"])
     steps = t.get("averaged_steps")
-    averaged = f"; the mean of the weights at steps {', '.join(f'{n:,}' for n in steps)} (SWA)" if steps else ""
+    averaged = f"; the mean of the weights at steps {steps_phrase(steps)} (SWA)" if steps else ""
     return f"""# {name}
 
 {a['description']}

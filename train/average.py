@@ -11,12 +11,14 @@ whole-split validation loss beside each checkpoint's.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 from . import checkpoint
+from .metrics import METRICS
 
 USAGE_ERROR = 2
 
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint.save(out, mean, meta)
     loss = full_split_loss(checkpoint.load_model(out), corpus.val, block_size, "cpu")
     checkpoint.save(out, mean, {**meta, "val_loss_full": loss})
+    last = directories[-1]
+    metrics = next((d / METRICS for d in (last, last.parent) if (d / METRICS).is_file()), None)
+    if metrics is not None:  # the run's history, which export draws as the mean's loss curve
+        shutil.copyfile(metrics, out / METRICS)
     print(f"{out} (the mean of {len(directories)}): val loss (whole split) {loss:.4f}")
     return 0
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from .metrics import read_metrics
 
 
-def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float] | None = None) -> None:
+def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float] | None = None,
+                checkpoint_label: str | None = None) -> None:
     """Training loss (every logged step), the train/val estimates at each evaluation, and the
     final whole-split validation loss, against the step; `checkpoint` = (step, whole-split val
-    loss) marks the checkpoint that was exported, when it is not the last one."""
+    loss) marks the checkpoint that was exported, named by `checkpoint_label` (default: its step)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -31,7 +32,7 @@ def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float
                    label=f"val, whole split, final weights: {final[-1]['val_loss_full']:.4f}")
     if checkpoint is not None:
         ax.plot([checkpoint[0]], [checkpoint[1]], "*", color="C2", ms=14, zorder=5,
-                label=f"exported checkpoint, step {checkpoint[0]}: {checkpoint[1]:.4f}")
+                label=f"{checkpoint_label or f'exported checkpoint, step {checkpoint[0]}'}: {checkpoint[1]:.4f}")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats / character)")
     ax.grid(alpha=0.3)
