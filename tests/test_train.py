@@ -157,6 +157,7 @@ def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp
     again = load_file(out / "model.safetensors")
     assert all(torch.allclose(again[k], mean[k], atol=1e-6) for k in mean)
     assert checkpoint.read_meta(out)["averaged_steps"] == [10, 15, 20]
+    assert (out / "metrics.jsonl").read_text() == (runs[20] / "metrics.jsonl").read_text()  # export draws its curve
     for argv, said in (([str(runs[10]), "--out", str(tmp_path / "one")], "give at least two checkpoints"),
                        ([str(runs[10]), str(runs[15]), "--out", str(out)], f"--out {out} exists and is not an empty directory"),
                        ([str(runs[10]), str(finished_other_model(tmp_path, small_text)), "--out", str(tmp_path / "x")],
