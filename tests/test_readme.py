@@ -125,6 +125,7 @@ RULES = [
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
     Rule("python -m train --preset quick", "skip", why="make model runs --preset quick, with its own flags and data, in 'Your own text'"),
+    Rule("python -m train.average", "run"),
     Rule("python -m train.gpu_check", "skip", why="it needs a CUDA GPU; tests/test_gpu_check.py runs its --dry-run"),
     Rule("torchrun", "run", extra=f"--max-iters 2 {TINY_MODEL}"),
     Rule("python -m export", "run"),
@@ -360,6 +361,7 @@ def test_the_training_and_export_commands_as_written(clone):
     assert (clone / "runs/s02/model/onnx/model.onnx").is_file()
     assert "val loss (whole validation split, 111,539 characters): 1.4237" in page("python -m export eval models/chargpt")
     assert "val loss (whole validation split" in page("python -m export eval runs/s02/model")
+    assert "runs/s02-mean (the mean of 2): val loss (whole split) " in page("python -m train.average")
     ddp = page("torchrun")  # two CPU processes (gloo): ranks stay identical, only rank 0 speaks
     assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in ddp and ddp.count("M parameters") == 1
     ddp_meta = json.loads((clone / "runs/ddp/config.json").read_text(encoding="utf-8"))

@@ -158,6 +158,10 @@ def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp
     assert all(torch.allclose(again[k], mean[k], atol=1e-6) for k in mean)
     assert checkpoint.read_meta(out)["averaged_steps"] == [10, 15, 20]
     assert (out / "metrics.jsonl").read_text() == (runs[20] / "metrics.jsonl").read_text()  # export draws its curve
+    assert main(["--resume", str(runs[10]), "--max-iters", "20"]) == 0  # its average starts again at 10
+    extended = load_file(runs[10] / "average" / "model.safetensors")
+    assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [10, 15, 20]
+    assert all(torch.equal(extended[k], mean[k]) for k in mean)
     for argv, said in (([str(runs[10]), "--out", str(tmp_path / "one")], "give at least two checkpoints"),
                        ([str(runs[10]), str(runs[15]), "--out", str(out)], f"--out {out} exists and is not an empty directory"),
                        ([str(runs[10]), str(finished_other_model(tmp_path, small_text)), "--out", str(tmp_path / "x")],

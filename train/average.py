@@ -23,11 +23,6 @@ from .metrics import METRICS
 USAGE_ERROR = 2
 
 
-def add_to_mean(mean: dict[str, torch.Tensor], count: int, new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The mean of count + 1 weight sets, from the mean of the first count and the next one."""
-    return {name: mean[name] + (new[name] - mean[name]) / (count + 1) for name in new}
-
-
 def average(directories: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
     """The mean of the checkpoints' weights, and the meta to save it with (the last one's, naming
     what it averages). CheckpointError when they are not of one model and one vocabulary."""
@@ -40,7 +35,7 @@ def average(directories: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
     mean: dict[str, torch.Tensor] = {}
     for count, (d, meta) in enumerate(zip(directories, metas)):
         weights = checkpoint.load_weights(d, meta)
-        mean = add_to_mean(mean, count, weights) if mean else weights
+        mean = checkpoint.add_to_mean(mean, count, weights) if mean else weights
     meta = {k: v for k, v in metas[-1].items() if k not in ("files", "format", "val_loss_full")}
     meta["averaged_steps"] = [m["step"] for m in metas]
     return mean, meta

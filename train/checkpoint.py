@@ -203,3 +203,8 @@ def lower_loss_checkpoint(losses: dict[Path, float]) -> Path:
     the better one (a short run's best/ was 0.02 worse)."""
     return min(losses, key=losses.__getitem__)
 
+
+def add_to_mean(mean: dict[str, torch.Tensor], count: int, new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean of count + 1 weight sets (an average/ checkpoint's), from the mean of the first
+    count and the next one."""
+    return {name: mean[name] + (new[name] - mean[name]) / (count + 1) for name in new}

@@ -23,8 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import checkpoint
-from .average import add_to_mean
-from .checkpoint import AVERAGE_DIR, BEST_DIR, lower_loss_checkpoint
+from .checkpoint import AVERAGE_DIR, BEST_DIR, add_to_mean, lower_loss_checkpoint
 from .config import TrainConfig, lr_at, passes, run_dropout
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .files import write_json
@@ -377,15 +376,18 @@ class Trainer:
     def add_to_average(self, step: int) -> None:
         """Fold the current weights into average/, the mean of the weights at each evaluation
         from swa_start on and of the final ones. It lives on disk only, with the steps it holds,
-        so a resumed run that redoes a step does not count it twice."""
+        so a resumed run that redoes a step does not count it twice; it starts again when it
+        holds steps that are no longer in the run's last stretch (a run extended with
+        --max-iters, or a time budget's run found longer than first fitted)."""
         directory = self.run_dir / AVERAGE_DIR
         weights, steps = checkpoint.state_dict_for_saving(self.model), []
         if (directory / checkpoint.CONFIG).exists():
             meta = checkpoint.read_meta(directory)
-            steps = meta["averaged_steps"]
-            if step in steps:
-                return
-            weights = add_to_mean(checkpoint.load_weights(directory, meta), len(steps), weights)
+            if all(self.averaging(s) for s in meta["averaged_steps"]):
+                steps = meta["averaged_steps"]
+                if step in steps:
+                    return
+                weights = add_to_mean(checkpoint.load_weights(directory, meta), len(steps), weights)
         directory.mkdir(exist_ok=True)
         checkpoint.save(directory, weights, self.meta(averaged_steps=[*steps, step]))
 
