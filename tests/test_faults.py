@@ -25,7 +25,7 @@ from helpers import run_train as start
 
 # Many checkpoints (one per evaluation), so that kills often land in or near a save.
 STEPS = 300
-SETTINGS = [*TINY, "--max-iters", str(STEPS), "--eval-interval", "25", "--dropout", "0.1"]
+SETTINGS = [*TINY, "--max-iters", str(STEPS), "--eval-interval", "25", "--dropout", "0.1", "--swa-start", "0.5"]
 
 
 def saved_step(run_dir: Path) -> int | None:
@@ -151,6 +151,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(u
     assert meta["step"] == STEPS
     assert "val_loss_full" in meta
     assert same_weights(run, uninterrupted), f"kill schedule seed {seed}, killed with checkpoints at {kills}"
+    assert same_weights(run / checkpoint.AVERAGE_DIR, uninterrupted / checkpoint.AVERAGE_DIR), f"kill schedule seed {seed}"
+    assert checkpoint.read_meta(run / checkpoint.AVERAGE_DIR)["averaged_steps"] == list(range(150, 301, 25))
     assert not [p for p in run.iterdir() if p.name.endswith((checkpoint.PENDING, ".tmp"))]
 
 
