@@ -248,7 +248,7 @@ def lower_loss_checkpoint(run_dir: Path) -> Path:
     if "val_loss_full" not in final:
         raise UsageError(f"--lower-loss needs a finished run, and {run_dir} has not finished (no whole-split loss recorded).")
     losses = {run_dir: final["val_loss_full"]}
-    for other in (run_dir / checkpoint.BEST_DIR, run_dir / checkpoint.AVERAGE_DIR):
+    for other in (run_dir / name for name in checkpoint.KEPT_DIRS):
         if (other / checkpoint.CONFIG).is_file():
             losses[other] = checkpoint.read_meta(other).get("val_loss_full", math.inf)
     return checkpoint.lower_loss_checkpoint(losses)
@@ -422,7 +422,7 @@ def draw_loss_curve(run_dir: Path, target: Path, training: dict) -> None:
 
     from .metadata import steps_phrase
 
-    runs = [run_dir, run_dir.parent] if run_dir.name in (checkpoint.BEST_DIR, checkpoint.AVERAGE_DIR) else [run_dir]
+    runs = [run_dir, run_dir.parent] if run_dir.name in checkpoint.KEPT_DIRS else [run_dir]
     metrics = next((d / "metrics.jsonl" for d in runs if (d / "metrics.jsonl").is_file()), None)
     if metrics is None:
         return

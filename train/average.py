@@ -64,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     block_size = meta["model"]["block_size"]
-    for d in directories:
+    for d, step in zip(directories, meta["averaged_steps"]):
         loss = full_split_loss(checkpoint.load_model(d), corpus.val, block_size, "cpu")
-        print(f"{d} (step {checkpoint.read_meta(d)['step']}): val loss (whole split) {loss:.4f}")
+        print(f"{d} (step {step}): val loss (whole split) {loss:.4f}")
+    loss = full_split_loss(checkpoint.model_from_weights(meta, mean, out), corpus.val, block_size, "cpu")
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(out, mean, meta)
-    loss = full_split_loss(checkpoint.load_model(out), corpus.val, block_size, "cpu")
     checkpoint.save(out, mean, {**meta, "val_loss_full": loss})
     last = directories[-1]
     metrics = next((d / METRICS for d in (last, last.parent) if (d / METRICS).is_file()), None)

@@ -31,6 +31,7 @@ FORMAT = "chargpt-checkpoint/1"
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.pt"
 BEST_DIR = "best"  # a run's checkpoint of its lowest validation estimate
 AVERAGE_DIR = "average"  # the mean of its late weights (TrainConfig.swa_start)
+KEPT_DIRS = (BEST_DIR, AVERAGE_DIR)  # what a run keeps beside its final weights, as candidates to export
 PENDING = ".next"  # suffix of a file written by a save that has not been moved into place yet
 
 
@@ -182,11 +183,17 @@ def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], s
 def load_model(directory: Path, meta: dict | None = None):
     """The GPTLanguageModel saved in `directory` (a run or its best/), weights checked against
     config.json, in eval mode on the CPU: the one way a checkpoint becomes a model."""
+    meta = read_meta(directory) if meta is None else meta
+    return model_from_weights(meta, load_weights(directory, meta), Path(directory))
+
+
+def model_from_weights(meta: dict, state: dict[str, torch.Tensor], source: Path):
+    """The GPTLanguageModel that `meta` describes, holding `state` (weights read from `source`,
+    or computed from them), in eval mode."""
     from .model import GPTConfig, GPTLanguageModel
 
-    meta = read_meta(directory) if meta is None else meta
     model = GPTLanguageModel(GPTConfig.from_dict(meta["model"]))
-    load_model_weights(model, load_weights(directory, meta), Path(directory))
+    load_model_weights(model, state, source)
     return model.eval()
 
 

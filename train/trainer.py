@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import checkpoint
-from .checkpoint import AVERAGE_DIR, BEST_DIR, add_to_mean, lower_loss_checkpoint
+from .checkpoint import AVERAGE_DIR, BEST_DIR, KEPT_DIRS, add_to_mean, lower_loss_checkpoint
 from .config import TrainConfig, lr_at, passes, run_dropout
 from .data import check_long_enough, get_batch, resolve_data_path, split_ids
 from .files import write_json
@@ -452,28 +452,9 @@ class Trainer:
         val_full = full_split_loss(model, corpus.val, self.model_cfg.block_size, self.device)
         self.say(f"val loss (whole split, {len(corpus.val) - 1:,} characters): {val_full:.4f}")
         candidates = {run_dir: val_full}
-        best_dir = run_dir / BEST_DIR
-        if (best_dir / checkpoint.CONFIG).exists():
-            best_meta = checkpoint.read_meta(best_dir)
-            best_full = val_full
-            if best_meta["step"] != self.state["step"]:
-                best = checkpoint.load_model(best_dir, best_meta).to(self.device)
-                best_full = full_split_loss(best, corpus.val, self.model_cfg.block_size, self.device)
-                self.say(f"best checkpoint ({best_dir}, step {best_meta['step']}): val loss (whole split) {best_full:.4f}")
-            write_json(best_dir / checkpoint.CONFIG, {**best_meta, "val_loss_full": best_full})
-            candidates[best_dir] = best_full
-        average_dir = run_dir / AVERAGE_DIR
-        if (average_dir / checkpoint.CONFIG).exists():
-            average_meta = checkpoint.read_meta(average_dir)
-            steps = average_meta["averaged_steps"]
-            average_full = val_full
-            if steps != [self.state["step"]]:  # more than the final weights
-                averaged = checkpoint.load_model(average_dir, average_meta).to(self.device)
-                average_full = full_split_loss(averaged, corpus.val, self.model_cfg.block_size, self.device)
-                self.say(f"average checkpoint ({average_dir}, the mean of the weights at steps "
-                         f"{', '.join(map(str, steps))}): val loss (whole split) {average_full:.4f}")
-            write_json(average_dir / checkpoint.CONFIG, {**average_meta, "val_loss_full": average_full})
-            candidates[average_dir] = average_full
+        for directory in (run_dir / name for name in KEPT_DIRS):
+            if (directory / checkpoint.CONFIG).exists():
+                candidates[directory] = self.measure_kept(directory, val_full)
         to_export = lower_loss_checkpoint(candidates)
         self.say(f"to export: python -m export {to_export}   ({export_reason(run_dir, to_export)})")
         self.say(f"Model size: {model_size_mb(model):.2f} MB")
@@ -495,6 +476,21 @@ class Trainer:
         self.save(val_loss_full=val_full, chars_per_s=round(self.chars_per_s(), 1),
                   peak_fraction=round(self.utilisation(), 4), peak_gflops=round(self.peak_flops / 1e9, 1))
 
+    def measure_kept(self, directory: Path, val_full: float) -> float:
+        """The whole-split loss of a checkpoint kept beside the final weights (best/, average/),
+        recorded in its config.json: measured, unless it holds the final weights alone."""
+        meta = checkpoint.read_meta(directory)
+        steps = meta.get("averaged_steps", [meta["step"]])
+        loss = val_full
+        if steps != [self.state["step"]]:
+            kept = checkpoint.load_model(directory, meta).to(self.device)
+            loss = full_split_loss(kept, self.corpus.val, self.model_cfg.block_size, self.device)
+            which = (f"the mean of the weights at steps {', '.join(map(str, steps))}" if "averaged_steps" in meta
+                     else f"step {meta['step']}")
+            self.say(f"{directory.name} checkpoint ({directory}, {which}): val loss (whole split) {loss:.4f}")
+        write_json(directory / checkpoint.CONFIG, {**meta, "val_loss_full": loss})
+        return loss
+
     def _shutdown(self) -> None:
         if self.job.size > 1:
             # Release DDP's reducer (and the gloo work it holds) while Python is fully alive:
@@ -508,7 +504,7 @@ class Trainer:
 def export_reason(run_dir: Path, chosen: Path) -> str:
     if chosen != run_dir:
         return f"{chosen.name}/ has the lowest whole-split validation loss"
-    if (run_dir / BEST_DIR).is_dir() or (run_dir / AVERAGE_DIR).is_dir():
+    if any((run_dir / name).is_dir() for name in KEPT_DIRS):
         return "the final weights have the lowest whole-split validation loss"
     return "the final weights"
 
