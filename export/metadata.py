@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from train.model import GPTConfig
-from webapp.inference.onnx_model import FORMAT_VERSION
+from webapp.inference.onnx_model import FORMAT_VERSION, steps_phrase
 
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
 
@@ -42,12 +42,6 @@ def build(meta: dict, num_params: int, val_loss: float | None, about: dict) -> d
         "source_sha256": meta["files"]["model.safetensors"],
         "about": about,
     }
-
-
-def steps_phrase(steps: list[int]) -> str:
-    """[3750, 4000, 4180] -> '3,750, 4,000 and 4,180'."""
-    words = [f"{n:,}" for n in steps]
-    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def to_props(metadata: dict) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO, SCREENSHOTS, chromium_or_skip
 from helpers import CHROMIUM_ARGS, cpu_seconds, free_port, raw_generate, server, wait_for_page
 from webapp.inference.batching import CONCURRENCY
+from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
 from webapp.server.page import StopPresses
 
 
@@ -116,6 +117,12 @@ def test_the_page_presents_the_model_from_its_metadata(app_url):
     sliders = {c["props"]["label"]: (c["props"]["minimum"], c["props"]["maximum"], c["props"]["value"])
                for c in config["components"] if c["type"] == "slider"}
     assert sliders["Min-p (0 = off)"] == (0, 1, 0.0)
+    # The model panel's training row, from the metadata: an averaged model says so (the card does too).
+    training = OnnxModel(SHIPPED_MODEL).metadata["training"]
+    panel = [c["props"]["value"] for c in config["components"] if "| training |" in str(c.get("props", {}).get("value"))][0]
+    row = next(line for line in panel.splitlines() if line.startswith("| training |"))
+    averaged = f"; the weights are the mean of those at steps {steps_phrase(training['averaged_steps'])}"
+    assert row == f"| training | {training['step']:,} steps, {training['tokens_seen']:,} characters{averaged} |"
 
 
 def test_hostile_prompts_are_handled(client):

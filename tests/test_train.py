@@ -134,6 +134,7 @@ def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp
     step, so the average can be checked against the mean of three runs' final weights, and
     `python -m train.average` of those three gives it again."""
     from train import average
+    from train.gpu_check import run_figures
 
     settings = [*TINY, "--data", small_text, "--eval-interval", 5, "--swa-start", 0.5]
     runs = {n: tmp_path / f"run{n}" for n in (10, 15, 20)}
@@ -149,6 +150,8 @@ def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp
     losses = {runs[20]: checkpoint.read_meta(runs[20])["val_loss_full"], runs[20] / "best": checkpoint.read_meta(runs[20] / "best")["val_loss_full"],
               runs[20] / "average": meta["val_loss_full"]}
     assert f"to export: python -m export {min(losses, key=losses.get)}   (" in stdout
+    figures = run_figures(runs[20], card_peak=None)  # python -m train.gpu_check's report names both
+    assert (figures["best_val_loss_full"], figures["average_val_loss_full"]) == (losses[runs[20] / "best"], meta["val_loss_full"])
     assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [5, 10]
 
     out = tmp_path / "mean"

@@ -64,9 +64,9 @@ def run_figures(run_dir: Path, card_peak: float | None) -> dict:
                "utilisation_vs_measured_fp32_matmul": meta.get("peak_fraction")}
     if card_peak and meta.get("chars_per_s"):
         figures["mfu_vs_card_bf16_peak"] = meta["chars_per_s"] * train_flops_per_char(cfg) / card_peak
-    best = run_dir / checkpoint.BEST_DIR
-    if (best / checkpoint.CONFIG).is_file():
-        figures["best_val_loss_full"] = checkpoint.read_meta(best).get("val_loss_full")
+    for kept in checkpoint.KEPT_DIRS:  # best/ and average/, where the run wrote them
+        if (run_dir / kept / checkpoint.CONFIG).is_file():
+            figures[f"{kept}_val_loss_full"] = checkpoint.read_meta(run_dir / kept).get("val_loss_full")
     return figures
 
 

@@ -16,7 +16,7 @@ import gradio as gr
 
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE, Batcher
 from webapp.inference.engine import MAX_PROMPT_CHARS, Engine, encode_prompt
-from webapp.inference.onnx_model import SHIPPED_MODEL
+from webapp.inference.onnx_model import SHIPPED_MODEL, steps_phrase
 from webapp.inference.sampling import MAX_NEW_TOKENS
 from webapp.server.about import read_about
 from webapp.server.api_input import check_request, values_as_sent
@@ -125,13 +125,15 @@ def stream_generation(engine: Engine, batcher: ModelProcess | Batcher, inputs: t
 def model_panel(engine: Engine) -> str:
     c, t = engine.metadata["config"], engine.metadata["training"]
     val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
+    steps = t.get("averaged_steps")
+    averaged = f"; the weights are the mean of those at steps {steps_phrase(steps)}" if steps else ""
     rows = [
         ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
         ("parameters", f"{t['params']:,}"),
         ("validation loss", f"{val} nats/char (the whole validation split of its training text)"),
         ("shape", f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters"),
         ("architecture", f"{c['position']} positions, {c['activation']}, {c['norm']}"),
-        ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters"),
+        ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters" + averaged),
         ("runtime", f"onnxruntime, {engine.provider}"),
     ]
     return "| model | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
