@@ -88,9 +88,13 @@ def interrupted_and_resumed(out: Path, base: list[str], device: list[str], env: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None and (checkpoint.peek_step(parts) or 0) < total // 3:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     said = "".join(proc.communicate(timeout=120))[-1500:]
     stopped = proc.returncode
+    if stopped == 0:
+        return Result("interrupted and resumed", " ".join(base), False, time.perf_counter() - start,
+                      tail=f"the run ended before SIGINT reached it; give it more steps.\n{said}")
     stopped_at = checkpoint.read_meta(parts)["step"]
     resumed, _ = run("resume: the rest", [*base[:3], "--resume", str(parts), *device], env, timeout)  # its data: recorded
     wall = time.perf_counter() - start
@@ -183,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             result.figures = run_figures(out / folder, card_peak)
         results.append(result)
         print(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.wall_s:.1f} s {result.figures}", flush=True)
-    resume_base = [*py, "--preset", "nanogpt-10m", *device, "--max-iters", "20" if args.dry_run else "600", "--eval-interval",
-                   "5" if args.dry_run else "100", *tiny]
+    # Enough steps after the signal's checkpoint that the run is still going when SIGINT comes (a
+    # tiny CPU step takes milliseconds; the watcher looks every 50 ms).
+    resume_base = [*py, "--preset", "nanogpt-10m", *device, "--max-iters", "300" if args.dry_run else "600", "--eval-interval",
+                   "30" if args.dry_run else "100", *tiny]
     results.append(interrupted_and_resumed(out, resume_base, device, env, args.step_timeout))
     print(f"interrupted and resumed: {results[-1].figures or results[-1].tail}", flush=True)
 
