@@ -91,16 +91,15 @@ def interrupted_and_resumed(out: Path, base: list[str], device: list[str], env: 
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     said = "".join(proc.communicate(timeout=120))[-1500:]
-    stopped = proc.returncode
-    if stopped == 0:
-        return Result("interrupted and resumed", " ".join(base), False, time.perf_counter() - start,
-                      tail=f"the run ended before SIGINT reached it; give it more steps.\n{said}")
+    if proc.returncode != 130:  # 130: stopped by SIGINT after saving
+        why = ("the run ended before SIGINT reached it; give it more steps" if proc.returncode == 0
+               else f"the run exited with code {proc.returncode}")
+        return Result("interrupted and resumed", " ".join(base), False, time.perf_counter() - start, tail=f"{why}:\n{said}")
     stopped_at = checkpoint.read_meta(parts)["step"]
     resumed, _ = run("resume: the rest", [*base[:3], "--resume", str(parts), *device], env, timeout)  # its data: recorded
     wall = time.perf_counter() - start
-    if stopped != 130 or not resumed.ok:
-        return Result("interrupted and resumed", resumed.command, False, wall,
-                      tail=f"exit {stopped} on SIGINT: {said}\n{resumed.tail}")
+    if not resumed.ok:
+        return Result("interrupted and resumed", resumed.command, False, wall, tail=resumed.tail)
     a, b = load_file(whole / checkpoint.WEIGHTS), load_file(parts / checkpoint.WEIGHTS)
     weight_diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     loss_diff = abs(checkpoint.read_meta(whole)["val_loss_full"] - checkpoint.read_meta(parts)["val_loss_full"])
