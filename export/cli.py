@@ -16,7 +16,7 @@ from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import FOLDER_FILES, MODEL_FILE
-from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside
+from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside, steps_phrase
 from webapp.inference.ring import ring_path
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
@@ -420,10 +420,7 @@ def draw_loss_curve(run_dir: Path, target: Path, training: dict) -> None:
     from train import checkpoint
     from train.plot import plot_losses
 
-    from .metadata import steps_phrase
-
-    runs = [run_dir, run_dir.parent] if run_dir.name in checkpoint.KEPT_DIRS else [run_dir]
-    metrics = next((d / "metrics.jsonl" for d in runs if (d / "metrics.jsonl").is_file()), None)
+    metrics = checkpoint.run_metrics(run_dir)
     if metrics is None:
         return
     step, val_loss, averaged = training["step"], training["val_loss"], training.get("averaged_steps")

@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     loss = full_split_loss(checkpoint.model_from_weights(meta, mean, out), corpus.val, block_size, "cpu")
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.save(out, mean, {**meta, "val_loss_full": loss})
-    last = directories[-1]
-    metrics = next((d / METRICS for d in (last, last.parent) if (d / METRICS).is_file()), None)
+    metrics = checkpoint.run_metrics(directories[-1])
     if metrics is not None:  # the run's history, which export draws as the mean's loss curve
         shutil.copyfile(metrics, out / METRICS)
     print(f"{out} (the mean of {len(directories)}): val loss (whole split) {loss:.4f}")

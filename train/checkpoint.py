@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .files import atomic_write, file_sha256, write_json
+from .metrics import METRICS
 
 FORMAT = "chargpt-checkpoint/1"
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.pt"
@@ -215,3 +216,11 @@ def add_to_mean(mean: dict[str, torch.Tensor], count: int, new: dict[str, torch.
     """The mean of count + 1 weight sets (an average/ checkpoint's), from the mean of the first
     count and the next one."""
     return {name: mean[name] + (new[name] - mean[name]) / (count + 1) for name in new}
+
+
+def run_metrics(directory: Path) -> Path | None:
+    """The metrics.jsonl of the run a checkpoint belongs to: its own, or for a run's best/ or
+    average/ the run's; None when there is none."""
+    directory = Path(directory)
+    runs = [directory, directory.parent] if directory.name in KEPT_DIRS else [directory]
+    return next((d / METRICS for d in runs if (d / METRICS).is_file()), None)
