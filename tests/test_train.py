@@ -16,7 +16,7 @@ from train import checkpoint
 from train.cli import main
 from train.config import TrainConfig, lr_at, passes, run_dropout
 from train.model import GPTConfig, GPTLanguageModel
-from train.trainer import full_split_loss, load_corpus
+from train.trainer import full_split_loss, load_corpus, refit_due
 
 from conftest import TINY
 from helpers import run_train
@@ -206,6 +206,24 @@ def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_t
     assert checkpoint.read_meta(out)["model"]["dropout"] == 0
     assert 20 < checkpoint.read_meta(out)["step"] < 10**7
     assert checkpoint.read_meta(out)["elapsed_s"] < 60
+
+
+def refits(first_fit: int, max_iters: int, eval_interval: int) -> list[int]:
+    """The steps after which a time budget's run refits its length, at a steady max_iters."""
+    last, due = first_fit, []
+    for step in range(first_fit + 1, max_iters + 1):
+        if refit_due(step, last, max_iters, eval_interval):
+            last = step
+            due.append(step)
+    return due
+
+
+def test_a_time_budgets_run_refits_its_length_after_each_evaluation_and_every_tenth_of_the_run():
+    assert refits(20, 1000, 250) == [120, 220, 251, 351, 451, 501, 601, 701, 751, 851, 951]
+    # A run shorter than one eval_interval (a 5-minute run on a slow machine) refits all the same:
+    # a first fit made while the machine was busy would otherwise stand to the end.
+    assert refits(20, 238, 250) == list(range(43, 238, 23))
+    assert refits(20, 25, 250) == [22, 24]
 
 
 def test_max_iters_on_the_command_line_replaces_a_presets_time_budget(tmp_path, capsys, small_text):

@@ -40,6 +40,7 @@ SAMPLE_CHARS = 500
 FINISH_OVERHEAD_S = 3.0  # final checkpoint, sample file, loss plot (matplotlib's import)
 SAMPLE_CALL_S = 0.003  # fixed cost of one forward call of the sample (layers, Python)
 INTERRUPTED_EXIT = 130
+REFITS = 10  # a time budget's run refits its length at least this often (and after each evaluation)
 # How long the matmul peak is timed at start: 2 s unless CHARGPT_PEAK_SECONDS says otherwise
 # (the tests' runs of a few seconds time it for a tenth of a second).
 PEAK_SECONDS_ENV, PEAK_SECONDS = "CHARGPT_PEAK_SECONDS", 2.0
@@ -158,6 +159,17 @@ def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int
         total += losses.double().sum().item()
         count += losses.numel()
     return total / count
+
+
+def refit_due(step: int, last_fit: int, max_iters: int, eval_interval: int) -> bool:
+    """Whether a time budget's run refits its length after `step` steps: after each periodic
+    evaluation (which also measures the evaluation's cost), and every tenth of the run between
+    them, so a run shorter than one eval_interval still corrects a first fit made while the
+    machine was busier or quieter. Steps, not seconds, so that every DDP rank agrees."""
+    if step >= max_iters:
+        return False
+    after_periodic_eval = (step - 1) % eval_interval == 0
+    return after_periodic_eval or step - last_fit >= max(1, max_iters // REFITS)
 
 
 def fit_max_iters(budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float) -> int:
@@ -289,6 +301,7 @@ class Trainer:
         else:
             self.save()  # a checkpoint from the first moment: a run killed at any time can be resumed
         stop = StopFlag()
+        self.last_fit = step  # the step of the last fit to the time budget (a resumed run's own start)
         budget_s = cfg.time_budget * 60 if cfg.time_budget else None
         calibrate_at = step + 20 if budget_s and not self.state["max_iters_fitted"] else None
         if calibrate_at is None or calibrate_at >= cfg.max_iters:
@@ -316,9 +329,9 @@ class Trainer:
                 self.evaluate(step)
             loss = self.train_step(step)
             step = self.state["step"] = step + 1
-            after_periodic_eval = (step - 1) % self.cfg.eval_interval == 0 and step < self.cfg.max_iters
-            if step == calibrate_at or (budget_s and self.state["max_iters_fitted"] and after_periodic_eval):
-                self.fit_to_budget(budget_s)  # first after 20 steps, then after each evaluation but the last
+            if step == calibrate_at or (budget_s and self.state["max_iters_fitted"]
+                                        and refit_due(step, self.last_fit, self.cfg.max_iters, self.cfg.eval_interval)):
+                self.fit_to_budget(budget_s)  # first after 20 steps, then as refit_due says
             self.report(step, loss)
         self.bar.close()
         if self.job.is_main and self.averaging(step):
@@ -393,8 +406,8 @@ class Trainer:
 
     def fit_to_budget(self, budget_s: float) -> None:
         """Replace max_iters by the number of steps that fit the time budget, measured on the
-        steps so far; the learning-rate schedule then spans the budget. Refitted after each
-        evaluation, so a machine that gets busier or quieter still ends on time and in full."""
+        steps so far; the learning-rate schedule then spans the budget. Refitted as it goes
+        (refit_due), so a machine that gets busier or quieter still ends on time and in full."""
         eval_s = getattr(self, "eval_s", 0.0)
         # What finish() costs, kept out of the loop's time: the whole-split evaluation (the
         # validation split in batches like the evaluation's), the sample (one forward per
@@ -416,6 +429,7 @@ class Trainer:
             self.say(f"time budget {self.cfg.time_budget:g} min: training for about {fitted} steps")
         self.cfg = replace(self.cfg, max_iters=fitted)
         self.state["max_iters_fitted"] = True
+        self.last_fit = self.state["step"]
         self.bar.total = fitted
         self.settle_dropout()
 
