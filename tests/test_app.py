@@ -121,7 +121,7 @@ def test_the_page_presents_the_model_from_its_metadata(app_url):
     training = OnnxModel(SHIPPED_MODEL).metadata["training"]
     panel = [c["props"]["value"] for c in config["components"] if "| training |" in str(c.get("props", {}).get("value"))][0]
     row = next(line for line in panel.splitlines() if line.startswith("| training |"))
-    averaged = f"; the weights are the mean of those at steps {steps_phrase(training['averaged_steps'])}"
+    averaged = f"; the mean of the weights at steps {steps_phrase(training['averaged_steps'])}"
     assert row == f"| training | {training['step']:,} steps, {training['tokens_seen']:,} characters{averaged} |"
 
 

@@ -126,7 +126,7 @@ def model_panel(engine: Engine) -> str:
     c, t = engine.metadata["config"], engine.metadata["training"]
     val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
     steps = t.get("averaged_steps")
-    averaged = f"; the weights are the mean of those at steps {steps_phrase(steps)}" if steps else ""
+    averaged = f"; the mean of the weights at steps {steps_phrase(steps)}" if steps else ""  # the card's words
     rows = [
         ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
         ("parameters", f"{t['params']:,}"),
