@@ -162,12 +162,12 @@ def french_text(n_sentences: int = 2500, seed: int = 0) -> str:
 
 @pytest.fixture(scope="session")
 def french_folder(tmp_path_factory, worker_id):
-    """A small learned-position model trained on french_text, exported as a model folder:
-    (the folder, the text)."""
+    """A small learned-position model with QK-norm (as `--preset quick` trains) on french_text,
+    exported as a model folder: (the folder, the text)."""
     def build(root: Path) -> dict:
         data = root / "french.txt"
         data.write_text(french_text(), encoding="utf-8")
-        run_dir = train_tiny(root / "run", data, "--max-iters", "300", "--eval-interval", "100")
+        run_dir = train_tiny(root / "run", data, "--max-iters", "300", "--eval-interval", "100", "--qk-norm")
         folder = root / "french-tiny"
         result = export_here(str(run_dir), "--out", f"{folder}/")
         assert result.returncode == 0, result.stdout + result.stderr

@@ -1,7 +1,8 @@
 """Other programs run a model folder: transformers.js (in Node) and onnxruntime-genai (Python),
-each on the shipped folder and on a folder exported here from a small model of French text.
-Their tokenizers give exactly the model's ids, and their greedy 300 characters (more than twice
-the window, with nothing but their own plain loop) are exactly the web app's engine's text.
+each on the shipped folder and on a folder exported here from a small model of French text
+(learned positions, QK-norm). Their tokenizers give exactly the model's ids, and their greedy 300
+characters (more than twice the window, with nothing but their own plain loop) are exactly the web
+app's engine's text.
 Two other ONNX runtimes, tract (Sonos, Rust) and OpenVINO (Intel), run the same plain loop on
 both folders: logits within 1e-4 of onnxruntime's, and the same text.
 
