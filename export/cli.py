@@ -16,7 +16,7 @@ from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import FOLDER_FILES, MODEL_FILE
-from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside, steps_phrase
+from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside, averaged_phrase
 from webapp.inference.ring import ring_path
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
@@ -425,7 +425,7 @@ def draw_loss_curve(run_dir: Path, target: Path, training: dict) -> None:
         return
     step, val_loss, averaged = training["step"], training["val_loss"], training.get("averaged_steps")
     mark = (step, val_loss) if val_loss is not None else None
-    label = f"exported: the mean of the weights at steps {steps_phrase(averaged)}" if averaged else None
+    label = f"exported: {averaged_phrase(averaged)}" if averaged else None
     atomic_write(target, lambda tmp: plot_losses(metrics, Path(tmp), mark, label))
 
 

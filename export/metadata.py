@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from train.model import GPTConfig
-from webapp.inference.onnx_model import FORMAT_VERSION, steps_phrase
+from webapp.inference.onnx_model import FORMAT_VERSION, averaged_phrase
 
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
 
@@ -80,7 +80,7 @@ def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verifica
     a = metadata["about"]
     examples = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in a["examples"])
     steps = t.get("averaged_steps")
-    averaged = f"; the mean of the weights at steps {steps_phrase(steps)} (SWA)" if steps else ""
+    averaged = f"; {averaged_phrase(steps)} (SWA)" if steps else ""
     return f"""# {name}
 
 {a['description']}

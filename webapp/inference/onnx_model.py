@@ -45,6 +45,11 @@ def steps_phrase(steps: list[int]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
+def averaged_phrase(steps: list[int]) -> str:
+    """How the card, the loss curve and the page name an averaged model's weights."""
+    return f"the mean of the weights at steps {steps_phrase(steps)}"
+
+
 def parse_metadata(props: dict[str, str], source: str) -> dict:
     """A model's metadata_props as Python values; ModelLoadError if it is not a chargpt model."""
     missing = [k for k in METADATA_KEYS if k not in props]

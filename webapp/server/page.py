@@ -16,7 +16,7 @@ import gradio as gr
 
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE, Batcher
 from webapp.inference.engine import MAX_PROMPT_CHARS, Engine, encode_prompt
-from webapp.inference.onnx_model import SHIPPED_MODEL, steps_phrase
+from webapp.inference.onnx_model import SHIPPED_MODEL, averaged_phrase
 from webapp.inference.sampling import MAX_NEW_TOKENS
 from webapp.server.about import read_about
 from webapp.server.api_input import check_request, values_as_sent
@@ -126,7 +126,7 @@ def model_panel(engine: Engine) -> str:
     c, t = engine.metadata["config"], engine.metadata["training"]
     val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
     steps = t.get("averaged_steps")
-    averaged = f"; the mean of the weights at steps {steps_phrase(steps)}" if steps else ""  # the card's words
+    averaged = f"; {averaged_phrase(steps)}" if steps else ""
     rows = [
         ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
         ("parameters", f"{t['params']:,}"),
