@@ -235,20 +235,27 @@ def test_max_iters_on_the_command_line_replaces_a_presets_time_budget(tmp_path, 
     assert "time budget" not in stdout
 
 
-def test_dropout_min_passes_keeps_dropout_only_for_runs_that_see_their_text_often_enough(tmp_path, capsys, small_text):
+def test_dropout_follows_how_often_the_run_sees_its_text(tmp_path, capsys, small_text):
     """40 steps of 8×16 characters pass over the 36,000-character training split 0.14 times: with
-    dropout_min_passes above that the run trains exactly as one without dropout, below it with it."""
-    weights = {}
-    for name, flags in {"none": ["--dropout", 0], "too few passes": ["--dropout", 0.1, "--dropout-min-passes", 0.2],
-                        "enough passes": ["--dropout", 0.1, "--dropout-min-passes", 0.1]}.items():
-        code, stdout, _ = train_run(capsys, "--data", small_text, "--out", tmp_path / name, *flags)
+    dropout_min_passes above that the run trains exactly as one without dropout, below it with it;
+    with high_dropout_passes below it, with high_dropout, which the checkpoint records."""
+    weights, said = {}, {}
+    runs = {"none": (["--dropout", 0], 0), "too few passes": (["--dropout", 0.1, "--dropout-min-passes", 0.2], 0),
+            "enough passes": (["--dropout", 0.1, "--dropout-min-passes", 0.1, "--high-dropout-passes", 0.2], 0.1),
+            "many passes": (["--dropout", 0.1, "--dropout-min-passes", 0.1, "--high-dropout-passes", 0.1,
+                             "--high-dropout", 0.3], 0.3)}
+    for name, (flags, dropout) in runs.items():
+        code, said[name], _ = train_run(capsys, "--data", small_text, "--out", tmp_path / name, *flags)
         assert code == 0
         weights[name] = load_file(tmp_path / name / "model.safetensors")
-        meta = checkpoint.read_meta(tmp_path / name)
-        assert meta["model"]["dropout"] == (0.1 if name == "enough passes" else 0)
-    assert "dropout 0.1: the run passes over its training text 0.1 times (at least the 0.1" in stdout
+        assert checkpoint.read_meta(tmp_path / name)["model"]["dropout"] == dropout
+    assert "dropout 0: the run passes over its training text 0.1 times (fewer than the 0.2" in said["too few passes"]
+    assert "dropout 0.1: the run passes over its training text 0.1 times (at least the 0.1" in said["enough passes"]
+    assert "dropout 0.3: the run passes over its training text 0.1 times (at least the 0.1 from which" in said["many passes"]
     assert all(torch.equal(weights["none"][k], weights["too few passes"][k]) for k in weights["none"])
-    assert not all(torch.equal(weights["none"][k], weights["enough passes"][k]) for k in weights["none"])
+    for name in ("enough passes", "many passes"):
+        assert not all(torch.equal(weights["none"][k], weights[name][k]) for k in weights["none"])
+    assert not all(torch.equal(weights["enough passes"][k], weights["many passes"][k]) for k in weights["none"])
 
 
 def test_the_run_length_and_the_dropout_it_trains_with():
@@ -256,6 +263,10 @@ def test_the_run_length_and_the_dropout_it_trains_with():
     assert run_dropout(0.1, run_passes=2.9, min_passes=6) == 0.0
     assert run_dropout(0.1, run_passes=6.0, min_passes=6) == 0.1
     assert run_dropout(0.1, run_passes=0.5, min_passes=0) == 0.1  # 0: always
+    assert run_dropout(0.1, run_passes=24.0, min_passes=6, high_dropout=0.3, high_passes=20) == 0.3
+    assert run_dropout(0.1, run_passes=19.9, min_passes=6, high_dropout=0.3, high_passes=20) == 0.1
+    assert run_dropout(0.1, run_passes=99.0, min_passes=6, high_dropout=0.3, high_passes=0) == 0.1  # 0: never
+    assert run_dropout(0.0, run_passes=24.0, min_passes=6, high_dropout=0.3, high_passes=20) == 0.0  # --dropout 0: none
 
 
 # --- bad input: one sentence on stderr, exit code 2, nothing on disk overwritten -------------
@@ -286,6 +297,8 @@ def test_bad_settings(tmp_path, capsys, small_text):
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--dropout-min-passes", "-1"],
                    "dropout_min_passes cannot be negative, not -1.0")
+    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--high-dropout", "1"],
+                   "high_dropout must be a probability below 1, not 1.0")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--swa-start", "1.5"],
                    "swa_start must be a fraction of the run between 0 and 1, not 1.5")
     assert not (tmp_path / "out").exists()

@@ -29,6 +29,9 @@ HYPERPARAMETERS = {
     "n_layer": (int, "transformer blocks"),
     "dropout": (float, "dropout probability"),
     "dropout_min_passes": (float, "dropout only when the run passes over the training text at least this many times (0 = always)"),
+    "high_dropout_passes": (float, "train with --high-dropout instead when the run passes over its training text at least "
+                            "this many times (0 = never)"),
+    "high_dropout": (float, "the dropout of a run that passes over its text at least --high-dropout-passes times"),
     "lr_schedule": (str, "constant or cosine"),
     "warmup_iters": (int, "linear warmup steps"),
     "min_lr_ratio": (float, "cosine floor as a fraction of the learning rate"),

@@ -434,20 +434,28 @@ class Trainer:
         self.settle_dropout()
 
     def settle_dropout(self) -> None:
-        """Once the run's length is known, keep its dropout or turn it off (dropout_min_passes);
-        decided once, so refits and resumed runs keep it, and the checkpoint's config records it."""
+        """Once the run's length is known, keep its dropout, turn it off (dropout_min_passes) or
+        raise it (high_dropout_passes); decided once, so refits and resumed runs keep it, and the
+        checkpoint's config records it."""
         if self.state["dropout_settled"]:
             return
         self.state["dropout_settled"] = True
-        configured, min_passes = self.model_cfg.dropout, self.cfg.dropout_min_passes
-        if not (configured and min_passes):
+        cfg, configured = self.cfg, self.model_cfg.dropout
+        if not (configured and (cfg.dropout_min_passes or cfg.high_dropout_passes)):
             return
-        run_passes = passes(self.cfg.max_iters, self.tokens_per_step, len(self.corpus.train))
-        dropout = run_dropout(configured, run_passes, min_passes)
+        run_passes = passes(cfg.max_iters, self.tokens_per_step, len(self.corpus.train))
+        dropout = run_dropout(configured, run_passes, cfg.dropout_min_passes, cfg.high_dropout, cfg.high_dropout_passes)
         self.model_cfg = replace(self.model_cfg, dropout=dropout)
         self.model.set_dropout(dropout)
-        self.say(f"dropout {dropout:g}: the run passes over its training text {run_passes:.1f} times "
-                 f"({'at least' if dropout else 'fewer than'} the {min_passes:g} that dropout_min_passes asks for it)")
+        if run_passes < cfg.dropout_min_passes:
+            why = f"fewer than the {cfg.dropout_min_passes:g} that dropout_min_passes asks for dropout"
+        elif cfg.high_dropout_passes and run_passes >= cfg.high_dropout_passes:
+            why = f"at least the {cfg.high_dropout_passes:g} from which high_dropout_passes raises it"
+        elif cfg.dropout_min_passes:
+            why = f"at least the {cfg.dropout_min_passes:g} that dropout_min_passes asks for it"
+        else:
+            why = f"fewer than the {cfg.high_dropout_passes:g} from which high_dropout_passes raises it"
+        self.say(f"dropout {dropout:g}: the run passes over its training text {run_passes:.1f} times ({why})")
 
     def report(self, step: int, loss: torch.Tensor) -> None:
         if not self.job.is_main:
