@@ -123,9 +123,9 @@ PRESETS: dict[str, dict] = {
     # 6 times or more: 10 minutes see Tiny Shakespeare 3 times (no dropout: 0.05 lower), a text of
     # 100,000 characters 15 times (no dropout: 0.21 higher). With QK-norm, which learns faster
     # early (0.025 lower at 10 minutes) but overfits sooner in an hour. Dropout 0.3 from 20 passes
-    # on: a 100,000-character text seen 24-29 times in 10 minutes exported a model 0.040 lower with
-    # it than with 0.1 (an hour of Tiny Shakespeare, 17 passes without QK-norm, was lower with 0.1
-    # than with 0.2).
+    # on: two 100,000-character texts seen 24-29 times in 10 minutes exported models 0.040 and 0.069
+    # lower with it than with 0.1 (an hour of Tiny Shakespeare, 17 passes without QK-norm, was lower
+    # with 0.1 than with 0.2).
     # docs/training.md has the runs.
     "quick": dict(CPU_RECIPE, qk_norm=True, dropout_min_passes=6.0, high_dropout_passes=20.0, high_dropout=0.3,
                   time_budget=10.0),
