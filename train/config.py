@@ -80,13 +80,20 @@ def passes(max_iters: int, chars_per_step: int, train_chars: int) -> float:
     return max_iters * chars_per_step / train_chars
 
 
-def run_dropout(dropout: float, run_passes: float, min_passes: float, high_dropout: float = 0.0, high_passes: float = 0.0) -> float:
-    """The dropout a run trains with: 0 when none is configured or the run is too short for it
-    (fewer than min_passes passes over its text), high_dropout when it passes over its text at
-    least high_passes times (0: never), else the configured one."""
-    if not dropout or run_passes < min_passes:
-        return 0.0
-    return high_dropout if high_passes and run_passes >= high_passes else dropout
+def run_dropout(dropout: float, run_passes: float, min_passes: float, high_dropout: float = 0.0,
+                high_passes: float = 0.0) -> tuple[float, str]:
+    """The dropout a run trains with, and why: 0 when none is configured or the run is too short
+    for it (fewer than min_passes passes over its text), high_dropout when it passes over its text
+    at least high_passes times (0: never), else the configured one."""
+    if not dropout:
+        return 0.0, "no dropout is configured"
+    if run_passes < min_passes:
+        return 0.0, f"fewer than the {min_passes:g} that dropout_min_passes asks for dropout"
+    if high_passes and run_passes >= high_passes:
+        return high_dropout, f"at least the {high_passes:g} from which high_dropout_passes raises it"
+    if min_passes:
+        return dropout, f"at least the {min_passes:g} that dropout_min_passes asks for it"
+    return dropout, f"fewer than the {high_passes:g} from which high_dropout_passes raises it"
 
 
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
@@ -125,10 +132,8 @@ PRESETS: dict[str, dict] = {
     # early (0.025 lower at 10 minutes) but overfits sooner in an hour. Dropout 0.3 from 20 passes
     # on: two 100,000-character texts seen 24-29 times in 10 minutes exported models 0.040 and 0.069
     # lower with it than with 0.1 (an hour of Tiny Shakespeare, 17 passes without QK-norm, was lower
-    # with 0.1 than with 0.2).
-    # docs/training.md has the runs.
-    "quick": dict(CPU_RECIPE, qk_norm=True, dropout_min_passes=6.0, high_dropout_passes=20.0, high_dropout=0.3,
-                  time_budget=10.0),
+    # with 0.1 than with 0.2). docs/training.md has the runs.
+    "quick": dict(CPU_RECIPE, qk_norm=True, dropout_min_passes=6.0, high_dropout_passes=20.0, time_budget=10.0),
     # The GPU recipe: the CPU recipe's choices at a GPU's size: wider, deeper, a longer
     # window, larger batches, more dropout, for --time-budget 5. A first guess, not yet measured on
     # a GPU (python -m train.gpu_check runs it; its report says what it reached).

@@ -444,17 +444,9 @@ class Trainer:
         if not (configured and (cfg.dropout_min_passes or cfg.high_dropout_passes)):
             return
         run_passes = passes(cfg.max_iters, self.tokens_per_step, len(self.corpus.train))
-        dropout = run_dropout(configured, run_passes, cfg.dropout_min_passes, cfg.high_dropout, cfg.high_dropout_passes)
+        dropout, why = run_dropout(configured, run_passes, cfg.dropout_min_passes, cfg.high_dropout, cfg.high_dropout_passes)
         self.model_cfg = replace(self.model_cfg, dropout=dropout)
         self.model.set_dropout(dropout)
-        if run_passes < cfg.dropout_min_passes:
-            why = f"fewer than the {cfg.dropout_min_passes:g} that dropout_min_passes asks for dropout"
-        elif cfg.high_dropout_passes and run_passes >= cfg.high_dropout_passes:
-            why = f"at least the {cfg.high_dropout_passes:g} from which high_dropout_passes raises it"
-        elif cfg.dropout_min_passes:
-            why = f"at least the {cfg.dropout_min_passes:g} that dropout_min_passes asks for it"
-        else:
-            why = f"fewer than the {cfg.high_dropout_passes:g} from which high_dropout_passes raises it"
         self.say(f"dropout {dropout:g}: the run passes over its training text {run_passes:.1f} times ({why})")
 
     def report(self, step: int, loss: torch.Tensor) -> None:
