@@ -16,7 +16,7 @@ from train import checkpoint
 from train.cli import main
 from train.config import TrainConfig, lr_at, passes, run_dropout
 from train.model import GPTConfig, GPTLanguageModel
-from train.trainer import full_split_loss, load_corpus, refit_due
+from train.trainer import eval_seconds, fit_max_iters, full_split_loss, load_corpus, refit_due
 
 from conftest import TINY
 from helpers import run_train
@@ -224,6 +224,21 @@ def test_a_time_budgets_run_refits_its_length_after_each_evaluation_and_every_te
     # a first fit made while the machine was busy would otherwise stand to the end.
     assert refits(20, 238, 250) == list(range(43, 238, 23))
     assert refits(20, 25, 250) == [22, 24]
+
+
+def test_an_evaluation_timed_on_a_busy_machine_does_not_shorten_the_run():
+    """The evaluation at step 0 (2 x 20 batches) timed at 26 s while other programs ran, then
+    steps of 0.85 s: the fit counts the evaluation as 40 forwards at a third of a step, 11.3 s,
+    and fits more steps; an evaluation that cost less than that keeps its own figure."""
+    assert eval_seconds(26.0, 0.85, eval_iters=20) == pytest.approx(40 * 0.85 / 3)
+    assert eval_seconds(9.0, 0.85, eval_iters=20) == 9.0
+    # 74 s left of a 2-minute budget; the evaluation before the last step comes out of them, and
+    # so does the final phase, here as long as one evaluation (its reserve grows with the
+    # evaluation's cost): 23 more steps with the busy figure, 57 with the bounded one.
+    cfg = TrainConfig(eval_interval=250)
+    busy, bounded = 26.0, eval_seconds(26.0, 0.85, 20)
+    assert fit_max_iters(120.0, 46.0, 20, 0.85, busy, cfg, final_s=busy) == 20 + 23
+    assert fit_max_iters(120.0, 46.0, 20, 0.85, bounded, cfg, final_s=bounded) == 20 + 57
 
 
 def test_max_iters_on_the_command_line_replaces_a_presets_time_budget(tmp_path, capsys, small_text):

@@ -172,11 +172,19 @@ def refit_due(step: int, last_fit: int, max_iters: int, eval_interval: int) -> b
     return after_periodic_eval or step - last_fit >= max(1, max_iters // REFITS)
 
 
+def eval_seconds(eval_s: float, step_s: float, eval_iters: int) -> float:
+    """The last evaluation's cost, at most a third of what its 2 * eval_iters batches cost as
+    training steps at `step_s`: a forward without gradients does a third of a step's FLOPs (2 of
+    6 per weight) and none of its optimizer's work, so a larger figure was measured while the
+    machine was busier (a busy start times only the evaluation at step 0)."""
+    return min(eval_s, 2 * eval_iters * step_s / 3)
+
+
 def fit_max_iters(budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float) -> int:
-    """How many steps fit in what is left of the time budget, counting the periodic evaluations
-    and the final phase (final_s)."""
+    """How many steps fit in what is left of the time budget, counting the periodic evaluations,
+    the one before the last step, and the final phase (final_s)."""
     per_step = step_s + eval_s / cfg.eval_interval
-    remaining = budget_s - elapsed_s - final_s
+    remaining = budget_s - elapsed_s - final_s - eval_s
     return max(step + 1, step + int(remaining / per_step))
 
 
@@ -408,7 +416,8 @@ class Trainer:
         """Replace max_iters by the number of steps that fit the time budget, measured on the
         steps so far; the learning-rate schedule then spans the budget. Refitted as it goes
         (refit_due), so a machine that gets busier or quieter still ends on time and in full."""
-        eval_s = getattr(self, "eval_s", 0.0)
+        step_s = self.train_time / max(1, self.timed_steps)
+        eval_s = eval_seconds(getattr(self, "eval_s", 0.0), step_s, self.cfg.eval_iters)
         # What finish() costs, kept out of the loop's time: the whole-split evaluation (the
         # validation split in batches like the evaluation's), the sample (one forward per
         # character), saving and plotting. Overestimated rather than under: batch-1 forwards are cheaper.
@@ -419,7 +428,6 @@ class Trainer:
         sample_s = SAMPLE_CHARS * (forward_s / self.cfg.batch_size + SAMPLE_CALL_S)
         splits = 3 if self.cfg.swa_start < 1 else 2
         self.state["reserve_s"] = forward_s * splits * val_batches + sample_s + FINISH_OVERHEAD_S
-        step_s = self.train_time / max(1, self.timed_steps)
         fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"])
         if self.job.size > 1:
             t = torch.tensor([fitted], device=self.device)
