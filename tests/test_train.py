@@ -277,7 +277,7 @@ def test_the_run_length_and_the_dropout_it_trains_with():
     assert passes(max_iters=712, chars_per_step=32 * 128, train_chars=1_003_854) == pytest.approx(2.905, abs=1e-3)
     assert run_dropout(0.1, run_passes=2.9, min_passes=6)[0] == 0.0
     assert run_dropout(0.1, run_passes=6.0, min_passes=6)[0] == 0.1
-    assert run_dropout(0.1, run_passes=0.5, min_passes=0)[0] == 0.1  # 0: always
+    assert run_dropout(0.1, run_passes=0.5, min_passes=0) == (0.1, "neither dropout_min_passes nor high_dropout_passes is set")
     assert run_dropout(0.1, run_passes=24.0, min_passes=6, high_dropout=0.3, high_passes=20)[0] == 0.3
     assert run_dropout(0.1, run_passes=19.9, min_passes=6, high_dropout=0.3, high_passes=20)[0] == 0.1
     assert run_dropout(0.1, run_passes=99.0, min_passes=6, high_dropout=0.3, high_passes=0)[0] == 0.1  # 0: never

@@ -93,7 +93,9 @@ def run_dropout(dropout: float, run_passes: float, min_passes: float, high_dropo
         return high_dropout, f"at least the {high_passes:g} from which high_dropout_passes raises it"
     if min_passes:
         return dropout, f"at least the {min_passes:g} that dropout_min_passes asks for it"
-    return dropout, f"fewer than the {high_passes:g} from which high_dropout_passes raises it"
+    if high_passes:
+        return dropout, f"fewer than the {high_passes:g} from which high_dropout_passes raises it"
+    return dropout, "neither dropout_min_passes nor high_dropout_passes is set"
 
 
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
