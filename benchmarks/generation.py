@@ -225,7 +225,8 @@ def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageMod
     the other is made from it: quantized, or, for an int8 file, its weights stored back as
     float32 (seconds), or exported from `checkpoint_model` when one is given (--checkpoint: the
     float32 rows then run the PyTorch rows' weights, not their int8 rounding). The other one
-    gets the given file's draft table too."""
+    gets the given file's draft table and thread settings too."""
+    spinning = engine.session_args["spinning"]
     if engine.metadata["training"].get("quantization"):
         fp32_path = tmp / "float32.onnx"
         if checkpoint_model is None:
@@ -233,7 +234,7 @@ def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageMod
             if engine.ring:
                 dequantize_weights(engine.ring.path, ring_path(fp32_path))
             copy_table(engine.path, fp32_path)
-            return Engine(fp32_path, device="cpu"), engine
+            return Engine(fp32_path, device="cpu", spinning=spinning), engine
         props = {p.key: p.value for p in onnx.load(str(engine.path)).metadata_props}
         export_onnx(checkpoint_model, fp32_path)
         name_weights(fp32_path, checkpoint_model)
@@ -242,13 +243,13 @@ def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageMod
             export_ring(checkpoint_model, ring_path(fp32_path))
             set_metadata(ring_path(fp32_path), props)
         copy_table(engine.path, fp32_path)
-        return Engine(fp32_path, device="cpu"), engine
+        return Engine(fp32_path, device="cpu", spinning=spinning), engine
     int8_path = tmp / "int8.onnx"
     quantize_weights_int8(engine.path, int8_path)
     if engine.ring:
         quantize_weights_int8(engine.ring.path, ring_path(int8_path))
     copy_table(engine.path, int8_path)
-    return engine, Engine(int8_path, device="cpu")
+    return engine, Engine(int8_path, device="cpu", spinning=spinning)
 
 
 def copy_table(model_file: Path, to: Path) -> None:
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="runs per fast decoder; the median is reported")
     p.add_argument("--slow-runs", type=int, default=1, help="runs of the decoders that recompute the whole context")
     p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
+    p.add_argument("--spinning", action="store_true", help="the engines' onnxruntime threads keep spinning after each run "
+                   "(onnxruntime's default) instead of stopping (the engine's): to compare the two")
     p.add_argument("--no-page", action="store_true", help="skip the static page's row")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     return p
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
-        engine = Engine(args.model, device="cpu")
+        engine = Engine(args.model, device="cpu", spinning=args.spinning)
         if args.checkpoint:
             from train import checkpoint
 
@@ -309,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/inference/drafting.py)
         no_table = "4. engine, drafts without the table"  # the given file drafting from the text's own repeats only
         if engine.ring:  # (drafts need the ring file)
-            decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", max_draft=0))
+            decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, max_draft=0))
         if engine.draft_table:
-            decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", table=False))
+            decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, table=False))
         decoders["5. floor: model file steps"] = steps_floor(PlainSteps(engine))  # on the given file, like its engine rows
         names = [name for name in decoders if name not in (one_a_step, no_table)]
         ring_row = "5. floor: ring file steps"

@@ -78,6 +78,15 @@ def test_the_int8_engine_writes_the_text_of_its_own_file_without_a_cache(tmp_pat
     assert len(set(cached[0].tolist())) > 1  # not a constant answer
 
 
+def test_the_models_other_form_runs_with_the_given_engines_thread_settings(exported, tmp_path):
+    """--spinning compares the engines' threads spinning after each run against stopping: both
+    forms of the model must then run alike."""
+    for spinning in (False, True):
+        (tmp_path / str(spinning)).mkdir()
+        fp32, int8 = bench.float32_and_int8(Engine(exported[1], device="cpu", spinning=spinning), tmp_path / str(spinning))
+        assert fp32.session_args["spinning"] is int8.session_args["spinning"] is spinning
+
+
 def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text):
     out = tmp_path / "bench.json"
     result = subprocess.run(

@@ -201,3 +201,19 @@ def test_the_servers_engine_leaves_a_core_to_the_web_server():
     options = engine.ring.session.get_session_options()  # the ring file's session is opened the same way
     assert options.intra_op_num_threads == serving_threads()
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def spins_after_each_run(session) -> bool:
+    try:
+        return session.get_session_options().get_session_config_entry("session.force_spinning_stop") != "1"
+    except RuntimeError:  # onnxruntime raises for an entry never set: its default, spinning
+        return True
+
+
+def test_the_engines_threads_stop_spinning_after_each_run_unless_asked():
+    """Both of an engine's sessions (the prefill's and the ring steps') stop, by default and on
+    request keep onnxruntime's default; a bare OnnxModel keeps it too (docs/speed.md)."""
+    stopping, spinning = Engine(SHIPPED_MODEL), Engine(SHIPPED_MODEL, spinning=True)
+    assert [spins_after_each_run(s) for s in (stopping.session, stopping.ring.session)] == [False, False]
+    assert [spins_after_each_run(s) for s in (spinning.session, spinning.ring.session)] == [True, True]
+    assert spins_after_each_run(OnnxModel(SHIPPED_MODEL).session)

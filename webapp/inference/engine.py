@@ -134,9 +134,14 @@ class Engine(OnnxModel):
     with the model file (webapp/inference/ring.py; `ring`), else the model file itself; `notice`
     says why a ring file or draft table was not used. With the ring file, a step also runs up to
     `max_draft` drafted characters (webapp/inference/drafting.py), from the model's draft table
-    (MODEL.drafts.json) too when it has one."""
+    (MODEL.drafts.json) too when it has one.
 
-    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = True, ring: bool = True,
+    Its onnxruntime threads stop spinning after each run (spinning=False), unlike a bare
+    OnnxModel's: between two steps the loop runs Python (sampling, drafts, the ring's slots) and a
+    prefill runs another session, and threads left spinning there made the engine slower, not
+    faster (docs/speed.md, "Threads that stop spinning after each run")."""
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = False, ring: bool = True,
                  max_draft: int = MAX_DRAFT, table: bool = True):
         super().__init__(path, device, threads, spinning)
         self.max_draft = max_draft  # characters drafted per step; 0: one character a step
@@ -148,9 +153,8 @@ class Engine(OnnxModel):
 
     @classmethod
     def for_server(cls, path, device: str = "cpu") -> "Engine":
-        """The web server's engine: serving_threads() threads that stop spinning after each run,
-        as the server's cores are shared with the page (OnnxModel)."""
-        return cls(path, device, threads=serving_threads(), spinning=False)
+        """The web server's engine: serving_threads() threads, leaving a core to the page."""
+        return cls(path, device, threads=serving_threads())
 
     def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The loop at the level of ids, for one request in this thread: yields (ids [rows], the

@@ -116,10 +116,10 @@ def graph_sizes(session) -> tuple[int, int, int, int]:
 class OnnxModel:
     """path: a model folder or an .onnx file. threads: onnxruntime's intra-op threads (None:
     one per physical core, its default). spinning: whether those threads keep busy-waiting for
-    work after a run returns (onnxruntime's default: lowest latency for one caller). The server
-    turns that off, as the cores it would burn serve the page, but keeps the spinning between a
-    run's operators (`session.force_spinning_stop`): waking a thread for each of a step's
-    operators costs more than the spinning (docs/speed.md)."""
+    work after a run returns (onnxruntime's default: lowest latency for runs back to back). The
+    Engine turns that off, as the loop runs Python and other sessions between its runs, but keeps
+    the spinning between a run's operators (`session.force_spinning_stop`): waking a thread for
+    each of a step's operators costs more than the spinning (docs/speed.md)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, spinning: bool = True):
         folder = Path(path) if Path(path).is_dir() else None
