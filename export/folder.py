@@ -217,7 +217,11 @@ onnxruntime-genai in Python (its C#, Java and C APIs load the same folder):
 {with_model(ONNXRUNTIME_GENAI, name, prompt)}```
 
 `min_length` keeps the end-of-text id ({end_id}, never predicted: not a character) from being
-considered at all. chargpt's own web app serves the folder too: `python -m webapp --model {name}`.
+considered at all. OpenVINO runs the same plain loop on `onnx/model.onnx`; for the engine's text,
+ask it for float32: `compile_model(path, "CPU", {{"INFERENCE_PRECISION_HINT": "f32",
+"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}})`. On a CPU with bfloat16 instructions its defaults compute
+in bfloat16 and round the activations to int8, and greedy text soon leaves the engine's.
+chargpt's own web app serves the folder too: `python -m webapp --model {name}`.
 It steps with `onnx/model.ring.onnx` when the folder has one (rotary models): the same function
 with a cache the engine keeps in place, checked against `onnx/model.onnx` above and again when it
 loads; other tools load `onnx/model.onnx` and never read it. Each such step also checks characters

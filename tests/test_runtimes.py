@@ -236,3 +236,9 @@ def test_the_readme_shows_these_snippets_verbatim():
     for snippet in (TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, ONNXRUNTIME_GENAI):
         assert snippet in readme
     assert sum(1 for line in ONNXRUNTIME_GENAI.splitlines() if line.strip()) <= 11  # an import and 10 lines
+
+
+def test_the_model_card_and_the_docs_give_openvino_the_settings_tested_here():
+    for page in (SHIPPED_MODEL / "README.md", REPO / "docs" / "model-folder.md"):
+        text = page.read_text(encoding="utf-8")
+        assert all(f'"{key}": "{value}"' in text for key, value in OPENVINO_FLOAT32.items()), page
