@@ -211,8 +211,9 @@ def spins_after_each_run(session) -> bool:
 
 
 def test_the_engines_threads_stop_spinning_after_each_run_unless_asked():
-    """Both of an engine's sessions (the prefill's and the ring steps') stop, by default and on
-    request keep onnxruntime's default; a bare OnnxModel keeps it too (docs/speed.md)."""
+    """By default both of an engine's sessions (the prefill's and the ring steps') stop their
+    threads after each run; spinning=True keeps onnxruntime's default, as a bare OnnxModel does
+    (docs/speed.md)."""
     stopping, spinning = Engine(SHIPPED_MODEL), Engine(SHIPPED_MODEL, spinning=True)
     assert [spins_after_each_run(s) for s in (stopping.session, stopping.ring.session)] == [False, False]
     assert [spins_after_each_run(s) for s in (spinning.session, spinning.ring.session)] == [True, True]

@@ -153,7 +153,7 @@ class Engine(OnnxModel):
 
     @classmethod
     def for_server(cls, path, device: str = "cpu") -> "Engine":
-        """The web server's engine: serving_threads() threads, leaving a core to the page."""
+        """The web server's engine: serving_threads() threads, leaving a core to the server's own."""
         return cls(path, device, threads=serving_threads())
 
     def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
