@@ -227,14 +227,16 @@ def temp_onnx(near: Path) -> Path:
 
 def training_text(sha256: str, recorded_path: str | None = None) -> str:
     """Where a model's training text is: the path its run recorded, if the file there is still
-    that text, else the cached Tiny Shakespeare if the model was trained on it; UsageError."""
-    from train.text import SHAKESPEARE_SHA256, cached_shakespeare, sha256_bytes
+    that text, else, for a model trained on Tiny Shakespeare, the cached copy, which is downloaded
+    the first time as `python -m train` does (DataError, saying how to supply it, when it cannot
+    be); UsageError for another text."""
+    from train.data import resolve_data_path
+    from train.text import SHAKESPEARE_SHA256, sha256_bytes
 
     if recorded_path and Path(recorded_path).is_file() and sha256_bytes(Path(recorded_path).read_bytes()) == sha256:
         return recorded_path
-    cached = cached_shakespeare() if sha256 == SHAKESPEARE_SHA256 else None  # verified by its SHA-256 already
-    if cached:
-        return str(cached)
+    if sha256 == SHAKESPEARE_SHA256:
+        return str(resolve_data_path(None))  # verified by its SHA-256
     where = f" (the run recorded {recorded_path}, which is gone or has changed)" if recorded_path else ""
     raise UsageError(f"the model's training text was not found{where}; pass it with --data FILE.")
 

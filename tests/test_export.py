@@ -421,6 +421,18 @@ def test_eval_takes_a_model_folder(french_folder, capsys):
     assert measured == pytest.approx(OnnxModel(folder).metadata["training"]["val_loss"], abs=1e-4)
 
 
+def test_eval_of_a_tiny_shakespeare_model_fetches_the_text_as_train_does(tmp_path, monkeypatch, capsys):
+    """Without --data and with nothing cached: the one sentence of a failed download, then, once
+    it can be fetched, the shipped model's recorded loss, with the text cached for next time."""
+    monkeypatch.setenv("CHARGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CHARGPT_SHAKESPEARE_URL", (tmp_path / "offline.txt").as_uri())
+    assert_refused(capsys, ["eval", str(SHIPPED_MODEL)], "Tiny Shakespeare is not cached and could not be downloaded", "python -m export eval")
+    monkeypatch.setenv("CHARGPT_SHAKESPEARE_URL", (SHARED / "data" / "tinyshakespeare.txt").as_uri())
+    assert export_main(["eval", str(SHIPPED_MODEL)]) == 0
+    assert "val loss (whole validation split, 111,539 characters): 1.4237" in capsys.readouterr().out
+    assert (tmp_path / "cache" / "tinyshakespeare.txt").read_bytes() == (SHARED / "data" / "tinyshakespeare.txt").read_bytes()
+
+
 # --- about: renaming a folder without exporting again ----------------------------------------
 
 def files_of(folder: Path) -> dict[str, bytes]:

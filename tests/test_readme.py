@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHAKESPEARE, SHARED
+from conftest import REPO, SHARED
 from helpers import free_port, wait_for_page
 
 README = REPO / "README.md"
@@ -158,22 +157,22 @@ def test_every_command_has_a_rule_and_a_group():
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """A fresh clone of the committed repository, with ../shared beside it, node_modules linked
-    from this checkout, and a cache holding Tiny Shakespeare (as `python -m train` leaves it)."""
+    from this checkout, and an empty cache: the README's commands pass their texts with --data,
+    so none may need the copy of Tiny Shakespeare that `python -m train` without --data caches."""
     root = tmp_path_factory.mktemp("fresh")
     subprocess.run(["git", "clone", "-q", str(REPO), str(root / "chargpt")], check=True, timeout=120)
     (root / "shared").symlink_to(SHARED.resolve())
     node_modules = REPO / "webapp" / "web" / "node_modules"
     if node_modules.is_dir():
         (root / "chargpt" / "webapp" / "web" / "node_modules").symlink_to(node_modules)
-    cache = root / "cache"
-    cache.mkdir()
-    shutil.copy(SHAKESPEARE, cache / "tinyshakespeare.txt")
+    (root / "cache").mkdir()
     return root / "chargpt"
 
 
 def environment(clone: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADIO_SERVER_PORT", "VIRTUAL_ENV")}
     return dict(env, PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", CHARGPT_CACHE=str(clone.parent / "cache"),
+                CHARGPT_SHAKESPEARE_URL=(clone.parent / "no-download").as_uri(),  # none of them downloads
                 CHARGPT_SHARED=str(clone.parent / "shared"), GRADIO_TEMP_DIR=str(clone.parent / "gradio-temp"))
 
 
