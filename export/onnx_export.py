@@ -322,7 +322,7 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
     checks.append(Check("end-of-text logit", 2, 5, None, end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
                         f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})"))
 
-    onnx_ids = [int(ids[0]) for ids, _ in engine.decode(prompt, SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0))]
+    onnx_ids = [int(draw.ids[0]) for draw in engine.decode(prompt, SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0))]
     torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[0].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)

@@ -160,5 +160,49 @@ def text_of(steps) -> list[str]:
     for step in steps:
         texts = texts or [""] * len(step.pieces)
         for r, piece in enumerate(step.pieces):
-            texts[r] += "".join(c for c, _ in piece)
+            texts[r] += "".join(p.char for p in piece)
     return texts
+
+
+def queue_call(url: str, fn_index: int, data: list, event_data=None, session: str = "helper", timeout: float = 120) -> dict:
+    """An event of the page called as the page's own JavaScript calls it (queue/join, then the
+    session's stream of messages): its last message (`success`, and `output`: data or error)."""
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data,
+                       "trigger_id": None}).encode()
+    join = urllib.request.Request(url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(join, timeout=timeout) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/queue/data?session_hash={session}", timeout=timeout) as r:
+        for line in r:
+            if line.startswith(b"data: "):
+                message = json.loads(line[6:])
+                if message.get("event_id") == event_id and message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"no answer to event {event_id}")
+
+
+def fn_index_of(url: str, event: str) -> int:
+    """The page's event of this name: an API name (generate) or a trigger's event (branch)."""
+    config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+    return next(d["id"] for d in config["dependencies"]
+                if d.get("api_name") == event or any(target[1] == event for target in d.get("targets", [])))
+
+
+def generated_spans(html: str) -> list[tuple[str, dict]]:
+    """(character, attributes) of each generated character's span in /generate's HTML (the
+    prompt's span, the first, left out)."""
+    from html.parser import HTMLParser
+
+    spans: list[list] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "span":
+                spans.append(["", dict(attrs)])
+
+        def handle_data(self, data):
+            if spans:
+                spans[-1][0] += data
+
+    Reader(convert_charrefs=True).feed(html)
+    return [(text, attrs) for text, attrs in spans[1:]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SCREENSHOTS, chromium_or_skip
-from helpers import CHROMIUM_ARGS, cpu_seconds, free_port, raw_generate, server, wait_for_page
+from helpers import CHROMIUM_ARGS, cpu_seconds, fn_index_of, free_port, generated_spans, queue_call, raw_generate, server, wait_for_page
 from webapp.inference.batching import CONCURRENCY
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
 from webapp.server.page import StopPresses
@@ -68,6 +69,126 @@ def test_generate_endpoint_returns_the_full_text_first(client, app_url):
     assert client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, api_name="/generate")[0] == off
     event, data = raw_generate(app_url, ["ROMEO:", 50, 0.8, 0, 1.0, 7])
     assert (event, data[0]) == ("complete", off)
+
+
+def test_generate_asked_for_alternatives_gives_what_the_model_considered_and_callers_who_do_not_ask_pay_nothing(client):
+    """/generate's optional last input: with it, each character's span carries the likeliest
+    characters there, with their probabilities in the model's distribution and in the one it
+    was drawn from (within 1e-6 of the engine's), and the prompt's span the request; without it,
+    the HTML is what it was before alternatives existed, span for span."""
+    from webapp.inference.engine import Engine, Piece, encode_prompt
+    from webapp.inference.sampling import SamplingParams
+    from webapp.server.coloured import ColouredText
+
+    settings = dict(max_new_tokens=80, temperature=0.8, top_k=20, top_p=0.95, seed=11, min_p=0.02)
+    text, plain, _ = client.predict("ROMEO:", 80, 0.8, 20, 0.95, 11, 0.02, api_name="/generate")
+    same, html, stats = client.predict("ROMEO:", 80, 0.8, 20, 0.95, 11, 0.02, True, api_name="/generate")
+    assert same == text and "seed 11" in stats
+    engine = Engine.for_server(SHIPPED_MODEL)
+    pieces = [p for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), SamplingParams(**settings, alternatives=5))
+              for p in step.pieces[0]]
+    before = ColouredText("ROMEO:")  # today's HTML, from the same pieces without alternatives
+    for piece in pieces:
+        before.add(Piece(piece.char, piece.prob))
+    assert plain == before.html() and "data-" not in plain
+    spans = generated_spans(html)
+    assert "".join(ch for ch, _ in spans) == text[len("ROMEO:"):] == "".join(p.char for p in pieces)
+    for (ch, attributes), piece in zip(spans, pieces):
+        shown = json.loads(attributes["data-alternatives"])
+        assert [c for c, _, _ in shown] == [c for c, _, _ in piece.alternatives]
+        assert max(abs(a - b) for x, y in zip(shown, piece.alternatives) for a, b in zip(x[1:], y[1:])) <= 1e-6
+    request = json.loads(html[html.index("data-request='") + 14 : html.index("'>ROMEO:")])
+    assert request == {"prompt": "ROMEO:", **settings, "choices": [], "undo": []}
+
+
+def test_inspect_gives_the_next_characters_distribution_before_and_after_the_sampling_rules(client):
+    import numpy as np
+
+    from webapp.inference.engine import Engine, encode_prompt
+    from webapp.inference.sampling import SamplingParams, sampling_distribution, softmax
+
+    engine = Engine.for_server(SHIPPED_MODEL)
+    text = "ROMEO:\nWhat light is th"
+    logits = engine.next_logits(encode_prompt(text, engine.vocab).ids)
+    order = [engine.vocab[i] for i in np.argsort(-logits, kind="stable")]
+    for temperature, top_k, top_p, min_p in [(0.8, 0, 1.0, 0.0), (1.3, 5, 1.0, 0.0), (0.7, 0, 0.6, 0.0), (1.0, 0, 1.0, 0.1),
+                                             (0, 0, 1.0, 0.0)]:
+        answer = client.predict(text, temperature, top_k, top_p, min_p, api_name="/inspect")
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        before, after = softmax(logits[None])[0], sampling_distribution(logits[None], [params])[0]
+        assert (answer["context"], answer["notice"], list(answer["before"])) == (text, "", order)
+        assert max(abs(answer["before"][c] - before[engine.vocab.index(c)]) for c in order) <= 1e-6
+        assert list(answer["after"]) == [c for c in order if after[engine.vocab.index(c)] > 0]
+        assert max(abs(p - after[engine.vocab.index(c)]) for c, p in answer["after"].items()) <= 1e-6
+    assert list(answer["after"].values()) == [1.0]  # temperature 0: the likeliest alone
+
+
+def test_inspect_reads_a_text_as_generate_reads_a_prompt(client):
+    assert client.predict("", 0.8, 0, 1.0, 0.0, api_name="/inspect")["context"] == "\n"  # an empty text starts from a newline
+    odd = client.predict("Café 🙂", 0.8, 0, 1.0, 0.0, api_name="/inspect")
+    assert (odd["context"], odd["notice"]) == ("Cafe ", "replaced 'é'→'e'; dropped '🙂' (not in the model's vocabulary)")
+    assert odd["notice"] in client.predict("Café 🙂", 5, 0.8, 0, 1.0, 1, api_name="/generate")[2]
+    long = client.predict("To be, or not to be. " * 100, 0.8, 0, 1.0, 0.0, api_name="/inspect")
+    assert long["context"] == ("To be, or not to be. " * 100)[-OnnxModel(SHIPPED_MODEL).receptive_field :]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("x", -1, 0, 1.0, 0.0), "Temperature must be between 0 \\(greedy\\) and 10, not -1."),
+    (("x", 0.8, 0, 0, 0.0), "Top_p must be above 0 and at most 1"),
+    (("x", 0.8, -5, 1.0, 0.0), "Top_k must be a whole number, 0 for off, not -5."),
+    (("x", 0.8, 0, 1.0, 1.5), "Min_p must be between 0 \\(off\\) and 1, not 1.5."),
+    (("x", "hot", 0, 1.0, 0.0), "Temperature must be between 0 \\(greedy\\) and 10, not 'hot'."),
+    (("x" * 100_000, 0.8, 0, 1.0, 0.0), "The prompt is 100,000 characters; the limit is 10,000"),
+])
+def test_bad_inspect_input_gets_the_sentence_generate_gives(client, args, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(*args, api_name="/inspect")
+    generate_args = (args[0], 10, args[1], args[2], args[3], 1, args[4])
+    with pytest.raises(Exception, match=message):
+        client.predict(*generate_args, api_name="/generate")
+
+
+def branch(url: str, request: dict, session: str = "branching") -> dict:
+    """The page's choice of an alternative (or its Undo), as its JavaScript sends it."""
+    return queue_call(url, fn_index_of(url, "branch"), [], {"request": request}, session)["output"]
+
+
+def test_a_chosen_alternative_gives_the_engines_text_for_that_prefix_and_undo_the_text_before(client, app_url):
+    from webapp.inference.engine import Engine
+    from webapp.inference.sampling import SamplingParams
+
+    text, html, _ = client.predict("JULIET:", 120, 0.9, 0, 1.0, 21, 0.0, True, api_name="/generate")
+    request = json.loads(html[html.index("data-request='") + 14 : html.index("'>JULIET:")])
+    spans = generated_spans(html)
+    at = 30
+    other = next(c for c, _, _ in json.loads(spans[at][1]["data-alternatives"]) if c != spans[at][0])
+    chosen = branch(app_url, {**request, "choices": [[at, other]], "undo": [[]]})
+    new_text, new_html, stats = chosen["data"]
+    prefix = text[: len("JULIET:") + at] + other
+    engine = Engine(SHIPPED_MODEL)
+    assert new_text == prefix + engine.complete(prefix, SamplingParams(max_new_tokens=120, temperature=0.9, seed=21))[0]
+    assert "1 chosen character" in stats and "Undo the last choice" in new_html
+    assert generated_spans(new_html)[at][1]["class"] == "chargpt-chosen"
+    assert generated_spans(new_html)[:at] == spans[:at]  # the text before the choice, alternatives and all
+    undone = branch(app_url, {**request, "choices": [], "undo": []})["data"]
+    assert undone[0] == text and undone[1] == html
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"choices": [[3, "\u2603"]]}, "'☃' is not among the characters the model considered at character 4."),
+    ({"choices": [[500, "e"]]}, "There is no character 501 to choose at: the text before it has 40 characters."),
+    ({"choices": [[5, "e"], [2, "a"]]}, "The choices' positions must be whole numbers from 0, each after the one before."),
+    ({"choices": "all of them"}, "Choices must be a list of at most 16"),
+    ({"choices": [["5", "e"]]}, "Each choice must be a \\[position, character\\] pair"),
+    ({"undo": 3}, "Undo must be a list of earlier choices."),
+    ({"temperature": 99}, "Temperature must be between 0 \\(greedy\\) and 10, not 99."),
+    (None, "A choice must come with the request that wrote the text."),
+])
+def test_a_choice_the_page_would_not_send_gets_a_sentence(app_url, change, message):
+    request = {"prompt": "ROMEO:", "max_new_tokens": 40, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 1, "min_p": 0.0,
+               "choices": [], "undo": []}
+    answer = branch(app_url, None if change is None else {**request, **change}, session="bad-choice")
+    assert re.search(message, answer["error"]), answer
 
 
 def test_random_seed_is_reported(client):

@@ -41,6 +41,32 @@ def generate(engine: Engine, batcher, prompt: str, params: SamplingParams):
     return engine.generate(encode_prompt(prompt, engine.vocab), params, batcher.decode)
 
 
+def test_the_alternatives_in_a_batch_are_those_alone(engine, batcher):
+    """Two visitors at once, one asking for alternatives (as the page does) and one not (as an
+    API caller): each gets the pieces it gets alone, alternatives and all, through the thread's
+    queue or the model process's messages (the probabilities within 1e-5: a crowd's steps draft
+    fewer characters, and a step's logits move in their last bits with its length)."""
+    asked = SamplingParams(max_new_tokens=60, temperature=0.9, top_k=20, seed=3, alternatives=5)
+    plain = SamplingParams(max_new_tokens=60, temperature=0.9, seed=4)
+    want = [[p for step in engine.generate(encode_prompt(prompt, engine.vocab), params) for p in step.pieces[0]]
+            for prompt, params in (("ROMEO:", asked), ("JULIET:", plain))]
+    got = [None, None]
+
+    def visit(i, prompt, params):
+        got[i] = [p for step in generate(engine, batcher, prompt, params) for p in step.pieces[0]]
+
+    threads = [threading.Thread(target=visit, args=(0, "ROMEO:", asked)), threading.Thread(target=visit, args=(1, "JULIET:", plain))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [[p.char for p in pieces] for pieces in got] == [[p.char for p in pieces] for pieces in want]
+    assert all(p.alternatives is None for p in got[1])
+    for mine, alone in zip(got[0], want[0]):
+        assert [c for c, _, _ in mine.alternatives] == [c for c, _, _ in alone.alternatives]
+        assert max(abs(a - b) for x, y in zip(mine.alternatives, alone.alternatives) for a, b in zip(x[1:], y[1:])) <= 1e-5
+
+
 def test_a_crowd_gets_its_texts_alone_and_a_visitor_who_stops_leaves_the_batch(engine, batcher):
     """Visitors arriving a few steps apart, greedy and sampled, two samples, stop strings (which
     end a request from the consumer's side), and one who stops reading half way."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from webapp.inference.engine import Engine, StopFilter, encode_prompt, serving_threads
+from webapp.inference.engine import Engine, Piece, StopFilter, encode_prompt, serving_threads
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, OnnxModel
 from webapp.inference.sampling import SamplingParams, SplitMix64, next_ids
 
@@ -64,7 +64,7 @@ def test_probabilities_are_those_the_model_gave(engine, exported):
     lm = OnnxModel(exported[1])
     prompt = encode_prompt("ROMEO:", engine.vocab)
     step = next(engine.generate(prompt, SamplingParams(max_new_tokens=1, temperature=0)))
-    (ch, p), = step.pieces[0]
+    (ch, p, _), = step.pieces[0]
     logits, _ = lm.forward(np.array([prompt.ids]), lm.empty_past(1))
     probs = np.exp(logits[0, -1] - logits[0, -1].max())
     probs /= probs.sum()
@@ -74,16 +74,16 @@ def test_probabilities_are_those_the_model_gave(engine, exported):
 
 def test_stop_string_ends_generation_and_is_not_shown():
     f = StopFilter("\n\n")
-    shown = [f.push(c, 0.5) for c in "ab\nc\n\nzz"]
-    assert "".join(c for piece in shown for c, _ in piece) == "ab\nc"
+    shown = [f.push(Piece(c, 0.5)) for c in "ab\nc\n\nzz"]
+    assert "".join(p.char for piece in shown for p in piece) == "ab\nc"
     assert shown[2] == []
-    assert shown[3] == [("\n", 0.5), ("c", 0.5)]  # a held-back newline is released
+    assert shown[3] == [("\n", 0.5, None), ("c", 0.5, None)]  # a held-back newline is released
     assert f.finished
-    assert f.push("x", 1.0) == []
+    assert f.push(Piece("x", 1.0)) == []
     held = StopFilter("END")
-    assert held.push("E", 1) == []
-    assert held.push("N", 1) == []
-    assert held.flush() == [("E", 1), ("N", 1)]
+    assert held.push(Piece("E", 1)) == []
+    assert held.push(Piece("N", 1)) == []
+    assert held.flush() == [("E", 1, None), ("N", 1, None)]
 
 
 def test_stop_string_through_the_engine(engine):
@@ -218,3 +218,36 @@ def test_the_engines_threads_stop_spinning_after_each_run_unless_asked():
     assert [spins_after_each_run(s) for s in (stopping.session, stopping.ring.session)] == [False, False]
     assert [spins_after_each_run(s) for s in (spinning.session, spinning.ring.session)] == [True, True]
     assert spins_after_each_run(OnnxModel(SHIPPED_MODEL).session)
+
+
+@pytest.mark.parametrize("settings", [dict(temperature=0.8, top_k=12, top_p=0.9, min_p=0.02, seed=5, num_samples=2),
+                                      dict(temperature=0, seed=1)])
+def test_the_alternatives_are_the_distributions_each_character_was_drawn_from(monkeypatch, settings):
+    """Asked for alternatives, the shipped engine (ring steps, drafts) writes the same text, and
+    gives at each character the likeliest ones with the probabilities of the very distribution
+    its draw was made from (recorded here as the draws read them), the drawn one last when it is
+    not among them."""
+    from webapp.inference import sampling
+
+    engine = Engine(SHIPPED_MODEL)
+    prompt = encode_prompt("JULIET:\n", engine.vocab)
+    plain = SamplingParams(max_new_tokens=120, **settings)
+    asked = SamplingParams(max_new_tokens=120, alternatives=5, **settings)
+    text = engine.complete(prompt, plain)[0]
+    draws = []
+    draw_rows = sampling.draw_rows
+    monkeypatch.setattr(sampling, "draw_rows", lambda probs, u: (draws.extend(probs), draw_rows(probs, u))[1])
+    pieces = [row for step in engine.generate(prompt, asked) for row in step.pieces[0]]
+    assert "".join(p.char for p in pieces) == text
+    for position, piece in enumerate(pieces):
+        chars = [c for c, _, _ in piece.alternatives]
+        assert len(chars) in (5, 6) and (chars.index(piece.char) < 5 or len(chars) == 6)
+        assert [m for _, m, _ in piece.alternatives[:5]] == sorted((m for _, m, _ in piece.alternatives[:5]), reverse=True)
+        assert dict((c, m) for c, m, _ in piece.alternatives)[piece.char] == pytest.approx(piece.prob, abs=1e-12)
+        if settings["temperature"] == 0:
+            assert [s for _, _, s in piece.alternatives] == [1.0, 0, 0, 0, 0]
+            continue
+        distribution = draws[2 * position]  # row 0's: two rows draw at each position
+        for c, _, s in piece.alternatives:
+            assert s == pytest.approx(distribution[engine.vocab.index(c)], abs=1e-12)
+    assert settings["temperature"] == 0 or len(draws) == 2 * len(pieces)

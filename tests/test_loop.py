@@ -33,7 +33,7 @@ def engine(request, exported):
 
 def alone(engine: Engine, prompt: str, params: SamplingParams) -> list[list[int]]:
     """Each row's ids from Engine.decode: the loop with this request alone."""
-    return [list(row) for row in zip(*[ids.tolist() for ids, _ in engine.decode(encode_prompt(prompt, engine.vocab).ids, params)])]
+    return [list(row) for row in zip(*[draw.ids.tolist() for draw in engine.decode(encode_prompt(prompt, engine.vocab).ids, params)])]
 
 
 def received(request: Request) -> tuple[list[list[int]], bool]:

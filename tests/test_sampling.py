@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from webapp.inference.sampling import (SamplingParams, SettingsError, SplitMix64, draw_blocks, draw_rows, min_p_filter, next_ids,
-                                       sampling_probs, softmax, top_k_filter, top_p_filter)
+                                       sampling_distribution, sampling_probs, softmax, top_alternatives, top_k_filter, top_p_filter)
 
 
 def rows_of(n: int, **settings) -> list[SamplingParams]:
@@ -162,6 +162,9 @@ def test_requests_drawn_in_one_block_each_keep_what_they_would_keep_alone(temper
     ("max_new_tokens", -(2**70), "max_new_tokens"),
     ("temperature", float("inf"), "temperature"),
     ("num_samples", 100, "num_samples"),
+    ("alternatives", 21, "alternatives must be a whole number from 0 to 20, not 21"),
+    ("alternatives", -1, "alternatives"),
+    ("alternatives", 2.5, "alternatives"),
 ])
 def test_out_of_range_settings_are_refused_with_a_sentence(field, value, message):
     with pytest.raises(SettingsError, match=message):
@@ -172,3 +175,32 @@ def test_whole_numbers_given_as_floats_become_ints():
     params = SamplingParams(max_new_tokens=10.0, top_k=np.float64(3), seed=1e3)  # seed 1e3 made SplitMix64 fail (fuzzing)
     assert (params.max_new_tokens, params.top_k, params.seed) == (10, 3, 1000)
     assert all(type(v) is int for v in (params.max_new_tokens, params.top_k, params.seed, params.num_samples))
+
+
+def test_the_draws_distribution_is_all_on_the_argmax_at_temperature_zero_and_sampling_probs_above():
+    logits = np.array([[1.0, 3.0, 3.0, 0.5], [0.2, 0.1, 2.0, -1.0]])
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_k=2)]
+    probs = sampling_distribution(logits, params)
+    assert probs[0].tolist() == [0, 1, 0, 0]  # the lower id of the tie, as the greedy draw takes it
+    assert np.array_equal(probs[1], sampling_probs(logits[1:], params[1:])[0])
+
+
+@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=0.8), dict(temperature=1.3, top_k=3),
+                                      dict(temperature=1.0, top_p=0.5), dict(temperature=0.9, min_p=0.2)])
+def test_the_alternatives_are_the_likeliest_with_their_probabilities_in_the_model_and_in_the_draw(settings):
+    rng = np.random.default_rng(11)
+    logits = (rng.normal(size=(6, 65)) * 2).astype(np.float32)
+    logits[0, [3, 7]] = logits[0].max() + 1  # a tie for the likeliest: the lower id first
+    params = rows_of(6, **settings)
+    drawn = np.array([0, 5, 64, 1, 2, 3])
+    found = top_alternatives(logits, params, drawn, 5)
+    draw = sampling_distribution(logits, params)
+    for r in range(6):
+        order = sorted(range(65), key=lambda i: (-logits[r, i], i))[:5]
+        assert found.ids[r].tolist() == order
+        assert np.allclose(found.model[r], softmax(logits[r : r + 1])[0, order], rtol=0, atol=1e-15)
+        assert found.sampled[r].tolist() == draw[r, order].tolist()
+        assert found.drawn[r] == draw[r, drawn[r]]
+    assert found.ids[0, :2].tolist() == [3, 7]
+    if settings.get("top_k") == 3:
+        assert (found.sampled[:, 3:] == 0).all() and (found.sampled[:, :3] > 0).all()  # the filter's removals are 0

@@ -185,7 +185,7 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
     assert text == "ROMEO:" + expected
     assert greedy == engine.complete("KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0))[0]
     # Each generated character is coloured by the probability the model gave it, the number on hover.
-    python_probs = [p for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for _, p in step.pieces[0]]
+    python_probs = [p.prob for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for p in step.pieces[0]]
     assert "".join(ch for ch, _, _ in coloured) == expected
     page_probs = [float(re.fullmatch(r"p = (\d\.\d\d)", title).group(1)) for _, title, _ in coloured]
     assert max(abs(a - b) for a, b in zip(page_probs, python_probs)) <= 0.0051
@@ -309,3 +309,46 @@ def test_the_javascript_drafts_and_window_masks_are_pythons(node):
         want = window_mask(filled, positions, new).ravel()
         assert [("inf" if x == -np.inf else float(x)) for x in want] == got
 
+
+
+def test_the_javascript_alternatives_and_next_character_are_pythons(node):
+    """What the static page shows at a character and in its chart (chargpt.js's topAlternatives,
+    spellAlternatives and nextCharacter) is what the engine and /inspect give (sampling.py,
+    engine.py, next_character.py), and views.js shows as many alternatives as the pages ask for."""
+    from webapp.inference.engine import spell_alternatives
+    from webapp.inference.sampling import PAGE_ALTERNATIVES, softmax, top_alternatives
+    from webapp.server.next_character import distribution
+
+    rng = np.random.default_rng(8)
+    logits = (rng.normal(size=(6, 65)) * 3).astype(np.float32)
+    logits[1, [4, 9]] = logits[1].max() + 1  # a tie for the likeliest
+    vocab = [chr(0x41 + i) if i < 26 else chr(0x61 + i - 26) if i < 52 else str(i - 52) for i in range(65)]  # "3" and the like too
+    settings = [dict(temperature=0.8), dict(temperature=0), dict(temperature=1.3, top_k=4), dict(temperature=1, top_p=0.5),
+                dict(temperature=0.9, min_p=0.2), dict(temperature=2, top_k=30, top_p=0.9, min_p=0.01)]
+    drawn = [0, 9, 64, 12, 3, 40]
+    js_settings = [{"temperature": s["temperature"], "topK": s.get("top_k", 0), "topP": s.get("top_p", 1), "minP": s.get("min_p", 0)}
+                   for s in settings]
+    script = ("import { nextCharacter, samplingParams, softmax, spellAlternatives, topAlternatives } from './chargpt.js';\n"
+              "await import('./views.js');\n"
+              f"const logits = {json.dumps(logits.tolist())}.map((row) => Float32Array.from(row));\n"
+              f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {drawn}, vocab = {json.dumps(vocab)};\n"
+              "console.log(JSON.stringify({ shown: globalThis.chargptViews.ALTERNATIVES,\n"
+              "  top: logits.map((row, r) => topAlternatives(row, settings[r], drawn[r], 5)),\n"
+              "  spelled: logits.map((row, r) => spellAlternatives(row, settings[r], drawn[r], softmax(row)[drawn[r]], 5, vocab)),\n"
+              "  next: logits.map((row, r) => nextCharacter(row, settings[r], vocab)) }));")
+    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True,
+                                    timeout=60, check=True).stdout)
+    assert out["shown"] == PAGE_ALTERNATIVES
+    for r, s in enumerate(settings):
+        params = SamplingParams(**s)
+        found = top_alternatives(logits[r : r + 1], [params], np.array([drawn[r]]), 5)
+        js = out["top"][r]
+        assert js["ids"] == found.ids[0].tolist()
+        assert np.allclose(js["model"], found.model[0], rtol=0, atol=1e-12) and np.allclose(js["sampled"], found.sampled[0], rtol=0, atol=1e-12)
+        assert abs(js["drawn"] - found.drawn[0]) <= 1e-12
+        python = spell_alternatives(found, 0, drawn[r], float(softmax(logits[r : r + 1])[0, drawn[r]]), vocab)
+        assert [row["char"] for row in out["spelled"][r]] == [c for c, _, _ in python]
+        assert np.allclose([[row["model"], row["sampled"]] for row in out["spelled"][r]], [x[1:] for x in python], rtol=0, atol=1e-12)
+        want = distribution(logits[r], params, vocab)
+        assert sorted(out["next"][r]["before"]) == sorted(want["before"]) and sorted(out["next"][r]["after"]) == sorted(want["after"])
+        assert all(abs(out["next"][r][part][c] - p) <= 1e-12 for part in ("before", "after") for c, p in want[part].items())

@@ -14,9 +14,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
-import numpy as np
 
-from .loop import Request, Scheduler, outputs
+from .loop import Draw, Request, Scheduler, outputs
 from .sampling import SamplingParams
 
 # A request arriving while others decode waits up to this long for others to arrive, so that a
@@ -46,9 +45,8 @@ class Batcher:
         """Forwards of cached steps so far, for tests and benchmarks."""
         return self.loop.ticks
 
-    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """As Engine.decode: yields (ids [rows], the probability the model gave each) per new
-        character. Closing the iterator (or dropping it) takes the request out of its batch."""
+    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Draw]:
+        """As Engine.decode: yields a Draw per new character. Closing the iterator (or dropping it) takes the request out of its batch."""
         request = self.submit(prompt_ids, params)
 
         def delivered():

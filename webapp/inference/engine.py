@@ -17,20 +17,45 @@ from __future__ import annotations
 import os
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from .drafting import MAX_DRAFT, load_table, table_path
-from .loop import Request, Scheduler, outputs
+from .loop import Draw, Request, Scheduler, outputs
 from .onnx_model import OnnxModel, PlainSteps
 from .ring import load_ring
-from .sampling import SamplingParams
+from .sampling import Alternatives, SamplingParams
 
 MAX_PROMPT_CHARS = 10_000  # per request, on the server (webapp/web/chargpt.js's LIMITS keeps the same)
 
-# The loop over ids: (prompt ids, settings) -> (ids [rows], their probabilities) per new character.
-Decode = Callable[[list[int], SamplingParams], Iterator[tuple[np.ndarray, np.ndarray]]]
+# The loop over ids: (prompt ids, settings) -> a Draw per new character.
+Decode = Callable[[list[int], SamplingParams], Iterator[Draw]]
+# What the model considered at a character: (character, the model's probability, its probability
+# in the distribution the character was drawn from) for the likeliest, most likely first.
+Considered = tuple[tuple[str, float, float], ...]
+
+
+class Piece(NamedTuple):
+    """A character of a row's text: the probability the model gave it and, when the request asks
+    (SamplingParams.alternatives), what the model considered there, the drawn character last when
+    it is not among the likeliest."""
+
+    char: str
+    prob: float
+    alternatives: Considered | None = None
+
+
+def spell_alternatives(alternatives: Alternatives | None, row: int, drawn: int, prob: float, vocab: list[str]) -> Considered | None:
+    """Row `row` of the loop's Alternatives in characters, with the drawn id's entry added when it
+    is not among the likeliest (prob: the probability the model gave it)."""
+    if alternatives is None:
+        return None
+    ids = alternatives.ids[row].tolist()
+    found = [(vocab[i], m, s) for i, m, s in zip(ids, alternatives.model[row].tolist(), alternatives.sampled[row].tolist())]
+    if drawn not in ids:
+        found.append((vocab[drawn], prob, float(alternatives.drawn[row])))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -80,17 +105,17 @@ class StopFilter:
 
     def __init__(self, stop: str | None):
         self.stop = stop or ""
-        self.pending: list[tuple[str, float]] = []
+        self.pending: list[Piece] = []
         self.finished = False
 
-    def push(self, ch: str, prob: float) -> list[tuple[str, float]]:
-        """Add a character; return the (character, probability) pairs now safe to show."""
+    def push(self, piece: Piece) -> list[Piece]:
+        """Add a character; return the pieces now safe to show."""
         if self.finished:
             return []
-        self.pending.append((ch, prob))
+        self.pending.append(piece)
         if not self.stop:
             return self.flush()
-        tail = "".join(c for c, _ in self.pending)
+        tail = "".join(p.char for p in self.pending)
         if tail.endswith(self.stop):
             self.finished = True
             kept = self.pending[: len(self.pending) - len(self.stop)]
@@ -100,18 +125,18 @@ class StopFilter:
         out, self.pending = self.pending[: len(self.pending) - hold], self.pending[len(self.pending) - hold :]
         return out
 
-    def flush(self) -> list[tuple[str, float]]:
+    def flush(self) -> list[Piece]:
         out, self.pending = self.pending, []
         return out
 
 
 @dataclass
 class Step:
-    """What each row adds to its text: (character, probability the model gave it) pairs, and
-    whether the row has finished (its stop string appeared); `ids` are the sampled ids (None
-    on the last Step, which only releases what a stop filter held back)."""
+    """What each row adds to its text (Pieces), and whether the row has finished (its stop string
+    appeared); `ids` are the sampled ids (None on the last Step, which only releases what a stop
+    filter held back)."""
 
-    pieces: list[list[tuple[str, float]]]
+    pieces: list[list[Piece]]
     finished: list[bool]
     ids: np.ndarray | None = None
 
@@ -156,10 +181,10 @@ class Engine(OnnxModel):
         """The web server's engine: serving_threads() threads, leaving a core to the server's own."""
         return cls(path, device, threads=serving_threads())
 
-    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The loop at the level of ids, for one request in this thread: yields (ids [rows], the
-        probability the model gave each) per new character, num_samples rows with seeds seed + row;
-        no forward pass after the last character asked for."""
+    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Draw]:
+        """The loop at the level of ids, for one request in this thread: yields a Draw per new
+        character, num_samples rows with seeds seed + row; no forward pass after the last
+        character asked for."""
         request, loop = Request(list(prompt_ids), params), Scheduler(self)
         loop.admit([request])
 
@@ -170,15 +195,22 @@ class Engine(OnnxModel):
 
         yield from outputs(ticks())
 
+    def next_logits(self, prompt_ids: list[int]) -> np.ndarray:
+        """The logits [vocab] that the first character after these ids is drawn from: decode's
+        prefill, one forward of the last receptive_field ids, and no generation."""
+        logits, _ = PlainSteps(self).prefill(np.array([prompt_ids], np.int64))
+        return logits[0]
+
     def generate(self, prompt: EncodedPrompt, params: SamplingParams, decode: Decode | None = None) -> Iterator[Step]:
         """Yield a Step per new character until max_new_tokens, or until every row has stopped.
         `decode` runs the loop over ids: this engine's own by default, or a Batcher's (the server)."""
         filters = [StopFilter(params.stop) for _ in range(params.num_samples)]
         decoded = (decode or self.decode)(prompt.ids, params)
         try:
-            for ids, probs in decoded:
-                pieces = [f.push(self.vocab[i], p) for f, i, p in zip(filters, ids.tolist(), probs.tolist())]
-                yield Step(pieces, [f.finished for f in filters], ids)
+            for draw in decoded:
+                pieces = [f.push(Piece(self.vocab[i], p, spell_alternatives(draw.alternatives, r, i, p, self.vocab)))
+                          for r, (f, i, p) in enumerate(zip(filters, draw.ids.tolist(), draw.probs.tolist()))]
+                yield Step(pieces, [f.finished for f in filters], draw.ids)
                 if all(f.finished for f in filters):
                     return
         finally:
@@ -192,5 +224,5 @@ class Engine(OnnxModel):
         texts = [""] * params.num_samples
         for step in self.generate(prompt, params):
             for r, piece in enumerate(step.pieces):
-                texts[r] += "".join(c for c, _ in piece)
+                texts[r] += "".join(p.char for p in piece)
         return texts

@@ -29,16 +29,24 @@ text is exactly what it is alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from .drafting import as_text, drafts, next_budget
-from .sampling import SamplingParams, SplitMix64, draw_blocks, streams
+from .sampling import Alternatives, SamplingParams, SplitMix64, draw_blocks, streams, top_alternatives
 
 FINISHED = object()  # put on a request's `out` after its last character
 PREFILL_CHARS = 2048  # prompt characters (rows × length) prefilled in one forward
 CROWD_DRAFT = 1  # the most characters each request of a crowd drafts a step (docs/serving.md)
+
+
+class Draw(NamedTuple):
+    """One new character of each of a request's rows, as the loop puts it on the request's `out`."""
+
+    ids: np.ndarray  # [rows]
+    probs: np.ndarray  # [rows]: the probability the model gave each
+    alternatives: Alternatives | None = None  # what the rows considered there, when the request asks
 
 
 class Outbox(list):
@@ -56,8 +64,7 @@ class Outbox(list):
 class Request:
     prompt_ids: list[int]
     params: SamplingParams
-    # What the loop puts for the consumer: (ids [rows], the probability the model gave each) per
-    # character, then FINISHED, or an exception. Anything with `put`: an Outbox, a queue (the
+    # What the loop puts for the consumer: a Draw per character, then FINISHED, or an exception. Anything with `put`: an Outbox, a queue (the
     # Batcher), the model process's outlet (webapp/server/model_process.py).
     out: Any = field(default_factory=Outbox)
     produced: int = 0
@@ -84,7 +91,7 @@ class Request:
         return self.cancelled or self.left <= 0
 
 
-def outputs(items: Iterable) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def outputs(items: Iterable) -> Iterator[Draw]:
     """A request's characters from what the loop put on its `out`, up to FINISHED; an exception
     put there is raised."""
     for item in items:
@@ -108,6 +115,19 @@ def prefill_groups(requests: list[Request], length: int) -> list[list[Request]]:
             groups.append([request])
             chars = request.rows * length
     return groups
+
+
+def considered(block: np.ndarray, ids: np.ndarray, params: SamplingParams) -> list[Alternatives | None]:
+    """What a request's rows considered at each position they wrote this tick, from its part of
+    the block [rows, count, vocab] and the ids drawn there [rows, count]; None at each position
+    when its settings do not ask (the cost falls only on requests that ask)."""
+    rows, count = ids.shape
+    if not params.alternatives:
+        return [None] * count
+    found = top_alternatives(block.transpose(1, 0, 2).reshape(rows * count, -1), [params] * (rows * count),
+                             ids.T.ravel(), params.alternatives)
+    by_position = [a.reshape(count, rows, *a.shape[1:]) for a in found]
+    return [Alternatives(*(a[j] for a in by_position)) for j in range(count)]
 
 
 def concat(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -261,8 +281,8 @@ class Scheduler:
             if not alive:
                 continue
             count = row_counts[rows.start]
-            for j in range(count):
-                request.out.put((ids[rows, j], probs[rows, j]))
+            for j, alternatives in enumerate(considered(cohort.block[rows, :count], ids[rows, :count], request.params)):
+                request.out.put(Draw(ids[rows, j], probs[rows, j], alternatives))
             request.next_ids = ids[rows, count - 1]
             request.produced += count
             request.budget = next_budget(request.budget, drafted_lengths[rows.start], count, self.max_draft)

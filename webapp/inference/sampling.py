@@ -16,6 +16,10 @@ For each next character, from the model's logits [rows, vocab], each row with it
   6. draw one id by inverse CDF: the first id, in id order, whose cumulative probability
      exceeds u * total, with u uniform in [0, 1) from the row's SplitMix64 stream.
 
+A request may also ask what the model considered at each character (`alternatives`, as vLLM's
+`logprobs` asks for the likeliest tokens): the likeliest characters there, with their
+probabilities in the model's distribution and in the one the draw was made from (`top_alternatives`).
+
 Row r of a request with seed s draws from the stream seeded with s + r, so it is the same text as
 a single generation with seed s + r. SplitMix64 is a few lines in any language (the JavaScript
 port, webapp/web/chargpt.js, uses the same one), which makes seeded samples portable.
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -34,6 +38,8 @@ MAX_NEW_TOKENS = 2000  # per request
 MAX_SAMPLES = 8
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10
+MAX_ALTERNATIVES = 20  # the likeliest characters a request may ask about at each new one
+PAGE_ALTERNATIVES = 5  # what the pages ask for (webapp/web/views.js's ALTERNATIVES keeps the same)
 # The JavaScript port (webapp/web/chargpt.js, LIMITS) keeps the same limits; tests/test_web.py ties them.
 
 
@@ -63,6 +69,7 @@ class SamplingParams:
     seed: int = 0
     stop: str | None = None  # generation of a row ends before the first occurrence of this
     num_samples: int = 1
+    alternatives: int = 0  # the likeliest characters reported with each new one (top_alternatives); 0 = none
 
     def __post_init__(self):
         checks = [
@@ -77,11 +84,13 @@ class SamplingParams:
             (is_integer(self.num_samples) and 1 <= self.num_samples <= MAX_SAMPLES,
              f"num_samples must be from 1 to {MAX_SAMPLES}, not {self.num_samples!r}"),
             (self.stop is None or (isinstance(self.stop, str) and len(self.stop) <= 100), "stop must be a string of at most 100 characters"),
+            (is_integer(self.alternatives) and 0 <= self.alternatives <= MAX_ALTERNATIVES,
+             f"alternatives must be a whole number from 0 to {MAX_ALTERNATIVES}, not {self.alternatives!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message + ".")
-        for name in ("max_new_tokens", "top_k", "seed", "num_samples"):  # 1000.0 (from JSON, or "1e3") -> 1000
+        for name in ("max_new_tokens", "top_k", "seed", "num_samples", "alternatives"):  # 1000.0 (from JSON, or "1e3") -> 1000
             object.__setattr__(self, name, int(getattr(self, name)))
 
 
@@ -166,6 +175,38 @@ def sampling_probs(logits: np.ndarray, params: Sequence[SamplingParams]) -> np.n
     z = top_k_filter(z, [p.top_k for p in params])
     z = top_p_filter(z, [p.top_p for p in params])
     return softmax(z)
+
+
+def sampling_distribution(logits: np.ndarray, params: Sequence[SamplingParams]) -> np.ndarray:
+    """The distribution each row's next id is drawn from [rows, vocab], any temperature: all on
+    the argmax (the lowest id on ties) at temperature 0, else sampling_probs."""
+    probs = np.zeros(logits.shape)
+    probs[np.arange(len(logits)), logits.argmax(axis=-1)] = 1.0
+    drawn = [r for r, p in enumerate(params) if p.temperature > 0]
+    if drawn:
+        probs[drawn] = sampling_probs(logits[drawn], [params[r] for r in drawn])
+    return probs
+
+
+class Alternatives(NamedTuple):
+    """What rows considered at one position: each row's k likeliest ids (most likely first, the
+    lower id first on ties), their probabilities in the model's distribution (temperature 1) and
+    in the one the draw was made from (0 where temperature 0 or a filter left them out), and the
+    drawn id's probability in the latter."""
+
+    ids: np.ndarray  # [rows, k]
+    model: np.ndarray  # [rows, k]
+    sampled: np.ndarray  # [rows, k]
+    drawn: np.ndarray  # [rows]
+
+
+def top_alternatives(logits: np.ndarray, params: Sequence[SamplingParams], drawn: np.ndarray, k: int) -> Alternatives:
+    """The k likeliest of each row of logits [rows, vocab] (params: one per row), from which the
+    ids `drawn` [rows] were drawn."""
+    ids = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    model, sampled = softmax(logits), sampling_distribution(logits, params)
+    return Alternatives(ids, np.take_along_axis(model, ids, axis=-1), np.take_along_axis(sampled, ids, axis=-1),
+                        sampled[np.arange(len(logits)), drawn])
 
 
 def draw_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -115,7 +115,7 @@ def generate_main(argv: list[str]) -> int:
     if params.num_samples == 1:  # stream it as it is generated
         print(args.prompt, end="", flush=True)
         for step in engine.generate(encoded, params):
-            print("".join(c for c, _ in step.pieces[0]), end="", flush=True)
+            print("".join(p.char for p in step.pieces[0]), end="", flush=True)
         print()
         return 0
     for r, text in enumerate(engine.complete(encoded, params)):

@@ -4,15 +4,25 @@ Each character's colour is an inline style, so API clients get it too; the box a
 (TEXT_STYLE) is the page's. The HTML only ever grows at its end while characters arrive, so
 Gradio streams each update as the new spans alone, not the whole text again. The static page
 draws the same colours (webapp/web/chargpt.js, `colour`).
+
+Asked for alternatives (the page asks; docs/views.md), each generated character's span also
+carries what the model considered there (`data-alternatives`, JSON), and the prompt's span the
+request that wrote the text (`data-request`, JSON), which the page's inspector
+(webapp/web/views.js) reads to show them and to rewrite the text from a chosen alternative.
 """
 
 from __future__ import annotations
 
 import html
+import json
+
+from webapp.inference.engine import Piece
 
 TEXT_STYLE = ("font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
               "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px")
 PROMPT_STYLE = "opacity: 0.6"
+DIGITS = 6  # a probability's decimals in the HTML: within 5e-7 of the engine's
+CHOSEN, UNDO = "chargpt-chosen", "chargpt-undo"  # the classes views.js looks for
 
 
 def colour(p: float) -> str:
@@ -20,23 +30,46 @@ def colour(p: float) -> str:
     return f"hsl({int(130 * p + 0.5)}, 75%, 82%)"  # halves round up, as JavaScript's Math.round
 
 
-def char_span(ch: str, p: float) -> str:
-    return f'<span style="background:{colour(p)}" title="p = {p:.2f}">{html.escape(ch)}</span>'
+def attribute(value) -> str:
+    """A JSON value as an HTML attribute's value, in single quotes (JSON's double quotes then
+    need no escaping: a fifth of the size of a generated character's span)."""
+    text = html.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")), quote=False)
+    return "'" + text.replace("'", "&#x27;") + "'"
+
+
+def char_span(piece: Piece, tab_stop: bool = False, chosen: bool = False) -> str:
+    title = f"p = {piece.prob:.2f}" + " · your choice" * chosen
+    attributes = f'style="background:{colour(piece.prob)}" title="{title}"'
+    if piece.alternatives is not None:
+        found = [[c, round(m, DIGITS), round(s, DIGITS)] for c, m, s in piece.alternatives]
+        attributes += f' tabindex="{0 if tab_stop else -1}" data-alternatives={attribute(found)}'
+    if chosen:
+        attributes += f' class="{CHOSEN}"'
+    return f"<span {attributes}>{html.escape(piece.char)}</span>"
 
 
 def legend() -> str:
     stops = "".join(f'<span style="background:{colour(p)}">&nbsp;{p:.1f}&nbsp;</span>' for p in (0.1, 0.3, 0.5, 0.7, 0.9))
-    return f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}</div>'
+    return (f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}. '
+            "Hover over, tap or Tab to a character to see what the model considered there; choose another to rewrite "
+            "the text from it.</div>")
 
 
 class ColouredText:
-    """The prompt (dimmed) and the generated characters as they arrive; `html()` at any time."""
+    """The prompt (dimmed) and the generated characters as they arrive; `html()` at any time.
+    request: the request that writes the text, as the page sends it back to rewrite it (only when
+    the characters come with alternatives); an Undo button leads when it has earlier choices to
+    go back to."""
 
-    def __init__(self, prompt: str):
-        self.parts = [f'<span style="{PROMPT_STYLE}">{html.escape(prompt)}</span>']
+    def __init__(self, prompt: str, request: dict | None = None):
+        undo = f'<button type="button" class="{UNDO}">Undo the last choice</button> ' if request and request["undo"] else ""
+        data = f" data-request={attribute(request)}" if request else ""
+        self.parts = [f'{undo}<span style="{PROMPT_STYLE}"{data}>{html.escape(prompt)}</span>']
+        self.generated = 0
 
-    def add(self, ch: str, p: float) -> None:
-        self.parts.append(char_span(ch, p))
+    def add(self, piece: Piece, chosen: bool = False) -> None:
+        self.parts.append(char_span(piece, tab_stop=self.generated == 0, chosen=chosen))
+        self.generated += 1
 
     def html(self) -> str:
         return "".join(self.parts)

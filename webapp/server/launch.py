@@ -68,9 +68,10 @@ def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int
     log_refusals()
     settle_matplotlib()
     inputs = {fn.api_name: len(fn.inputs) for fn in demo.fns.values() if isinstance(fn.api_name, str)}
+    by_index = {index: len(fn.inputs) for index, fn in demo.fns.items() if isinstance(fn.api_name, str)}
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed_files(model_path),
                        show_error=True, max_file_size=MAX_REQUEST_BYTES,
                        app_kwargs={"middleware": [Middleware(ClosedRoutes), Middleware(RequestSizeLimit),
-                                                  Middleware(TrailingInputs, inputs=inputs)],
+                                                  Middleware(TrailingInputs, inputs=inputs, by_index=by_index)],
                                    "lifespan": stalled_stream_lifespan(stall_s)},
                        state_session_capacity=SESSION_CAPACITY, **kwargs)

@@ -10,8 +10,8 @@ sooner (docs/serving.md has the figures).
 The two processes talk over the child's stdin and stdout, one pickled message at a time:
 - to the child: ("start", id, prompt ids, SamplingParams), ("cancel", id), ("rows", 0);
 - from it: ("ready", None) once loaded (or ("failed", why)), then after every tick one
-  ("tick", [(id, item), ...]) with each request's characters of that tick, each item
-  (ids, probabilities) as lists, END after a request's last one, or an error's message; and
+  ("tick", [(id, item), ...]) with each request's characters of that tick, each item a Draw's
+  arrays as lists (`as_lists`), END after a request's last one, or an error's message; and
   ("rows", n) in answer to "rows".
 The child ends when its stdin closes (the server exited, however it did).
 """
@@ -32,12 +32,23 @@ import numpy as np
 
 from webapp.inference.batching import Batcher
 from webapp.inference.engine import Engine
-from webapp.inference.loop import FINISHED
-from webapp.inference.sampling import SamplingParams
+from webapp.inference.loop import FINISHED, Draw
+from webapp.inference.sampling import Alternatives, SamplingParams
 
 END = None  # a request's last message
 STARTUP_TIMEOUT_S = 300  # loading and checking a model takes seconds; a cold disk or a GPU can take longer
 REPO = Path(__file__).resolve().parents[2]
+
+
+def as_lists(draw: Draw) -> tuple:
+    """A Draw as plain lists, which pickle faster than small arrays."""
+    alternatives = draw.alternatives and tuple(a.tolist() for a in draw.alternatives)
+    return draw.ids.tolist(), draw.probs.tolist(), alternatives
+
+
+def from_lists(item: tuple) -> Draw:
+    ids, probs, alternatives = item
+    return Draw(np.array(ids), np.array(probs), alternatives and Alternatives(*map(np.array, alternatives)))
 
 
 def send(stream: BinaryIO, message) -> None:
@@ -135,7 +146,7 @@ class ModelProcess:
         except OSError:  # it stopped a moment ago: its dispatcher fails the others
             raise ModelProcessError("The model process stopped; ask again to start a new one.") from None
 
-    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Draw]:
         """As Engine.decode; closing the iterator (or dropping it) takes the request out of its batch."""
         rid, waiting = next(self._ids), queue.SimpleQueue()
         with self._lock:
@@ -155,8 +166,7 @@ class ModelProcess:
                 if isinstance(item, str):
                     ended = True
                     raise ModelProcessError(item[0].upper() + item[1:] + ("" if item.endswith(".") else "."))
-                ids, probs = item
-                yield np.array(ids), np.array(probs)
+                yield from_lists(item)
         finally:
             with self._lock:
                 if self._waiting.pop(rid, None) is not None and not ended and self._child is not None:
@@ -195,8 +205,7 @@ class Outlet:
             self.requests.pop(self.rid, None)
             self.tick.append((self.rid, END if item is FINISHED else f"{type(item).__name__}: {item}"))
         else:
-            ids, probs = item
-            self.tick.append((self.rid, (ids.tolist(), probs.tolist())))
+            self.tick.append((self.rid, as_lists(item)))
 
 
 def serve(model: str, device: str, inbox: BinaryIO, outbox: BinaryIO) -> int:

@@ -1,34 +1,37 @@
-"""The Gradio page (its layout) and its API (`/generate`, streaming), built around one Engine.
+"""The Gradio page (its layout) and its API, built around one Engine: `/generate` (streaming) and
+`/inspect` (the next character's distribution); the page also rewrites its text from a chosen
+alternative (a private event; webapp/server/streaming.py).
 
 Run it with `python -m webapp`, or as a Space does: `python webapp/app.py` from the repo root.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import html
 import sys
 import threading
-import time
+from pathlib import Path
 
 import gradio as gr
 
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE, Batcher
-from webapp.inference.engine import MAX_PROMPT_CHARS, Engine, encode_prompt
+from webapp.inference.engine import MAX_PROMPT_CHARS, Engine
 from webapp.inference.onnx_model import SHIPPED_MODEL, averaged_phrase
 from webapp.inference.sampling import MAX_NEW_TOKENS
 from webapp.server.about import read_about
-from webapp.server.api_input import check_request, values_as_sent
-from webapp.server.coloured import TEXT_STYLE, ColouredText, legend
+from webapp.server.api_input import check_choices, check_inspect, check_request, check_undo, refuse, values_as_sent
+from webapp.server.coloured import TEXT_STYLE, legend
 from webapp.server.launch import STATIC_URL, static_site_built
 from webapp.server.model_process import ModelProcess, ModelProcessError
+from webapp.server.next_character import NextCharacter
+from webapp.server.streaming import stream_generation
 
-# The page is updated while characters arrive, at most every STREAM_EVERY_S, and only once
-# UPDATE_CHARS new characters have come or STREAM_MAX_WAIT_S has passed. Each update costs the
-# server the same whatever it carries: when a crowd shares the model, each visitor's characters
-# come slower, and fewer, fuller updates leave the cores to the model.
-STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.5
+# The views' drawing code, which the static page shares (docs/views.md): loaded inline, before
+# the generated text's own script (INSPECTOR) runs.
+VIEWS_JS = Path(__file__).resolve().parents[1] / "web" / "views.js"
+INSPECTOR = "globalThis.chargptViews.inspectServerText(element, (data) => trigger('branch', data));"
+INSPECT_CONCURRENCY = 4  # /inspect's forwards at once, in the server's own process
 
 
 class StopPresses:
@@ -82,46 +85,6 @@ class StopPresses:
         return len(self._flags)
 
 
-def stream_generation(engine: Engine, batcher: ModelProcess | Batcher, inputs: tuple, stop: threading.Event | None = None):
-    """The /generate endpoint: yields (full text, coloured HTML, stats line) as characters
-    arrive; its forward passes run in `batcher`'s batches. `inputs`: the API's inputs after the
-    prompt, as sent (check_request). Once `stop` is set, it ends with the text so far (its batch
-    row freed at once) and says so on the stats line."""
-    prompt, params = check_request(*inputs)
-    encoded = encode_prompt(prompt, engine.vocab)
-    notices = [n for n in (engine.notice, encoded.notice()) if n]
-    if len(encoded.ids) > engine.receptive_field:
-        notices.append(f"the model reads the last {engine.receptive_field} characters of the prompt")
-    text = prompt if prompt else encoded.text  # an empty prompt starts from a newline
-    coloured = ColouredText(text)
-    generated = shown = 0
-    stopped = False
-    start = last_yield = time.perf_counter()
-
-    def stats() -> str:
-        elapsed = time.perf_counter() - start
-        rate = generated / elapsed if elapsed > 0 else 0.0
-        line = (f"{generated} characters in {elapsed:.2f} s ({rate:,.0f} characters/s) · "
-                f"{engine.provider} · seed {params.seed}")
-        return line + " · stopped" * stopped + "".join(f" · {n}" for n in notices)
-
-    with contextlib.closing(engine.generate(encoded, params, batcher.decode)) as steps:  # closed: the row is freed
-        for step in steps:
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            for ch, p in step.pieces[0]:
-                text += ch
-                coloured.add(ch, p)
-                generated += 1
-            now = time.perf_counter()
-            waited = now - last_yield
-            if waited >= STREAM_MAX_WAIT_S or (waited >= STREAM_EVERY_S and generated - shown >= UPDATE_CHARS):
-                last_yield, shown = now, generated
-                yield text, coloured.html(), stats()
-    yield text, coloured.html(), stats()
-
-
 def model_panel(engine: Engine) -> str:
     c, t = engine.metadata["config"], engine.metadata["training"]
     val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
@@ -154,14 +117,34 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
     beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
     batcher = serving_batcher(engine)
     stops = StopPresses()
+    next_character = NextCharacter(engine)
 
-    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, request: gr.Request):
+    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives, request: gr.Request):
+        prompt, params = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives)
+        yield from stream_stoppable(prompt, params, request)
+
+    def branch(event: gr.EventData, request: gr.Request):
+        """The page's text rewritten from a chosen alternative, or back to an earlier one (Undo):
+        the request it sends is the one its text carries, with other choices."""
+        data = getattr(event, "_data", None)
+        asked = data.get("request") if isinstance(data, dict) else None
+        if not isinstance(asked, dict):
+            raise refuse("A choice must come with the request that wrote the text.")
+        inputs = [asked.get(k) for k in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "min_p")]
+        prompt, params = check_request(*inputs, alternatives=True)
+        stops.generate_pressed(request)
+        yield from stream_stoppable(prompt, params, request, check_choices(asked.get("choices")), check_undo(asked.get("undo")))
+
+    def stream_stoppable(prompt, params, request: gr.Request, choices=None, undo=None):
         flag = stops.flag(request.session_hash)
         try:
-            inputs = (prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p)
-            yield from stream_generation(engine, batcher, inputs, flag)
+            yield from stream_generation(engine, batcher.decode, prompt, params, flag, choices, undo)
         finally:
             stops.finished(request.session_hash, flag)
+
+    def inspect(text, temperature, top_k, top_p, min_p) -> dict:
+        """The next character's distribution after `text` (webapp/server/next_character.py)."""
+        return next_character(*check_inspect(text, temperature, top_k, top_p, min_p))
 
     loss_curve = engine.path.with_suffix(".loss.png")
     about = read_about(engine.metadata)  # the model's own words (export records them), or neutral ones
@@ -184,9 +167,21 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
                 top_p = values_as_sent(gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)"))
                 min_p = values_as_sent(gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p (0 = off)"))
                 seed = values_as_sent(gr.Number(value=-1, precision=None, label="Seed (-1 = random)"))
-        gr.HTML(legend())
-        colored = gr.HTML(elem_id="colored", label="Generated text", html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>')
-        stats = gr.Markdown(elem_id="stats", label="Stats")
+                # /generate's last input: the page asks for alternatives (the js of its click), API callers
+                # only when they say so.
+                alternatives = values_as_sent(gr.Checkbox(value=False, visible=False, label="alternatives"))
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.HTML(legend())
+                colored = gr.HTML(elem_id="colored", label="Generated text", html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>',
+                                  head=f"<script>{VIEWS_JS.read_text(encoding='utf-8')}</script>", js_on_load=INSPECTOR)
+                stats = gr.Markdown(elem_id="stats", label="Stats")
+            with gr.Column(scale=1):
+                chart = gr.HTML(elem_id="next-char", label="The next character")
+                with gr.Accordion("The next character as /inspect returns it", open=False):
+                    next_json = gr.JSON(elem_id="next-char-json", label="/inspect")
+                # The text the chart is about: the prompt, or the text so far.
+                inspected = gr.Textbox(value=about.prompt, visible=False, label="text")
         output = gr.Textbox(label="Plain text", lines=6, interactive=False, elem_id="output")
         with gr.Accordion("About the model", open=False):
             gr.Markdown(model_panel(engine))
@@ -194,9 +189,19 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
                 gr.Image(str(loss_curve), label="Loss curve", show_label=True, interactive=False)
         # Generate's click first gives the session a fresh stop flag (not queued: at once), then
         # queues the generation; Stop sets the flag (StopPresses says why not `cancels=`).
+        generation_inputs = [prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives]
         generate_btn.click(stops.generate_pressed, None, None, queue=False, api_visibility="private").then(
-            generate, [prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p], [output, colored, stats], api_name="generate")
+            generate, generation_inputs, [output, colored, stats], api_name="generate", concurrency_id="generate",
+            js="(...values) => [...values.slice(0, 7), true]").then(None, output, inspected, js="(text) => text")
+        colored.branch(branch, None, [output, colored, stats], api_visibility="private", concurrency_id="generate").then(
+            None, output, inspected, js="(text) => text")
         stop_btn.click(stops.stop_pressed, None, None, queue=False, api_visibility="private")
+        # The chart: one forward per text (kept for the next settings), drawn in the browser by views.js.
+        prompt.change(None, prompt, inspected, js="(text) => text")
+        gr.on([demo.load, inspected.change, temperature.change, top_k.change, top_p.change, min_p.change], inspect,
+              [inspected, temperature, top_k, top_p, min_p], next_json, api_name="inspect", trigger_mode="always_last",
+              concurrency_limit=INSPECT_CONCURRENCY, show_progress="hidden")
+        next_json.change(None, next_json, chart, js="(answer) => globalThis.chargptViews.chartHtml(answer)")
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 

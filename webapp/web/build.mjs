@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { modelFiles, readAbout } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const PAGE = ["index.html", "style.css", "app.js", "chargpt.js"];
+const PAGE = ["index.html", "style.css", "app.js", "chargpt.js", "views.js"];
 const ORT = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"];
 const SHORT_DESCRIPTION_CHARS = 60; // the Hub's limit for a Space's short_description
 

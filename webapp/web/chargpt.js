@@ -96,6 +96,44 @@ export function samplingProbs(logits, params) {
   return softmax(topPFilter(topKFilter(minPFilter(scaled, params.minP), params.topK), params.topP));
 }
 
+/** The distribution a draw is made from at any temperature: all on the argmax (the lowest id on
+ * ties) at 0, else samplingProbs (sampling.py's sampling_distribution). */
+export function samplingDistribution(logits, params) {
+  if (params.temperature > 0) return samplingProbs(logits, params);
+  const probs = new Float64Array(logits.length);
+  probs[argmax(logits)] = 1;
+  return probs;
+}
+
+/** sampling.py's top_alternatives for one row of logits: the k likeliest ids (the lower id first
+ * on ties), their probabilities in the model's distribution and in the draw's, and the drawn id's
+ * probability in the draw's. */
+export function topAlternatives(logits, params, drawn, k) {
+  const model = softmax(logits), sampled = samplingDistribution(logits, params);
+  const ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
+  return { ids, model: ids.map((i) => model[i]), sampled: ids.map((i) => sampled[i]), drawn: sampled[drawn] };
+}
+
+/** What a page shows at a generated character (engine.py's spell_alternatives): [{char, model,
+ * sampled}] for the k likeliest, then the drawn id when it is not among them (prob: the probability
+ * the model gave it). */
+export function spellAlternatives(logits, params, drawn, prob, k, vocab) {
+  const found = topAlternatives(logits, params, drawn, k);
+  const rows = found.ids.map((id, j) => ({ char: vocab[id], model: found.model[j], sampled: found.sampled[j] }));
+  if (!found.ids.includes(drawn)) rows.push({ char: vocab[drawn], model: prob, sampled: found.drawn });
+  return rows;
+}
+
+/** webapp/server/next_character.py's distribution: the next character's distribution from its
+ * logits, `before` the sampling rules (the model's own) and `after` them (only the characters they
+ * keep), characters to probabilities, the likeliest first. */
+export function nextCharacter(logits, params, vocab) {
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  const model = softmax(logits), sampled = samplingDistribution(logits, params);
+  return { before: Object.fromEntries(order.map((i) => [vocab[i], model[i]])),
+    after: Object.fromEntries(order.filter((i) => sampled[i] > 0).map((i) => [vocab[i], sampled[i]])) };
+}
+
 /** Inverse CDF: the first id whose cumulative probability exceeds u * total. */
 export function draw(probs, u) {
   const cdf = new Float64Array(probs.length);
@@ -611,8 +649,16 @@ export class CharGPT {
     return { data: out.logits.data, dims: out.logits.dims, past: present };
   }
 
-  /** webapp/inference/loop.py's loop for one request: yields, per new character, {ids, probs}, one
-   * id per row and the probability the model gave it; row r samples with seed + r. A prefill of
+  /** The logits [vocab] that the first character after these ids is drawn from: decode's
+   * prefill, one forward and no generation (engine.py's next_logits). */
+  async nextLogits(promptIds) {
+    const context = promptIds.slice(-this.receptiveField);
+    return new Logits(await this.forward([context]), this.vocab.length, context.length - 1).row(0, 0);
+  }
+
+  /** webapp/inference/loop.py's loop for one request: yields, per new character, {ids, probs,
+   * logits}, one id per row, the probability the model gave it and the row's logits it was drawn
+   * from (for what a page shows about it: spellAlternatives); row r samples with seed + r. A prefill of
    * the prompt's last receptive_field characters, then one step after another on `steps`, and no
    * forward pass after the last character. Where the steps take several characters, each step
    * also runs characters drafted from the text's own repeats or the draft table and keeps them up
@@ -631,7 +677,7 @@ export class CharGPT {
       for (;; j++) {
         const logitRows = Array.from({ length: rows }, (_, r) => logits.row(r, j));
         ids = logitRows.map((row, r) => nextId(row, params, rngs[r]));
-        yield { ids, probs: logitRows.map((row, r) => probabilityOf(row, ids[r])) };
+        yield { ids, probs: logitRows.map((row, r) => probabilityOf(row, ids[r])), logits: logitRows };
         if (--left === 0) return;
         if (j === drafted[0].length || ids.some((id, r) => id !== drafted[r][j])) break;
       }
