@@ -8,6 +8,9 @@ TORCH ?= torch
 PIP ?= $(PY) -m pip install --quiet
 
 WEB := webapp/web
+# optimum, for tests/test_runtimes.py, in an environment of its own (requirements-optimum.txt says why).
+OPTIMUM_VENV ?= .venv-optimum
+OPTIMUM_PIP ?= $(OPTIMUM_VENV)/bin/python -m pip install --quiet
 
 # make serve MODEL=DIR serves another model folder; make model DATA=FILE trains one on your text.
 MODEL ?= models/chargpt
@@ -50,6 +53,12 @@ $(VENV)/.dev-installed: requirements.txt requirements-train.txt requirements-dev
 	$(PIP) -r requirements-dev.txt
 	touch $(VENV)/.app-installed $(VENV)/.train-installed $@
 
+$(OPTIMUM_VENV)/.installed: requirements-optimum.txt
+	$(PYTHON) -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_PIP) $(TORCH)
+	$(OPTIMUM_PIP) -r requirements-optimum.txt
+	touch $@
+
 # The JavaScript side (onnxruntime-web/-node); --ignore-scripts: onnxruntime-node's install
 # script downloads extra binaries, and its CPU binaries ship in the package anyway.
 $(WEB)/node_modules/.installed: $(WEB)/package-lock.json
@@ -63,8 +72,8 @@ web: $(WEB)/node_modules/.installed
 # The JavaScript tests need npm; without it they are skipped (outside CI). Two processes, a
 # group of tests each at a time (a file, or one of the README's groups of commands: see
 # tests/conftest.py), slowest first; --no-loadscope-reorder keeps that order.
-test: $(VENV)/.dev-installed $(if $(shell command -v npm),$(WEB)/node_modules/.installed)
+test: $(VENV)/.dev-installed $(OPTIMUM_VENV)/.installed $(if $(shell command -v npm),$(WEB)/node_modules/.installed)
 	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(OPTIMUM_VENV)

@@ -192,6 +192,17 @@ while not generator.is_done():
 print(tokenizer.decode(generator.get_sequence(0)))
 """
 
+OPTIMUM = """\
+from optimum.onnxruntime import ORTModelForCausalLM
+from transformers import AutoTokenizer
+
+model = ORTModelForCausalLM.from_pretrained("models/chargpt")  # reads onnx/model.onnx
+tokenizer = AutoTokenizer.from_pretrained("models/chargpt")
+inputs = tokenizer("ROMEO:", return_tensors="pt")
+output = model.generate(**inputs, max_new_tokens=300, do_sample=False)
+print(tokenizer.decode(output[0]))
+"""
+
 
 def with_model(snippet: str, folder: str, prompt: str) -> str:
     """A snippet for another folder and prompt."""
@@ -215,6 +226,11 @@ onnxruntime-genai in Python (its C#, Java and C APIs load the same folder):
 
 ```python
 {with_model(ONNXRUNTIME_GENAI, name, prompt)}```
+
+optimum with transformers' `generate()` (`pip install "optimum-onnx[onnxruntime]"`):
+
+```python
+{with_model(OPTIMUM, name, prompt)}```
 
 `min_length` keeps the end-of-text id ({end_id}, never predicted: not a character) from being
 considered at all. OpenVINO runs the same plain loop on `onnx/model.onnx`; for the engine's text,

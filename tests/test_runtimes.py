@@ -1,8 +1,9 @@
-"""Other programs run a model folder: transformers.js (in Node) and onnxruntime-genai (Python),
-each on the shipped folder and on a folder exported here from a small model of French text
-(learned positions, QK-norm). Their tokenizers give exactly the model's ids, and their greedy 300
-characters (more than twice the window, with nothing but their own plain loop) are exactly the web
-app's engine's text.
+"""Other programs run a model folder: transformers.js (in Node), onnxruntime-genai (Python) and
+optimum with transformers' generate() (in an environment of its own, requirements-optimum.txt), each
+on the shipped folder and on a folder exported here from a small model of French text (learned
+positions, QK-norm). Their tokenizers give exactly the model's ids, and their greedy 300
+characters (900 for optimum; more than twice the window, with nothing but their own plain loop)
+are exactly the web app's engine's text.
 Two other ONNX runtimes, tract (Sonos, Rust) and OpenVINO (Intel), run the same plain loop on
 both folders: logits within 1e-4 of onnxruntime's, and the same text.
 
@@ -19,13 +20,15 @@ import pytest
 
 from conftest import IN_CI, REPO, SCREENSHOTS, SHAKESPEARE, chromium_or_skip
 from helpers import CHROMIUM_ARGS, static_server
-from export.folder import ONNXRUNTIME_GENAI, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
+from export.folder import ONNXRUNTIME_GENAI, OPTIMUM, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
 from webapp.inference.engine import Engine, encode_prompt
 from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL
 
 WEB = REPO / "webapp" / "web"
 NEW_CHARS = 300
+OPTIMUM_CHARS = 900
+OPTIMUM_PYTHON = REPO / ".venv-optimum" / "bin" / "python"  # make .venv-optimum/.installed
 
 # transformers.js's tokenizer on a text: its ids, and its decoding of them.
 TRANSFORMERS_JS_TOKENIZER = """\
@@ -69,10 +72,10 @@ def folder_and_prompt(request, french_folder):
     return folder, text[:60], text
 
 
-def expected_text(folder, prompt: str) -> str:
+def expected_text(folder, prompt: str, chars: int = NEW_CHARS) -> str:
     engine = Engine(folder)
     assert encode_prompt(prompt, engine.vocab).ids == [engine.vocab.index(c) for c in prompt]  # no stand-ins
-    return engine.complete(prompt, SamplingParams(max_new_tokens=NEW_CHARS, temperature=0))[0]
+    return engine.complete(prompt, SamplingParams(max_new_tokens=chars, temperature=0))[0]
 
 
 def run_node(node: str, tmp_path, script: str, folder, stdin: str = "") -> str:
@@ -151,6 +154,27 @@ def test_onnxruntime_genai_writes_the_engines_text(folder_and_prompt):
                             encoding="utf-8", timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == prompt + expected_text(folder, prompt) + "\n"
+
+
+@pytest.fixture(scope="module")
+def optimum_python() -> str:
+    if not OPTIMUM_PYTHON.is_file():
+        if IN_CI:
+            pytest.fail("CI must have .venv-optimum (make .venv-optimum/.installed; see .ci/run)")
+        pytest.skip("no .venv-optimum with optimum: make .venv-optimum/.installed")
+    return str(OPTIMUM_PYTHON)
+
+
+def test_optimum_writes_the_engines_text(optimum_python, folder_and_prompt):
+    """The README's snippet as a new user runs it (optimum-onnx from PyPI, in its own
+    environment), for 900 characters: ORTModelForCausalLM's cache, fed back by transformers'
+    generate(), holds the window the graph keeps."""
+    folder, prompt, _ = folder_and_prompt
+    snippet = with_model(OPTIMUM, str(folder), prompt).replace("max_new_tokens=300", f"max_new_tokens={OPTIMUM_CHARS}")
+    result = subprocess.run([optimum_python, "-c", snippet], capture_output=True, text=True, encoding="utf-8", timeout=600,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == prompt + expected_text(folder, prompt, OPTIMUM_CHARS) + "\n"
 
 
 def test_onnxruntime_genai_tokenizer_gives_the_models_ids(folder_and_prompt):
@@ -233,7 +257,7 @@ def test_other_onnx_runtimes_write_the_engines_text(runtime, folder_and_prompt):
 
 def test_the_readme_shows_these_snippets_verbatim():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for snippet in (TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, ONNXRUNTIME_GENAI):
+    for snippet in (TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, ONNXRUNTIME_GENAI, OPTIMUM):
         assert snippet in readme
     assert sum(1 for line in ONNXRUNTIME_GENAI.splitlines() if line.strip()) <= 11  # an import and 10 lines
 
