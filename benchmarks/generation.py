@@ -10,9 +10,10 @@ each decoder continues the same prompt greedily for --chars characters at batch 
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
   4. the web app's engine (the plain loop on onnxruntime, its steps on the ring file where the
      model has one, each step also checking characters drafted from the text's own repeats and
-     the model's draft table: webapp/inference/drafting.py), float32 and int8 weights; and, with a ring
-     file, the engine on the given file drafting without the table, and without drafts, one
-     character a step
+     the model's draft table: webapp/inference/drafting.py), float32 and int8 weights; the engine
+     on the given file asked for what the pages show at each character (its five likeliest
+     alternatives: the cost of the pages' views); and, with a ring file, the engine on the given
+     file drafting without the table, and without drafts, one character a step
   5. the floor: the step interface alone in a tight loop, one character a step, no sampling or
      drafting (on the given file), and, where the model has one, on its ring file
      (webapp/inference/ring.py: the file the engine's cached steps run); the overhead line
@@ -54,7 +55,7 @@ from train.table import format_table as table
 from train.model import GPTLanguageModel
 from webapp.inference.drafting import table_path
 from webapp.inference.engine import Engine, EncodedPrompt
-from webapp.inference.sampling import SamplingParams
+from webapp.inference.sampling import PAGE_ALTERNATIVES, SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, PlainSteps
 from webapp.inference.ring import ring_path
 
@@ -92,11 +93,12 @@ def onnx_uncached(engine: Engine) -> Decoder:
     return run
 
 
-def engine_decoder(engine: Engine) -> Decoder:
-    """The web app's engine as it serves (characters, stop filters), read at the level of ids."""
+def engine_decoder(engine: Engine, alternatives: int = 0) -> Decoder:
+    """The web app's engine as it serves (characters, stop filters), read at the level of ids;
+    `alternatives`: the likeliest characters it reports with each (SamplingParams.alternatives)."""
     def run(prompt: np.ndarray, n: int):
         encoded = EncodedPrompt(prompt[0].tolist(), "")
-        settings = SamplingParams(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0])
+        settings = SamplingParams(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0], alternatives=alternatives)
         for step in engine.generate(encoded, settings):
             if step.ids is not None:  # the last Step only flushes the stop filters
                 yield step.ids
@@ -188,11 +190,12 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
 
 
 def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None, one_a_step: str | None = None,
-                  no_table: str | None = None) -> str:
+                  no_table: str | None = None, alternatives: str | None = None) -> str:
     """The table, then per batch: the engine's time over its floor (`one_a_step`: the engine
     without drafts, which steps as the floor does; the engine itself when it is that), what
     drafts gained (and the draft table among them: `no_table`, the engine drafting without it),
-    and the static page against both engine rows and the floor."""
+    what the pages' alternatives cost (`alternatives`, the engine asked for them), and the
+    static page against both engine rows and the floor."""
     one_a_step = one_a_step or engine
     header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
     lines = [header]
@@ -212,6 +215,9 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
         if no_table in by_name and engine in by_name:
             text.append(f"batch {batch}: draft table: row '{engine}' is {by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
                         f"row '{no_table}'")
+        if alternatives in by_name and engine in by_name:
+            text.append(f"batch {batch}: alternatives: row '{alternatives}' is "
+                        f"{by_name[alternatives].chars_per_s / by_name[engine].chars_per_s:.2f}x row '{engine}'")
         if page in by_name and engine in by_name:
             rate = by_name[page].chars_per_s
             text.append(f"batch {batch}: page / native = {rate / by_name[engine].chars_per_s:.2f} against row '{engine}'"
@@ -315,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, max_draft=0))
         if engine.draft_table:
             decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, table=False))
+        alternatives_row = "4. engine, with the pages' alternatives"  # the given file, each character with its likeliest
+        decoders[alternatives_row] = engine_decoder(engine, alternatives=PAGE_ALTERNATIVES)
         decoders["5. floor: model file steps"] = steps_floor(PlainSteps(engine))  # on the given file, like its engine rows
-        names = [name for name in decoders if name not in (one_a_step, no_table)]
+        names = [name for name in decoders if name not in (one_a_step, no_table, alternatives_row)]
         ring_row = "5. floor: ring file steps"
         if engine.ring:  # the file the engine steps with
             decoders[ring_row] = steps_floor(engine.ring)
@@ -330,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
               f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
         engine_row = names[3] if engine is fp32 else names[4]  # the engine on the given file
         same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], one_a_step: engine_row, no_table: engine_row,
-                   page_row: engine_row}
+                   alternatives_row: engine_row, page_row: engine_row}
         rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
                          slow={names[0], names[2]}, reference=names[0], same_as=same_as, batch_one_only={page_row})
     print(results_table(rows, floor=ring_row if engine.ring else names[5], engine=engine_row, page=page_row,
-                        one_a_step=one_a_step if engine.ring else engine_row, no_table=no_table))
+                        one_a_step=one_a_step if engine.ring else engine_row, no_table=no_table, alternatives=alternatives_row))
     if json_out:
         write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
                               "rows": [asdict(r) for r in rows]})

@@ -114,18 +114,18 @@ def rss_mb(pid: int) -> float:
     return total
 
 
-def raw_generate(url: str, data: list, timeout: float = 120) -> tuple[str, object]:
-    """/generate over Gradio's plain HTTP API, with the JSON written here (\\u escapes, NaN and
-    all): (the last event's name, its data), or ("http NNN", the body) when the request itself
-    is refused."""
+def raw_generate(url: str, data: list, timeout: float = 120, endpoint: str = "generate") -> tuple[str, object]:
+    """/generate (or another endpoint) over Gradio's plain HTTP API, with the JSON written here
+    (\\u escapes, NaN and all): (the last event's name, its data), or ("http NNN", the body)
+    when the request itself is refused."""
     body = json.dumps({"data": data}).encode()  # ensure_ascii: a lone surrogate travels as \\ud800
-    request = urllib.request.Request(url + "gradio_api/call/generate", body, {"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{url}gradio_api/call/{endpoint}", body, {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             event_id = json.loads(r.read())["event_id"]
     except urllib.error.HTTPError as e:
         return f"http {e.code}", e.read().decode("utf-8", "replace")
-    with urllib.request.urlopen(f"{url}gradio_api/call/generate/{event_id}", timeout=timeout) as r:
+    with urllib.request.urlopen(f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as r:
         lines = r.read().decode().splitlines()
     events = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
     payloads = [json.loads(line.split(": ", 1)[1]) for line in lines if line.startswith("data: ")]

@@ -191,6 +191,18 @@ def test_a_choice_the_page_would_not_send_gets_a_sentence(app_url, change, messa
     assert re.search(message, answer["error"]), answer
 
 
+def test_the_views_page_reads_the_alternatives_as_its_snippet_says(app_url):
+    """docs/views.md's Python, run against this server, its last line printing all it read."""
+    page = (REPO / "docs" / "views.md").read_text(encoding="utf-8")
+    snippet = page[page.index("```python\n") + 10 : page.index("```", page.index("```python\n") + 10)]
+    assert snippet.rstrip().endswith("print(text[len(\"ROMEO:\")], reader.found[0])")
+    snippet = snippet.replace("http://127.0.0.1:7860/", app_url).rstrip().rpartition("\n")[0] + "\nprint(json.dumps([html, reader.found]))"
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    html, found = json.loads(result.stdout.strip().splitlines()[-1])  # after gradio_client's "Loaded as API" line
+    assert len(found) == 50 and found == [json.loads(a["data-alternatives"]) for _, a in generated_spans(html)]
+
+
 def test_random_seed_is_reported(client):
     _, _, stats = client.predict("ROMEO:", 5, 0.8, 0, 1.0, -1, api_name="/generate")
     assert "seed " in stats

@@ -103,9 +103,10 @@ def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text
         assert "batch 1: page / native = " in result.stdout
     else:
         assert not IN_CI, result.stderr
-    assert len(rows) == 12 + len(page_rows)
+    assert len(rows) == 14 + len(page_rows)
     assert {r["batch"] for r in rows} == {1, 2}
-    assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.", "6.")))
+    assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.", "6.", "4. engine, with the pages' alternatives")))
+    assert "batch 1: alternatives: row '4. engine, with the pages' alternatives' is " in result.stdout  # what the views cost
     assert all(r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5.")))  # references
 
 

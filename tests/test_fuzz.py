@@ -1,8 +1,9 @@
 """Random hostile requests through the web app's HTTP API: prompts of random Unicode (control
 characters, lone surrogates, astral characters, combining marks, right-to-left and zero-width
-characters) from empty to 2 million characters, and random parameter values of every JSON type.
-Every answer must be text or a clear error sentence, never a server error, and the server's
-memory must stay bounded.
+characters) from empty to 2 million characters, and random parameter values of every JSON type,
+to /generate and /inspect, and random choices of alternatives to the page's private event.
+Every answer must be text (or JSON) or a clear error sentence, never a server error, and the
+server's memory must stay bounded.
 
 CI runs 40 cases; `python -m pytest tests/test_fuzz.py --fuzz-cases 1000` is the full test.
 """
@@ -15,7 +16,7 @@ import random
 
 import pytest
 
-from helpers import raw_generate, rss_mb, server
+from helpers import fn_index_of, queue_call, raw_generate, rss_mb, server
 from webapp.inference.sampling import MAX_NEW_TOKENS
 from webapp.server.size_limit import DRAIN_BYTES
 
@@ -76,7 +77,30 @@ def random_request(rng: random.Random) -> list:
         random_value(rng, 0.05, 1, False),  # top-p
         random_value(rng, -1, 2**63 - 1, True) if rng.random() < 0.9 else rng.choice([None, "", -1]),  # seed
         *([random_value(rng, 0, 1, False)] if rng.random() < 0.8 else []),  # min-p, or left out as older calls do
+        *([random_flag(rng)] if rng.random() < 0.3 else []),  # alternatives (min-p's place filled by the padding if it was left out)
     ]
+
+
+def random_flag(rng: random.Random):
+    """Mostly a boolean; otherwise anything JSON holds."""
+    return rng.choice([True, False]) if rng.random() < 0.8 else rng.choice([None, 0, 1, "true", "yes", 2, 0.5, [], {}])
+
+
+def random_inspect(rng: random.Random) -> list:
+    """/inspect's inputs: a text and the four settings a chart shows, some left out."""
+    request = random_request(rng)
+    return [request[0], *request[2:5], *request[6:7]]
+
+
+def random_choices(rng: random.Random):
+    """What the page's choice event may be sent: mostly [position, character] pairs, some not."""
+    if rng.random() < 0.15:
+        return rng.choice([None, "x", 3, [[1]], [["a", "b"]], {"at": 1}, [[True, "a"]], [[2, "ab"]], [[10**30, "a"]]])
+    at, found = -1, []
+    for _ in range(rng.randint(0, 4)):
+        at += rng.randint(0 if rng.random() < 0.1 else 1, 40)
+        found.append([at, rng.choice(["e", " ", "\n", "a", "Z", "☃", "\ud800"])])
+    return found
 
 
 def check_answer(event: str, data, request: list) -> str:
@@ -84,6 +108,10 @@ def check_answer(event: str, data, request: list) -> str:
     if event.startswith("http "):
         assert int(event.split()[1]) < 500, (event, str(data)[:300])
         return "error"
+    if event == "complete" and len(data) == 1:  # /inspect's JSON
+        assert set(data[0]) == {"context", "notice", "before", "after"} and data[0]["after"], str(data)[:300]
+        assert abs(sum(data[0]["after"].values()) - 1) < 1e-6, str(data)[:300]
+        return "text"
     if event == "complete":
         text, colored, stats = data
         assert isinstance(text, str), str(data)[:300]
@@ -98,11 +126,11 @@ def check_answer(event: str, data, request: list) -> str:
     return "error"
 
 
-def send(url: str, data: list) -> tuple[str, object]:
+def send(url: str, data: list, endpoint: str = "generate") -> tuple[str, object]:
     """raw_generate, where a body so large that the server stops reading it (its connection is
     reset: the server's own protection) counts as refused."""
     try:
-        return raw_generate(url, data)
+        return raw_generate(url, data, endpoint=endpoint)
     except OSError as e:
         too_large = len(json.dumps({"data": data})) > DRAIN_BYTES
         if too_large and "reset" in str(e).lower():
@@ -139,10 +167,20 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
         raw_generate(url, [prompt, 50, 0.8, 0, 1.0, 1])  # the allocator's working set, before measuring
     before = rss_mb(proc.pid)
     outcomes = {"text": 0, "error": 0}
+    branch = fn_index_of(url, "branch")
     for case in range(cases):
         data = random_request(rng)
+        inspected = random_inspect(rng)
+        asked = dict(zip(("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "min_p"), random_request(rng)))
+        asked.update(prompt=asked["prompt"][:20_000] if isinstance(asked["prompt"], str) else asked["prompt"],  # a body the queue reads
+                     max_new_tokens=min(asked["max_new_tokens"], 200) if isinstance(asked["max_new_tokens"], int) else 50,
+                     choices=random_choices(rng), undo=[] if rng.random() < 0.9 else random_choices(rng))
         try:
             outcomes[check_answer(*send(url, data), data)] += 1
+            outcomes[check_answer(*send(url, inspected, "inspect"), inspected)] += 1
+            chosen = queue_call(url, branch, [], {"request": asked}, session=f"fuzz{case}")
+            said = chosen["output"].get("error")
+            assert chosen["success"] or (isinstance(said, str) and said.strip() and "Traceback" not in said), str(chosen)[:300]
         except AssertionError as e:
             raise AssertionError(f"case {case} of seed {seed}: {e}") from None
     after = rss_mb(proc.pid)

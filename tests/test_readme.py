@@ -30,7 +30,7 @@ from conftest import REPO, SHARED
 from helpers import free_port, wait_for_page
 
 README = REPO / "README.md"
-DOCS = ["serving.md", "speed.md", "model-folder.md", "training.md", "reliability.md"]
+DOCS = ["serving.md", "views.md", "speed.md", "model-folder.md", "training.md", "reliability.md"]
 VENV_BIN = Path(sys.executable).parent
 OWN_TEXT = "Your own text"
 
@@ -38,7 +38,7 @@ OWN_TEXT = "Your own text"
 # Which sections' commands run together, on one clone (a section: its document and heading).
 GROUPS = {
     "own text": [("README.md", OWN_TEXT)],
-    "serving": [("README.md", "Quickstart"), ("README.md", "The page and its API"), ("docs/serving.md", "*")],
+    "serving": [("README.md", "Quickstart"), ("README.md", "The page and its API"), ("docs/serving.md", "*"), ("docs/views.md", "*")],
     "train and export": [("README.md", "Train"), ("README.md", "Export"), ("docs/model-folder.md", "*"), ("docs/training.md", "*")],
     "speed and soak": [("docs/speed.md", "*"), ("docs/reliability.md", "*")],
 }
