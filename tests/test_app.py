@@ -176,6 +176,7 @@ def test_a_chosen_alternative_gives_the_engines_text_for_that_prefix_and_undo_th
 
 @pytest.mark.parametrize("change, message", [
     ({"choices": [[3, "\u2603"]]}, "'☃' is not among the characters the model considered at character 4."),
+    ({"choices": [[3, "\ud800"]]}, "'\ufffd' is not among the characters the model considered at character 4."),  # found by fuzzing
     ({"choices": [[500, "e"]]}, "There is no character 501 to choose at: the text before it has 40 characters."),
     ({"choices": [[5, "e"], [2, "a"]]}, "The choices' positions must be whole numbers from 0, each after the one before."),
     ({"choices": "all of them"}, "Choices must be a list of at most 16"),

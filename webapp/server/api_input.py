@@ -47,9 +47,14 @@ def check_prompt(prompt) -> str:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise refuse(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
                      "(the model reads only its last few hundred anyway).")
-    # JSON may carry lone UTF-16 surrogates ("\ud800"), which no UTF-8 answer can hold: pair
-    # what pairs, and replace the rest by U+FFFD (then dropped as outside the vocabulary).
-    return prompt.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return without_lone_surrogates(prompt)
+
+
+def without_lone_surrogates(text: str) -> str:
+    """JSON may carry lone UTF-16 surrogates ("\ud800"), which no UTF-8 answer can hold (the
+    answer echoes the text): pair what pairs, and replace the rest by U+FFFD (then dropped as
+    outside the vocabulary)."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p=0.0, alternatives=False) -> tuple[str, SamplingParams]:
@@ -86,7 +91,7 @@ def check_choices(choices) -> list[tuple[int, str]]:
             raise refuse(f"Each choice must be a [position, character] pair, not {str(choice)[:80]}.")
         if choice[0] < (checked[-1][0] + 1 if checked else 0):
             raise refuse("The choices' positions must be whole numbers from 0, each after the one before.")
-        checked.append((choice[0], choice[1]))
+        checked.append((choice[0], without_lone_surrogates(choice[1])))
     return checked
 
 
