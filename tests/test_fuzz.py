@@ -177,10 +177,12 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
                      choices=random_choices(rng), undo=[] if rng.random() < 0.9 else random_choices(rng))
         try:
             outcomes[check_answer(*send(url, data), data)] += 1
-            outcomes[check_answer(*send(url, inspected, "inspect"), inspected)] += 1
-            chosen = queue_call(url, branch, [], {"request": asked}, session=f"fuzz{case}")
-            said = chosen["output"].get("error")
-            assert chosen["success"] or (isinstance(said, str) and said.strip() and "Traceback" not in said), str(chosen)[:300]
+            if case % 2 == 0:  # a forward each: half as many as /generate's cases
+                outcomes[check_answer(*send(url, inspected, "inspect"), inspected)] += 1
+            if case % 4 == 0:  # up to 17 generations each: a quarter
+                chosen = queue_call(url, branch, [], {"request": asked}, session=f"fuzz{case}")
+                said = chosen["output"].get("error")
+                assert chosen["success"] or (isinstance(said, str) and said.strip() and "Traceback" not in said), str(chosen)[:300]
         except AssertionError as e:
             raise AssertionError(f"case {case} of seed {seed}: {e}") from None
     after = rss_mb(proc.pid)

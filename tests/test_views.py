@@ -151,15 +151,25 @@ def open_page(kind: str, browser, gradio_url: str, static_url: str, device: dict
     return view
 
 
-@pytest.fixture(params=["gradio", "static"])
+@pytest.fixture(scope="module", params=["gradio", "static"])
 def kind(request) -> str:
     return request.param
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def urls(request, kind):
     """Only the page asked for is started."""
     return (request.getfixturevalue("gradio_url"), "") if kind == "gradio" else ("", request.getfixturevalue("static_url"))
+
+
+@pytest.fixture(scope="module")
+def written(kind, urls, browser):
+    """The page at 1280 px, once it has written PROMPT's continuation with SETTINGS: the tests
+    below read it, and those that change it put it back (Undo) or come last (the chart)."""
+    view = open_page(kind, browser, *urls, DESKTOP)
+    view.generate(PROMPT, SETTINGS)
+    yield view
+    view.page.close()
 
 
 def eventually(view, check, seconds: float = 30) -> bool:
@@ -195,9 +205,8 @@ def expected_rows(kind: str, view, engine: Engine, position: int) -> list[tuple[
     return list(spell_alternatives(found, 0, drawn, float(softmax(logits)[0, drawn]), engine.vocab))
 
 
-def test_hovering_a_character_shows_the_five_alternatives_it_was_drawn_among(kind, urls, browser, engine):
-    view = open_page(kind, browser, *urls, DESKTOP)
-    view.generate(PROMPT, SETTINGS)
+def test_hovering_a_character_shows_the_five_alternatives_it_was_drawn_among(kind, written, engine):
+    view = written
     assert view.text() == PROMPT + engine.complete(PROMPT, SETTINGS)[0]
     for position in (3, 40, 97):
         view.page.mouse.move(0, 0)  # away: the open panel closes
@@ -214,9 +223,8 @@ def test_hovering_a_character_shows_the_five_alternatives_it_was_drawn_among(kin
     assert not view.errors
 
 
-def test_choosing_an_alternative_rewrites_the_text_from_there_and_undo_brings_it_back(kind, urls, browser, engine):
-    view = open_page(kind, browser, *urls, DESKTOP)
-    view.generate(PROMPT, SETTINGS)
+def test_choosing_an_alternative_rewrites_the_text_from_there_and_undo_brings_it_back(written, engine):
+    view = written
     before = view.text()
     at = 25
     view.page.locator(view.chars).nth(at).click()
@@ -232,10 +240,11 @@ def test_choosing_an_alternative_rewrites_the_text_from_there_and_undo_brings_it
     assert not view.errors
 
 
-def test_tab_reaches_the_characters_and_enter_opens_one(kind, urls, browser):
-    view = open_page(kind, browser, *urls, DESKTOP)
-    view.generate(PROMPT, SETTINGS)
+def test_tab_reaches_the_characters_and_enter_opens_one(kind, written):
+    view = written
     page = view.page
+    page.mouse.move(0, 0)  # a keyboard user's pointer is nowhere near the text
+    page.locator(OPEN_PANEL).wait_for(state="detached")
     (page.get_by_label("Seed (-1 = random)") if kind == "gradio" else page.locator("#generate")).focus()
     for _ in range(10):
         page.keyboard.press("Tab")
@@ -270,8 +279,8 @@ def test_a_character_tapped_on_a_phone_shows_its_alternatives_within_the_screen(
     assert not view.errors
 
 
-def test_the_chart_keeps_what_the_sampling_rules_keep_as_the_settings_move(kind, urls, browser, engine):
-    view = open_page(kind, browser, *urls, DESKTOP)
+def test_the_chart_keeps_what_the_sampling_rules_keep_as_the_settings_move(kind, written, engine):
+    view = written
     page = view.page
     if kind == "gradio":
         page.get_by_label("Prompt").fill(CHART_PROMPT)

@@ -5,10 +5,12 @@ Each character's colour is an inline style, so API clients get it too; the box a
 Gradio streams each update as the new spans alone, not the whole text again. The static page
 draws the same colours (webapp/web/chargpt.js, `colour`).
 
-Asked for alternatives (the page asks; docs/views.md), each generated character's span also
-carries what the model considered there (`data-alternatives`, JSON), and the prompt's span the
-request that wrote the text (`data-request`, JSON), which the page's inspector
-(webapp/web/views.js) reads to show them and to rewrite the text from a chosen alternative.
+Asked for alternatives (the page asks; docs/views.md), the prompt's span carries the request that
+wrote the text (`data-request`, JSON) and, once the text is complete, each generated character's
+span what the model considered there (`data-alternatives`, JSON), which the page's inspector
+(webapp/web/views.js) reads to show them and to rewrite the text from a chosen alternative. While
+the text streams its spans are the plain ones: the browser lays out the whole text again at every
+update, and spans with alternatives, three times the size, would slow every one of them.
 """
 
 from __future__ import annotations
@@ -56,20 +58,23 @@ def legend() -> str:
 
 
 class ColouredText:
-    """The prompt (dimmed) and the generated characters as they arrive; `html()` at any time.
-    request: the request that writes the text, as the page sends it back to rewrite it (only when
-    the characters come with alternatives); an Undo button leads when it has earlier choices to
-    go back to."""
+    """The prompt (dimmed) and the generated characters as they arrive; `html()` at any time, with
+    what the model considered at each character once `complete`. request: the request that
+    writes the text, as the page sends it back to rewrite it (only when the characters come with
+    alternatives); an Undo button leads when it has earlier choices to go back to."""
 
     def __init__(self, prompt: str, request: dict | None = None):
         undo = f'<button type="button" class="{UNDO}">Undo the last choice</button> ' if request and request["undo"] else ""
         data = f" data-request={attribute(request)}" if request else ""
-        self.parts = [f'{undo}<span style="{PROMPT_STYLE}"{data}>{html.escape(prompt)}</span>']
-        self.generated = 0
+        self.start = f'{undo}<span style="{PROMPT_STYLE}"{data}>{html.escape(prompt)}</span>'
+        self.pieces: list[tuple[Piece, bool]] = []
+        self.streamed: list[str] = []  # the spans without alternatives, kept as the text grows
 
     def add(self, piece: Piece, chosen: bool = False) -> None:
-        self.parts.append(char_span(piece, tab_stop=self.generated == 0, chosen=chosen))
-        self.generated += 1
+        self.pieces.append((piece, chosen))
+        self.streamed.append(char_span(piece._replace(alternatives=None), chosen=chosen))
 
-    def html(self) -> str:
-        return "".join(self.parts)
+    def html(self, complete: bool = False) -> str:
+        if complete:
+            return self.start + "".join(char_span(p, tab_stop=i == 0, chosen=c) for i, (p, c) in enumerate(self.pieces))
+        return self.start + "".join(self.streamed)

@@ -55,9 +55,10 @@ def stream_generation(engine: Engine, decode: Decode, prompt: str, params: Sampl
                       choices: list[tuple[int, str]] | None = None, undo: list[list[tuple[int, str]]] | None = None,
                       clock: Callable[[], float] = time.perf_counter) -> Iterator[tuple[str, str, str]]:
     """Yields (full text, coloured HTML, stats line) as characters arrive. With alternatives in
-    `params`, the HTML carries them and the request that wrote the text, with `undo`, the choices
-    of the texts before it (for the page's choices and Undo). Once `stop` is set, it ends with the
-    text so far (its batch row freed at once) and says so on the stats line."""
+    `params`, the last HTML carries them (webapp/server/coloured.py says why the last), and every
+    HTML the request that wrote the text, with `undo`, the choices of the texts before it (for the
+    page's choices and Undo). Once `stop` is set, it ends with the text so far (its batch row freed
+    at once) and says so on the stats line."""
     encoded = encode_prompt(prompt, engine.vocab)
     notices = [n for n in (engine.notice, encoded.notice()) if n]
     if len(encoded.ids) > engine.receptive_field:
@@ -91,4 +92,4 @@ def stream_generation(engine: Engine, decode: Decode, prompt: str, params: Sampl
             if waited >= STREAM_MAX_WAIT_S or (waited >= STREAM_EVERY_S and generated - shown >= UPDATE_CHARS):
                 last_yield, shown = now, generated
                 yield text, coloured.html(), stats()
-    yield text, coloured.html(), stats()
+    yield text, coloured.html(complete=True), stats()
