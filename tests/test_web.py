@@ -344,7 +344,8 @@ def test_the_javascript_alternatives_and_next_character_are_pythons(node):
         found = top_alternatives(logits[r : r + 1], [params], np.array([drawn[r]]), 5)
         js = out["top"][r]
         assert js["ids"] == found.ids[0].tolist()
-        assert np.allclose(js["model"], found.model[0], rtol=0, atol=1e-12) and np.allclose(js["sampled"], found.sampled[0], rtol=0, atol=1e-12)
+        assert np.allclose(js["model"], found.model[0], rtol=0, atol=1e-12)
+        assert np.allclose(js["sampled"], found.sampled[0], rtol=0, atol=1e-12)
         assert abs(js["drawn"] - found.drawn[0]) <= 1e-12
         python = spell_alternatives(found, 0, drawn[r], float(softmax(logits[r : r + 1])[0, drawn[r]]), vocab)
         assert [row["char"] for row in out["spelled"][r]] == [c for c, _, _ in python]

@@ -14,7 +14,6 @@ import threading
 import time
 from typing import Callable, Iterator
 
-
 from .loop import Draw, Request, Scheduler, outputs
 from .sampling import SamplingParams
 
@@ -46,7 +45,8 @@ class Batcher:
         return self.loop.ticks
 
     def decode(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Draw]:
-        """As Engine.decode: yields a Draw per new character. Closing the iterator (or dropping it) takes the request out of its batch."""
+        """As Engine.decode: yields a Draw per new character. Closing the iterator (or dropping
+        it) takes the request out of its batch."""
         request = self.submit(prompt_ids, params)
 
         def delivered():

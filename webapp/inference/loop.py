@@ -64,8 +64,9 @@ class Outbox(list):
 class Request:
     prompt_ids: list[int]
     params: SamplingParams
-    # What the loop puts for the consumer: a Draw per character, then FINISHED, or an exception. Anything with `put`: an Outbox, a queue (the
-    # Batcher), the model process's outlet (webapp/server/model_process.py).
+    # What the loop puts for the consumer: a Draw per character, then FINISHED, or an exception.
+    # Anything with `put`: an Outbox, a queue (the Batcher), the model process's outlet
+    # (webapp/server/model_process.py).
     out: Any = field(default_factory=Outbox)
     produced: int = 0
     next_ids: np.ndarray | None = None  # the ids its next step reads

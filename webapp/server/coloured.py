@@ -33,8 +33,8 @@ def colour(p: float) -> str:
 
 
 def attribute(value) -> str:
-    """A JSON value as an HTML attribute's value, in single quotes (JSON's double quotes then
-    need no escaping: a fifth of the size of a generated character's span)."""
+    """A JSON value as an HTML attribute's value, in single quotes: JSON's double quotes then
+    need no escaping, which would have made each generated character's span longer."""
     text = html.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")), quote=False)
     return "'" + text.replace("'", "&#x27;") + "'"
 

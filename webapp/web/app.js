@@ -180,7 +180,8 @@ function choose(i, char) {
   const c = shown.chars[i], id = model.vocab.indexOf(char);
   const prob = considered(i).rows.find((row) => row.char === char).model;
   history.push(shown);
-  write({ ...shown, chars: [...shown.chars.slice(0, i), { ...c, char, id, prob, chosen: true }] }, `Chose ${JSON.stringify(char)}, then wrote`);
+  const chars = [...shown.chars.slice(0, i), { ...c, char, id, prob, chosen: true }];
+  write({ ...shown, chars }, `Chose ${JSON.stringify(char)}, then wrote`);
 }
 
 function undo() {

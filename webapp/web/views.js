@@ -44,7 +44,8 @@
 .chargpt-chart .chargpt-track { position: relative; height: 1.05em; background: rgba(127,127,127,.12); border-radius: 3px; }
 .chargpt-chart .chargpt-model { position: absolute; left: 0; top: 0; height: 30%; background: #888; border-radius: 3px; }
 .chargpt-chart .chargpt-draw { position: absolute; left: 0; bottom: 0; height: 70%; background: #3b82c4; border-radius: 3px; }
-.chargpt-chart li.chargpt-removed .chargpt-char, .chargpt-chart li.chargpt-removed .chargpt-number { color: #999; text-decoration: line-through; }
+.chargpt-chart li.chargpt-removed .chargpt-char,
+.chargpt-chart li.chargpt-removed .chargpt-number { color: #999; text-decoration: line-through; }
 .chargpt-chart .chargpt-number { font-variant-numeric: tabular-nums; text-align: right; font-size: .75rem; white-space: nowrap; }
 .chargpt-chart .chargpt-rest .chargpt-char { font-family: inherit; font-size: .75rem; }
 `;
