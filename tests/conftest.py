@@ -60,7 +60,7 @@ def small_text(tmp_path_factory, shakespeare) -> Path:
 # two processes (`pytest -n 2 --dist loadgroup`) neither is left with a long file at the end, and
 # whichever reaches the shared models first builds them while the other is still busy
 # (built_once), instead of the two building them side by side or one waiting.
-SLOWEST_FILES = ("test_readme.py", "test_gpu_check.py", "test_train.py")
+SLOWEST_FILES = ("test_readme.py", "test_gpu_check.py", "test_train.py", "test_views.py")
 
 
 def pytest_collection_modifyitems(items):
