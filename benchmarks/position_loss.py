@@ -1,7 +1,7 @@
 """`python -m benchmarks.position_loss RUN_DIR`: a run's whole-split validation loss by position
 in the window.
 
-The reported loss reads the split in consecutive block_size windows (DESIGN.md), so the first
+The reported loss reads the split in consecutive block_size windows (docs/training.md), so the first
 characters of each window are predicted from little context and cost the most. The table says
 how much, and so what a longer window could gain if it learned as fast (docs/training.md, "A
 256-character window").

@@ -47,7 +47,8 @@ def eval_parser() -> argparse.ArgumentParser:
 
 
 def measure_loss(model, text: str, split: str, batch_size: int = 64) -> tuple[float, int]:
-    """(mean nats per character, number of predictions) of an OnnxModel on `text`, per DESIGN.md."""
+    """(mean nats per character, number of predictions) of an OnnxModel on `text`, as
+    docs/training.md defines the reported loss."""
     import numpy as np
 
     from train.text import split_index
@@ -435,9 +436,10 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
     """Write the int8 form of the float32 file `fp32` to `target`: every MatMul weight stored as
     int8 (symmetric, one scale per output column; see quantize_weights_int8), activations kept
     in float32. Weight-only on purpose: onnxruntime's dynamic quantization picks activation
-    scales per call, so a prefill and cached decoding of the same text disagree (DESIGN.md
-    requires them equal). Int8TooLossy unless its validation loss is within INT8_TOLERANCE of
-    the float32 file's. Returns its metadata and a table of the two losses."""
+    scales per call, so a prefill and cached decoding of the same text disagree (the export's
+    checks require them equal: docs/model-folder.md, "Export"). Int8TooLossy unless its
+    validation loss is within INT8_TOLERANCE of the float32 file's. Returns its metadata and a
+    table of the two losses."""
     from . import metadata as md
     from .onnx_export import quantize_weights_int8, set_metadata
     from webapp.inference.onnx_model import OnnxModel

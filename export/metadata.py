@@ -23,7 +23,7 @@ def build(meta: dict, num_params: int, val_loss: float | None, about: dict) -> d
     config["receptive_field"] = GPTConfig.from_dict(m).receptive_field
     config.update({k: m[k] for k in ARCHITECTURE_KEYS})
     training = {
-        "val_loss": val_loss,  # whole validation split, nats per character (DESIGN.md)
+        "val_loss": val_loss,  # whole validation split, nats per character (docs/training.md)
         "step": meta["step"],
         "tokens_seen": meta.get("tokens_seen"),
         "dataset_sha256": meta["dataset"]["sha256"],

@@ -11,7 +11,7 @@ from webapp.inference.onnx_model import OnnxModel
 
 def split_loss(model: OnnxModel, ids: np.ndarray, block_size: int, batch_size: int = 64) -> float:
     """Mean cross-entropy (nats per character) of every next-character prediction in `ids`,
-    in consecutive block_size windows (DESIGN.md's reported validation loss)."""
+    in consecutive block_size windows (the reported validation loss: docs/training.md)."""
     total, count = 0.0, 0
     for starts, length in eval_batches(len(ids), block_size, batch_size):
         positions = np.array(starts)[:, None] + np.arange(length)

@@ -1,4 +1,4 @@
-"""The layout's rules (DESIGN.md): the inference library stands alone, export/ and benchmarks/ use
+"""The layout's rules (the README's "Layout"): the inference library stands alone, export/ and benchmarks/ use
 it without the server, and no module imports one that imports it back."""
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Checkpoint directories: weights (safetensors), metadata (config.json), optimizer state.
 
-Layout (DESIGN.md): `model.safetensors`, `config.json`, `optimizer.pt`. config.json records the
-SHA-256 of the other files, so a truncated or altered file is refused before it is used.
-Weights never go through pickle; optimizer.pt is read with `weights_only=True`.
+Layout (docs/training.md, "The run directory"): `model.safetensors`, `config.json`,
+`optimizer.pt`. config.json records the SHA-256 of the other files, so a truncated or altered
+file is refused before it is used. Weights never go through pickle; optimizer.pt is read with
+`weights_only=True`.
 
 Saving is a small journal, so that a crash at any moment (SIGKILL, a full disk, a read-only
 directory) leaves either the previous checkpoint or the new one, whole, never a mix:

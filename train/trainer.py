@@ -137,7 +137,7 @@ def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step
 @torch.no_grad()
 def split_char_losses(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64):
     """Cross-entropy of every next-character prediction in `data`, read in consecutive block_size
-    windows (DESIGN.md's evaluation): yields [windows, length] tensors, column j the predictions
+    windows (the reported loss's reading: docs/training.md): yields [windows, length] tensors, column j the predictions
     from j + 1 characters of context. The model is in eval mode while it runs."""
     was_training = model.training
     model.eval()
@@ -153,7 +153,7 @@ def split_char_losses(model: GPTLanguageModel, data: torch.Tensor, block_size: i
 
 def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64) -> float:
     """Mean cross-entropy (nats/char) over the whole split, in consecutive block_size windows
-    (DESIGN.md's reported validation loss): deterministic and independent of batch size."""
+    (the reported validation loss: docs/training.md): deterministic and independent of batch size."""
     total, count = 0.0, 0
     for losses in split_char_losses(model, data, block_size, device, batch_size):
         total += losses.double().sum().item()

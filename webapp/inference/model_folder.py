@@ -1,4 +1,4 @@
-"""The model folder (DESIGN.md): what `python -m export RUN --out DIR/` writes and generation
+"""The model folder (docs/model-folder.md): what `python -m export RUN --out DIR/` writes and generation
 libraries load, in the Hugging Face layout.
 
     DIR/onnx/model.onnx          the graph (chargpt format 2)

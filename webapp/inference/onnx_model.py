@@ -1,9 +1,10 @@
 """An exported chargpt model on onnxruntime: loading, its metadata, one forward call.
 
-The one reader of DESIGN.md's ONNX contract in Python (onnxruntime and numpy only). The web
-app's engine decodes with it, and `python -m export` verifies and evaluates with it, so the
-code that serves a model is the code that was checked against PyTorch. A model is a model
-folder (webapp.inference.model_folder) or a single .onnx file with its NAME.json beside it.
+The one reader of the model folder's ONNX contract (docs/model-folder.md) in Python
+(onnxruntime and numpy only). The web app's engine decodes with it, and `python -m export`
+verifies and evaluates with it, so the code that serves a model is the code that was checked
+against PyTorch. A model is a model folder (webapp.inference.model_folder) or a single .onnx
+file with its NAME.json beside it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ METADATA_KEYS = ("chargpt.format", "vocab", "config", "training", "source_sha256
 OPTIONAL_KEYS = ("about",)  # what the pages say about the model (webapp/server/about.py); older exports lack it
 PLAIN_STRING_KEYS = ("chargpt.format", "source_sha256")  # the others hold JSON
 SIDECAR_SHA256 = "onnx_sha256"  # the JSON sidecar's record of the model file's own SHA-256
-# The graph's names (DESIGN.md), as generation libraries expect them; export writes them from here.
+# The graph's names (docs/model-folder.md), as generation libraries expect them; export writes them from here.
 INPUT_IDS, LOGITS = "input_ids", "logits"
 PAST, PRESENT = "past_key_values.{i}.{kv}", "present.{i}.{kv}"
 
@@ -169,7 +170,7 @@ class OnnxModel:
 
 
 class PlainSteps:
-    """The step interface on the model file itself (DESIGN.md's graph, what every runtime runs):
+    """The step interface on the model file itself (docs/model-folder.md's graph, what every runtime runs):
     one character per row a step, the cache growing to the window and sliding with it.
 
     The interface, which RingStep (webapp/inference/ring.py) implements too:

@@ -1,7 +1,7 @@
 """chargpt's fast cached step: an extra ONNX file beside the model, that only chargpt's engine and
 pages read (other runtimes load the model file and never see it).
 
-The model file (DESIGN.md's contract, what every runtime runs) keeps its cache as the window's
+The model file (docs/model-folder.md's graph, what every runtime runs) keeps its cache as the window's
 keys *before* rotation and values, and at every step concatenates the new ones, rotates all
 keys by their place in the window and slices the window back out: about ten passes over the
 cache per layer and step, most of a step's time, and all of it again for each row of a batch.

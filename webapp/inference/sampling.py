@@ -1,4 +1,4 @@
-"""The sampling specification (DESIGN.md): the one settings object, and small pure functions over
+"""The sampling specification (docs/serving.md, "The API"): the one settings object, and small pure functions over
 numpy arrays.
 
 `SamplingParams` holds every setting of a request (as vLLM's object of that name does) and checks
