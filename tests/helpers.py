@@ -188,9 +188,8 @@ def fn_index_of(url: str, event: str) -> int:
                 if d.get("api_name") == event or any(target[1] == event for target in d.get("targets", [])))
 
 
-def generated_spans(html: str) -> list[tuple[str, dict]]:
-    """(character, attributes) of each generated character's span in /generate's HTML (the
-    prompt's span, the first, left out)."""
+def spans_of(html: str) -> list[tuple[str, dict]]:
+    """(text, attributes) of every span in /generate's HTML, the prompt's first."""
     from html.parser import HTMLParser
 
     spans: list[list] = []
@@ -205,4 +204,15 @@ def generated_spans(html: str) -> list[tuple[str, dict]]:
                 spans[-1][0] += data
 
     Reader(convert_charrefs=True).feed(html)
-    return [(text, attrs) for text, attrs in spans[1:]]
+    return [(text, attrs) for text, attrs in spans]
+
+
+def generated_spans(html: str) -> list[tuple[str, dict]]:
+    """(character, attributes) of each generated character's span in /generate's HTML (the
+    prompt's span, the first, left out)."""
+    return spans_of(html)[1:]
+
+
+def written_request(html: str) -> dict:
+    """The request that wrote /generate's HTML, as its prompt's span carries it (alternatives asked)."""
+    return json.loads(spans_of(html)[0][1]["data-request"])

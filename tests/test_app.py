@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SCREENSHOTS, chromium_or_skip
-from helpers import CHROMIUM_ARGS, cpu_seconds, fn_index_of, free_port, generated_spans, queue_call, raw_generate, server, wait_for_page
+from helpers import (CHROMIUM_ARGS, cpu_seconds, fn_index_of, free_port, generated_spans, queue_call, raw_generate, server,
+                     wait_for_page, written_request)
 from webapp.inference.batching import CONCURRENCY
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
 from webapp.server.page import StopPresses
@@ -97,7 +98,7 @@ def test_generate_asked_for_alternatives_gives_what_the_model_considered_and_cal
         shown = json.loads(attributes["data-alternatives"])
         assert [c for c, _, _ in shown] == [c for c, _, _ in piece.alternatives]
         assert max(abs(a - b) for x, y in zip(shown, piece.alternatives) for a, b in zip(x[1:], y[1:])) <= 1e-6
-    request = json.loads(html[html.index("data-request='") + 14 : html.index("'>ROMEO:")])
+    request = written_request(html)
     assert request == {"prompt": "ROMEO:", **settings, "choices": [], "undo": []}
 
 
@@ -158,7 +159,7 @@ def test_a_chosen_alternative_gives_the_engines_text_for_that_prefix_and_undo_th
     from webapp.inference.sampling import SamplingParams
 
     text, html, _ = client.predict("JULIET:", 120, 0.9, 0, 1.0, 21, 0.0, True, api_name="/generate")
-    request = json.loads(html[html.index("data-request='") + 14 : html.index("'>JULIET:")])
+    request = written_request(html)
     spans = generated_spans(html)
     at = 30
     other = next(c for c, _, _ in json.loads(spans[at][1]["data-alternatives"]) if c != spans[at][0])
@@ -695,8 +696,7 @@ def test_clients_that_never_read_their_stream_lose_their_rows(served):
     visitor is served as before."""
     url, server, log, _ = served
     before = len(log.read_text().splitlines())
-    config = json.loads(request_status(url + "config")[1])
-    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    fn_index = fn_index_of(url, "generate")
     for i in range(6):
         status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(
             {"data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"stalled{i}",
@@ -721,8 +721,7 @@ def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_te
     rest waits in the kernel's socket buffers), and a visitor is served meanwhile."""
     url, server, *_ = served
     host, port = url.split("//")[1].strip("/").split(":")
-    config = json.loads(request_status(url + "config")[1])
-    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    fn_index = fn_index_of(url, "generate")
     readers, stop = [], threading.Event()
     for i in range(4):
         status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(

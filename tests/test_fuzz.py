@@ -19,6 +19,7 @@ import pytest
 from helpers import fn_index_of, queue_call, raw_generate, rss_mb, server
 from webapp.inference.sampling import MAX_NEW_TOKENS
 from webapp.server.size_limit import DRAIN_BYTES
+from webapp.server.streaming import REQUEST_FIELDS
 
 MAX_PROMPT = 2_000_000  # characters
 CODE_POINTS = [  # (first, last): the kinds of characters a prompt is drawn from
@@ -173,7 +174,7 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
     for case in range(cases):
         data = random_request(rng)
         inspected = random_inspect(rng)
-        asked = dict(zip(("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "min_p"), random_request(rng)))
+        asked = dict(zip(REQUEST_FIELDS, random_request(rng)))
         asked.update(prompt=asked["prompt"][:20_000] if isinstance(asked["prompt"], str) else asked["prompt"],  # a body the queue reads
                      max_new_tokens=min(asked["max_new_tokens"], 40) if isinstance(asked["max_new_tokens"], int) else 40,
                      choices=random_choices(rng), undo=[] if rng.random() < 0.9 else random_choices(rng))

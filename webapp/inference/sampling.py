@@ -200,10 +200,15 @@ class Alternatives(NamedTuple):
     drawn: np.ndarray  # [rows]
 
 
+def likeliest_first(logits: np.ndarray) -> np.ndarray:
+    """Each row's ids by their logits [..., vocab], most likely first, the lower id first on ties."""
+    return np.argsort(-logits, axis=-1, kind="stable")
+
+
 def top_alternatives(logits: np.ndarray, params: Sequence[SamplingParams], drawn: np.ndarray, k: int) -> Alternatives:
     """The k likeliest of each row of logits [rows, vocab] (params: one per row), from which the
     ids `drawn` [rows] were drawn."""
-    ids = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    ids = likeliest_first(logits)[:, :k]
     model, sampled = softmax(logits), sampling_distribution(logits, params)
     return Alternatives(ids, np.take_along_axis(model, ids, axis=-1), np.take_along_axis(sampled, ids, axis=-1),
                         sampled[np.arange(len(logits)), drawn])

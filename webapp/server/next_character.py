@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from webapp.inference.engine import Engine, encode_prompt
-from webapp.inference.sampling import SamplingParams, sampling_distribution, softmax
+from webapp.inference.sampling import SamplingParams, likeliest_first, sampling_distribution, softmax
 
 CACHED_TEXTS = 256  # texts whose logits are kept: a setting moved on the page asks again for the same text
 
@@ -19,7 +19,7 @@ def distribution(logits: np.ndarray, params: SamplingParams, vocab: list[str]) -
     """The next character's distribution from its logits [vocab]: `before` the sampling rules (the
     model's own, temperature 1) and `after` them (what a draw with `params` is made from: only
     the characters they keep), each from characters to probabilities, the likeliest first."""
-    order = np.argsort(-logits, kind="stable").tolist()
+    order = likeliest_first(logits).tolist()
     before, after = softmax(logits[None])[0], sampling_distribution(logits[None], [params])[0]
     return {"before": {vocab[i]: float(before[i]) for i in order},
             "after": {vocab[i]: float(after[i]) for i in order if after[i] > 0}}

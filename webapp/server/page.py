@@ -25,7 +25,7 @@ from webapp.server.coloured import TEXT_STYLE, legend
 from webapp.server.launch import STATIC_URL, static_site_built
 from webapp.server.model_process import ModelProcess, ModelProcessError
 from webapp.server.next_character import NextCharacter
-from webapp.server.streaming import stream_generation
+from webapp.server.streaming import REQUEST_FIELDS, stream_generation
 
 # The views' drawing code, which the static page shares (docs/views.md): loaded inline, before
 # the generated text's own script (INSPECTOR) runs.
@@ -130,8 +130,7 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
         asked = data.get("request") if isinstance(data, dict) else None
         if not isinstance(asked, dict):
             raise refuse("A choice must come with the request that wrote the text.")
-        inputs = [asked.get(k) for k in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "min_p")]
-        prompt, params = check_request(*inputs, alternatives=True)
+        prompt, params = check_request(*(asked.get(field) for field in REQUEST_FIELDS), alternatives=True)
         stops.generate_pressed(request)
         yield from stream_stoppable(prompt, params, request, check_choices(asked.get("choices")), check_undo(asked.get("undo")))
 

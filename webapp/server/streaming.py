@@ -26,6 +26,8 @@ from webapp.server.coloured import ColouredText
 # server the same whatever it carries: when a crowd shares the model, each visitor's characters
 # come slower, and fewer, fuller updates leave the cores to the model.
 STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.5
+# A request as the page's text carries it and sends it back: /generate's inputs, in their order.
+REQUEST_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "min_p")
 
 
 def written_pieces(engine: Engine, decode: Decode, start: str, params: SamplingParams,
@@ -66,8 +68,7 @@ def stream_generation(engine: Engine, decode: Decode, prompt: str, params: Sampl
     if choices:
         notices.append(f"{len(choices)} chosen character{'s' * (len(choices) > 1)}")
     start = prompt if prompt else encoded.text  # an empty prompt starts from a newline
-    request = {"prompt": prompt, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
-               "top_k": params.top_k, "top_p": params.top_p, "seed": params.seed, "min_p": params.min_p,
+    request = {"prompt": prompt, **{field: getattr(params, field) for field in REQUEST_FIELDS[1:]},
                "choices": [list(c) for c in choices or []], "undo": [[list(c) for c in earlier] for earlier in undo or []]}
     coloured = ColouredText(start, request if params.alternatives else None)
     text, generated, shown, stopped = start, 0, 0, False

@@ -105,12 +105,17 @@ export function samplingDistribution(logits, params) {
   return probs;
 }
 
+/** One row's ids by their logits, most likely first, the lower id first on ties (sampling.py's likeliest_first). */
+function likeliestFirst(logits) {
+  return Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+}
+
 /** sampling.py's top_alternatives for one row of logits: the k likeliest ids (the lower id first
  * on ties), their probabilities in the model's distribution and in the draw's, and the drawn id's
  * probability in the draw's. */
 export function topAlternatives(logits, params, drawn, k) {
   const model = softmax(logits), sampled = samplingDistribution(logits, params);
-  const ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
+  const ids = likeliestFirst(logits).slice(0, k);
   return { ids, model: ids.map((i) => model[i]), sampled: ids.map((i) => sampled[i]), drawn: sampled[drawn] };
 }
 
@@ -128,7 +133,7 @@ export function spellAlternatives(logits, params, drawn, prob, k, vocab) {
  * logits, `before` the sampling rules (the model's own) and `after` them (only the characters they
  * keep), characters to probabilities, the likeliest first. */
 export function nextCharacter(logits, params, vocab) {
-  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  const order = likeliestFirst(logits);
   const model = softmax(logits), sampled = samplingDistribution(logits, params);
   return { before: Object.fromEntries(order.map((i) => [vocab[i], model[i]])),
     after: Object.fromEntries(order.filter((i) => sampled[i] > 0).map((i) => [vocab[i], sampled[i]])) };
