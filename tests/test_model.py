@@ -179,6 +179,60 @@ def test_a_prefill_of_the_receptive_field_equals_the_whole_prompt(options):
     assert (after_whole - after_tail).abs().max() <= 1e-5
 
 
+def attention_by_hand(model: GPTLanguageModel, idx: torch.Tensor) -> torch.Tensor:
+    """Every head's attention probabilities [B, n_layer, n_head, T, T] for a text within the
+    window, computed apart from the model's attention code: each block's input captured from the
+    training forward (scaled_dot_product_attention), its queries and keys taken through the
+    block's own projection (and rotation), then softmax(q k^T / sqrt(head_dim)), causal."""
+    inputs = []
+    hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
+    with torch.no_grad():
+        model(idx)
+    for hook in hooks:
+        hook.remove()
+    T, cfg, weights = idx.size(1), model.config, []
+    for block, x in zip(model.blocks, inputs):
+        with torch.no_grad():
+            qk, _ = block.attn.queries_keys_values(x)
+        if cfg.position == "rotary":
+            qk = apply_rotary(qk, *rotary_tables(T, cfg.head_dim, cfg.rope_base))
+        q, k = qk.split(cfg.n_head, dim=1)
+        scores = (q @ k.transpose(-2, -1)) / cfg.head_dim**0.5
+        weights.append(scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1))
+    return torch.stack(weights, dim=1)
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_the_attention_weights_are_each_heads_softmax_over_its_window(options):
+    """model.attention (what the attention file exports) against the weights computed by hand:
+    slot j of position t's window holds its weight on character t - block_size + 1 + j (its own
+    last), and slots before the text hold 0."""
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got = model.attention(idx)  # [B, L, H, T, block_size]
+    by_hand = attention_by_hand(model, idx)  # [B, L, H, T, T]: column k is character k
+    want = torch.zeros_like(got)
+    for t in range(16):
+        want[..., t, 15 - t :] = by_hand[..., t, : t + 1]
+    assert got.shape == (2, 2, 4, 16, 16)
+    assert (got - want).abs().max() <= 1e-5
+    assert (got.sum(-1) - 1).abs().max() <= 1e-5
+    assert torch.equal(got[..., 0, :15], torch.zeros_like(got[..., 0, :15]))  # the first character sees itself alone
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_the_attention_after_a_cache_equals_the_whole_texts_past_the_window(options):
+    """What the pages ask for: a prefill's cache, then the last characters, as in one call."""
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (1, 45), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole = model.attention(idx)
+        _, past = model.decode(idx[:, :44], model.empty_cache(1))
+        last = model.attention(idx[:, 44:], past)
+    assert (whole[..., 44:, :] - last).abs().max() <= 1e-5
+
+
 def test_learned_positions_decode_exactly_as_the_seeds_generate():
     model = small_model()
     prompt = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(6))

@@ -185,7 +185,8 @@ class MultiHeadAttention(nn.Module):
         With past (the cached keys, before rotation, and values; possibly of length 0), the
         cached path: rotary holds the tables for positions 0..past_len + T - 1, mask is the
         additive sliding-window mask [T, past_len + T], and the new cache is returned.
-        With ring: the ring step (see step_ring)."""
+        With ring: the ring step (see step_ring). Returns (output, present, the attention
+        probabilities [B, H, T, past_len + T] where the path computes them: the cached one)."""
         if ring is not None:
             return self.step_ring(x, rotary, ring, mask)
         T = x.shape[1]
@@ -197,7 +198,7 @@ class MultiHeadAttention(nn.Module):
                 qk = apply_rotary(qk, *rotary)  # queries and keys together: half the operators
             q, k = qk.split(H, dim=1)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-            present = None
+            present = probs = None
         else:
             q, k = qk.split(H, dim=1)
             k = torch.cat((past[0], k), dim=2)  # [B, H, past_len + T, D], not rotated
@@ -214,9 +215,10 @@ class MultiHeadAttention(nn.Module):
             # export within 1e-4 of the fused kernel (one scale on q doubled the largest difference).
             scale = D**-0.25
             att = (q * scale) @ (keys.transpose(-2, -1) * scale) + mask  # [B, H, T, past_len + T]
-            y = F.dropout(att.softmax(dim=-1), dropout_p, self.training) @ v
+            probs = att.softmax(dim=-1)
+            y = F.dropout(probs, dropout_p, self.training) @ v
             present = (last_positions(k, self.window - 1), last_positions(v, self.window - 1))
-        return self.output(y), present
+        return self.output(y), present, probs
 
     def output(self, y):
         """The heads' outputs y [B, H, T, D], joined and projected: [B, T, C]."""
@@ -242,7 +244,7 @@ class MultiHeadAttention(nn.Module):
         scores = torch.cat((q @ ring_keys.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1) + mask  # [B, H, T, S + T]
         att = scores.softmax(dim=-1)
         y = att[..., :S] @ ring_values + att[..., S:] @ v
-        return self.output(y), (k, v)
+        return self.output(y), (k, v), None
 
 
 def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
@@ -254,6 +256,15 @@ def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
         return cache[:, :, :0]
     length = cache.shape[2]
     return cache[:, :, torch.sym_max(length - n, 0):length]
+
+
+def window_weights(probs: torch.Tensor, query_index: torch.Tensor, window: int) -> torch.Tensor:
+    """Attention probabilities [..., T, S] (query t is key query_index[t], T <= S) in window
+    order [..., T, window]: slot j holds the weight on key query_index[t] - window + 1 + j, the
+    query's own key last, and 0 where that key would be before the first."""
+    padded = F.pad(probs, (window - 1, 0))
+    index = query_index[:, None] + torch.arange(window, device=probs.device)[None, :]  # [T, window]
+    return padded.gather(-1, index.expand(*probs.shape[:-1], window))
 
 
 def window_mask(past_len: int, T: int, window: int, device=None) -> torch.Tensor:
@@ -302,10 +313,10 @@ class Block(nn.Module):
         self.ffwd = FeedForward(config)
 
     def forward(self, x, rotary=None, past=None, mask=None, ring=None):
-        a, present = self.attn(self.ln1(x), rotary, past, mask, ring)
+        a, present, probs = self.attn(self.ln1(x), rotary, past, mask, ring)
         x = x + a
         x = x + self.ffwd(self.ln2(x))
-        return x, present
+        return x, present, probs
 
 
 class GPTLanguageModel(nn.Module):
@@ -366,7 +377,7 @@ class GPTLanguageModel(nn.Module):
                 rotary = rotary_tables(T, self.config.head_dim, self.config.rope_base, idx.device)
             x = self.drop(x)
             for block in self.blocks:
-                x, _ = block(x, rotary)
+                x, _, _ = block(x, rotary)
             logits, presents = self.lm_head(self.ln_f(x)), None  # [B, T, vocab]
         else:
             logits, presents = self.decode(idx, past_kv if past_kv is not None else self.empty_cache(B, idx.device))
@@ -385,18 +396,37 @@ class GPTLanguageModel(nn.Module):
         that past_kv holds -> (logits [B, T, vocab], the cache of the last block_size - 1
         characters). Feeding each returned cache back as the next past_kv (the plain loop)
         equals one call on the whole text."""
+        logits, presents, _ = self.cached_path(idx, past_kv)
+        return logits, presents
+
+    def attention(self, idx, past_kv: KVCache | None = None) -> torch.Tensor:
+        """Where every head looked, on the cached path (what `decode` computes, and what the
+        extra attention ONNX file returns): idx [B, T] follows the characters past_kv holds (none
+        when it is None) -> [B, n_layer, n_head, T, block_size], each new position's attention
+        probabilities over its window (`window_weights`: its own character last, 0 before the
+        text's first). Each row sums to 1, and no position sees a later one."""
+        if past_kv is None:
+            past_kv = self.empty_cache(idx.size(0), idx.device)
+        return self.cached_path(idx, past_kv, attention=True)[2]
+
+    def cached_path(self, idx, past_kv: KVCache, attention: bool = False):
+        """`decode`, and with attention=True the weights `attention` returns: (logits, presents,
+        weights or None)."""
         if self.position_embedding is not None:
-            return self.decode_learned(idx, past_kv)
+            return self.decode_learned(idx, past_kv, attention)
         B, T = idx.shape
         past_len = past_kv[0][0].size(2)
         rotary = rotary_tables(past_len + T, self.config.head_dim, self.config.rope_base, idx.device)
         mask = window_mask(past_len, T, self.config.block_size, idx.device)
         x = self.drop(self.token_embedding(idx))
-        presents = []
+        presents, weights = [], []
         for block, past in zip(self.blocks, past_kv):
-            x, present = block(x, rotary, past, mask)
+            x, present, probs = block(x, rotary, past, mask)
             presents.append(present)
-        return self.lm_head(self.ln_f(x)), presents
+            if attention:
+                queries = torch.arange(past_len, past_len + T, device=idx.device)
+                weights.append(window_weights(probs, queries, self.config.block_size))  # [B, H, T, W]
+        return self.lm_head(self.ln_f(x)), presents, torch.stack(weights, dim=1) if attention else None
 
     def step_ring(self, idx, cos, sin, mask, ring: KVCache) -> tuple[torch.Tensor, KVCache]:
         """The ring step (rotary models; what the extra ring ONNX file is): idx [B, T], each
@@ -413,14 +443,16 @@ class GPTLanguageModel(nn.Module):
         x = self.token_embedding(idx)
         new = []
         for block, pair in zip(self.blocks, ring):
-            x, key_value = block(x, rotary, mask=mask, ring=pair)
+            x, key_value, _ = block(x, rotary, mask=mask, ring=pair)
             new.append(key_value)
         return self.lm_head(self.ln_f(x)), new
 
-    def decode_learned(self, idx, past_kv: KVCache) -> tuple[torch.Tensor, KVCache]:
+    def decode_learned(self, idx, past_kv: KVCache, attention: bool = False):
         """Learned positions: every layer's cache holds the same thing, the token embeddings
         of the last characters (as [B, n_head, past_len, head_dim]); each new character is
-        predicted by a plain forward pass over its own last block_size characters."""
+        predicted by a plain forward pass over its own last block_size characters. With
+        attention, the blocks run the written-out attention (the cached path's, with nothing
+        cached), which returns its probabilities."""
         B, T = idx.shape
         W, C = self.config.block_size, self.config.n_embd
         past = past_kv[0][0]
@@ -434,11 +466,21 @@ class GPTLanguageModel(nn.Module):
         slots = (first[:, None] + torch.arange(W, device=idx.device)[None, :]).clamp(max=length - 1)
         x = tokens[:, slots].reshape(B * T, W, C) + self.position_embedding(torch.arange(W, device=idx.device))
         x = self.drop(x)
+        own = query - first  # each new character's place in its window
+        nothing = torch.zeros(B * T, self.config.n_head, 0, self.config.head_dim, device=idx.device)
+        causal = window_mask(0, W, W, idx.device)
+        weights = []
         for block in self.blocks:
-            x, _ = block(x)
-        x = x.view(B, T, W, C)[:, torch.arange(T, device=idx.device), query - first]  # [B, T, C]
+            if not attention:
+                x, _, _ = block(x)
+                continue
+            x, _, probs = block(x, past=(nothing, nothing), mask=causal)  # probs [B * T, H, W, W]
+            H = probs.shape[1]
+            rows = probs.view(B, T, H, W, W).gather(3, own.view(1, T, 1, 1, 1).expand(B, T, H, 1, W)).squeeze(3)
+            weights.append(window_weights(rows.transpose(1, 2), own, W))  # [B, H, T, W]
+        x = x.view(B, T, W, C)[:, torch.arange(T, device=idx.device), own]  # [B, T, C]
         cache = last_positions(tokens.view(B, length, self.config.n_head, self.config.head_dim).transpose(1, 2), W - 1)
-        return self.lm_head(self.ln_f(x)), [(cache, cache)] * self.config.n_layer
+        return self.lm_head(self.ln_f(x)), [(cache, cache)] * self.config.n_layer, torch.stack(weights, 1) if attention else None
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
