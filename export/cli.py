@@ -1,6 +1,7 @@
 """`python -m export RUN_DIR --out DIR/ [--quantize int8]` (a model folder), `--out NAME.onnx`
 (one file and its sidecars), `python -m export eval MODEL [--data FILE]` (onnxruntime alone), and
-`python -m export about FOLDER --title ...` (what the pages say, rewritten without exporting again)."""
+`python -m export about FOLDER --title ...` (what the pages say, rewritten without exporting again)
+and `python -m export attention MODEL` (the attention file added to a model exported before it)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from train.files import atomic_write, file_sha256, temp_file, write_json
 from train.table import format_table
+from webapp.inference.attention import attention_path
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import FOLDER_FILES, MODEL_FILE
 from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside, averaged_phrase
@@ -148,9 +150,9 @@ def about_main(argv: list[str]) -> int:
         metadata["about"] = page.renamed(about, vocab, args.title, args.dataset_name, args.description, args.example)
     except (UsageError, page.AboutError) as e:
         return fail(prog, str(e))
-    license = next((line[9:] for line in card.splitlines() if line.startswith("license: ")), "mit")
-    for path in (onnx_file, ring_path(onnx_file)):
-        if path.is_file():  # the ring file carries the same metadata (its engine check reads source_sha256)
+    license = card_license(card)
+    for path in (onnx_file, ring_path(onnx_file), attention_path(onnx_file)):
+        if path.is_file():  # the extra files carry the same metadata (their loaders read source_sha256)
             atomic_write(path, lambda tmp, path=path: (Path(tmp).write_bytes(path.read_bytes()),
                                                       set_metadata(Path(tmp), md.to_props(metadata))))
     write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
@@ -158,6 +160,11 @@ def about_main(argv: list[str]) -> int:
     print(f"rewrote {out}{os.sep}: the page is now \"{metadata['about']['title']}\" "
           f"({len(metadata['about']['examples'])} example prompts)")
     return 0
+
+
+def card_license(card: str) -> str:
+    """The Hub license id in a card's YAML metadata."""
+    return next((line[9:] for line in card.splitlines() if line.startswith("license: ")), "mit")
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -198,12 +205,13 @@ def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
     """Every file an export to `out` writes."""
     if folder:
         onnx_file = out / MODEL_FILE
-        return [onnx_file, ring_path(onnx_file), table_path(onnx_file), beside(onnx_file, ".json"), beside(onnx_file, ".loss.png"),
-                out / "README.md", *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
+        return [onnx_file, ring_path(onnx_file), attention_path(onnx_file), table_path(onnx_file), beside(onnx_file, ".json"),
+                beside(onnx_file, ".loss.png"), out / "README.md", *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
     int8 = beside(out, ".int8.onnx")
-    files = [out, ring_path(out), table_path(out), beside(out, ".json"), beside(out, ".md"), beside(out, ".loss.png")]
+    files = [out, ring_path(out), attention_path(out), table_path(out), beside(out, ".json"), beside(out, ".md"),
+             beside(out, ".loss.png")]
     if quantize:
-        files += [int8, ring_path(int8), table_path(int8), beside(out, ".int8.json"), beside(out, ".int8.md")]
+        files += [int8, ring_path(int8), attention_path(int8), table_path(int8), beside(out, ".int8.json"), beside(out, ".int8.md")]
     return files
 
 
@@ -273,7 +281,8 @@ def export_main(argv: list[str]) -> int:
     from train.text import DataError, read_text, split_index
 
     from . import metadata as md
-    from .onnx_export import checks_table, export_onnx, export_ring, name_weights, set_metadata, verify, verify_ring
+    from .onnx_export import (checks_table, export_onnx, export_ring, name_weights, set_metadata, verify, verify_attention,
+                              verify_ring)
     from webapp.inference.onnx_model import OnnxModel
 
     prog = "python -m export"
@@ -307,12 +316,14 @@ def export_main(argv: list[str]) -> int:
     # The ring step (webapp/inference/ring.py; chargpt's engine and pages step with it), for rotary models:
     # written beside each model file. Where none is written, one left by an earlier export is removed.
     ring_tmp = temp_onnx(tmp.parent) if model.config.position == "rotary" else None
-    int8_tmp = int8_ring_tmp = None
+    # The attention file (webapp/inference/attention.py; the pages' view of where the heads looked), for every model.
+    attention_tmp = temp_onnx(tmp.parent)
+    int8_tmp = int8_ring_tmp = int8_attention_tmp = None
     # The draft table (webapp/inference/drafting.py) serves the ring step's drafts, so only beside a ring file.
     drafts = draft_table(text, vocab, sha) if ring_tmp and not args.no_draft_table else None
     try:
         print(f"exporting {run_dir} (step {meta['step']}, {model.num_params() / 1e6} M parameters) ...")
-        export_onnx(model, tmp)
+        export_onnx(model, tmp, attention_tmp)
         name_weights(tmp, model)
         set_metadata(tmp, md.to_props(metadata))
         checks, greedy_ids = verify(model, tmp, prompt, val_ids)
@@ -320,6 +331,9 @@ def export_main(argv: list[str]) -> int:
             export_ring(model, ring_tmp)
             set_metadata(ring_tmp, md.to_props(metadata))
             checks += verify_ring(tmp, ring_tmp)
+        name_weights(attention_tmp, model)
+        set_metadata(attention_tmp, md.to_props(metadata))
+        checks += verify_attention(model, tmp, attention_tmp)
         table = checks_table(checks)
         print(table)
         if not all(c.ok for c in checks):
@@ -335,28 +349,32 @@ def export_main(argv: list[str]) -> int:
             if ring_tmp:
                 int8_ring_tmp = temp_onnx(tmp.parent)
                 int8_table += "\n\n" + quantize_ring(int8_tmp, ring_tmp, int8_ring_tmp, int8_meta)
+            int8_attention_tmp = temp_onnx(tmp.parent)
+            int8_table += "\n\n" + quantize_attention(int8_tmp, attention_tmp, int8_attention_tmp, int8_meta)
         if folder:
             shipped, shipped_meta = (int8_tmp, int8_meta) if args.quantize else (tmp, metadata)
             verification = f"{table}\n\n{int8_table}" if args.quantize else table
             write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir,
-                         int8_ring_tmp if args.quantize else ring_tmp, drafts)
+                         int8_ring_tmp if args.quantize else ring_tmp, int8_attention_tmp if args.quantize else attention_tmp, drafts)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out)
-            place_ring(ring_tmp, out)
+            place_beside(ring_tmp, ring_path(out))
+            place_beside(attention_tmp, attention_path(out))
             place_table(drafts, out)
             write_sidecars(out, metadata, sample, table)
             draw_loss_curve(run_dir, beside(out, ".loss.png"), metadata["training"])
             if args.quantize:
                 int8_path = beside(out, ".int8.onnx")
                 os.replace(int8_tmp, int8_path)
-                place_ring(int8_ring_tmp, int8_path)
+                place_beside(int8_ring_tmp, ring_path(int8_path))
+                place_beside(int8_attention_tmp, attention_path(int8_path))
                 place_table(drafts, int8_path)
                 write_sidecars(int8_path, int8_meta, sample, f"{table}\n\n{int8_table}")
-    except (Int8TooLossy, RingMismatch) as e:
+    except (Int8TooLossy, RingMismatch, AttentionMismatch) as e:
         return fail(prog, str(e), VERIFICATION_FAILED)
     finally:
-        for path in (tmp, ring_tmp, int8_tmp, int8_ring_tmp):
+        for path in (tmp, ring_tmp, attention_tmp, int8_tmp, int8_ring_tmp, int8_attention_tmp):
             if path is not None:
                 path.unlink(missing_ok=True)
     loss = (int8_meta if args.quantize else metadata)["training"]["val_loss"]
@@ -373,17 +391,22 @@ class RingMismatch(Exception):
     pass
 
 
+class AttentionMismatch(Exception):
+    pass
+
+
 def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
-                 ring_file: Path | None, drafts: dict | None) -> None:
-    """The model folder (webapp/inference/model_folder.py): the verified graph (and its ring step) moved
-    into onnx/, then its draft table, metadata, loss curve, configuration and tokenizer files,
-    and the card."""
+                 ring_file: Path | None, attention_file: Path, drafts: dict | None) -> None:
+    """The model folder (webapp/inference/model_folder.py): the verified graph (and its ring step and
+    attention file) moved into onnx/, then its draft table, metadata, loss curve, configuration and
+    tokenizer files, and the card."""
     from . import folder as mf
 
     onnx_file = out / MODEL_FILE
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     os.replace(model_file, onnx_file)
-    place_ring(ring_file, onnx_file)
+    place_beside(ring_file, ring_path(onnx_file))
+    place_beside(attention_file, attention_path(onnx_file))
     place_table(drafts, onnx_file)
     write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
     draw_loss_curve(run_dir, beside(onnx_file, ".loss.png"), metadata["training"])
@@ -462,13 +485,14 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
     return int8_meta, table
 
 
-def place_ring(ring_file: Path | None, model_file: Path) -> None:
-    """Move the verified ring file beside `model_file`; without one, remove a ring file that an
-    earlier export left there (it belongs to other weights: the engine would refuse it anyway)."""
-    if ring_file:
-        os.replace(ring_file, ring_path(model_file))
+def place_beside(verified: Path | None, target: Path) -> None:
+    """Move a verified extra file (the ring step, the attention file) to `target`, beside its model
+    file; without one, remove what an earlier export left there (it belongs to other weights:
+    the engine would refuse it anyway)."""
+    if verified:
+        os.replace(verified, target)
     else:
-        ring_path(model_file).unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
 
 
 def draft_table(text: str, vocab: list[str], sha256: str) -> dict:
@@ -507,10 +531,111 @@ def quantize_ring(model_file: Path, ring_fp32: Path, target: Path, metadata: dic
     return table
 
 
+def quantize_attention(model_file: Path, attention_fp32: Path, target: Path, metadata: dict,
+                       given: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
+    """The attention file with the int8 weights of `model_file` (the same quantization of the same
+    weights, or `given` ones: quantize_weights_int8), checked against PyTorch with those weights;
+    AttentionMismatch if they disagree. Returns its check table."""
+    from . import metadata as md
+    from .onnx_export import quantize_weights_int8, set_metadata, torch_model_from_onnx
+
+    quantize_weights_int8(attention_fp32, target, given)
+    set_metadata(target, md.to_props(metadata))
+    return checked_attention(torch_model_from_onnx(model_file), model_file, target, "with int8 weights")
+
+
+ATTENTION_TABLE = "the attention file"  # how its check table opens in a card
+
+
+def checked_attention(model, model_file: Path, attention_file: Path, what: str = "") -> str:
+    """verify_attention's table for `attention_file`, printed; AttentionMismatch if a check fails."""
+    from .onnx_export import checks_table, verify_attention
+
+    checks = verify_attention(model, model_file, attention_file)
+    table = (f"{ATTENTION_TABLE}{' ' + what if what else ''}, against PyTorch with the weights of {model_file.name}:\n"
+             + checks_table(checks).split("\ntolerance")[0])
+    print(table)
+    if not all(c.ok for c in checks):
+        raise AttentionMismatch("the attention file does not match PyTorch (see the table); nothing was written.")
+    return table
+
+
+# -- attention: add the attention file to a model exported before it ---------------------------
+
+def attention_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export attention",
+                                description="Add the attention file (onnx/model.attention.onnx: where every head looked, "
+                                "for the pages' attention view and /inspect) to a model exported before chargpt wrote it, "
+                                "from the weights in its model file, checked against PyTorch with those weights. "
+                                "The model file and its text stay as they are.")
+    p.add_argument("model", help="a model folder, or an .onnx file, written by python -m export")
+    p.add_argument("--force", action="store_true", help="replace an attention file that is already there")
+    return p
+
+
+def attention_main(argv: list[str]) -> int:
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from . import metadata as md
+    from .onnx_export import INT8_SUFFIXES, export_attention, name_weights, set_metadata, torch_model_from_onnx
+    from webapp.inference.onnx_model import OnnxModel
+
+    args = attention_parser().parse_args(argv)
+    prog = "python -m export attention"
+    out = Path(args.model)
+    folder = out.is_dir()
+    onnx_file = out / MODEL_FILE if folder else out
+    target = attention_path(onnx_file) if onnx_file.suffix == ".onnx" else None
+    try:
+        if target is None:
+            raise UsageError(f"{out} is neither a model folder nor an .onnx file.")
+        OnnxModel(out)  # every check a served model passes
+        if target.exists() and not args.force:
+            raise UsageError(f"{target} already exists; pass --force to replace it.")
+        model = torch_model_from_onnx(onnx_file)
+        metadata = {k: v for k, v in json.loads(beside(onnx_file, ".json").read_text(encoding="utf-8")).items()
+                    if k != SIDECAR_SHA256}
+    except (UsageError, ModelLoadError, ValueError, OSError) as e:
+        return fail(prog, str(e))
+    arrays = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(onnx_file)).graph.initializer}
+    q_suffix, scale_suffix = INT8_SUFFIXES
+    given = {name[: -len(q_suffix)]: (q, arrays[name[: -len(q_suffix)] + scale_suffix])
+             for name, q in arrays.items() if name.endswith(q_suffix)}
+    fp32_tmp, tmp = temp_onnx(onnx_file.parent), temp_onnx(onnx_file.parent)
+    try:
+        export_attention(model, fp32_tmp)
+        name_weights(fp32_tmp, model)
+        if given:  # the int8 model's own int8 weights, not a second rounding of them
+            table = quantize_attention(onnx_file, fp32_tmp, tmp, metadata, given)
+        else:
+            os.replace(fp32_tmp, tmp)
+            set_metadata(tmp, md.to_props(metadata))
+            table = checked_attention(model, onnx_file, tmp)
+        os.replace(tmp, target)
+        card_file = out / "README.md"
+        if folder and card_file.is_file():  # the card's verification gets the new file's table
+            card = card_file.read_text(encoding="utf-8")
+            sample, verification = md.card_parts(card)
+            kept = verification.split(f"\n\n{ATTENTION_TABLE}")[0]
+            write_card(out, metadata, sample, f"{kept}\n\n{table}", card_license(card))
+    except (AttentionMismatch, md.CardError) as e:
+        return fail(prog, str(e), VERIFICATION_FAILED)
+    finally:
+        for path in (fp32_tmp, tmp):
+            path.unlink(missing_ok=True)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["eval"]:
         return eval_main(argv[1:])
     if argv[:1] == ["about"]:
         return about_main(argv[1:])
+    if argv[:1] == ["attention"]:
+        return attention_main(argv[1:])
     return export_main(argv)

@@ -243,4 +243,6 @@ with a cache the engine keeps in place, checked against `onnx/model.onnx` above 
 loads; other tools load `onnx/model.onnx` and never read it. Each such step also checks characters
 drafted from the text's own repeats and from `onnx/model.drafts.json`, when the folder has one (the
 training text's most frequent continuations of up to 5 characters): the same text, in fewer steps.
+`onnx/model.attention.onnx` gives its pages and `/inspect` where every head looked, checked against
+PyTorch above; no other tool reads it either.
 """

@@ -16,10 +16,11 @@ import torch
 from train.model import GPTLanguageModel
 from train.table import format_table as table
 
+from webapp.inference.attention import ATTENTIONS, AttentionFile
 from webapp.inference.engine import Engine
 
 from webapp.inference.sampling import SamplingParams
-from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names, open_session
+from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, OnnxModel, cache_names, open_session
 from webapp.inference.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
 
 from .runtime import last_window_loss, plain_loop_loss
@@ -41,17 +42,21 @@ END_OF_TEXT_LOGIT = -1e9
 class CachedLM(torch.nn.Module):
     """The model with flat inputs and outputs, as the ONNX graph has them:
     (input_ids, past.0.key, past.0.value, ...) -> (logits, present.0.key, present.0.value, ...),
-    the model's cached path (GPTLanguageModel.decode), with the end-of-text logit appended."""
+    the model's cached path (GPTLanguageModel.decode), with the end-of-text logit appended. With
+    attention, the attention file's output too (GPTLanguageModel.attention): export traces both
+    files in one program and splits it (`keep_outputs`)."""
 
-    def __init__(self, model: GPTLanguageModel):
+    def __init__(self, model: GPTLanguageModel, attention: bool = False):
         super().__init__()
         self.model = model
+        self.attention = attention
 
     def forward(self, input_ids, *past):
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
         logits, presents = self.model.decode(input_ids, pairs)
         end = torch.full_like(logits[..., :1], END_OF_TEXT_LOGIT)
-        return (torch.cat((logits, end), dim=-1), *[t for pair in presents for t in pair])
+        outputs = (torch.cat((logits, end), dim=-1), *[t for pair in presents for t in pair])
+        return (*outputs, self.model.attention(input_ids, pairs)) if self.attention else outputs
 
 
 @contextlib.contextmanager
@@ -95,22 +100,63 @@ def save_program(module: torch.nn.Module, args: tuple, input_names: list[str], o
     program.save(str(path), external_data=False)
 
 
-def export_onnx(model: GPTLanguageModel, path: Path) -> None:
-    """Write `model` to one self-contained ONNX file with dynamic batch, sequence and past."""
+def export_onnx(model: GPTLanguageModel, path: Path, attention_file: Path | None = None) -> None:
+    """Write `model` to one self-contained ONNX file with dynamic batch, sequence and past, and,
+    given attention_file, its attention file (webapp/inference/attention.py) there: both from one
+    traced program (an export's longest part), split by their outputs."""
     cfg = model.config
     names = past_names(cfg.n_layer)
+    model_outputs = [LOGITS, *cache_names(PRESENT, cfg.n_layer)]
     # The dimension names the ecosystem's tools read (transformers.js sizes an empty cache from batch_size).
     batch, sequence, past_sequence = (torch.export.Dim(n) for n in ("batch_size", "sequence_length", "past_sequence_length"))
     # Example sizes other than 0 and 1, so that no dimension is specialised to a constant.
     ids = torch.zeros(2, 3, dtype=torch.long)
     past = [torch.zeros(2, cfg.n_head, 4, cfg.head_dim) for _ in names]
-    save_program(CachedLM(model), (ids, *past), [INPUT_IDS, *names], [LOGITS, *cache_names(PRESENT, cfg.n_layer)],
+    save_program(CachedLM(model, attention_file is not None), (ids, *past), [INPUT_IDS, *names],
+                 model_outputs + [ATTENTIONS] * (attention_file is not None),
                  {"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)}, path)
-    # The exporter names the presents' length by its formula, min(past + new, block_size - 1).
     proto = onnx.load(str(path))
+    if attention_file is not None:
+        onnx.save(keep_outputs(proto, [ATTENTIONS]), str(attention_file))
+        proto = keep_outputs(proto, model_outputs)
+    # The exporter names the presents' length by its formula, min(past + new, block_size - 1).
     for output in proto.graph.output[1:]:
         output.type.tensor_type.shape.dim[2].dim_param = "present_sequence_length"
     onnx.save(proto, str(path))
+
+
+def export_attention(model: GPTLanguageModel, path: Path) -> None:
+    """The attention file alone, for a model exported before chargpt wrote it."""
+    model_file = path.with_name(path.name + ".model.onnx")
+    try:
+        export_onnx(model, model_file, path)
+    finally:
+        model_file.unlink(missing_ok=True)
+
+
+def keep_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the graph with only the outputs `names` and what computes them (every input
+    stays, as the graph's contract)."""
+    kept = onnx.ModelProto()
+    kept.CopyFrom(proto)
+    graph = kept.graph
+    outputs = [o for o in graph.output if o.name in names]
+    del graph.output[:]
+    graph.output.extend(outputs)
+    needed, nodes = set(names), []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            nodes.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(nodes))
+    initializers = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    values = [v for v in graph.value_info if v.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(values)
+    return kept
 
 
 def export_ring(model: GPTLanguageModel, path: Path) -> None:
@@ -194,7 +240,7 @@ def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scales.astype(np.float32)[None, :]
 
 
-def quantize_weights_int8(source: Path, target: Path) -> None:
+def quantize_weights_int8(source: Path, target: Path, given: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Every MatMul weight stored as int8 with one float32 scale per output column (symmetric,
     weight-only; activations stay float32), turned back into float32 in the graph by a Cast and
     a Mul. Those have constant inputs only, so onnxruntime folds them into float32 weights when
@@ -202,7 +248,8 @@ def quantize_weights_int8(source: Path, target: Path) -> None:
     the same logits for a prefill and for cached decoding. Not DequantizeLinear: onnxruntime
     fuses that pattern into kernels that quantize activations per call (prefill and cached
     decoding then differed by 0.13), and MatMulNBits, a contrib operator, decoded 4.6x slower.
-    Any ONNX runtime runs the result. Metadata is kept."""
+    Any ONNX runtime runs the result. Metadata is kept. given: int8 values and scales to use for
+    the weights it names (those of an int8 file whose weights `source` holds dequantized)."""
     proto = onnx.load(str(source))
     graph = proto.graph
     initializers = {i.name: i for i in graph.initializer}
@@ -211,10 +258,13 @@ def quantize_weights_int8(source: Path, target: Path) -> None:
         name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
         if name not in initializers or len(initializers[name].dims) != 2:
             continue
-        weight = numpy_helper.to_array(initializers[name])
-        scale = (np.abs(weight).max(axis=0) / 127).astype(np.float32)
-        scale[scale == 0] = 1.0
-        q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        if given and name in given:
+            q, scale = given[name]
+        else:
+            weight = numpy_helper.to_array(initializers[name])
+            scale = (np.abs(weight).max(axis=0) / 127).astype(np.float32)
+            scale[scale == 0] = 1.0
+            q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
         graph.initializer.remove(initializers.pop(name))
         q_name, scale_name = name + INT8_SUFFIXES[0], name + INT8_SUFFIXES[1]
         graph.initializer.extend([numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale, scale_name)])
@@ -356,6 +406,42 @@ def verify_ring(model_path: Path, ring_file: Path) -> list[Check]:
     same = engine.complete("\n", settings) == plain
     checks.append(Check(f"ring step: greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
                         "identical" if same else "differs"))
+    return checks
+
+
+def verify_attention(model: GPTLanguageModel, model_file: Path, attention_file: Path) -> list[Check]:
+    """Compare the attention file with PyTorch's weights (GPTLanguageModel.attention) for batch 1
+    and 3: texts shorter and longer than the window from an empty cache, and the characters
+    after a prefill by the model file (its cache, as the pages pass it); then that every row sums
+    to 1 and gives nothing to positions before the text (later ones are outside the window)."""
+    lm = OnnxModel(model_file)
+    attention = AttentionFile(attention_file, lm, open_session(attention_file, **lm.session_args))
+    cfg, model = model.config, model.eval()
+    rng = np.random.default_rng(1)
+    checks, rows, fresh = [], [], []  # every run's weights; those from an empty cache (position 0 first)
+
+    def compare(name, batch, length, got, want):
+        diff = float(np.abs(got - want).max())
+        checks.append(Check(f"attention weights: {name}", batch, length, diff, diff <= TOLERANCE))
+        rows.append(got)
+
+    for batch in (1, 3):
+        for length in sorted({1, 7, cfg.block_size, 2 * cfg.block_size + 3}):
+            ids = rng.integers(0, cfg.vocab_size, (batch, length))
+            with torch.no_grad():
+                want = model.attention(torch.from_numpy(ids)).numpy()
+            compare("from an empty cache", batch, length, attention.run(ids), want)
+            fresh.append(rows[-1])
+            if length > 1:
+                split = length - min(3, length - 1)
+                _, past = lm.forward(ids[:, :split])
+                compare(f"after a prefill of {split}", batch, length, attention.run(ids[:, split:], past), want[..., split:, :])
+    sums = max(float(np.abs(w.sum(-1) - 1).max()) for w in rows)
+    window = cfg.block_size
+    before = max(float(np.abs(w[..., t, : window - 1 - t]).max(initial=0)) for w in fresh
+                 for t in range(min(w.shape[3], window - 1)))
+    checks.append(Check("attention rows sum to 1, none before the text", "-", "-", None,
+                        sums <= 1e-5 and before == 0, f"|sum - 1| <= {sums:.1e}, before: {before:g}"))
     return checks
 
 

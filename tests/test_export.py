@@ -17,7 +17,9 @@ import torch
 
 import export.onnx_export
 from export.cli import main as export_main
+from webapp.inference.attention import attention_path
 from webapp.inference.engine import Engine
+from webapp.inference.ring import ring_path
 from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel
 from train import checkpoint
@@ -187,15 +189,15 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
 def test_an_export_without_a_ring_file_removes_one_left_beside_its_model(tmp_path):
     """A learned-position model exported with --force over a rotary one's files: the old ring
     file belongs to other weights, so it goes (the engine would refuse it anyway)."""
-    from export.cli import place_ring
+    from export.cli import place_beside
 
     model = tmp_path / "model.onnx"
     shutil.copy(SHIPPED_MODEL / "onnx" / "model.ring.onnx", tmp_path / "model.ring.onnx")
-    place_ring(None, model)
+    place_beside(None, ring_path(model))
     assert list(tmp_path.iterdir()) == []
     fresh = tmp_path / "fresh.onnx"
     fresh.write_bytes(b"verified")
-    place_ring(fresh, model)
+    place_beside(fresh, ring_path(model))
     assert [p.name for p in tmp_path.iterdir()] == ["model.ring.onnx"]
 
 
@@ -216,15 +218,19 @@ def test_an_export_without_a_draft_table_removes_one_left_beside_its_model(tmp_p
 def graph_of_exported(exported, monkeypatch):
     """Exports of the `exported` run that take its graph, exported once already, instead of running
     torch.onnx.export again; everything after it (naming, metadata, the checks, writing) runs."""
-    monkeypatch.setattr(export.onnx_export, "export_onnx", lambda model, path: shutil.copy(exported[1], path))
+    def copy(model, path, attention):
+        shutil.copy(exported[1], path)
+        shutil.copy(attention_path(exported[1]), attention)
+
+    monkeypatch.setattr(export.onnx_export, "export_onnx", copy)
 
 
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, graph_of_exported, tmp_path, monkeypatch, capsys):
     run_dir, _, _ = exported
     real_export = export.onnx_export.export_onnx
 
-    def perturbed(model, path):
-        real_export(model, path)
+    def perturbed(model, path, attention):
+        real_export(model, path, attention)
         graph = onnx.load(str(path))
         weight = next(t for t in graph.graph.initializer if t.name == "model.lm_head.bias")
         values = onnx.numpy_helper.to_array(weight).copy()
@@ -331,7 +337,7 @@ def test_bad_eval_inputs(exported, tmp_path, capsys, small_text, monkeypatch):
 def test_the_folder_holds_what_generation_libraries_read(french_folder):
     folder, _ = french_folder
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == ["README.md", "config.json", "genai_config.json", "generation_config.json", "onnx/model.json",
+    assert names == ["README.md", "config.json", "genai_config.json", "generation_config.json", "onnx/model.attention.onnx", "onnx/model.json",
                      "onnx/model.loss.png", "onnx/model.onnx", "tokenizer.json", "tokenizer_config.json"]
     lm = OnnxModel(folder)
     end = len(lm.vocab)
@@ -476,3 +482,74 @@ def test_about_follows_a_derived_title_and_refuses_what_a_page_cannot_show(frenc
     assert about["description"].startswith("A small character-level GPT trained on Poèmes.")
     (folder / "onnx" / "model.onnx").write_bytes((folder / "onnx" / "model.onnx").read_bytes()[:-10])
     assert_refused(capsys, ["about", str(folder), "--title", "x"], "truncated or altered", "python -m export about")
+
+
+# --- the attention file ----------------------------------------------------------------------
+
+def test_the_attention_files_weights_are_pytorchs_and_the_export_checked_them(exported, french_folder):
+    """Both layouts write the attention file beside each model file, checked in the table; its
+    weights from a text longer than the window, read as the pages read them, are PyTorch's."""
+    run_dir, out, result = exported
+    for row in ("attention weights: from an empty cache", "attention weights: after a prefill of 4"):
+        assert re.search(rf"{re.escape(row)}\s+[13]\s+7\s+\S+\s+ok", result.stdout), row
+    assert re.search(r"attention rows sum to 1, none before the text\s+-\s+-\s+\|sum - 1\| <= \S+, before: 0\s+ok", result.stdout)
+    assert "the attention file with int8 weights, against PyTorch with the weights of" in result.stdout
+    assert attention_path(out).is_file() and attention_path(out.with_name("tiny.int8.onnx")).is_file()
+    from webapp.inference.attention import load_attention
+
+    folder, data = french_folder
+    model = checkpoint.load_model(folder.parent / "run", checkpoint.read_meta(folder.parent / "run")).eval()
+    lm = OnnxModel(folder)
+    attention, notice = load_attention(lm)
+    assert notice == ""
+    ids = [lm.vocab.index(c) for c in data.read_text(encoding="utf-8")[:40]]  # a window of 16 and more
+    with torch.no_grad():
+        want = model.attention(torch.tensor([ids]))[0, :, :, -1].numpy()  # [L, H, block_size]
+    got = attention.last_position(ids)
+    assert got.shape == want.shape == (2, 4, 16)
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(got.sum(-1) - 1).max() <= 1e-5
+
+
+def test_the_attention_check_fails_for_other_weights(exported):
+    """The check can fail: an attention file against PyTorch with other weights is refused."""
+    from export.onnx_export import verify_attention
+
+    run_dir, out, _ = exported
+    model = checkpoint.load_model(run_dir, checkpoint.read_meta(run_dir))
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight.mul_(1.5)
+    checks = verify_attention(model, out, attention_path(out))
+    assert not all(c.ok for c in checks if c.name.startswith("attention weights"))
+
+
+def test_export_attention_adds_the_file_to_a_model_exported_before_it(exported, french_folder, tmp_path, capsys):
+    """`python -m export attention`: the int8 file's own int8 weights (not rounded twice), the
+    folder's card gets the table, the model file stays byte for byte, and a second run is refused."""
+    from conftest import export_here
+
+    _, out, _ = exported
+    int8 = out.with_name("tiny.int8.onnx")
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in (int8, int8.with_suffix(".json")):
+        shutil.copy(path, older / path.name.replace("tiny.int8", "model"))
+    result = export_here("attention", str(older / "model.onnx"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    made, shipped = onnx.load(str(older / "model.attention.onnx")), onnx.load(str(attention_path(int8)))
+    int8_weights = lambda proto: {i.name: i.raw_data for i in proto.graph.initializer if i.name.endswith(("_int8", "_scale"))}  # noqa: E731
+    assert int8_weights(made) == int8_weights(shipped) and int8_weights(made)
+
+    folder = tmp_path / "folder"
+    shutil.copytree(french_folder[0], folder)
+    attention_path(folder / "onnx" / "model.onnx").unlink()
+    before = (folder / "onnx" / "model.onnx").read_bytes()
+    result = export_here("attention", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (folder / "onnx" / "model.onnx").read_bytes() == before
+    assert "the attention file, against PyTorch with the weights of model.onnx:" in (folder / "README.md").read_text()
+    assert "Verification against PyTorch" in (folder / "README.md").read_text()
+    again = export_here("attention", str(folder))
+    assert again.returncode == 2
+    assert again.stderr.strip().endswith("already exists; pass --force to replace it.")
+    assert export_here("attention", str(tmp_path / "nothing")).returncode == 2
