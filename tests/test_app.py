@@ -124,6 +124,50 @@ def test_inspect_gives_the_next_characters_distribution_before_and_after_the_sam
     assert list(answer["after"].values()) == [1.0]  # temperature 0: the likeliest alone
 
 
+def test_inspect_gives_where_every_head_looked_from_the_texts_last_character(client):
+    """/inspect's attention: a layer, a head and one weight per character of the window for every
+    head, PyTorch's within 1e-4 (the shipped model's weights), for a text longer than the window;
+    each head's weights sum to 1."""
+    import numpy as np
+    import torch
+
+    from export.onnx_export import torch_model_from_onnx
+    from webapp.inference.engine import encode_prompt
+
+    text = "ROMEO:\nWhat light through yonder window breaks? It is the east, and Juliet is the sun. Arise, fair sun, and kill the envious moon"
+    answer = client.predict(text, 0.8, 0, 1.0, 0.0, api_name="/inspect")
+    found = answer["attention"]
+    model = torch_model_from_onnx(SHIPPED_MODEL / "onnx" / "model.onnx")
+    window = model.config.block_size
+    assert answer["attention_notice"] == "" and len(text) > window
+    assert found["characters"] == list(text[-window:])
+    assert [(h["layer"], h["head"]) for h in found["heads"]] == [(l, h) for l in range(6) for h in range(6)]
+    got = np.array([h["weights"] for h in found["heads"]]).reshape(6, 6, window)
+    ids = torch.tensor([encode_prompt(text, OnnxModel(SHIPPED_MODEL).vocab).ids])
+    with torch.no_grad():
+        want = model.attention(ids)[0, :, :, -1].numpy()
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(got.sum(-1) - 1).max() <= 1e-5
+
+
+def test_a_folder_exported_before_the_attention_file_serves_and_says_why_it_shows_no_heads(tmp_path):
+    import shutil
+
+    from webapp.inference.engine import Engine
+    from webapp.inference.sampling import SamplingParams
+    from webapp.server.next_character import NextCharacter
+
+    older = tmp_path / "older"
+    shutil.copytree(SHIPPED_MODEL, older)
+    (older / "onnx" / "model.attention.onnx").unlink()
+    engine = Engine(older)
+    assert len(engine.complete("ROMEO:", SamplingParams(max_new_tokens=20, seed=1))[0]) == 20
+    answer = NextCharacter(engine)("ROMEO:", SamplingParams())
+    assert answer["attention"] is None and answer["before"] and answer["after"]
+    assert answer["attention_notice"] == ("This model has no model.attention.onnx: it was exported before chargpt showed "
+                                          "attention, and `python -m export attention FOLDER` adds it to its folder.")
+
+
 def test_inspect_reads_a_text_as_generate_reads_a_prompt(client):
     assert client.predict("", 0.8, 0, 1.0, 0.0, api_name="/inspect")["context"] == "\n"  # an empty text starts from a newline
     odd = client.predict("Café 🙂", 0.8, 0, 1.0, 0.0, api_name="/inspect")

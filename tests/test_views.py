@@ -1,12 +1,14 @@
 """How the model decides, on both pages, used in Chromium as a person uses them (docs/views.md):
 what the model considered at each generated character (hover, tap, the keyboard), choosing
-another character and Undo, and the next character's chart as the settings move. The Gradio page
-runs the server's engine; the static page the JavaScript port, checked here against Python's
-sampling rules on the logits it drew from."""
+another character and Undo, where every head looked (a character clicked, a map enlarged), and
+the next character's chart as the settings move. The Gradio page runs the server's engine; the
+static page the JavaScript port, checked here against Python's sampling rules on the logits it
+drew from, and against PyTorch for the heads."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 
@@ -33,6 +35,14 @@ OPEN_PANEL = ".chargpt-popover:not([hidden])"
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     return Engine.for_server(SHIPPED_MODEL)  # the server's threads: its logits to the last bit
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    """PyTorch with the shipped model's weights: where its heads look is what the pages must show."""
+    from export.onnx_export import torch_model_from_onnx
+
+    return torch_model_from_onnx(SHIPPED_MODEL / "onnx" / "model.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +286,69 @@ def test_a_character_tapped_on_a_phone_shows_its_alternatives_within_the_screen(
     view.page.screenshot(path=str(SCREENSHOTS / f"views-{kind}-phone.png"), full_page=True)
     view.page.locator(f"{OPEN_PANEL} tbody button").first.tap()
     view.chose(at)
+    # Where the heads looked at a tapped character: the grid and an enlarged map within the screen.
+    view.page.locator(view.chars).nth(20).tap()
+    view.page.locator(f"{OPEN_PANEL} .chargpt-close").tap()
+    shown_attention(view, view.text()[: len(PROMPT) + 20])
+    view.page.locator(HEADS).nth(6 * 6 - 1).tap()
+    for part in ("#attention .chargpt-heads", ENLARGED):
+        box = view.page.locator(part).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 375, part
+    view.page.screenshot(path=str(SCREENSHOTS / f"attention-{kind}-phone.png"), full_page=True)
+    assert not view.errors
+
+
+HEADS = "#attention .chargpt-head"
+ENLARGED = "#attention .chargpt-enlarged"
+
+
+def shown_attention(view, text: str) -> np.ndarray:
+    """The attention view's weights [layer, head, character] once it shows the heads for `text`
+    (its last block_size characters)."""
+    window = list(text[-128:])
+    view.page.wait_for_function("(chars) => document.querySelector('#attention .chargpt-attention')?.dataset.characters === chars",
+                                arg=json.dumps(window, ensure_ascii=False, separators=(",", ":")), timeout=30_000)
+    maps = view.page.eval_on_selector_all(HEADS, "maps => maps.map(m => [+m.dataset.layer, +m.dataset.head, m.dataset.weights])")
+    assert [(layer, head) for layer, head, _ in maps] == [(layer, head) for layer in range(6) for head in range(6)]
+    return np.array([[float(w) for w in weights.split(",")] for _, _, weights in maps]).reshape(6, 6, len(window))
+
+
+def pytorch_attention(torch_model, text: str, vocab: list[str]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        found = torch_model.attention(torch.tensor([encode_prompt(text, vocab).ids]))[0, :, :, -1].numpy()
+    return found[..., 128 - min(len(text), 128) :]
+
+
+def test_clicking_a_character_shows_where_every_head_looked_as_pytorch_computed_it(kind, written, engine, torch_model):
+    """A character clicked: a map per layer and head of the weights its prediction gave the
+    characters before it, PyTorch's within 1e-4, each map's summing to 1; a map clicked, or
+    reached with Tab and opened with Enter, enlarges; Esc closes it."""
+    view, page = written, written.page
+    at = 140  # the text before it is longer than the window
+    view.page.locator(view.chars).nth(at).click()
+    page.keyboard.press("Escape")
+    text = view.text()[: len(PROMPT) + at]
+    got = shown_attention(view, text)
+    assert np.abs(got - pytorch_attention(torch_model, text, engine.vocab)).max() <= 1e-4
+    assert np.abs(got.sum(-1) - 1).max() <= 1e-5
+    assert "Rows: layers; columns: heads" in page.locator("#attention .chargpt-line").inner_text()
+    page.locator(HEADS).nth(2 * 6 + 1).click()  # layer 3, head 2
+    assert page.locator(f"{ENLARGED} h4").inner_text() == "Layer 3, head 2"
+    assert page.locator(f"{ENLARGED} .chargpt-heat span").count() == 128
+    weights = [float(w) for w in page.eval_on_selector_all(f"{ENLARGED} .chargpt-heat span", "s => s.map(x => x.dataset.weight)")]
+    assert weights == pytest.approx(got[2, 1], abs=1e-7)
+    page.screenshot(path=str(SCREENSHOTS / f"attention-{kind}-desktop.png"), full_page=True)
+    page.locator(HEADS).nth(2 * 6 + 1).click()  # again: closed
+    assert page.locator(ENLARGED).is_hidden()
+    page.locator(HEADS).nth(0).focus()
+    page.keyboard.press("Tab")  # to layer 1, head 2
+    page.keyboard.press("Enter")
+    assert page.locator(f"{ENLARGED} h4").inner_text() == "Layer 1, head 2"
+    page.keyboard.press("Escape")
+    assert page.locator(ENLARGED).is_hidden()
+    assert page.evaluate(f"document.activeElement === document.querySelectorAll({HEADS!r})[1]")
     assert not view.errors
 
 
@@ -302,3 +375,24 @@ def test_the_chart_keeps_what_the_sampling_rules_keep_as_the_settings_move(kind,
         assert page.evaluate(script) == want, (temperature, top_k, top_p, min_p)
     assert page.locator("#next-char").inner_text().count("after") >= 1
     assert not view.errors
+
+
+def test_a_folder_exported_before_the_attention_file_says_why_the_view_is_empty(browser, tmp_path):
+    """The static page of a folder without model.attention.onnx: text and chart as before, and the
+    attention view's one sentence (the Gradio page's is /inspect's attention_notice: test_app.py)."""
+    node = shutil.which("node")
+    if node is None or not (WEB / "node_modules" / "onnxruntime-web").is_dir():
+        pytest.skip("no node or no webapp/web/node_modules")
+    older = tmp_path / "older"
+    shutil.copytree(SHIPPED_MODEL, older)
+    (older / "onnx" / "model.attention.onnx").unlink()
+    subprocess.run([node, "build.mjs", str(older), "--out", str(tmp_path / "dist")], cwd=WEB, check=True, capture_output=True, timeout=120)
+    with static_server(tmp_path / "dist") as url:
+        view = StaticPage(browser.new_page(**DESKTOP), url)
+        view.page.wait_for_function("document.getElementById('attention').innerText.includes('export attention')", timeout=30_000)
+        assert view.page.locator("#attention .chargpt-notice").inner_text() == (
+            "This model has no model.attention.onnx: it was exported before chargpt showed attention, and "
+            "`python -m export attention FOLDER` adds it to its folder.")
+        view.generate(PROMPT, SETTINGS)
+        assert view.text() == PROMPT + Engine(SHIPPED_MODEL).complete(PROMPT, SETTINGS)[0]
+        view.page.close()

@@ -1,6 +1,7 @@
 """The Gradio page (its layout) and its API, built around one Engine: `/generate` (streaming) and
-`/inspect` (the next character's distribution); the page also rewrites its text from a chosen
-alternative (a private event; webapp/server/streaming.py).
+`/inspect` (the next character's distribution, and where each head looked); the page also
+rewrites its text from a chosen alternative (a private event; webapp/server/streaming.py), and
+shows /inspect's answer for the text before a character chosen to look at (another).
 
 Run it with `python -m webapp`, or as a Space does: `python webapp/app.py` from the repo root.
 """
@@ -30,7 +31,10 @@ from webapp.server.streaming import REQUEST_FIELDS, stream_generation
 # The views' drawing code, which the static page shares (docs/views.md): loaded inline, before
 # the generated text's own script (INSPECTOR) runs.
 VIEWS_JS = Path(__file__).resolve().parents[1] / "web" / "views.js"
-INSPECTOR = "globalThis.chargptViews.inspectServerText(element, (data) => trigger('branch', data));"
+INSPECTOR = "globalThis.chargptViews.inspectServerText(element, (data) => trigger('branch', data), (data) => trigger('look', data));"
+# The attention view's clicks and keys; its HTML comes from /inspect's answer, drawn by views.js.
+ATTENTION = "(function attach() { const views = globalThis.chargptViews; " \
+    "if (views) views.attachAttention(element); else setTimeout(attach, 50); })();"
 INSPECT_CONCURRENCY = 4  # /inspect's forwards at once, in the server's own process
 
 
@@ -141,6 +145,15 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
         finally:
             stops.finished(request.session_hash, flag)
 
+    def look(event: gr.EventData) -> str:
+        """The text before a character the visitor chose to look at: the chart and the attention
+        view then show /inspect's answer for it."""
+        data = getattr(event, "_data", None)
+        text = data.get("text") if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            raise refuse("A character to look at must come with the text before it.")
+        return text
+
     def inspect(text, temperature, top_k, top_p, min_p) -> dict:
         """The next character's distribution after `text` (webapp/server/next_character.py)."""
         return next_character(*check_inspect(text, temperature, top_k, top_p, min_p))
@@ -179,8 +192,9 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
                 chart = gr.HTML(elem_id="next-char", label="The next character")
                 with gr.Accordion("The next character as /inspect returns it", open=False):
                     next_json = gr.JSON(elem_id="next-char-json", label="/inspect")
-                # The text the chart is about: the prompt, or the text so far.
+                # The text the chart is about: the prompt, the text so far, or the text before a character looked at.
                 inspected = gr.Textbox(value=about.prompt, visible=False, label="text")
+        attention = gr.HTML(elem_id="attention", label="Where each head looked", js_on_load=ATTENTION)
         output = gr.Textbox(label="Plain text", lines=6, interactive=False, elem_id="output")
         with gr.Accordion("About the model", open=False):
             gr.Markdown(model_panel(engine))
@@ -194,13 +208,15 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
             js="(...values) => [...values.slice(0, 7), true]").then(None, output, inspected, js="(text) => text")
         colored.branch(branch, None, [output, colored, stats], api_visibility="private", concurrency_id="generate").then(
             None, output, inspected, js="(text) => text")
+        colored.look(look, None, inspected, api_visibility="private", queue=False)
         stop_btn.click(stops.stop_pressed, None, None, queue=False, api_visibility="private")
         # The chart: one forward per text (kept for the next settings), drawn in the browser by views.js.
         prompt.change(None, prompt, inspected, js="(text) => text")
         gr.on([demo.load, inspected.change, temperature.change, top_k.change, top_p.change, min_p.change], inspect,
               [inspected, temperature, top_k, top_p, min_p], next_json, api_name="inspect", trigger_mode="always_last",
               concurrency_limit=INSPECT_CONCURRENCY, show_progress="hidden")
-        next_json.change(None, next_json, chart, js="(answer) => globalThis.chargptViews.chartHtml(answer)")
+        next_json.change(None, next_json, [chart, attention],
+                         js="(answer) => [globalThis.chargptViews.chartHtml(answer), globalThis.chargptViews.attentionHtml(answer)]")
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 

@@ -1,15 +1,16 @@
 // The static page: loads model/model.onnx (and model/model.ring.onnx, its faster steps, when the
 // site has it) with onnxruntime-web (WebAssembly) and streams text. What the model considered at
-// each character, choosing another, and the next character's chart: views.js draws them from what
+// each character, choosing another, the next character's chart and where each head looked (with
+// model/model.attention.onnx, loaded once the page is ready): views.js draws them from what
 // chargpt.js computes here (docs/views.md).
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
-import { CharGPT, colour, encodePrompt, LIMITS, modelFiles, nextCharacter, readAbout, samplingParams, spellAlternatives }
-  from "./chargpt.js";
+import { CharGPT, colour, encodePrompt, LIMITS, modelFiles, NO_ATTENTION_FILE, nextCharacter, readAbout, samplingParams,
+  spellAlternatives } from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
 const views = globalThis.chargptViews; // views.js, loaded before this module
-const { onnx: MODEL, meta: SIDECAR, ring: RING, drafts: DRAFTS } = modelFiles("model/model.onnx");
+const { onnx: MODEL, meta: SIDECAR, ring: RING, drafts: DRAFTS, attention: ATTENTION } = modelFiles("model/model.onnx");
 const CHART_DELAY_MS = 150; // the prompt's chart waits for a pause in typing
 
 ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
@@ -30,6 +31,9 @@ const history = []; // earlier texts, for Undo
 // The chart's text and the logits of its next character.
 let charted = null;
 let chartTimer = null;
+// The attention file's session once loaded (null: why not, in attentionNotice).
+let attentionReady = null;
+let attentionNotice = "";
 // The model runs one call at a time: a chart's forward waits for a generation, and the reverse.
 let modelTurn = Promise.resolve();
 
@@ -68,7 +72,7 @@ function start(promptText) {
   return promptText || model.vocab[encodePrompt("", model.vocab).ids[0]];
 }
 
-const textOf = (page) => start(page.promptText) + page.chars.map((c) => c.char).join("");
+const textOf = (page, upTo = page.chars.length) => start(page.promptText) + page.chars.slice(0, upTo).map((c) => c.char).join("");
 
 async function generate() {
   let settings;
@@ -193,16 +197,43 @@ function undo() {
   chartText(textOf(shown));
 }
 
-/** The chart after `text`: one forward, then drawn again at once whenever a setting moves. */
+/** The chart after `text`: one forward, then drawn again at once whenever a setting moves; then
+ * where each head looked from its last character (the attention view), once the attention file
+ * has loaded. */
 function chartText(text) {
   clearTimeout(chartTimer);
+  const encoded = encodePrompt(text, model.vocab);
+  const context = encoded.ids.slice(-model.receptiveField).map((i) => model.vocab[i]).join("");
   exclusive(async () => {
-    const encoded = encodePrompt(text, model.vocab);
     const logits = await model.nextLogits(encoded.ids);
     const notice = encoded.dropped.length ? `dropped ${encoded.dropped.map((c) => JSON.stringify(c)).join(", ")}` : "";
-    charted = { context: encoded.ids.slice(-model.receptiveField).map((i) => model.vocab[i]).join(""), notice, logits };
+    charted = { context, notice, logits };
     drawChart();
   }).catch((e) => $("next-char").replaceChildren(`The next character: ${e.message}`));
+  attentionReady.then((ready) => exclusive(async () => {
+    if (!ready) return views.attention({ context, attention: null, attention_notice: attentionNotice });
+    const weights = await model.attention(encoded.ids);
+    const characters = Array.from(context).slice(-weights[0][0].length);
+    const heads = weights.flatMap((row, layer) => row.map((w, head) => ({ layer, head, weights: Array.from(w) })));
+    return views.attention({ context, attention: { characters, heads }, attention_notice: "" });
+  })).then((view) => $("attention").replaceChildren(view))
+    .catch((e) => $("attention").replaceChildren(`Where each head looked: ${e.message}`));
+}
+
+/** The attention file, fetched after the page is ready: true once the model reads it. */
+async function loadAttention() {
+  try {
+    const response = await fetch(ATTENTION);
+    if (!response.ok) throw new Error(NO_ATTENTION_FILE);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    // In the model's turn: its start shares the page's one thread with a generation's steps.
+    const session = await exclusive(() => ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] }));
+    model.useAttention(session);
+    return true;
+  } catch (e) {
+    attentionNotice = e.message === NO_ATTENTION_FILE ? e.message : `The attention file was not used: ${e.message}`;
+    return false;
+  }
 }
 
 function drawChart() {
@@ -290,7 +321,9 @@ async function load() {
       `${model.draftTable ? ` and draft table (${model.draftTable.next.size.toLocaleString("en")} contexts)` : ""}; ` +
       `onnxruntime-web ${ort.env.versions?.web ?? ""}.`;
     views.attachInspector($("output"), { selector: "span[data-i]", infoOf: (span) => considered(Number(span.dataset.i)),
-      choose: (span, char) => choose(Number(span.dataset.i), char) });
+      choose: (span, char) => choose(Number(span.dataset.i), char), look: (span) => chartText(textOf(shown, Number(span.dataset.i))) });
+    views.attachAttention($("attention"));
+    attentionReady = loadAttention();
     chartText($("prompt").value);
     $("generate").textContent = "Generate";
     $("generate").disabled = false;

@@ -2,7 +2,8 @@
 // Assembles the static site in dist/ (or DIR): the page, onnxruntime-web's WebAssembly build from
 // node_modules, the model (a model folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and
 // NAME.json; default the shipped models/chargpt) as model/model.onnx and model/model.json (and its
-// ring file and draft table, when it has them, as model/model.ring.onnx and model/model.drafts.json), and a
+// ring file, draft table and attention file, when it has them, as model/model.ring.onnx,
+// model/model.drafts.json and model/model.attention.onnx), and a
 // README whose front matter makes the folder a static Hugging Face Space. Serve it with any
 // static server, e.g. python -m http.server -d dist.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -46,7 +47,7 @@ function main(argv) {
     else if (argv[i].startsWith("--")) return fail(`unknown option ${argv[i]}`);
     else model = path.resolve(argv[i]);
   }
-  const { onnx, meta, ring, drafts } = modelFiles(model);
+  const { onnx, meta, ring, drafts, attention } = modelFiles(model);
   const ortDir = path.join(here, "node_modules", "onnxruntime-web", "dist");
   for (const [file, hint] of [[onnx, "export one with python -m export"], [meta, "export writes it beside the .onnx file"],
     [ortDir, "run npm ci --ignore-scripts in webapp/web first"]]) {
@@ -68,6 +69,8 @@ function main(argv) {
   copyFileSync(meta, path.join(out, "model", "model.json"));
   if (existsSync(ring)) copyFileSync(ring, path.join(out, "model", "model.ring.onnx")); // faster steps (webapp/inference/ring.py)
   if (existsSync(drafts)) copyFileSync(drafts, path.join(out, "model", "model.drafts.json")); // drafts (webapp/inference/drafting.py)
+  // where the heads looked (webapp/inference/attention.py)
+  if (existsSync(attention)) copyFileSync(attention, path.join(out, "model", "model.attention.onnx"));
   writeFileSync(path.join(out, "README.md"), spaceReadme(about));
   console.log(`built ${out} (model ${model})`);
   return 0;

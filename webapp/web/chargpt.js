@@ -219,15 +219,21 @@ export function samplingParams({ maxNewTokens = 200, temperature = 0.8, topK = 0
 }
 
 /** The files of a model: a folder's onnx/model.onnx and onnx/model.json, or NAME.onnx and the
- * NAME.json beside it (paths or URLs, with "/" separators), and the ring file and draft table
- * that may be beside it (NAME.ring.onnx and NAME.drafts.json, rotary models: webapp/inference/ring.py,
- * webapp/inference/drafting.py). */
+ * NAME.json beside it (paths or URLs, with "/" separators), and the ring file, draft table and
+ * attention file that may be beside it (NAME.ring.onnx and NAME.drafts.json, rotary models:
+ * webapp/inference/ring.py, webapp/inference/drafting.py; NAME.attention.onnx:
+ * webapp/inference/attention.py). */
 export function modelFiles(model) {
   const folder = model.replace(/\/+$/, "");
   const onnx = model.endsWith(".onnx") ? model : `${folder}/onnx/model.onnx`;
   const beside = (suffix) => onnx.replace(/\.onnx$/, suffix);
-  return { onnx, meta: beside(".json"), ring: beside(".ring.onnx"), drafts: beside(".drafts.json") };
+  return { onnx, meta: beside(".json"), ring: beside(".ring.onnx"), drafts: beside(".drafts.json"),
+    attention: beside(".attention.onnx") };
 }
+
+/** Why a model shows no attention: it has no attention file (attention.py's load_attention says the same). */
+export const NO_ATTENTION_FILE = "This model has no model.attention.onnx: it was exported before chargpt showed attention, "
+  + "and `python -m export attention FOLDER` adds it to its folder.";
 
 /** The configuration files of a model folder, beside its onnx/ (modelFiles says where a folder is). */
 export const CONFIG_FILES = ["config.json", "generation_config.json", "genai_config.json"];
@@ -586,6 +592,29 @@ export class CharGPT {
     this.maxDraft = MAX_DRAFT; // characters drafted per step; 0: one character a step
     this.notice = ""; // why the ring file or the draft table was not used (Engine.notice in Python)
     this.draftTable = null; // webapp/inference/drafting.py's DraftTable (readDraftTable), when the model has one
+    this.attentionSession = null; // the attention file's session (useAttention), when the model has one
+  }
+
+  /** Read where the heads looked with `session`, the model's attention file's; an Error (one
+   * sentence) when it is not one. */
+  useAttention(session) {
+    if (!session.outputNames.includes("attentions"))
+      throw new Error("model.attention.onnx has no attentions output; export the model again.");
+    this.attentionSession = session;
+  }
+
+  /** Where each head looked from the last of these ids, as the model read them (the last
+   * receptiveField, as a prefill): the model file's cache of the others, then the attention file
+   * on the last (attention.py's last_position). Returns weights[layer][head], each a
+   * Float32Array of the weights on the last n = min(ids, blockSize) ids, oldest first. */
+  async attention(promptIds) {
+    const context = promptIds.slice(-this.receptiveField), W = this.blockSize;
+    const past = context.length > 1 ? (await this.forward([context.slice(0, -1)])).past : this.emptyPast(1);
+    const ids = new this.ort.Tensor("int64", BigInt64Array.from([BigInt(context.at(-1))]), [1, 1]);
+    const { attentions } = await this.attentionSession.run({ input_ids: ids, ...past });
+    const [, layers, heads] = attentions.dims, n = Math.min(context.length, W);
+    return Array.from({ length: layers }, (_, l) => Array.from({ length: heads }, (_, h) =>
+      attentions.data.slice((l * heads + h) * W + W - n, (l * heads + h + 1) * W)));
   }
 
   /** The ring file's steps, when they run (`notice` says why not, otherwise). */

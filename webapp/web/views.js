@@ -1,6 +1,7 @@
 // How the model decides, drawn the same way on both pages (docs/views.md): what it considered at
-// each generated character (an inspector: hover, tap, or Tab then Enter) and the next character's
-// distribution under the page's settings (a chart).
+// each generated character (an inspector: hover, tap, or Tab then Enter), the next character's
+// distribution under the page's settings (a chart) and where every head looked as the model
+// computed it (an attention view: a map per layer and head, each enlarged on a click).
 //
 // It only draws: the numbers come from the server on the Gradio page (the generated text's
 // data-alternatives and data-request attributes, webapp/server/coloured.py; /inspect's answer,
@@ -48,6 +49,23 @@
 .chargpt-chart li.chargpt-removed .chargpt-number { color: #999; text-decoration: line-through; }
 .chargpt-chart .chargpt-number { font-variant-numeric: tabular-nums; text-align: right; font-size: .75rem; white-space: nowrap; }
 .chargpt-chart .chargpt-rest .chargpt-char { font-family: inherit; font-size: .75rem; }
+.chargpt-attention { font: 13px/1.3 system-ui, sans-serif; }
+.chargpt-attention p { margin: 0 0 .35rem; }
+.chargpt-attention .chargpt-line { color: #666; font-size: .8rem; }
+.chargpt-heads { display: grid; grid-template-columns: auto repeat(var(--heads), minmax(0, 1fr)); gap: 3px; align-items: stretch; }
+.chargpt-heads .chargpt-label { font-size: .7rem; color: #555; align-self: center; text-align: center; white-space: nowrap; }
+.chargpt-attention button.chargpt-head { display: block; min-width: 0; padding: 2px; margin: 0; border: 1px solid #ccc;
+  border-radius: 4px; background: #fff; box-shadow: none; cursor: pointer; text-align: left; color: #333;
+  font: 400 6px/1.15 ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; word-break: break-all; overflow: hidden; }
+.chargpt-attention button.chargpt-head[aria-pressed="true"] { border-color: #1f6feb; box-shadow: 0 0 0 2px #1f6feb; }
+.chargpt-attention button.chargpt-head:focus-visible { outline: 2px solid #1f6feb; outline-offset: 1px; }
+@media (min-width: 700px) { .chargpt-attention button.chargpt-head { font-size: 8px; } }
+.chargpt-enlarged { margin-top: .5rem; border: 1px solid #bbb; border-radius: 8px; padding: .5rem .6rem; }
+.chargpt-enlarged[hidden] { display: none; }
+.chargpt-enlarged h4 { margin: 0 0 .3rem; font-size: .95rem; }
+.chargpt-enlarged .chargpt-heat { font: 16px/1.6 ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; word-break: break-all; }
+.chargpt-enlarged .chargpt-close { float: right; font: inherit; cursor: pointer; }
+.chargpt-self { outline: 1px solid #333; }
 `;
 
   function addStyle() {
@@ -125,8 +143,10 @@
    * tap or click opens a character's panel, Tab reaches them (arrow keys, Home and End move
    * between them) and Enter or Space opens one, Esc closes it. infoOf(span) gives panel's info;
    * choose(span, char) rewrites the text from that character; undo(), when given, answers a click
-   * on a .chargpt-undo button inside `text`. */
-  function attachInspector(text, { selector, infoOf, choose, undo }) {
+   * on a .chargpt-undo button inside `text`; look(span), when given, is told of a character chosen
+   * to look at (clicked, tapped or opened with the keyboard, not hovered): the page then shows
+   * where the heads looked as the model wrote it. */
+  function attachInspector(text, { selector, infoOf, choose, undo, look }) {
     addStyle();
     const popover = el("div", { className: "chargpt-popover", role: "dialog", hidden: true,
       "aria-label": "What the model considered at this character" });
@@ -161,6 +181,7 @@
       const left = Math.min(Math.max(8, box.left), document.documentElement.clientWidth - width - 8);
       popover.style.left = `${left + window.scrollX}px`;
       popover.style.top = `${box.bottom + window.scrollY + 4}px`;
+      if (pin && look) look(span);
     }
 
     const closeSoon = () => {
@@ -218,8 +239,9 @@
 
   /** The Gradio page's generated text (its HTML from webapp/server/coloured.py): each character's
    * alternatives and the request that wrote it are in its attributes; choosing an alternative or
-   * Undo sends the request again with other choices, through `branch` (the component's trigger). */
-  function inspectServerText(element, branch) {
+   * Undo sends the request again with other choices, through `branch` (the component's trigger),
+   * and looking at a character sends the text before it through `look`. */
+  function inspectServerText(element, branch, look) {
     const selector = "span[data-alternatives]";
     const request = () => JSON.parse(element.querySelector("[data-request]").dataset.request);
     attachInspector(element, {
@@ -237,6 +259,11 @@
       undo() {
         const asked = request();
         if (asked.undo.length) branch({ request: { ...asked, choices: asked.undo.at(-1), undo: asked.undo.slice(0, -1) } });
+      },
+      look(span) {
+        const before = Array.from(element.querySelectorAll(selector));
+        const at = before.indexOf(span);
+        look({ text: element.querySelector("[data-request]").textContent + before.slice(0, at).map((s) => s.textContent).join("") });
       },
     });
   }
@@ -278,6 +305,107 @@
       bars);
   }
 
+  const HEAT_LEVELS = 10; // a small map's shades: its spans carry a class rather than a style each
+
+  /** A weight's shade: its share of the map's largest, as a red background's opacity. */
+  const heat = (weight, largest) => (largest > 0 ? weight / largest : 0);
+
+  /** Where every head looked, from /inspect's answer ({context, attention: {characters, heads:
+   * [{layer, head, weights}]} or null, attention_notice}; chargpt.js's CharGPT.attention on the
+   * static page): a grid of small maps, layers down and heads across, each the window's characters
+   * with heat behind them. attachAttention(container) makes a click on a map enlarge it. */
+  function attention(answer) {
+    addStyle();
+    if (!answer || typeof answer !== "object" || !("attention" in answer)) return el("div", { className: "chargpt-attention" }, "…");
+    const found = answer.attention;
+    const title = el("p", {}, el("strong", {}, "Where each head looked"));
+    if (!found) {
+      return el("div", { className: "chargpt-attention" }, title, el("p", { className: "chargpt-notice" },
+        answer.attention_notice || "This model has no attention file, so there is nothing to show."));
+    }
+    const chars = found.characters;
+    const layers = Math.max(...found.heads.map((h) => h.layer)) + 1, heads = Math.max(...found.heads.map((h) => h.head)) + 1;
+    const tail = Array.from(answer.context ?? "").slice(-24).map(visible).join("");
+    const grid = el("div", { className: "chargpt-heads", style: `--heads: ${heads}`, role: "group",
+      "aria-label": `${layers} layers by ${heads} heads` }, el("span"));
+    for (let h = 0; h < heads; h++) grid.append(el("span", { className: "chargpt-label" }, `head ${h + 1}`));
+    const byPlace = new Map(found.heads.map((entry) => [`${entry.layer},${entry.head}`, entry.weights]));
+    for (let l = 0; l < layers; l++) {
+      grid.append(el("span", { className: "chargpt-label" }, `layer ${l + 1}`));
+      for (let h = 0; h < heads; h++) {
+        const weights = byPlace.get(`${l},${h}`) ?? [];
+        const largest = Math.max(0, ...weights);
+        const map = el("button", { type: "button", className: "chargpt-head", "aria-pressed": "false",
+          title: `Layer ${l + 1}, head ${h + 1}: click to enlarge`,
+          "aria-label": `Layer ${l + 1}, head ${h + 1}; heaviest on ${spoken(chars[weights.indexOf(largest)] ?? "")}`,
+          dataset: { layer: String(l), head: String(h), weights: weights.join(",") } });
+        weights.forEach((w, i) => {
+          const level = Math.round(heat(w, largest) * HEAT_LEVELS);
+          map.append(el("span", { style: level ? `background: rgba(220, 38, 38, ${level / HEAT_LEVELS})` : "" }, visible(chars[i])));
+        });
+        grid.append(map);
+      }
+    }
+    return el("div", { className: "chargpt-attention", dataset: { characters: JSON.stringify(chars) } },
+      title,
+      el("p", { className: "chargpt-line" }, `When the model computed the character after “${tail}”, each head of each layer `
+        + `weighed the last ${chars.length} characters (its window; the last is where it stands). Darker: more weight, `
+        + "against the map's largest. Rows: layers; columns: heads. Click or tap a map, or Tab to it and press Enter, to enlarge it."),
+      grid,
+      el("div", { className: "chargpt-enlarged", hidden: true, "aria-live": "polite" }));
+  }
+
+  /** The enlarged map of one head (its button in the grid): the window's characters large, with
+   * their weights as heat and in their titles, and the five heaviest listed. */
+  function enlarged(view, button) {
+    const chars = JSON.parse(view.dataset.characters);
+    const weights = button.dataset.weights.split(",").map(Number);
+    const largest = Math.max(0, ...weights);
+    const heatText = el("div", { className: "chargpt-heat" });
+    weights.forEach((w, i) => heatText.append(el("span", { className: i === weights.length - 1 ? "chargpt-self" : "",
+      style: `background: rgba(220, 38, 38, ${heat(w, largest).toFixed(3)})`, title: `${spoken(chars[i])}: ${w.toFixed(DIGITS)}`,
+      dataset: { weight: String(w) } }, visible(chars[i]))));
+    const heaviest = weights.map((w, i) => [w, i]).sort((a, b) => b[0] - a[0]).slice(0, 5)
+      .map(([w, i]) => `${visible(chars[i])} ${w.toFixed(4)} (${weights.length - 1 - i ? `${weights.length - 1 - i} back` : "itself"})`);
+    return [el("button", { type: "button", className: "chargpt-close", title: "Close (Esc)" }, "×"),
+      el("h4", {}, `Layer ${Number(button.dataset.layer) + 1}, head ${Number(button.dataset.head) + 1}`),
+      heatText,
+      el("p", { className: "chargpt-line" }, `Heaviest: ${heaviest.join(", ")}. The outlined character is where the head stands.`)];
+  }
+
+  /** Makes the attention views inside `container` (drawn now or later) answer clicks, taps and
+   * the keyboard: a map enlarges below the grid (a second click, × or Esc closes it). */
+  function attachAttention(container) {
+    addStyle();
+    const close = (view) => {
+      const box = view.querySelector(".chargpt-enlarged"), pressed = view.querySelector('.chargpt-head[aria-pressed="true"]');
+      box.hidden = true;
+      box.replaceChildren();
+      pressed?.setAttribute("aria-pressed", "false");
+      return pressed;
+    };
+    container.addEventListener("click", (e) => {
+      const target = e.target instanceof Element ? e.target : null;
+      const view = target?.closest(".chargpt-attention");
+      if (!view) return;
+      if (target.closest(".chargpt-enlarged .chargpt-close")) return close(view)?.focus();
+      const button = target.closest(".chargpt-head");
+      if (!button) return;
+      const again = button.getAttribute("aria-pressed") === "true";
+      close(view);
+      if (again) return;
+      button.setAttribute("aria-pressed", "true");
+      const box = view.querySelector(".chargpt-enlarged");
+      box.replaceChildren(...enlarged(view, button));
+      box.hidden = false;
+    });
+    container.addEventListener("keydown", (e) => {
+      const view = e.target instanceof Element ? e.target.closest(".chargpt-attention") : null;
+      if (e.key === "Escape" && view && !view.querySelector(".chargpt-enlarged").hidden) close(view)?.focus();
+    });
+  }
+
   addStyle();
-  root.chargptViews = { ALTERNATIVES, visible, attachInspector, inspectServerText, chart, chartHtml: (answer) => chart(answer).outerHTML };
+  root.chargptViews = { ALTERNATIVES, visible, attachInspector, inspectServerText, chart, chartHtml: (answer) => chart(answer).outerHTML,
+    attention, attentionHtml: (answer) => attention(answer).outerHTML, attachAttention };
 })(globalThis);
