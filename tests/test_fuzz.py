@@ -112,8 +112,12 @@ def check_answer(event: str, data, request: list) -> str:
         assert int(event.split()[1]) < 500, (event, str(data)[:300])
         return "error"
     if event == "complete" and len(data) == 1:  # /inspect's JSON
-        assert set(data[0]) == {"context", "notice", "before", "after"} and data[0]["after"], str(data)[:300]
-        assert abs(sum(data[0]["after"].values()) - 1) < 1e-6, str(data)[:300]
+        answer = data[0]
+        assert set(answer) == {"context", "notice", "before", "after", "attention", "attention_notice"}, str(data)[:300]
+        assert answer["after"] and abs(sum(answer["after"].values()) - 1) < 1e-6, str(data)[:300]
+        heads = answer["attention"]["heads"]  # the shipped model has its attention file
+        assert all(abs(sum(h["weights"]) - 1) < 1e-5 and len(h["weights"]) == len(answer["attention"]["characters"])
+                   for h in heads), str(data)[:300]
         return "text"
     if event == "complete":
         text, colored, stats = data

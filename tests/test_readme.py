@@ -351,7 +351,8 @@ def test_the_serving_commands_as_written(clone):
     assert_load_served_the_queue_and_turned_the_rest_away(page("python -m benchmarks.load"), clone / "runs/load.json")
     assert "ROMEO:" in page("node node_check.mjs")
     assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
-    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json"}
+    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json",
+                                                                         "model.attention.onnx"}
 
 
 def test_the_training_and_export_commands_as_written(clone):
