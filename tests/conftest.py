@@ -63,6 +63,7 @@ def small_text(tmp_path_factory, shakespeare) -> Path:
 SLOWEST_FILES = ("test_readme.py", "test_gpu_check.py", "test_train.py", "test_views.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     """Order the slowest files first, and give each file's tests one xdist group (as --dist
     loadfile would: they share module fixtures), but each of test_readme.py's tests a group of its
