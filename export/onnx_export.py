@@ -53,10 +53,13 @@ class CachedLM(torch.nn.Module):
 
     def forward(self, input_ids, *past):
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits, presents = self.model.decode(input_ids, pairs)
+        if self.attention:
+            logits, presents, weights = self.model.decode_with_attention(input_ids, pairs)
+        else:
+            logits, presents = self.model.decode(input_ids, pairs)
         end = torch.full_like(logits[..., :1], END_OF_TEXT_LOGIT)
         outputs = (torch.cat((logits, end), dim=-1), *[t for pair in presents for t in pair])
-        return (*outputs, self.model.attention(input_ids, pairs)) if self.attention else outputs
+        return (*outputs, weights) if self.attention else outputs
 
 
 @contextlib.contextmanager

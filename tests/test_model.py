@@ -332,3 +332,16 @@ def test_flops_count_matches_the_parameters():
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert matmul_params(cfg) == linear
     assert train_flops_per_char(cfg) == 6 * linear + 12 * 6 * 128 * 192
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_decode_with_attention_is_decode_and_attention(options):
+    """What export traces for both files at once computes each exactly as alone."""
+    model = small_model(**options)
+    idx = torch.randint(0, 11, (2, 21), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        _, past = model.decode(idx[:, :9], model.empty_cache(2))
+        logits, presents, weights = model.decode_with_attention(idx[:, 9:], past)
+        want_logits, want_presents = model.decode(idx[:, 9:], past)
+        assert torch.equal(logits, want_logits) and torch.equal(weights, model.attention(idx[:, 9:], past))
+    assert all(torch.equal(a, b) for pair, want in zip(presents, want_presents) for a, b in zip(pair, want))

@@ -409,6 +409,14 @@ class GPTLanguageModel(nn.Module):
             past_kv = self.empty_cache(idx.size(0), idx.device)
         return self.cached_path(idx, past_kv, attention=True)[2]
 
+    def decode_with_attention(self, idx, past_kv: KVCache) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
+        """`decode` and `attention` together (what export traces for both ONNX files at once):
+        rotary models compute them in one pass; learned ones run decode's fused attention, which
+        gives no weights, then `attention`."""
+        if self.position_embedding is None:
+            return self.cached_path(idx, past_kv, attention=True)
+        return (*self.decode(idx, past_kv), self.attention(idx, past_kv))
+
     def cached_path(self, idx, past_kv: KVCache, attention: bool = False):
         """`decode`, and with attention=True the weights `attention` returns: (logits, presents,
         weights or None)."""
