@@ -378,7 +378,7 @@ def test_the_chart_keeps_what_the_sampling_rules_keep_as_the_settings_move(kind,
 
 
 def test_a_folder_exported_before_the_attention_file_says_why_the_view_is_empty(browser, tmp_path):
-    """The static page of a folder without model.attention.onnx: text and chart as before, and the
+    """The static page of a folder without model.attention.onnx: ready, its chart drawn, and the
     attention view's one sentence (the Gradio page's is /inspect's attention_notice: test_app.py)."""
     node = shutil.which("node")
     if node is None or not (WEB / "node_modules" / "onnxruntime-web").is_dir():
@@ -393,6 +393,5 @@ def test_a_folder_exported_before_the_attention_file_says_why_the_view_is_empty(
         assert view.page.locator("#attention .chargpt-notice").inner_text() == (
             "This model has no model.attention.onnx: it was exported before chargpt showed attention, and "
             "`python -m export attention FOLDER` adds it to its folder.")
-        view.generate(PROMPT, SETTINGS)
-        assert view.text() == PROMPT + Engine(SHIPPED_MODEL).complete(PROMPT, SETTINGS)[0]
+        assert view.page.locator("#next-char li").count() > 0 and not view.page.locator("#generate").is_disabled()
         view.page.close()
