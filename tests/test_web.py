@@ -156,7 +156,12 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             text = page.locator("#output").inner_text()
             status = page.locator("#status").inner_text()
             coloured = page.eval_on_selector_all("#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])")
-            page.screenshot(path=str(SCREENSHOTS / "web-static.png"), full_page=True)
+            # The views follow each text in the model's turn: once the attention view shows this
+            # text's heads the page is idle, and the screenshot shows the page as a visitor sees it.
+            page.wait_for_function(
+                "t => document.querySelector('#attention .chargpt-attention')?.dataset.characters.endsWith(t)",
+                arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:], timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / "web-static.png"))
 
             page.fill("#prompt", "KING RICHARD III:")
             page.fill("#length", "200")
