@@ -20,7 +20,7 @@ MINUTES ?= 10
 TRAIN_FLAGS ?=
 EXPORT_FLAGS ?=
 
-.PHONY: serve model test web clean-venv
+.PHONY: serve model test lint web clean-venv
 
 # The web app alone needs only requirements.txt (what a hosted Space installs).
 $(VENV)/.app-installed: requirements.txt
@@ -74,6 +74,13 @@ web: $(WEB)/node_modules/.installed
 # tests/conftest.py), slowest first; --no-loadscope-reorder keeps that order.
 test: $(VENV)/.dev-installed $(OPTIMUM_VENV)/.installed $(if $(shell command -v npm),$(WEB)/node_modules/.installed)
 	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+
+# The Python code's lint and format (ruff, rules in pyproject.toml) and the JavaScript's format
+# (prettier, pinned in webapp/web/package.json); `ruff format .` and `npm run format` fix them.
+lint: $(VENV)/.dev-installed $(WEB)/node_modules/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	cd $(WEB) && npm run --silent format:check
 
 clean-venv:
 	rm -rf $(VENV) $(OPTIMUM_VENV)
