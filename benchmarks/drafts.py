@@ -28,8 +28,16 @@ WAYS = ("draft table and own repeats", "own repeats only", "no drafts (one chara
 
 
 def engines(model: str) -> dict[str, Engine]:
-    return dict(zip(WAYS, (Engine(model, device="cpu"), Engine(model, device="cpu", table=False),
-                           Engine(model, device="cpu", max_draft=0))))
+    return dict(
+        zip(
+            WAYS,
+            (
+                Engine(model, device="cpu"),
+                Engine(model, device="cpu", table=False),
+                Engine(model, device="cpu", max_draft=0),
+            ),
+        )
+    )
 
 
 def timed_steps(engine: Engine, prompt: str, settings: SamplingParams) -> tuple[str, float, int]:
@@ -44,7 +52,9 @@ def timed_steps(engine: Engine, prompt: str, settings: SamplingParams) -> tuple[
         del engine.ring.forward
 
 
-def measure(ways: dict[str, Engine], prompt: str, chars: int, temperature: float, seeds: list[int], runs: int) -> list[dict]:
+def measure(
+    ways: dict[str, Engine], prompt: str, chars: int, temperature: float, seeds: list[int], runs: int
+) -> list[dict]:
     """One row per way: characters/s over all seeds (each seed's median of `runs`), ring steps per
     100 characters, and whether its texts were the first way's."""
     seconds, steps, texts = dict.fromkeys(ways, 0.0), dict.fromkeys(ways, 0), {name: [] for name in ways}
@@ -60,18 +70,31 @@ def measure(ways: dict[str, Engine], prompt: str, chars: int, temperature: float
             steps[name] += count
             texts[name].append(text)
     first = next(iter(ways))
-    return [{"temperature": temperature, "drafts": name, "chars_per_s": chars * len(seeds) / seconds[name],
-             "steps_per_100_chars": 100 * steps[name] / (chars * len(seeds)), "same_text": texts[name] == texts[first]}
-            for name in ways]
+    return [
+        {
+            "temperature": temperature,
+            "drafts": name,
+            "chars_per_s": chars * len(seeds) / seconds[name],
+            "steps_per_100_chars": 100 * steps[name] / (chars * len(seeds)),
+            "same_text": texts[name] == texts[first],
+        }
+        for name in ways
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.drafts", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(SHIPPED_MODEL), help="a model folder or .onnx file with a ring file (default: the shipped model)")
+    p.add_argument(
+        "--model",
+        default=str(SHIPPED_MODEL),
+        help="a model folder or .onnx file with a ring file (default: the shipped model)",
+    )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="text whose validation split gives the prompt")
     p.add_argument("--prompt-chars", type=int, default=200, help="prompt length in characters")
     p.add_argument("--chars", type=int, default=300, help="new characters per text")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[0, 0.5, 0.8, 1.0], help="temperatures (0: greedy, one seed)")
+    p.add_argument(
+        "--temperatures", type=float, nargs="+", default=[0, 0.5, 0.8, 1.0], help="temperatures (0: greedy, one seed)"
+    )
     p.add_argument("--seeds", type=int, default=6, help="seeds 1..N per temperature above 0")
     p.add_argument("--runs", type=int, default=3, help="timed runs per text; the median is taken")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
@@ -81,8 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m benchmarks.drafts"
-    if min(args.prompt_chars, args.chars, args.seeds, args.runs) < 1 or not all(0 <= t <= 10 for t in args.temperatures):
-        print(f"{prog}: error: --prompt-chars, --chars, --seeds and --runs must be at least 1, temperatures from 0 to 10.", file=sys.stderr)
+    if min(args.prompt_chars, args.chars, args.seeds, args.runs) < 1 or not all(
+        0 <= t <= 10 for t in args.temperatures
+    ):
+        print(
+            f"{prog}: error: --prompt-chars, --chars, --seeds and --runs must be at least 1, temperatures from 0 to 10.",
+            file=sys.stderr,
+        )
         return 2
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
@@ -91,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if ways[WAYS[0]].ring is None or ways[WAYS[0]].draft_table is None:
-        print(f"{prog}: error: {args.model} has no ring file or no draft table to draft with (export a rotary model).", file=sys.stderr)
+        print(
+            f"{prog}: error: {args.model} has no ring file or no draft table to draft with (export a rotary model).",
+            file=sys.stderr,
+        )
         return 2
     prompt = load_prompt(Path(args.data), args.prompt_chars)
     rows = []
@@ -101,13 +132,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  temperature {temperature}: done", file=sys.stderr, flush=True)
     plain = {r["temperature"]: r["chars_per_s"] for r in rows if r["drafts"] == WAYS[-1]}
     lines = [("temperature", "drafts", "chars/s", "ring steps per 100 chars", "× no drafts", "same text")]
-    lines += [(f"{r['temperature']:g}", r["drafts"], f"{r['chars_per_s']:,.0f}", f"{r['steps_per_100_chars']:.1f}",
-               f"{r['chars_per_s'] / plain[r['temperature']]:.2f}", "yes" if r["same_text"] else "no") for r in rows]
-    print(f"{args.model}: prompt {len(prompt)} characters, {args.chars} new per text, seeds 1-{args.seeds} (greedy: one text), "
-          f"median of {args.runs} runs each")
+    lines += [
+        (
+            f"{r['temperature']:g}",
+            r["drafts"],
+            f"{r['chars_per_s']:,.0f}",
+            f"{r['steps_per_100_chars']:.1f}",
+            f"{r['chars_per_s'] / plain[r['temperature']]:.2f}",
+            "yes" if r["same_text"] else "no",
+        )
+        for r in rows
+    ]
+    print(
+        f"{args.model}: prompt {len(prompt)} characters, {args.chars} new per text, seeds 1-{args.seeds} (greedy: one text), "
+        f"median of {args.runs} runs each"
+    )
     print(table(lines))
     if json_out:
-        write_json(json_out, {"model": args.model, "chars": args.chars, "seeds": args.seeds, "runs": args.runs, "rows": rows})
+        write_json(
+            json_out, {"model": args.model, "chars": args.chars, "seeds": args.seeds, "runs": args.runs, "rows": rows}
+        )
     return 0
 
 

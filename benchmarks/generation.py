@@ -48,8 +48,15 @@ import numpy as np
 import onnx
 import torch
 
-from export.onnx_export import (dequantize_weights, export_onnx, export_ring, name_weights, quantize_weights_int8,
-                                set_metadata, torch_model_from_onnx)
+from export.onnx_export import (
+    dequantize_weights,
+    export_onnx,
+    export_ring,
+    name_weights,
+    quantize_weights_int8,
+    set_metadata,
+    torch_model_from_onnx,
+)
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from train.model import GPTLanguageModel
@@ -72,6 +79,7 @@ def lecture_style(model: GPTLanguageModel) -> Decoder:
     def run(prompt: np.ndarray, n: int):
         for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0):
             yield next_id[:, 0].numpy()
+
     return run
 
 
@@ -79,6 +87,7 @@ def torch_cached(model: GPTLanguageModel) -> Decoder:
     def run(prompt: np.ndarray, n: int):
         for next_id in model.generate_cached(torch.from_numpy(prompt), n, temperature=0):
             yield next_id[:, 0].numpy()
+
     return run
 
 
@@ -90,18 +99,23 @@ def onnx_uncached(engine: Engine) -> Decoder:
             next_id = logits[:, -1].argmax(axis=-1)
             yield next_id
             text = np.concatenate([text, next_id[:, None]], axis=1)
+
     return run
 
 
 def engine_decoder(engine: Engine, alternatives: int = 0) -> Decoder:
     """The web app's engine as it serves (characters, stop filters), read at the level of ids;
     `alternatives`: the likeliest characters it reports with each (SamplingParams.alternatives)."""
+
     def run(prompt: np.ndarray, n: int):
         encoded = EncodedPrompt(prompt[0].tolist(), "")
-        settings = SamplingParams(max_new_tokens=n, temperature=0, num_samples=prompt.shape[0], alternatives=alternatives)
+        settings = SamplingParams(
+            max_new_tokens=n, temperature=0, num_samples=prompt.shape[0], alternatives=alternatives
+        )
         for step in engine.generate(encoded, settings):
             if step.ids is not None:  # the last Step only flushes the stop filters
                 yield step.ids
+
     return run
 
 
@@ -109,6 +123,7 @@ def steps_floor(steps) -> Decoder:
     """The step interface alone (webapp/inference/onnx_model.py, PlainSteps: the model file's, or
     the ring file's RingStep), one character a step, feeding id 0: a prefill, then forward and
     keep per character, with no sampling, drafting or bookkeeping around them."""
+
     def run(prompt: np.ndarray, n: int):
         _, state = steps.prefill(prompt)
         step_ids = np.zeros((prompt.shape[0], 1), np.int64)
@@ -116,6 +131,7 @@ def steps_floor(steps) -> Decoder:
             _, pending = steps.forward(step_ids, state)
             state = steps.keep(state, pending, 1)
             yield step_ids[:, 0]
+
     return run
 
 
@@ -158,16 +174,27 @@ def time_once(decoder: Decoder | PageDecoder, prompt: np.ndarray, n: int) -> tup
     return np.stack(steps, axis=1), time.perf_counter() - start, first
 
 
-def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batches: list[int],
-              runs: int, slow_runs: int, slow: set[str], reference: str, same_as: dict[str, str],
-              batch_one_only: set[str] = frozenset()) -> list[Row]:
+def benchmark(
+    decoders: dict[str, Decoder],
+    prompt_ids: list[int],
+    n: int,
+    batches: list[int],
+    runs: int,
+    slow_runs: int,
+    slow: set[str],
+    reference: str,
+    same_as: dict[str, str],
+    batch_one_only: set[str] = frozenset(),
+) -> list[Row]:
     """Medians over rounds in which every decoder runs once in turn: a slow minute of these
     shared cores then falls on all rows alike instead of on whichever row it met. Speed-ups are
     over `reference`; same_as names, for a decoder, the decoder whose text it must write."""
     rows = []
     for batch in batches:
         prompt = np.tile(np.array(prompt_ids, dtype=np.int64), (batch, 1))
-        planned = {name: slow_runs if name in slow else runs for name in decoders if batch == 1 or name not in batch_one_only}
+        planned = {
+            name: slow_runs if name in slow else runs for name in decoders if batch == 1 or name not in batch_one_only
+        }
         totals, firsts, ids = ({name: [] for name in decoders} for _ in range(3))
         for name in planned:  # untimed: a first call pays for one-off set-up (PyTorch's, the page's JIT)
             time_once(decoders[name], prompt, WARM_UP_CHARS)
@@ -180,7 +207,15 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
         reference_rate = batch * n / statistics.median(totals[reference])
         for name in planned:
             total = statistics.median(totals[name])
-            row = Row(name, batch, n, batch * n / total, 1000 * total / n, 1000 * statistics.median(firsts[name]), planned[name])
+            row = Row(
+                name,
+                batch,
+                n,
+                batch * n / total,
+                1000 * total / n,
+                1000 * statistics.median(firsts[name]),
+                planned[name],
+            )
             if name in same_as:
                 row.same_text = bool(np.array_equal(ids[name], ids[same_as[name]]))
             row.speedup = row.chars_per_s / reference_rate
@@ -189,8 +224,15 @@ def benchmark(decoders: dict[str, Decoder], prompt_ids: list[int], n: int, batch
     return rows
 
 
-def results_table(rows: list[Row], floor: str, engine: str, page: str | None = None, one_a_step: str | None = None,
-                  no_table: str | None = None, alternatives: str | None = None) -> str:
+def results_table(
+    rows: list[Row],
+    floor: str,
+    engine: str,
+    page: str | None = None,
+    one_a_step: str | None = None,
+    no_table: str | None = None,
+    alternatives: str | None = None,
+) -> str:
     """The table, then per batch: the engine's time over its floor (`one_a_step`: the engine
     without drafts, which steps as the floor does; the engine itself when it is that), what
     drafts gained (and the draft table among them: `no_table`, the engine drafting without it),
@@ -201,32 +243,57 @@ def results_table(rows: list[Row], floor: str, engine: str, page: str | None = N
     lines = [header]
     for r in rows:
         same = "-" if r.same_text is None else ("yes" if r.same_text else "no")
-        lines.append((r.decoder, str(r.batch), f"{r.chars_per_s:,.0f}", f"{r.ms_per_char:.3f}", f"{r.first_char_ms:.2f}",
-                      f"{r.speedup:.1f}" if r.speedup else "-", same))
+        lines.append(
+            (
+                r.decoder,
+                str(r.batch),
+                f"{r.chars_per_s:,.0f}",
+                f"{r.ms_per_char:.3f}",
+                f"{r.first_char_ms:.2f}",
+                f"{r.speedup:.1f}" if r.speedup else "-",
+                same,
+            )
+        )
     text = [table(lines)]
     for batch in sorted({r.batch for r in rows}):
         by_name = {r.decoder: r for r in rows if r.batch == batch}
         if floor in by_name and one_a_step in by_name:
             overhead = by_name[floor].chars_per_s / by_name[one_a_step].chars_per_s - 1
-            text.append(f"batch {batch}: row '{one_a_step}' takes {overhead:+.1%} time over the floor of the file it steps with")
+            text.append(
+                f"batch {batch}: row '{one_a_step}' takes {overhead:+.1%} time over the floor of the file it steps with"
+            )
         if one_a_step != engine and {engine, one_a_step} <= by_name.keys():
-            text.append(f"batch {batch}: drafts: row '{engine}' is {by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
-                        f"row '{one_a_step}'")
+            text.append(
+                f"batch {batch}: drafts: row '{engine}' is {by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
+                f"row '{one_a_step}'"
+            )
         if no_table in by_name and engine in by_name:
-            text.append(f"batch {batch}: draft table: row '{engine}' is {by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
-                        f"row '{no_table}'")
+            text.append(
+                f"batch {batch}: draft table: row '{engine}' is {by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
+                f"row '{no_table}'"
+            )
         if alternatives in by_name and engine in by_name:
-            text.append(f"batch {batch}: alternatives: row '{alternatives}' is "
-                        f"{by_name[alternatives].chars_per_s / by_name[engine].chars_per_s:.2f}x row '{engine}'")
+            text.append(
+                f"batch {batch}: alternatives: row '{alternatives}' is "
+                f"{by_name[alternatives].chars_per_s / by_name[engine].chars_per_s:.2f}x row '{engine}'"
+            )
         if page in by_name and engine in by_name:
             rate = by_name[page].chars_per_s
-            text.append(f"batch {batch}: page / native = {rate / by_name[engine].chars_per_s:.2f} against row '{engine}'"
-                        + (f", {rate / by_name[one_a_step].chars_per_s:.2f} against row '{one_a_step}'" if one_a_step != engine else "")
-                        + f", {rate / by_name[floor].chars_per_s:.2f} against the floor")
+            text.append(
+                f"batch {batch}: page / native = {rate / by_name[engine].chars_per_s:.2f} against row '{engine}'"
+                + (
+                    f", {rate / by_name[one_a_step].chars_per_s:.2f} against row '{one_a_step}'"
+                    if one_a_step != engine
+                    else ""
+                )
+                + f", {rate / by_name[floor].chars_per_s:.2f} against the floor"
+            )
     return "\n".join(text)
 
 
-def float32_and_int8(engine: Engine, tmp: Path, checkpoint_model: GPTLanguageModel | None = None) -> tuple[Engine, Engine]:
+def float32_and_int8(
+    engine: Engine, tmp: Path, checkpoint_model: GPTLanguageModel | None = None
+) -> tuple[Engine, Engine]:
     """Engines on the float32 and the int8 form of the model: the given file is one of them,
     the other is made from it: quantized, or, for an int8 file, its weights stored back as
     float32 (seconds), or exported from `checkpoint_model` when one is given (--checkpoint: the
@@ -266,10 +333,16 @@ def copy_table(model_file: Path, to: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.generation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(SHIPPED_MODEL), help="exported model, a folder or an .onnx file, float32 or int8 "
-                   "(default: the shipped model)")
-    p.add_argument("--checkpoint", help="run directory holding the PyTorch weights (default: read them from --model); with an int8 --model, "
-                   "the float32 rows are exported from them too")
+    p.add_argument(
+        "--model",
+        default=str(SHIPPED_MODEL),
+        help="exported model, a folder or an .onnx file, float32 or int8 (default: the shipped model)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="run directory holding the PyTorch weights (default: read them from --model); with an int8 --model, "
+        "the float32 rows are exported from them too",
+    )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="text whose validation split gives the prompt")
     p.add_argument("--prompt-chars", type=int, default=200, help="prompt length in characters")
     p.add_argument("--chars", type=int, default=500, help="new characters per generation")
@@ -277,8 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="runs per fast decoder; the median is reported")
     p.add_argument("--slow-runs", type=int, default=1, help="runs of the decoders that recompute the whole context")
     p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
-    p.add_argument("--spinning", action="store_true", help="the engines' onnxruntime threads keep spinning after each run "
-                   "(onnxruntime's default) instead of stopping (the engine's): to compare the two")
+    p.add_argument(
+        "--spinning",
+        action="store_true",
+        help="the engines' onnxruntime threads keep spinning after each run "
+        "(onnxruntime's default) instead of stopping (the engine's): to compare the two",
+    )
     p.add_argument("--no-page", action="store_true", help="skip the static page's row")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     return p
@@ -288,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m benchmarks.generation"
     if min(args.prompt_chars, args.chars, args.runs, args.slow_runs, *args.batch) < 1:
-        print(f"{prog}: error: --prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.", file=sys.stderr)
+        print(
+            f"{prog}: error: --prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.",
+            file=sys.stderr,
+        )
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -318,12 +398,18 @@ def main(argv: list[str] | None = None) -> int:
         one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/inference/drafting.py)
         no_table = "4. engine, drafts without the table"  # the given file drafting from the text's own repeats only
         if engine.ring:  # (drafts need the ring file)
-            decoders[one_a_step] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, max_draft=0))
+            decoders[one_a_step] = engine_decoder(
+                Engine(engine.path, device="cpu", spinning=args.spinning, max_draft=0)
+            )
         if engine.draft_table:
             decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, table=False))
-        alternatives_row = "4. engine, with the pages' alternatives"  # the given file, each character with its likeliest
+        alternatives_row = (
+            "4. engine, with the pages' alternatives"  # the given file, each character with its likeliest
+        )
         decoders[alternatives_row] = engine_decoder(engine, alternatives=PAGE_ALTERNATIVES)
-        decoders["5. floor: model file steps"] = steps_floor(PlainSteps(engine))  # on the given file, like its engine rows
+        decoders["5. floor: model file steps"] = steps_floor(
+            PlainSteps(engine)
+        )  # on the given file, like its engine rows
         names = [name for name in decoders if name not in (one_a_step, no_table, alternatives_row)]
         ring_row = "5. floor: ring file steps"
         if engine.ring:  # the file the engine steps with
@@ -334,18 +420,54 @@ def main(argv: list[str] | None = None) -> int:
                 decoders[page_row] = PageDecoder(stack.enter_context(static_page(engine.path, Path(tmp))), engine.vocab)
             except PageUnavailable as e:
                 print(f"note: no static page row: {e}", file=sys.stderr)
-        print(f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
-              f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)", file=sys.stderr)
+        print(
+            f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
+            f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)",
+            file=sys.stderr,
+        )
         engine_row = names[3] if engine is fp32 else names[4]  # the engine on the given file
-        same_as = {names[2]: names[0], names[1]: names[3], names[4]: names[3], one_a_step: engine_row, no_table: engine_row,
-                   alternatives_row: engine_row, page_row: engine_row}
-        rows = benchmark(decoders, prompt_ids, args.chars, args.batch, args.runs, args.slow_runs,
-                         slow={names[0], names[2]}, reference=names[0], same_as=same_as, batch_one_only={page_row})
-    print(results_table(rows, floor=ring_row if engine.ring else names[5], engine=engine_row, page=page_row,
-                        one_a_step=one_a_step if engine.ring else engine_row, no_table=no_table, alternatives=alternatives_row))
+        same_as = {
+            names[2]: names[0],
+            names[1]: names[3],
+            names[4]: names[3],
+            one_a_step: engine_row,
+            no_table: engine_row,
+            alternatives_row: engine_row,
+            page_row: engine_row,
+        }
+        rows = benchmark(
+            decoders,
+            prompt_ids,
+            args.chars,
+            args.batch,
+            args.runs,
+            args.slow_runs,
+            slow={names[0], names[2]},
+            reference=names[0],
+            same_as=same_as,
+            batch_one_only={page_row},
+        )
+    print(
+        results_table(
+            rows,
+            floor=ring_row if engine.ring else names[5],
+            engine=engine_row,
+            page=page_row,
+            one_a_step=one_a_step if engine.ring else engine_row,
+            no_table=no_table,
+            alternatives=alternatives_row,
+        )
+    )
     if json_out:
-        write_json(json_out, {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids),
-                              "rows": [asdict(r) for r in rows]})
+        write_json(
+            json_out,
+            {
+                "model": args.model,
+                "block_size": engine.block_size,
+                "prompt_chars": len(prompt_ids),
+                "rows": [asdict(r) for r in rows],
+            },
+        )
     return 0
 
 

@@ -74,8 +74,14 @@ def running_app(*args: str, env: dict | None = None):
     with tempfile.TemporaryDirectory(prefix="app-log-") as folder:
         log = Path(folder) / "server.log"
         with open(log, "w", encoding="utf-8") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "webapp", *args, "--port", str(port)],
-                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "webapp", *args, "--port", str(port)],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
         url = f"http://127.0.0.1:{port}/"
         try:
             wait_until_up(url, proc, log)
@@ -200,10 +206,33 @@ def phases_table(phases: list[Phase]) -> str:
     def number(x, spec):
         return "-" if x is None else format(x, spec)
 
-    header = ("phase", "clients", "chars each", "completed", "busy", "failed", "p50 (s)", "p95 (s)", "chars/s", "RSS before → after (MB)")
-    lines = [header] + [(p.name, str(p.clients), str(p.chars), str(p.completed), str(p.busy), str(p.failed),
-                         number(p.p50_s, ".2f"), number(p.p95_s, ".2f"), number(p.chars_per_s, ",.0f"),
-                         f"{number(p.rss_before_mb, '.0f')} → {number(p.rss_after_mb, '.0f')}") for p in phases]
+    header = (
+        "phase",
+        "clients",
+        "chars each",
+        "completed",
+        "busy",
+        "failed",
+        "p50 (s)",
+        "p95 (s)",
+        "chars/s",
+        "RSS before → after (MB)",
+    )
+    lines = [header] + [
+        (
+            p.name,
+            str(p.clients),
+            str(p.chars),
+            str(p.completed),
+            str(p.busy),
+            str(p.failed),
+            number(p.p50_s, ".2f"),
+            number(p.p95_s, ".2f"),
+            number(p.chars_per_s, ",.0f"),
+            f"{number(p.rss_before_mb, '.0f')} → {number(p.rss_after_mb, '.0f')}",
+        )
+        for p in phases
+    ]
     return table(lines)
 
 
@@ -213,11 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pid", type=int, help="the running app's process id, for its memory (with --url)")
     p.add_argument("--model", help="model for the app this command starts (default: the shipped one)")
     p.add_argument("--clients", type=int, default=32, help="clients at once in the load phase")
-    p.add_argument("--chars", type=int, default=300, help="characters each request of the one-visitor and load phases asks for")
-    p.add_argument("--alone-rounds", type=int, default=5, help="requests of the one visitor, one after another (the median counts)")
-    p.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help="the app's queue size (passed to the app this command starts)")
+    p.add_argument(
+        "--chars", type=int, default=300, help="characters each request of the one-visitor and load phases asks for"
+    )
+    p.add_argument(
+        "--alone-rounds", type=int, default=5, help="requests of the one visitor, one after another (the median counts)"
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=QUEUE_SIZE,
+        help="the app's queue size (passed to the app this command starts)",
+    )
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="the app's concurrent requests (likewise)")
-    p.add_argument("--burst", type=int, help="clients at once in the burst (default: queue size + concurrency + 32; 0 skips it)")
+    p.add_argument(
+        "--burst", type=int, help="clients at once in the burst (default: queue size + concurrency + 32; 0 skips it)"
+    )
     p.add_argument("--burst-chars", type=int, default=1000, help="characters each burst client asks for")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return p
@@ -227,9 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m benchmarks.load"
     burst = args.queue_size + args.concurrency + 32 if args.burst is None else args.burst
-    if min(args.clients, args.chars, args.burst_chars, args.concurrency, args.alone_rounds) < 1 or burst < 0 or args.queue_size < 0:
-        print(f"{prog}: error: --clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1, "
-              "--burst and --queue-size at least 0.", file=sys.stderr)
+    if (
+        min(args.clients, args.chars, args.burst_chars, args.concurrency, args.alone_rounds) < 1
+        or burst < 0
+        or args.queue_size < 0
+    ):
+        print(
+            f"{prog}: error: --clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1, "
+            "--burst and --queue-size at least 0.",
+            file=sys.stderr,
+        )
         return 2
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
@@ -244,9 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with context as (url, proc, _):
             pid = proc.pid if proc is not None else args.pid
-            phases = [run_phase(url, "warm-up", 1, args.chars, pid),
-                      run_phase(url, "one visitor", 1, args.chars, pid, rounds=args.alone_rounds),
-                      run_phase(url, "load", args.clients, args.chars, pid)]
+            phases = [
+                run_phase(url, "warm-up", 1, args.chars, pid),
+                run_phase(url, "one visitor", 1, args.chars, pid, rounds=args.alone_rounds),
+                run_phase(url, "load", args.clients, args.chars, pid),
+            ]
             if burst:
                 phases.append(run_phase(url, "burst", burst, args.burst_chars, pid))
                 phases.append(run_phase(url, "after the burst", 1, args.chars, pid))
@@ -257,20 +306,34 @@ def main(argv: list[str] | None = None) -> int:
     print(phases_table(phases))
     alone, load = phases[1], phases[2]
     if alone.chars_per_s and load.chars_per_s:
-        print(f"crowd / one visitor: {load.chars_per_s / alone.chars_per_s:.2f}x aggregate characters/s "
-              f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {args.chars} characters")
+        print(
+            f"crowd / one visitor: {load.chars_per_s / alone.chars_per_s:.2f}x aggregate characters/s "
+            f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {args.chars} characters"
+        )
     growth = (load.rss_after_mb - alone.rss_after_mb) if pid else None
-    print(f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
-          f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak {'-' if peak is None else f'{peak:.0f} MB'})")
+    print(
+        f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
+        f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak {'-' if peak is None else f'{peak:.0f} MB'})"
+    )
     if burst:
-        print(f"burst: {phases[3].completed} served, {phases[3].busy} turned away with '{BUSY}', {phases[3].failed} failures; "
-              f"after it the server {'answered' if phases[4].completed == 1 else 'did NOT answer'}")
+        print(
+            f"burst: {phases[3].completed} served, {phases[3].busy} turned away with '{BUSY}', {phases[3].failed} failures; "
+            f"after it the server {'answered' if phases[4].completed == 1 else 'did NOT answer'}"
+        )
     for p in phases:
         for error in p.errors[:5]:
             print(f"{p.name}: {error}", file=sys.stderr)
     if json_out:
-        write_json(json_out, {"url": url, "queue_size": args.queue_size, "concurrency": args.concurrency,
-                              "rss_peak_mb": peak, "phases": [asdict(p) for p in phases]})
+        write_json(
+            json_out,
+            {
+                "url": url,
+                "queue_size": args.queue_size,
+                "concurrency": args.concurrency,
+                "rss_peak_mb": peak,
+                "phases": [asdict(p) for p in phases],
+            },
+        )
     healthy = all(p.failed == 0 for p in phases) and (not burst or phases[4].completed == 1)
     return 0 if healthy else 1
 

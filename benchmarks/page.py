@@ -21,7 +21,13 @@ from typing import Iterator
 
 WEB = Path(__file__).resolve().parents[1] / "webapp" / "web"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 READY = "!document.getElementById('generate').disabled"
 
 
@@ -33,8 +39,16 @@ def build_site(model: Path, out: Path) -> Path:
     """`node build.mjs MODEL --out OUT`: the static site for `model`."""
     node = shutil.which("node")
     if node is None or not (WEB / "node_modules" / "onnxruntime-web").is_dir():
-        raise PageUnavailable("the static page needs node and webapp/web/node_modules (cd webapp/web && npm ci --ignore-scripts).")
-    result = subprocess.run([node, "build.mjs", str(Path(model).resolve()), "--out", str(Path(out).resolve())], cwd=WEB, capture_output=True, text=True, timeout=120)
+        raise PageUnavailable(
+            "the static page needs node and webapp/web/node_modules (cd webapp/web && npm ci --ignore-scripts)."
+        )
+    result = subprocess.run(
+        [node, "build.mjs", str(Path(model).resolve()), "--out", str(Path(out).resolve())],
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise PageUnavailable(f"building the static page failed: {result.stderr.strip()[:300]}")
     return out
@@ -48,7 +62,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def static_server(directory: Path) -> Iterator[str]:
     """Any static server will do; this is Python's, on a free port of 127.0.0.1."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -71,16 +87,32 @@ class StaticPage:
     def __init__(self, page):
         self.page = page
 
-    def generate(self, prompt: str, chars: int, temperature: float = 0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                 timeout_s: float = 300) -> PageRun:
+    def generate(
+        self,
+        prompt: str,
+        chars: int,
+        temperature: float = 0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        timeout_s: float = 300,
+    ) -> PageRun:
         page = self.page
         page.evaluate("window.chargptLastRun = null")
         page.fill("#prompt", prompt)
-        for field, value in (("#length", chars), ("#temperature", temperature), ("#top-k", top_k), ("#top-p", top_p), ("#seed", seed)):
+        for field, value in (
+            ("#length", chars),
+            ("#temperature", temperature),
+            ("#top-k", top_k),
+            ("#top-p", top_p),
+            ("#seed", seed),
+        ):
             page.fill(field, str(value))
         page.click("#generate")
-        page.wait_for_function("window.chargptLastRun !== null || document.getElementById('status').classList.contains('error')",
-                               timeout=timeout_s * 1000)
+        page.wait_for_function(
+            "window.chargptLastRun !== null || document.getElementById('status').classList.contains('error')",
+            timeout=timeout_s * 1000,
+        )
         run = page.evaluate("window.chargptLastRun")
         if run is None:
             raise RuntimeError(f"the page refused: {page.locator('#status').inner_text()}")

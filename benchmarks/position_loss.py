@@ -58,9 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     block_size = model.config.block_size
     sums, counts = losses_by_position(model, corpus.val, block_size)
-    ranges = [(f"{start}-{end - 1}", start, end) for start, end in position_buckets(block_size)] + [("all", 0, block_size)]
+    ranges = [(f"{start}-{end - 1}", start, end) for start, end in position_buckets(block_size)] + [
+        ("all", 0, block_size)
+    ]
     rows = [("positions", "predictions", "nats/char")]
-    rows += [(name, f"{int(counts[a:b].sum()):,}", f"{sums[a:b].sum() / counts[a:b].sum():.4f}") for name, a, b in ranges]
+    rows += [
+        (name, f"{int(counts[a:b].sum()):,}", f"{sums[a:b].sum() / counts[a:b].sum():.4f}") for name, a, b in ranges
+    ]
     print(f"{args.run}: whole validation split in consecutive windows of {block_size} characters")
     print(table(rows))
     return 0

@@ -42,10 +42,21 @@ from train.table import format_table as table
 
 KILLED = "The model process stopped"  # the sentence of a request the killed model process was serving
 UNREAD = "ended a stream nobody read"  # the server's log line (webapp/server/stalled.py)
-HOSTILE = [(10**9, 0.8, 0, 1.0, 1, 0.0), (10, -1, 0, 1.0, 1, 0.0), (10, 0.8, 0, 0, 1, 0.0), (10, 0.8, -5, 1.0, 1, 0.0),
-           ("ten", 0.8, 0, 1.0, 1, 0.0), (10, 0.8, 0, 1.0, 1.5, 0.0), (10, 0.8, 0, 1.0, 1, 1.5), (10, "NaN", 0, 1.0, 1, 0.0),
-           (10, 0.8, 0, 1.0, 1, "some"), ([], {}, None, None, None, None)]
-UPLOAD = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
+HOSTILE = [
+    (10**9, 0.8, 0, 1.0, 1, 0.0),
+    (10, -1, 0, 1.0, 1, 0.0),
+    (10, 0.8, 0, 0, 1, 0.0),
+    (10, 0.8, -5, 1.0, 1, 0.0),
+    ("ten", 0.8, 0, 1.0, 1, 0.0),
+    (10, 0.8, 0, 1.0, 1.5, 0.0),
+    (10, 0.8, 0, 1.0, 1, 1.5),
+    (10, "NaN", 0, 1.0, 1, 0.0),
+    (10, 0.8, 0, 1.0, 1, "some"),
+    ([], {}, None, None, None, None),
+]
+UPLOAD = (
+    b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n' + b"x" * 900_000 + b"\r\n--b--\r\n"
+)
 MEMORY_SLACK_MB = 50  # the end may stand this far above where it stood after warm-up
 QUIET_S = 12  # after quiet_down, how long the server may still take to let go of files and threads
 WORKER_IDLE_S = 10.5  # anyio retires a worker thread idle for 10 s (when the next request comes)
@@ -73,6 +84,7 @@ class Sample:
 @dataclass
 class Traffic:
     """What every kind of client saw, appended to by their threads."""
+
     outcomes: list[Outcome] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     killed_at: float | None = None
@@ -99,8 +111,14 @@ def folder_bytes(folder: Path) -> int:
 
 def sample(pid: int, temp: Path, t0: float) -> Sample:
     model = sum(status_field(c, "VmRSS") for c in children(pid)) / 1024
-    return Sample(round(time.monotonic() - t0, 1), status_field(pid, "VmRSS") / 1024, model, len(os.listdir(f"/proc/{pid}/fd")),
-                  status_field(pid, "Threads"), folder_bytes(temp))
+    return Sample(
+        round(time.monotonic() - t0, 1),
+        status_field(pid, "VmRSS") / 1024,
+        model,
+        len(os.listdir(f"/proc/{pid}/fd")),
+        status_field(pid, "Threads"),
+        folder_bytes(temp),
+    )
 
 
 def pause(seconds: float, deadline: float) -> None:
@@ -129,7 +147,9 @@ def call_events(url: str, data: list) -> list[tuple[str, str]]:
             lines = r.read().decode("utf-8", "replace").splitlines()
     except OSError as e:
         return [("no answer", f"{type(e).__name__}: {e}")]
-    return list(zip([x[7:] for x in lines if x.startswith("event: ")], [x[6:] for x in lines if x.startswith("data: ")]))
+    return list(
+        zip([x[7:] for x in lines if x.startswith("event: ")], [x[6:] for x in lines if x.startswith("data: ")])
+    )
 
 
 def visitor(url: str, traffic: Traffic, deadline: float, seed: int, tls) -> None:
@@ -138,8 +158,14 @@ def visitor(url: str, traffic: Traffic, deadline: float, seed: int, tls) -> None
     rng, client = random.Random(seed), Client(url, verbose=False, ssl_verify=tls)
     while time.monotonic() < deadline:
         chars = rng.randint(20, 400)
-        settings = (chars, round(rng.uniform(0, 1.5), 2), rng.choice([0, 5, 20, 65]), round(rng.uniform(0.5, 1), 2),
-                    rng.randint(0, 2**31), rng.choice([0.0, 0.05, 0.2]))
+        settings = (
+            chars,
+            round(rng.uniform(0, 1.5), 2),
+            rng.choice([0, 5, 20, 65]),
+            round(rng.uniform(0.5, 1), 2),
+            rng.randint(0, 2**31),
+            rng.choice([0.0, 0.05, 0.2]),
+        )
         start = time.monotonic()
         try:
             text = client.predict(PROMPT, *settings, api_name="/generate")[0]
@@ -154,7 +180,9 @@ def leaver(url: str, traffic: Traffic, deadline: float, seed: int) -> None:
     host, port = url.split("//")[1].strip("/").split(":")
     while time.monotonic() < deadline:
         start = time.monotonic()
-        status, body = post(url + "gradio_api/call/generate", json.dumps({"data": [PROMPT, 2000, 0.8, 0, 1.0, 1, 0.0]}).encode())
+        status, body = post(
+            url + "gradio_api/call/generate", json.dumps({"data": [PROMPT, 2000, 0.8, 0, 1.0, 1, 0.0]}).encode()
+        )
         events = 0
         if status == 200:
             connection = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -185,9 +213,18 @@ def staller(url: str, traffic: Traffic, deadline: float, fn_index: int) -> None:
     n = 0
     while time.monotonic() < deadline:
         start, n = time.monotonic(), n + 1
-        status, _ = post(url + "gradio_api/queue/join", json.dumps(
-            {"data": [PROMPT, 2000, 0.8, 0, 1.0, n, 0.0], "fn_index": fn_index, "session_hash": f"stalled-{n}-{start}",
-             "event_data": None, "trigger_id": None}).encode())
+        status, _ = post(
+            url + "gradio_api/queue/join",
+            json.dumps(
+                {
+                    "data": [PROMPT, 2000, 0.8, 0, 1.0, n, 0.0],
+                    "fn_index": fn_index,
+                    "session_hash": f"stalled-{n}-{start}",
+                    "event_data": None,
+                    "trigger_id": None,
+                }
+            ).encode(),
+        )
         traffic.add(Outcome("joins, never reads", start, time.monotonic(), status == 200, f"http {status}"))
         pause(15, deadline)
 
@@ -208,18 +245,30 @@ def kill_model_process(pid: int, traffic: Traffic, at: float) -> None:
         traffic.killed_at = time.monotonic()
 
 
-def run_traffic(url: str, pid: int, temp: Path, seconds: float, visitors: int, kill: bool, traffic: Traffic,
-                samples: list[Sample], every_s: float, t0: float) -> None:
+def run_traffic(
+    url: str,
+    pid: int,
+    temp: Path,
+    seconds: float,
+    visitors: int,
+    kill: bool,
+    traffic: Traffic,
+    samples: list[Sample],
+    every_s: float,
+    t0: float,
+) -> None:
     config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
     start = time.monotonic()
     deadline = start + seconds
     tls = ssl.create_default_context()  # shared, as benchmarks.load does (run_phase says why)
     threads = [threading.Thread(target=visitor, args=(url, traffic, deadline, i, tls)) for i in range(visitors)]
-    threads += [threading.Thread(target=leaver, args=(url, traffic, deadline, 101)),
-                threading.Thread(target=hostile, args=(url, traffic, deadline, 102)),
-                threading.Thread(target=staller, args=(url, traffic, deadline, fn_index)),
-                threading.Thread(target=uploader, args=(url, traffic, deadline))]
+    threads += [
+        threading.Thread(target=leaver, args=(url, traffic, deadline, 101)),
+        threading.Thread(target=hostile, args=(url, traffic, deadline, 102)),
+        threading.Thread(target=staller, args=(url, traffic, deadline, fn_index)),
+        threading.Thread(target=uploader, args=(url, traffic, deadline)),
+    ]
     if kill:
         threads.append(threading.Thread(target=kill_model_process, args=(pid, traffic, start + seconds / 2)))
     for t in threads:
@@ -280,12 +329,29 @@ def traffic_table(traffic: Traffic, t0: float) -> tuple[str, dict]:
         failed = [o for o in mine if not o.ok and o not in killed]
         seconds = [o.end - o.start for o in mine if o.ok]
         p50, p95 = (percentile(seconds, 0.5), percentile(seconds, 0.95)) if seconds else (None, None)
-        figures[kind] = {"requests": len(mine), "as_expected": len(mine) - len(killed) - len(failed), "killed": len(killed),
-                         "failed": len(failed), "p50_s": p50, "p95_s": p95,
-                         "failures": [f"{o.note} (ended {o.end - t0:.0f} s in)" for o in failed][:20]}
-        rows.append([kind, str(len(mine)), str(len(mine) - len(killed) - len(failed)), str(len(killed)), str(len(failed)),
-                     "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}"])
-    return table([["traffic", "requests", "as expected", "served by the killed process", "failed", "p50 (s)", "p95 (s)"], *rows]), figures
+        figures[kind] = {
+            "requests": len(mine),
+            "as_expected": len(mine) - len(killed) - len(failed),
+            "killed": len(killed),
+            "failed": len(failed),
+            "p50_s": p50,
+            "p95_s": p95,
+            "failures": [f"{o.note} (ended {o.end - t0:.0f} s in)" for o in failed][:20],
+        }
+        rows.append(
+            [
+                kind,
+                str(len(mine)),
+                str(len(mine) - len(killed) - len(failed)),
+                str(len(killed)),
+                str(len(failed)),
+                "-" if p50 is None else f"{p50:.2f}",
+                "-" if p95 is None else f"{p95:.2f}",
+            ]
+        )
+    return table(
+        [["traffic", "requests", "as expected", "served by the killed process", "failed", "p50 (s)", "p95 (s)"], *rows]
+    ), figures
 
 
 def resource_targets(warmup_threads: int) -> list[tuple[str, str, str, object, bool]]:
@@ -294,16 +360,39 @@ def resource_targets(warmup_threads: int) -> list[tuple[str, str, str, object, b
     are held to the most the warm-up's traffic needed: the pools that run requests (Gradio's,
     asyncio's) keep threads they have started, a plateau reached in the warm-up."""
     return [
-        ("server memory (MB)", "server_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB, False),
-        ("model process memory (MB)", "model_mb", f"end <= start + {MEMORY_SLACK_MB}", lambda s, e: e <= s + MEMORY_SLACK_MB, False),
+        (
+            "server memory (MB)",
+            "server_mb",
+            f"end <= start + {MEMORY_SLACK_MB}",
+            lambda s, e: e <= s + MEMORY_SLACK_MB,
+            False,
+        ),
+        (
+            "model process memory (MB)",
+            "model_mb",
+            f"end <= start + {MEMORY_SLACK_MB}",
+            lambda s, e: e <= s + MEMORY_SLACK_MB,
+            False,
+        ),
         ("server open files", "open_files", "end <= start", lambda s, e: e <= s, True),
-        ("server threads", "threads", f"end <= warm-up's {warmup_threads}", lambda s, e: e <= max(s, warmup_threads), True),
-        ("bytes in its temporary folder", "disk_bytes", "end <= start", lambda s, e: e <= s, True)]
+        (
+            "server threads",
+            "threads",
+            f"end <= warm-up's {warmup_threads}",
+            lambda s, e: e <= max(s, warmup_threads),
+            True,
+        ),
+        ("bytes in its temporary folder", "disk_bytes", "end <= start", lambda s, e: e <= s, True),
+    ]
 
 
 def settled(base: Sample, now: Sample, warmup_threads: int) -> bool:
     """Whether `now` meets every target the end waits for."""
-    return all(met(getattr(base, key), getattr(now, key)) for _, key, _, met, waits in resource_targets(warmup_threads) if waits)
+    return all(
+        met(getattr(base, key), getattr(now, key))
+        for _, key, _, met, waits in resource_targets(warmup_threads)
+        if waits
+    )
 
 
 def resources_table(base: Sample, during: list[Sample], end: Sample, warmup_threads: int) -> tuple[str, list[bool]]:
@@ -319,10 +408,20 @@ def resources_table(base: Sample, during: list[Sample], end: Sample, warmup_thre
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30, help="minutes of measured traffic (default 30)")
-    p.add_argument("--warmup-minutes", type=float, default=2, help="minutes of the same traffic before the first figures (default 2)")
+    p.add_argument(
+        "--warmup-minutes",
+        type=float,
+        default=2,
+        help="minutes of the same traffic before the first figures (default 2)",
+    )
     p.add_argument("--visitors", type=int, default=8, help="visitors asking at the same time (default 8)")
     p.add_argument("--sample-seconds", type=float, default=10, help="seconds between figures (default 10)")
-    p.add_argument("--stall-seconds", type=float, default=20, help="the server's CHARGPT_STALL_SECONDS (default 20, the server's own)")
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=20,
+        help="the server's CHARGPT_STALL_SECONDS (default 20, the server's own)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return p
 
@@ -331,8 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m benchmarks.soak"
     if min(args.minutes, args.sample_seconds, args.stall_seconds) <= 0 or args.warmup_minutes < 0 or args.visitors < 1:
-        print(f"{prog}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at least 0 "
-              "and --visitors at least 1.", file=sys.stderr)
+        print(
+            f"{prog}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at least 0 "
+            "and --visitors at least 1.",
+            file=sys.stderr,
+        )
         return 2
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
@@ -348,13 +450,33 @@ def main(argv: list[str] | None = None) -> int:
                 before = alone(url)
                 warmup: list[Sample] = []
                 warm_traffic = Traffic()
-                run_traffic(url, proc.pid, gradio_temp, args.warmup_minutes * 60, args.visitors, False, warm_traffic, warmup,
-                            args.sample_seconds, t0)
+                run_traffic(
+                    url,
+                    proc.pid,
+                    gradio_temp,
+                    args.warmup_minutes * 60,
+                    args.visitors,
+                    False,
+                    warm_traffic,
+                    warmup,
+                    args.sample_seconds,
+                    t0,
+                )
                 quiet_down(url, args.stall_seconds)
                 base = sample(proc.pid, gradio_temp, t0)
                 warmup_threads = max([base.threads, *(w.threads for w in warmup)])
-                run_traffic(url, proc.pid, gradio_temp, args.minutes * 60, args.visitors, True, traffic, samples,
-                            args.sample_seconds, t0)
+                run_traffic(
+                    url,
+                    proc.pid,
+                    gradio_temp,
+                    args.minutes * 60,
+                    args.visitors,
+                    True,
+                    traffic,
+                    samples,
+                    args.sample_seconds,
+                    t0,
+                )
                 quiet_down(url, args.stall_seconds)
                 end = quiet_sample(proc.pid, gradio_temp, t0, QUIET_S, lambda now: settled(base, now, warmup_threads))
                 after = alone(url)
@@ -365,15 +487,26 @@ def main(argv: list[str] | None = None) -> int:
         left_on_disk = folder_bytes(gradio_temp)
     traffic_text, by_kind = traffic_table(traffic, t0)
     resources_text, oks = resources_table(base, samples, end, warmup_threads)
-    half = samples[len(samples) // 2:]
+    half = samples[len(samples) // 2 :]
     slopes = {key: slope_per_minute([(s.t, getattr(s, key)) for s in half]) for key in ("server_mb", "model_mb")}
-    killed = f"the model process killed at {traffic.killed_at - t0:.0f} s" if traffic.killed_at else "no model process to kill"
-    print(f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors at once; {killed}")
+    killed = (
+        f"the model process killed at {traffic.killed_at - t0:.0f} s"
+        if traffic.killed_at
+        else "no model process to kill"
+    )
+    print(
+        f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors at once; {killed}"
+    )
     print(traffic_text)
     print()
     print(resources_text)
-    print("memory slope over the second half: " + ", ".join(
-        f"{name} {'-' if v is None else f'{v:+.2f} MB/min'}" for name, v in (("server", slopes["server_mb"]), ("model process", slopes["model_mb"]))))
+    print(
+        "memory slope over the second half: "
+        + ", ".join(
+            f"{name} {'-' if v is None else f'{v:+.2f} MB/min'}"
+            for name, v in (("server", slopes["server_mb"]), ("model process", slopes["model_mb"]))
+        )
+    )
     print(f"one visitor alone, 300 characters: {before:.2f} s before, {after:.2f} s after")
     print(f"left in Gradio's temporary folder after the server stopped: {left_on_disk:,} bytes")
     tracebacks = sum(line.startswith("Traceback") for line in log_lines)
@@ -388,12 +521,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind}: {note}", file=sys.stderr)
     unexpected = sum(f["failed"] for f in by_kind.values())
     if json_out:
-        write_json(json_out, {"minutes": args.minutes, "warmup_minutes": args.warmup_minutes, "visitors": args.visitors,
-                              "killed_at_s": traffic.killed_at and traffic.killed_at - t0, "traffic": by_kind,
-                              "after_warmup": asdict(base), "end": asdict(end), "samples": [asdict(s) for s in samples],
-                              "slope_mb_per_min": slopes, "alone_s": {"before": before, "after": after},
-                              "left_on_disk_bytes": left_on_disk, "log_lines": len(log_lines), "log_tracebacks": tracebacks,
-                              "ended_unread": unread, "never_read_joins": stallers})
+        write_json(
+            json_out,
+            {
+                "minutes": args.minutes,
+                "warmup_minutes": args.warmup_minutes,
+                "visitors": args.visitors,
+                "killed_at_s": traffic.killed_at and traffic.killed_at - t0,
+                "traffic": by_kind,
+                "after_warmup": asdict(base),
+                "end": asdict(end),
+                "samples": [asdict(s) for s in samples],
+                "slope_mb_per_min": slopes,
+                "alone_s": {"before": before, "after": after},
+                "left_on_disk_bytes": left_on_disk,
+                "log_lines": len(log_lines),
+                "log_tracebacks": tracebacks,
+                "ended_unread": unread,
+                "never_read_joins": stallers,
+            },
+        )
     return 0 if unexpected == 0 and all(oks) and left_on_disk == 0 else 1
 
 

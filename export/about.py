@@ -60,33 +60,58 @@ def default_description(dataset: str) -> str:
     return f"A small character-level GPT trained on {dataset}. Write the start of a text and let it continue."
 
 
-def build(vocab: list[str], text_path: str, sha256: str, text: str, title: str | None = None, dataset: str | None = None,
-          description: str | None = None, examples: list[str] | None = None) -> dict:
+def build(
+    vocab: list[str],
+    text_path: str,
+    sha256: str,
+    text: str,
+    title: str | None = None,
+    dataset: str | None = None,
+    description: str | None = None,
+    examples: list[str] | None = None,
+) -> dict:
     """The `about` metadata: each value given, else derived from the training text. AboutError
     for an example with characters outside the vocabulary, or an empty or overlong value."""
     dataset = dataset if dataset is not None else dataset_name(text_path, sha256)
-    return checked({
-        "title": title if title is not None else default_title(dataset),
-        "dataset": dataset,
-        "description": description if description is not None else default_description(dataset),
-        "examples": [unescape_newlines(e) for e in examples] if examples else example_prompts(text),
-    }, vocab)
+    return checked(
+        {
+            "title": title if title is not None else default_title(dataset),
+            "dataset": dataset,
+            "description": description if description is not None else default_description(dataset),
+            "examples": [unescape_newlines(e) for e in examples] if examples else example_prompts(text),
+        },
+        vocab,
+    )
 
 
-def renamed(about: dict, vocab: list[str], title: str | None = None, dataset: str | None = None, description: str | None = None,
-            examples: list[str] | None = None) -> dict:
+def renamed(
+    about: dict,
+    vocab: list[str],
+    title: str | None = None,
+    dataset: str | None = None,
+    description: str | None = None,
+    examples: list[str] | None = None,
+) -> dict:
     """An exported model's `about` with the values given replaced; a title or description that
     was derived from the old dataset name follows the new one. AboutError as for build."""
     new_dataset = dataset if dataset is not None else about["dataset"]
     derived_title = about["title"] == default_title(about["dataset"])
     derived_description = about["description"] == default_description(about["dataset"])
-    return checked({
-        "title": title if title is not None else default_title(new_dataset) if derived_title else about["title"],
-        "dataset": new_dataset,
-        "description": (description if description is not None
-                        else default_description(new_dataset) if derived_description else about["description"]),
-        "examples": [unescape_newlines(e) for e in examples] if examples else list(about["examples"]),
-    }, vocab)
+    return checked(
+        {
+            "title": title if title is not None else default_title(new_dataset) if derived_title else about["title"],
+            "dataset": new_dataset,
+            "description": (
+                description
+                if description is not None
+                else default_description(new_dataset)
+                if derived_description
+                else about["description"]
+            ),
+            "examples": [unescape_newlines(e) for e in examples] if examples else list(about["examples"]),
+        },
+        vocab,
+    )
 
 
 def checked(about: dict, vocab: list[str]) -> dict:
@@ -98,7 +123,10 @@ def checked(about: dict, vocab: list[str]) -> dict:
     for example in about["examples"]:
         outside = sorted(set(example) - known)
         if outside or not example or len(example) > MAX_EXAMPLE_CHARS:
-            why = (f"has characters outside the model's vocabulary ({', '.join(map(repr, outside[:5]))})" if outside
-                   else f"must have 1 to {MAX_EXAMPLE_CHARS} characters")
+            why = (
+                f"has characters outside the model's vocabulary ({', '.join(map(repr, outside[:5]))})"
+                if outside
+                else f"must have 1 to {MAX_EXAMPLE_CHARS} characters"
+            )
             raise AboutError(f"the example prompt {example[:40]!r} {why}.")
     return about

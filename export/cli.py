@@ -36,14 +36,24 @@ def fail(prog: str, message: str, code: int = USAGE_ERROR) -> int:
 
 # -- eval: onnxruntime and numpy only ------------------------------------------------------
 
+
 def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export eval",
-                                description="Validation loss of an exported model on a text file, with onnxruntime alone.")
+    p = argparse.ArgumentParser(
+        prog="python -m export eval",
+        description="Validation loss of an exported model on a text file, with onnxruntime alone.",
+    )
     p.add_argument("model", help="a model folder or an exported .onnx file")
-    p.add_argument("--data", help="UTF-8 text file (default: the model's training text where it can be found: "
-                   "the cached Tiny Shakespeare for a model trained on it)")
-    p.add_argument("--split", choices=("val", "all"), default="val",
-                   help="val: the last 10%% of the file, as in training (default); all: the whole file")
+    p.add_argument(
+        "--data",
+        help="UTF-8 text file (default: the model's training text where it can be found: "
+        "the cached Tiny Shakespeare for a model trained on it)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("val", "all"),
+        default="val",
+        help="val: the last 10%% of the file, as in training (default); all: the whole file",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="windows per onnxruntime call")
     return p
 
@@ -61,8 +71,10 @@ def measure_loss(model, text: str, split: str, batch_size: int = 64) -> tuple[fl
     unknown = sorted(set(text) - set(index))
     if unknown:
         shown = ", ".join(repr(c) for c in unknown[:5])
-        raise UsageError(f"the text has {len(unknown)} characters the model's vocabulary lacks ({shown}); "
-                         "evaluate on text written in the model's alphabet.")
+        raise UsageError(
+            f"the text has {len(unknown)} characters the model's vocabulary lacks ({shown}); "
+            "evaluate on text written in the model's alphabet."
+        )
     ids = np.array([index[c] for c in text], dtype=np.int64)
     if split == "val":
         ids = ids[split_index(len(ids)) :]
@@ -96,22 +108,32 @@ def eval_main(argv: list[str]) -> int:
 
 # -- about: rename a model folder in place ----------------------------------------------------
 
+
 def add_about_flags(p: argparse.ArgumentParser, default: str) -> None:
     page = p.add_argument_group(f"what the pages and the card say about the model (default: {default})")
     page.add_argument("--title", help="the page's title (default 'chargpt: DATASET')")
-    page.add_argument("--dataset-name", help="a short name of the training text (default: from its file name; "
-                      "Tiny Shakespeare for it)")
+    page.add_argument(
+        "--dataset-name",
+        help="a short name of the training text (default: from its file name; Tiny Shakespeare for it)",
+    )
     page.add_argument("--description", help="one line under the title")
-    page.add_argument("--example", action="append", metavar="PROMPT", help="an example prompt (repeat the flag for several; "
-                      "the first is the default prompt; \\n stands for a newline). Default: the text's most frequent "
-                      "short lines and line openings")
+    page.add_argument(
+        "--example",
+        action="append",
+        metavar="PROMPT",
+        help="an example prompt (repeat the flag for several; "
+        "the first is the default prompt; \\n stands for a newline). Default: the text's most frequent "
+        "short lines and line openings",
+    )
 
 
 def about_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export about",
-                                description="Rewrite what the pages and the model card say about an exported model folder "
-                                "(its title, dataset name, description, example prompts) in place: the weights "
-                                "and the verification stay as exported; it takes seconds, not an export.")
+    p = argparse.ArgumentParser(
+        prog="python -m export about",
+        description="Rewrite what the pages and the model card say about an exported model folder "
+        "(its title, dataset name, description, example prompts) in place: the weights "
+        "and the verification stay as exported; it takes seconds, not an export.",
+    )
     p.add_argument("folder", help="a model folder written by python -m export")
     add_about_flags(p, "as they are; a title or description derived from the old dataset name follows the new one")
     return p
@@ -130,17 +152,23 @@ def about_main(argv: list[str]) -> int:
     onnx_file, card_file = out / MODEL_FILE, out / "README.md"
     try:
         if not (onnx_file.is_file() and beside(onnx_file, ".json").is_file() and card_file.is_file()):
-            raise UsageError(f"{out} is not a model folder written by python -m export (it needs {MODEL_FILE}, "
-                             f"{beside(Path(MODEL_FILE), '.json')} and README.md).")
+            raise UsageError(
+                f"{out} is not a model folder written by python -m export (it needs {MODEL_FILE}, "
+                f"{beside(Path(MODEL_FILE), '.json')} and README.md)."
+            )
         if not any((args.title, args.dataset_name, args.description, args.example)):
             raise UsageError("give at least one of --title, --dataset-name, --description, --example.")
         try:
             sidecar_meta = json.loads(beside(onnx_file, ".json").read_text(encoding="utf-8"))
             about, vocab = sidecar_meta["about"], sidecar_meta["vocab"]
         except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{beside(onnx_file, '.json')} is not the metadata python -m export writes ({e!r}).") from None
+            raise UsageError(
+                f"{beside(onnx_file, '.json')} is not the metadata python -m export writes ({e!r})."
+            ) from None
         if sidecar_meta.get(SIDECAR_SHA256) != file_sha256(onnx_file):
-            raise UsageError(f"{onnx_file} does not match the SHA-256 recorded beside it (truncated or altered): export it again.")
+            raise UsageError(
+                f"{onnx_file} does not match the SHA-256 recorded beside it (truncated or altered): export it again."
+            )
         metadata = {k: v for k, v in sidecar_meta.items() if k != SIDECAR_SHA256}
         card = card_file.read_text(encoding="utf-8")
         try:
@@ -153,12 +181,19 @@ def about_main(argv: list[str]) -> int:
     license = card_license(card)
     for path in (onnx_file, ring_path(onnx_file), attention_path(onnx_file)):
         if path.is_file():  # the extra files carry the same metadata (their loaders read source_sha256)
-            atomic_write(path, lambda tmp, path=path: (Path(tmp).write_bytes(path.read_bytes()),
-                                                      set_metadata(Path(tmp), md.to_props(metadata))))
+            atomic_write(
+                path,
+                lambda tmp, path=path: (
+                    Path(tmp).write_bytes(path.read_bytes()),
+                    set_metadata(Path(tmp), md.to_props(metadata)),
+                ),
+            )
     write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
     write_card(out, metadata, sample, verification, license)
-    print(f"rewrote {out}{os.sep}: the page is now \"{metadata['about']['title']}\" "
-          f"({len(metadata['about']['examples'])} example prompts)")
+    print(
+        f'rewrote {out}{os.sep}: the page is now "{metadata["about"]["title"]}" '
+        f"({len(metadata['about']['examples'])} example prompts)"
+    )
     return 0
 
 
@@ -169,6 +204,7 @@ def card_license(card: str) -> str:
 
 # -- export ----------------------------------------------------------------------------------
 
+
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export",
@@ -178,20 +214,39 @@ def export_parser() -> argparse.ArgumentParser:
         "See also: python -m export eval MODEL [--data FILE], python -m export about FOLDER --title ...",
     )
     p.add_argument("run_dir", help="checkpoint directory written by `python -m train` (or its best/ folder)")
-    p.add_argument("--out", help="DIR/ (ending in / or an existing directory): a model folder; NAME.onnx: one file, "
-                   "with NAME.json and NAME.md beside it (default: RUN_DIR/model/)")
-    p.add_argument("--quantize", choices=("int8",), help="int8 weights, float32 activations: in a folder, onnx/model.onnx "
-                   "holds them; beside NAME.onnx, NAME.int8.onnx is written too")
-    p.add_argument("--data", help="the training text, to measure the validation loss and the plain loop on "
-                   "(default: the run's own dataset)")
-    p.add_argument("--lower-loss", action="store_true", help="RUN_DIR is a finished run: export whichever of its final "
-                   "weights, its best/ and its average/ checkpoints has the lowest whole-split validation loss (what "
-                   "training advised)")
-    p.add_argument("--no-draft-table", action="store_true", help="write no MODEL.drafts.json: the training text's most "
-                   "frequent continuations of up to 5 characters, from which chargpt's engine and pages draft characters to "
-                   "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces of up "
-                   "to 6 characters; without it the engine drafts from the text's own repeats only")
-    p.add_argument("--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)")
+    p.add_argument(
+        "--out",
+        help="DIR/ (ending in / or an existing directory): a model folder; NAME.onnx: one file, "
+        "with NAME.json and NAME.md beside it (default: RUN_DIR/model/)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="int8 weights, float32 activations: in a folder, onnx/model.onnx "
+        "holds them; beside NAME.onnx, NAME.int8.onnx is written too",
+    )
+    p.add_argument(
+        "--data",
+        help="the training text, to measure the validation loss and the plain loop on (default: the run's own dataset)",
+    )
+    p.add_argument(
+        "--lower-loss",
+        action="store_true",
+        help="RUN_DIR is a finished run: export whichever of its final "
+        "weights, its best/ and its average/ checkpoints has the lowest whole-split validation loss (what "
+        "training advised)",
+    )
+    p.add_argument(
+        "--no-draft-table",
+        action="store_true",
+        help="write no MODEL.drafts.json: the training text's most "
+        "frequent continuations of up to 5 characters, from which chargpt's engine and pages draft characters to "
+        "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces of up "
+        "to 6 characters; without it the engine drafts from the text's own repeats only",
+    )
+    p.add_argument(
+        "--license", default="mit", help="license of a model folder's card, as a Hub license id (default mit)"
+    )
     add_about_flags(p, "derived from the training text")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     return p
@@ -205,13 +260,35 @@ def planned_files(out: Path, folder: bool, quantize: bool) -> list[Path]:
     """Every file an export to `out` writes."""
     if folder:
         onnx_file = out / MODEL_FILE
-        return [onnx_file, ring_path(onnx_file), attention_path(onnx_file), table_path(onnx_file), beside(onnx_file, ".json"),
-                beside(onnx_file, ".loss.png"), out / "README.md", *(out / name for name in FOLDER_FILES if not name.startswith("onnx"))]
+        return [
+            onnx_file,
+            ring_path(onnx_file),
+            attention_path(onnx_file),
+            table_path(onnx_file),
+            beside(onnx_file, ".json"),
+            beside(onnx_file, ".loss.png"),
+            out / "README.md",
+            *(out / name for name in FOLDER_FILES if not name.startswith("onnx")),
+        ]
     int8 = beside(out, ".int8.onnx")
-    files = [out, ring_path(out), attention_path(out), table_path(out), beside(out, ".json"), beside(out, ".md"),
-             beside(out, ".loss.png")]
+    files = [
+        out,
+        ring_path(out),
+        attention_path(out),
+        table_path(out),
+        beside(out, ".json"),
+        beside(out, ".md"),
+        beside(out, ".loss.png"),
+    ]
     if quantize:
-        files += [int8, ring_path(int8), attention_path(int8), table_path(int8), beside(out, ".int8.json"), beside(out, ".int8.md")]
+        files += [
+            int8,
+            ring_path(int8),
+            attention_path(int8),
+            table_path(int8),
+            beside(out, ".int8.json"),
+            beside(out, ".int8.md"),
+        ]
     return files
 
 
@@ -223,8 +300,10 @@ def check_outputs(out: Path, folder: bool, quantize: bool, force: bool) -> None:
             raise UsageError(f"--out {out} must be a folder (ending in /) or a file ending in .onnx.")
     existing = [str(t) for t in planned_files(out, folder, quantize) if t.exists()]
     if existing and not force:
-        raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to replace "
-                         f"{'it' if len(existing) == 1 else 'them'}, or choose another --out.")
+        raise UsageError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to replace "
+            f"{'it' if len(existing) == 1 else 'them'}, or choose another --out."
+        )
 
 
 def temp_onnx(near: Path) -> Path:
@@ -257,7 +336,9 @@ def lower_loss_checkpoint(run_dir: Path) -> Path:
 
     final = checkpoint.read_meta(run_dir)
     if "val_loss_full" not in final:
-        raise UsageError(f"--lower-loss needs a finished run, and {run_dir} has not finished (no whole-split loss recorded).")
+        raise UsageError(
+            f"--lower-loss needs a finished run, and {run_dir} has not finished (no whole-split loss recorded)."
+        )
     losses = {run_dir: final["val_loss_full"]}
     for other in (run_dir / name for name in checkpoint.KEPT_DIRS):
         if (other / checkpoint.CONFIG).is_file():
@@ -269,8 +350,16 @@ def page_about(args: argparse.Namespace, vocab: list[str], data_path: str, sha25
     from . import about
 
     try:
-        return about.build(vocab, data_path, sha256, text, title=args.title, dataset=args.dataset_name,
-                           description=args.description, examples=args.example)
+        return about.build(
+            vocab,
+            data_path,
+            sha256,
+            text,
+            title=args.title,
+            dataset=args.dataset_name,
+            description=args.description,
+            examples=args.example,
+        )
     except about.AboutError as e:
         raise UsageError(str(e)) from None
 
@@ -281,8 +370,16 @@ def export_main(argv: list[str]) -> int:
     from train.text import DataError, read_text, split_index
 
     from . import metadata as md
-    from .onnx_export import (checks_table, export_onnx, export_ring, name_weights, set_metadata, verify, verify_attention,
-                              verify_ring)
+    from .onnx_export import (
+        checks_table,
+        export_onnx,
+        export_ring,
+        name_weights,
+        set_metadata,
+        verify,
+        verify_attention,
+        verify_ring,
+    )
     from webapp.inference.onnx_model import OnnxModel
 
     prog = "python -m export"
@@ -298,8 +395,10 @@ def export_main(argv: list[str]) -> int:
         data_path = args.data or training_text(meta["dataset"]["sha256"], meta["dataset"]["path"])
         text, sha = read_text(Path(data_path))
         if sha != meta["dataset"]["sha256"]:
-            raise UsageError(f"{data_path} is not the text this model was trained on (SHA-256 differs); "
-                             "its validation loss and the plain loop are measured on the training text: pass that with --data.")
+            raise UsageError(
+                f"{data_path} is not the text this model was trained on (SHA-256 differs); "
+                "its validation loss and the plain loop are measured on the training text: pass that with --data."
+            )
         about = page_about(args, meta["vocab"], str(data_path), sha, text)
     except (UsageError, checkpoint.CheckpointError, DataError, ValueError) as e:
         if isinstance(e, DataError):
@@ -337,8 +436,11 @@ def export_main(argv: list[str]) -> int:
         table = checks_table(checks)
         print(table)
         if not all(c.ok for c in checks):
-            return fail(prog, f"the ONNX export does not match PyTorch (see the table); nothing was written to {out}.",
-                        VERIFICATION_FAILED)
+            return fail(
+                prog,
+                f"the ONNX export does not match PyTorch (see the table); nothing was written to {out}.",
+                VERIFICATION_FAILED,
+            )
         if val_loss is None:
             metadata["training"]["val_loss"] = measure_loss(OnnxModel(tmp), text, "val")[0]
             set_metadata(tmp, md.to_props(metadata))
@@ -354,8 +456,18 @@ def export_main(argv: list[str]) -> int:
         if folder:
             shipped, shipped_meta = (int8_tmp, int8_meta) if args.quantize else (tmp, metadata)
             verification = f"{table}\n\n{int8_table}" if args.quantize else table
-            write_folder(out, shipped, shipped_meta, sample, verification, args.license, run_dir,
-                         int8_ring_tmp if args.quantize else ring_tmp, int8_attention_tmp if args.quantize else attention_tmp, drafts)
+            write_folder(
+                out,
+                shipped,
+                shipped_meta,
+                sample,
+                verification,
+                args.license,
+                run_dir,
+                int8_ring_tmp if args.quantize else ring_tmp,
+                int8_attention_tmp if args.quantize else attention_tmp,
+                drafts,
+            )
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out)
@@ -378,8 +490,10 @@ def export_main(argv: list[str]) -> int:
             if path is not None:
                 path.unlink(missing_ok=True)
     loss = (int8_meta if args.quantize else metadata)["training"]["val_loss"]
-    print(f"wrote {out}{os.sep if folder else ''} ({'model folder' if folder else 'one file and its sidecars'}); "
-          f"val loss {loss:.4f}")
+    print(
+        f"wrote {out}{os.sep if folder else ''} ({'model folder' if folder else 'one file and its sidecars'}); "
+        f"val loss {loss:.4f}"
+    )
     return 0
 
 
@@ -395,8 +509,18 @@ class AttentionMismatch(Exception):
     pass
 
 
-def write_folder(out: Path, model_file: Path, metadata: dict, sample: str, verification: str, license: str, run_dir: Path,
-                 ring_file: Path | None, attention_file: Path, drafts: dict | None) -> None:
+def write_folder(
+    out: Path,
+    model_file: Path,
+    metadata: dict,
+    sample: str,
+    verification: str,
+    license: str,
+    run_dir: Path,
+    ring_file: Path | None,
+    attention_file: Path,
+    drafts: dict | None,
+) -> None:
     """The model folder (webapp/inference/model_folder.py): the verified graph (and its ring step and
     attention file) moved into onnx/, then its draft table, metadata, loss curve, configuration and
     tokenizer files, and the card."""
@@ -420,9 +544,11 @@ def write_card(out: Path, metadata: dict, sample: str, verification: str, licens
     from . import metadata as md
 
     name = out.resolve().name
-    card = (mf.front_matter(name, metadata, license) + md.model_card(name, metadata, (out / MODEL_FILE).stat().st_size, sample,
-                                                                      verification)
-            + mf.usage(name, metadata["about"]["examples"][0], mf.end_of_text_id(metadata)))
+    card = (
+        mf.front_matter(name, metadata, license)
+        + md.model_card(name, metadata, (out / MODEL_FILE).stat().st_size, sample, verification)
+        + mf.usage(name, metadata["about"]["examples"][0], mf.end_of_text_id(metadata))
+    )
     atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
 
 
@@ -470,17 +596,28 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
     quantize_weights_int8(fp32, target)
     fp32_loss, n = measure_loss(OnnxModel(fp32), text, "val")
     int8_loss, _ = measure_loss(OnnxModel(target), text, "val")  # metadata survives quantization
-    rows = [("weights", "size (MB)", "val loss"), ("float32", f"{fp32.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
-            ("int8", f"{target.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}")]
+    rows = [
+        ("weights", "size (MB)", "val loss"),
+        ("float32", f"{fp32.stat().st_size / 1e6:.2f}", f"{fp32_loss:.4f}"),
+        ("int8", f"{target.stat().st_size / 1e6:.2f}", f"{int8_loss:.4f}"),
+    ]
     delta = int8_loss - fp32_loss
     table = format_table(rows, markdown=False)
     table += f"\nint8 - fp32: {delta:+.4f} nats/char over {n:,} characters (allowed: +{INT8_TOLERANCE})"
     print(table)
     if delta > INT8_TOLERANCE:
-        raise Int8TooLossy(f"int8 quantization loses {delta:.4f} nats/char, more than {INT8_TOLERANCE}; nothing was "
-                           "written (export without --quantize).")
-    int8_meta = {**metadata, "training": {**metadata["training"], "val_loss": int8_loss,
-                                          "quantization": "int8 weights (one scale per output column), float32 activations"}}
+        raise Int8TooLossy(
+            f"int8 quantization loses {delta:.4f} nats/char, more than {INT8_TOLERANCE}; nothing was "
+            "written (export without --quantize)."
+        )
+    int8_meta = {
+        **metadata,
+        "training": {
+            **metadata["training"],
+            "val_loss": int8_loss,
+            "quantization": "int8 weights (one scale per output column), float32 activations",
+        },
+    }
     set_metadata(target, md.to_props(int8_meta))
     return int8_meta, table
 
@@ -524,15 +661,24 @@ def quantize_ring(model_file: Path, ring_fp32: Path, target: Path, metadata: dic
     quantize_weights_int8(ring_fp32, target)
     set_metadata(target, md.to_props(metadata))
     checks = verify_ring(model_file, target)
-    table = "the ring step with int8 weights, against the int8 model file:\n" + checks_table(checks).split("\ntolerance")[0]
+    table = (
+        "the ring step with int8 weights, against the int8 model file:\n" + checks_table(checks).split("\ntolerance")[0]
+    )
     print(table)
     if not all(c.ok for c in checks):
-        raise RingMismatch("the int8 ring step does not match the int8 model file (see the table); nothing was written.")
+        raise RingMismatch(
+            "the int8 ring step does not match the int8 model file (see the table); nothing was written."
+        )
     return table
 
 
-def quantize_attention(model_file: Path, attention_fp32: Path, target: Path, metadata: dict,
-                       given: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
+def quantize_attention(
+    model_file: Path,
+    attention_fp32: Path,
+    target: Path,
+    metadata: dict,
+    given: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> str:
     """The attention file with the int8 weights of `model_file` (the same quantization of the same
     weights, or `given` ones: quantize_weights_int8), checked against PyTorch with those weights;
     AttentionMismatch if they disagree. Returns its check table."""
@@ -552,8 +698,10 @@ def checked_attention(model, model_file: Path, attention_file: Path, what: str =
     from .onnx_export import checks_table, verify_attention
 
     checks = verify_attention(model, model_file, attention_file)
-    table = (f"{ATTENTION_TABLE}{' ' + what if what else ''}, against PyTorch with the weights of {model_file.name}:\n"
-             + checks_table(checks).split("\ntolerance")[0])
+    table = (
+        f"{ATTENTION_TABLE}{' ' + what if what else ''}, against PyTorch with the weights of {model_file.name}:\n"
+        + checks_table(checks).split("\ntolerance")[0]
+    )
     print(table)
     if not all(c.ok for c in checks):
         raise AttentionMismatch("the attention file does not match PyTorch (see the table); nothing was written.")
@@ -562,12 +710,15 @@ def checked_attention(model, model_file: Path, attention_file: Path, what: str =
 
 # -- attention: add the attention file to a model exported before it ---------------------------
 
+
 def attention_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export attention",
-                                description="Add the attention file (onnx/model.attention.onnx: where every head looked, "
-                                "for the pages' attention view and /inspect) to a model exported before chargpt wrote it, "
-                                "from the weights in its model file, checked against PyTorch with those weights. "
-                                "The model file and its text stay as they are.")
+    p = argparse.ArgumentParser(
+        prog="python -m export attention",
+        description="Add the attention file (onnx/model.attention.onnx: where every head looked, "
+        "for the pages' attention view and /inspect) to a model exported before chargpt wrote it, "
+        "from the weights in its model file, checked against PyTorch with those weights. "
+        "The model file and its text stay as they are.",
+    )
     p.add_argument("model", help="a model folder, or an .onnx file, written by python -m export")
     p.add_argument("--force", action="store_true", help="replace an attention file that is already there")
     return p
@@ -596,14 +747,20 @@ def attention_main(argv: list[str]) -> int:
         if target.exists() and not args.force:
             raise UsageError(f"{target} already exists; pass --force to replace it.")
         model = torch_model_from_onnx(onnx_file)
-        metadata = {k: v for k, v in json.loads(beside(onnx_file, ".json").read_text(encoding="utf-8")).items()
-                    if k != SIDECAR_SHA256}
+        metadata = {
+            k: v
+            for k, v in json.loads(beside(onnx_file, ".json").read_text(encoding="utf-8")).items()
+            if k != SIDECAR_SHA256
+        }
     except (UsageError, ModelLoadError, ValueError, OSError) as e:
         return fail(prog, str(e))
     arrays = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(onnx_file)).graph.initializer}
     q_suffix, scale_suffix = INT8_SUFFIXES
-    given = {name[: -len(q_suffix)]: (q, arrays[name[: -len(q_suffix)] + scale_suffix])
-             for name, q in arrays.items() if name.endswith(q_suffix)}
+    given = {
+        name[: -len(q_suffix)]: (q, arrays[name[: -len(q_suffix)] + scale_suffix])
+        for name, q in arrays.items()
+        if name.endswith(q_suffix)
+    }
     fp32_tmp, tmp = temp_onnx(onnx_file.parent), temp_onnx(onnx_file.parent)
     try:
         export_attention(model, fp32_tmp)

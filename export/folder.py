@@ -48,33 +48,71 @@ def tokenizer_json(vocab: list[str]) -> dict:
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": [{"id": len(vocab), "content": END_OF_TEXT, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True}],
+        "added_tokens": [
+            {
+                "id": len(vocab),
+                "content": END_OF_TEXT,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+        ],
         "normalizer": None,
         "pre_tokenizer": {"type": "ByteLevel", **byte_level_options},
         "post_processor": None,
         "decoder": {"type": "ByteLevel", **byte_level_options},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": ids, "merges": list(merges)},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": ids,
+            "merges": list(merges),
+        },
     }
 
 
 def tokenizer_config() -> dict:
-    return {"tokenizer_class": "GPT2Tokenizer", "model_max_length": UNBOUNDED, "bos_token": END_OF_TEXT,
-            "eos_token": END_OF_TEXT, "pad_token": END_OF_TEXT, "unk_token": None, "add_bos_token": False,
-            "add_prefix_space": False, "clean_up_tokenization_spaces": False}
+    return {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": UNBOUNDED,
+        "bos_token": END_OF_TEXT,
+        "eos_token": END_OF_TEXT,
+        "pad_token": END_OF_TEXT,
+        "unk_token": None,
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+    }
 
 
 def config_json(metadata: dict) -> dict:
     """What transformers.js reads: model_type gpt2 (its cache shapes come from n_head, n_embd
     and n_layer), the ids, and fp32 as the default weights (the only file in the folder)."""
     c, end = metadata["config"], end_of_text_id(metadata)
-    return {"model_type": "gpt2", "n_layer": c["n_layer"], "n_head": c["n_head"], "n_embd": c["n_embd"],
-            "vocab_size": end + 1, "bos_token_id": end, "eos_token_id": end, "pad_token_id": end,
-            "chargpt": {"format": metadata["chargpt.format"], "block_size": c["block_size"],
-                        "receptive_field": c["receptive_field"], "position": c["position"]},
-            "transformers.js_config": {"dtype": "fp32", "use_external_data_format": False}}
+    return {
+        "model_type": "gpt2",
+        "n_layer": c["n_layer"],
+        "n_head": c["n_head"],
+        "n_embd": c["n_embd"],
+        "vocab_size": end + 1,
+        "bos_token_id": end,
+        "eos_token_id": end,
+        "pad_token_id": end,
+        "chargpt": {
+            "format": metadata["chargpt.format"],
+            "block_size": c["block_size"],
+            "receptive_field": c["receptive_field"],
+            "position": c["position"],
+        },
+        "transformers.js_config": {"dtype": "fp32", "use_external_data_format": False},
+    }
 
 
 def generation_config(metadata: dict) -> dict:
@@ -94,41 +132,76 @@ def genai_config(metadata: dict) -> dict:
     return {
         "model": {
             "type": "decoder",  # onnxruntime-genai's generic decoder-only model
-            "bos_token_id": end, "eos_token_id": end, "pad_token_id": end,
+            "bos_token_id": end,
+            "eos_token_id": end,
+            "pad_token_id": end,
             "vocab_size": end + 1,
             "context_length": UNBOUNDED,
             "decoder": {
                 "filename": MODEL_FILE.as_posix(),
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
-                "head_size": c["head_dim"], "hidden_size": c["n_embd"],
-                "num_attention_heads": c["n_head"], "num_key_value_heads": c["n_head"], "num_hidden_layers": c["n_layer"],
-                "inputs": {"input_ids": INPUT_IDS, "past_key_names": PAST.format(i="%d", kv="key"),
-                           "past_value_names": PAST.format(i="%d", kv="value")},
-                "outputs": {"logits": LOGITS, "present_key_names": PRESENT.format(i="%d", kv="key"),
-                            "present_value_names": PRESENT.format(i="%d", kv="value")},
-                "sliding_window": {"window_size": max(c["block_size"] - 2, 1), "cache_slack": 1,
-                                   "layers": list(range(c["n_layer"])), "slide_key_value_cache": False, "slide_inputs": False},
+                "head_size": c["head_dim"],
+                "hidden_size": c["n_embd"],
+                "num_attention_heads": c["n_head"],
+                "num_key_value_heads": c["n_head"],
+                "num_hidden_layers": c["n_layer"],
+                "inputs": {
+                    "input_ids": INPUT_IDS,
+                    "past_key_names": PAST.format(i="%d", kv="key"),
+                    "past_value_names": PAST.format(i="%d", kv="value"),
+                },
+                "outputs": {
+                    "logits": LOGITS,
+                    "present_key_names": PRESENT.format(i="%d", kv="key"),
+                    "present_value_names": PRESENT.format(i="%d", kv="value"),
+                },
+                "sliding_window": {
+                    "window_size": max(c["block_size"] - 2, 1),
+                    "cache_slack": 1,
+                    "layers": list(range(c["n_layer"])),
+                    "slide_key_value_cache": False,
+                    "slide_inputs": False,
+                },
             },
         },
-        "search": {"max_length": GENAI_MAX_LENGTH, "min_length": 0, "do_sample": False, "num_beams": 1,
-                   "num_return_sequences": 1, "past_present_share_buffer": False, "temperature": 1.0,
-                   "top_k": 1, "top_p": 1.0, "repetition_penalty": 1.0},
+        "search": {
+            "max_length": GENAI_MAX_LENGTH,
+            "min_length": 0,
+            "do_sample": False,
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "past_present_share_buffer": False,
+            "temperature": 1.0,
+            "top_k": 1,
+            "top_p": 1.0,
+            "repetition_penalty": 1.0,
+        },
     }
 
 
 def config_files(metadata: dict) -> dict[str, dict]:
     """Every JSON file of the folder but the metadata, by its name in the folder."""
-    return {"config.json": config_json(metadata), "generation_config.json": generation_config(metadata),
-            "tokenizer.json": tokenizer_json(metadata["vocab"]), "tokenizer_config.json": tokenizer_config(),
-            "genai_config.json": genai_config(metadata)}
+    return {
+        "config.json": config_json(metadata),
+        "generation_config.json": generation_config(metadata),
+        "tokenizer.json": tokenizer_json(metadata["vocab"]),
+        "tokenizer_config.json": tokenizer_config(),
+        "genai_config.json": genai_config(metadata),
+    }
 
 
 def front_matter(name: str, metadata: dict, license: str) -> str:
     """The Hub's YAML metadata of the model card (JSON strings are YAML scalars)."""
     t = metadata["training"]
     shakespeare = t["dataset_sha256"] == SHAKESPEARE_SHA256
-    lines = ["---", f"license: {license}", "pipeline_tag: text-generation", "library_name: transformers.js",
-             "tags:", *(f"- {tag}" for tag in ("chargpt", "character-level", "onnx", "onnxruntime-genai", "gpt"))]
+    lines = [
+        "---",
+        f"license: {license}",
+        "pipeline_tag: text-generation",
+        "library_name: transformers.js",
+        "tags:",
+        *(f"- {tag}" for tag in ("chargpt", "character-level", "onnx", "onnxruntime-genai", "gpt")),
+    ]
     if shakespeare:
         lines += ["datasets:", "- karpathy/tiny_shakespeare"]
     dataset_name = metadata["about"]["dataset"]
@@ -206,7 +279,9 @@ print(tokenizer.decode(output[0]))
 
 def with_model(snippet: str, folder: str, prompt: str) -> str:
     """A snippet for another folder and prompt."""
-    return snippet.replace('"models/chargpt"', json.dumps(folder)).replace('"ROMEO:"', json.dumps(prompt, ensure_ascii=False))
+    return snippet.replace('"models/chargpt"', json.dumps(folder)).replace(
+        '"ROMEO:"', json.dumps(prompt, ensure_ascii=False)
+    )
 
 
 def usage(name: str, prompt: str, end_id: int) -> str:

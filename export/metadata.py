@@ -69,7 +69,7 @@ def card_parts(card: str) -> tuple[str, str]:
     table_end = card.find("\n```\n", table_at)
     if table_end < 0:
         raise CardError("its verification section is not closed")
-    return card[sample_at + len(sample_opens):sample_end], card[table_at:table_end]
+    return card[sample_at + len(sample_opens) : sample_end], card[table_at:table_end]
 
 
 def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verification: str) -> str:
@@ -83,36 +83,36 @@ def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verifica
     averaged = f"; {averaged_phrase(steps)} (SWA)" if steps else ""
     return f"""# {name}
 
-{a['description']}
+{a["description"]}
 
-A character-level GPT exported by chargpt (format {metadata['chargpt.format']}), trained on {a['dataset']}.
+A character-level GPT exported by chargpt (format {metadata["chargpt.format"]}), trained on {a["dataset"]}.
 
 | | |
 | --- | --- |
-| parameters | {t['params']:,} ({t['params'] / 1e6} M) |
+| parameters | {t["params"]:,} ({t["params"] / 1e6} M) |
 | validation loss (whole split, nats/char) | {val} |
 | file size | {file_bytes / 1e6:.2f} MB |
-| layers / heads / width / context | {c['n_layer']} / {c['n_head']} / {c['n_embd']} / {c['block_size']} characters |
-| vocabulary | {c['vocab_size']} characters |
+| layers / heads / width / context | {c["n_layer"]} / {c["n_head"]} / {c["n_embd"]} / {c["block_size"]} characters |
+| vocabulary | {c["vocab_size"]} characters |
 | architecture | {arch} |
-| weights | {t.get('quantization') or 'float32'} |
-| trained | {t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']}{averaged} |
-| dataset SHA-256 | `{t['dataset_sha256']}` |
-| source checkpoint SHA-256 | `{metadata['source_sha256']}` |
+| weights | {t.get("quantization") or "float32"} |
+| trained | {t["step"]:,} steps, {t["tokens_seen"] or 0:,} characters, batch {s["batch_size"]}, learning rate {s["learning_rate"]:g} ({s["lr_schedule"]}), dropout {t["dropout"]}, seed {s["seed"]}{averaged} |
+| dataset SHA-256 | `{t["dataset_sha256"]}` |
+| source checkpoint SHA-256 | `{metadata["source_sha256"]}` |
 
 Inputs: `input_ids` int64 [batch_size, sequence_length] and `past_key_values.{{i}}.key/value`
-float32 [batch_size, {c['n_head']}, past_sequence_length, {c['head_dim']}] (length 0 for a fresh prompt). Outputs:
-`logits` [batch_size, sequence_length, {c['vocab_size'] + 1}] (the {c['vocab_size']} characters, then an end-of-text
+float32 [batch_size, {c["n_head"]}, past_sequence_length, {c["head_dim"]}] (length 0 for a fresh prompt). Outputs:
+`logits` [batch_size, sequence_length, {c["vocab_size"] + 1}] (the {c["vocab_size"]} characters, then an end-of-text
 id that is never predicted) and `present.{{i}}.key/value`. The window is in the graph: a plain
 loop (prefill, then each `present` fed back as the next `past`) writes text of any length, and
-the cache never holds more than the last {c['block_size'] - 1} characters. Only a prompt's last
-{c['receptive_field']} characters change what comes next. The vocabulary and this configuration are in the
+the cache never holds more than the last {c["block_size"] - 1} characters. Only a prompt's last
+{c["receptive_field"]} characters change what comes next. The vocabulary and this configuration are in the
 file's metadata and in the JSON file beside it.
 
 ## On the page
 
 `python -m webapp --model` and the static page (`webapp/web`) show this model as
-"{a['title']}", with the description above, and these example prompts (the first is the
+"{a["title"]}", with the description above, and these example prompts (the first is the
 default prompt):
 
 {examples}

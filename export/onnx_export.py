@@ -94,12 +94,27 @@ class RingLM(torch.nn.Module):
         return (logits, *[t for pair in new for t in pair])
 
 
-def save_program(module: torch.nn.Module, args: tuple, input_names: list[str], output_names: list[str],
-                 dynamic_shapes: dict, path: Path) -> None:
+def save_program(
+    module: torch.nn.Module,
+    args: tuple,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: dict,
+    path: Path,
+) -> None:
     with warnings.catch_warnings(), quiet_loggers("torch.onnx", "torch.export"):
         warnings.simplefilter("ignore")  # the exporter's chatter (deprecations, torchvision absent)
-        program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=dynamic_shapes, external_data=False, optimize=True, verbose=False)
+        program = torch.onnx.export(
+            module.eval(),
+            args,
+            dynamo=True,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
     program.save(str(path), external_data=False)
 
 
@@ -111,13 +126,20 @@ def export_onnx(model: GPTLanguageModel, path: Path, attention_file: Path | None
     names = past_names(cfg.n_layer)
     model_outputs = [LOGITS, *cache_names(PRESENT, cfg.n_layer)]
     # The dimension names the ecosystem's tools read (transformers.js sizes an empty cache from batch_size).
-    batch, sequence, past_sequence = (torch.export.Dim(n) for n in ("batch_size", "sequence_length", "past_sequence_length"))
+    batch, sequence, past_sequence = (
+        torch.export.Dim(n) for n in ("batch_size", "sequence_length", "past_sequence_length")
+    )
     # Example sizes other than 0 and 1, so that no dimension is specialised to a constant.
     ids = torch.zeros(2, 3, dtype=torch.long)
     past = [torch.zeros(2, cfg.n_head, 4, cfg.head_dim) for _ in names]
-    save_program(CachedLM(model, attention_file is not None), (ids, *past), [INPUT_IDS, *names],
-                 model_outputs + [ATTENTIONS] * (attention_file is not None),
-                 {"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)}, path)
+    save_program(
+        CachedLM(model, attention_file is not None),
+        (ids, *past),
+        [INPUT_IDS, *names],
+        model_outputs + [ATTENTIONS] * (attention_file is not None),
+        {"input_ids": {0: batch, 1: sequence}, "past": tuple({0: batch, 2: past_sequence} for _ in names)},
+        path,
+    )
     proto = onnx.load(str(path))
     if attention_file is not None:
         onnx.save(keep_outputs(proto, [ATTENTIONS]), str(attention_file))
@@ -169,11 +191,27 @@ def export_ring(model: GPTLanguageModel, path: Path) -> None:
     names = cache_names(RING, cfg.n_layer)
     batch, sequence = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length", max=cfg.block_size - 1)
     slots, rows, new = cfg.block_size - 1, 2, 3  # example sizes other than 0 and 1: no dimension made a constant
-    args = (torch.zeros(rows, new, dtype=torch.long), torch.zeros(rows, new, cfg.head_dim), torch.zeros(rows, new, cfg.head_dim),
-            torch.zeros(rows, new, slots + new), *[torch.zeros(rows, cfg.n_head, slots, cfg.head_dim) for _ in names])
-    save_program(RingLM(model), args, [INPUT_IDS, ROTARY_COS, ROTARY_SIN, RING_MASK, *names], [LOGITS, *cache_names(NEW, cfg.n_layer)],
-                 {"input_ids": {0: batch, 1: sequence}, "cos": {0: batch, 1: sequence}, "sin": {0: batch, 1: sequence},
-                  "mask": {0: batch, 1: sequence, 2: slots + sequence}, "ring": tuple({0: batch} for _ in names)}, path)
+    args = (
+        torch.zeros(rows, new, dtype=torch.long),
+        torch.zeros(rows, new, cfg.head_dim),
+        torch.zeros(rows, new, cfg.head_dim),
+        torch.zeros(rows, new, slots + new),
+        *[torch.zeros(rows, cfg.n_head, slots, cfg.head_dim) for _ in names],
+    )
+    save_program(
+        RingLM(model),
+        args,
+        [INPUT_IDS, ROTARY_COS, ROTARY_SIN, RING_MASK, *names],
+        [LOGITS, *cache_names(NEW, cfg.n_layer)],
+        {
+            "input_ids": {0: batch, 1: sequence},
+            "cos": {0: batch, 1: sequence},
+            "sin": {0: batch, 1: sequence},
+            "mask": {0: batch, 1: sequence, 2: slots + sequence},
+            "ring": tuple({0: batch} for _ in names),
+        },
+        path,
+    )
 
 
 TRANSPOSED = ".T"  # suffix of an initializer that holds a parameter transposed (Linear weights)
@@ -227,8 +265,10 @@ def torch_model_from_onnx(path: Path) -> GPTLanguageModel:
             weight = dequantize_int8(arrays[base + INT8_SUFFIXES[0]], arrays[base + INT8_SUFFIXES[1]])
             state[name] = torch.from_numpy(weight.T.copy())
         elif name != "lm_head.weight" or not model.config.tie_weights:
-            raise ValueError(f"{path} does not carry the weight {name} by name (it was exported before weights "
-                             "were named); export the checkpoint again.")
+            raise ValueError(
+                f"{path} does not carry the weight {name} by name (it was exported before weights "
+                "were named); export the checkpoint again."
+            )
     if model.config.tie_weights:
         state.setdefault("lm_head.weight", state["token_embedding.weight"])
     model.load_state_dict(state)
@@ -243,7 +283,9 @@ def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scales.astype(np.float32)[None, :]
 
 
-def quantize_weights_int8(source: Path, target: Path, given: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+def quantize_weights_int8(
+    source: Path, target: Path, given: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> None:
     """Every MatMul weight stored as int8 with one float32 scale per output column (symmetric,
     weight-only; activations stay float32), turned back into float32 in the graph by a Cast and
     a Mul. Those have constant inputs only, so onnxruntime folds them into float32 weights when
@@ -271,8 +313,10 @@ def quantize_weights_int8(source: Path, target: Path, given: dict[str, tuple[np.
         graph.initializer.remove(initializers.pop(name))
         q_name, scale_name = name + INT8_SUFFIXES[0], name + INT8_SUFFIXES[1]
         graph.initializer.extend([numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale, scale_name)])
-        dequantize += [onnx.helper.make_node("Cast", [q_name], [name + "_float"], to=onnx.TensorProto.FLOAT),
-                       onnx.helper.make_node("Mul", [name + "_float", scale_name], [name])]
+        dequantize += [
+            onnx.helper.make_node("Cast", [q_name], [name + "_float"], to=onnx.TensorProto.FLOAT),
+            onnx.helper.make_node("Mul", [name + "_float", scale_name], [name]),
+        ]
     nodes = dequantize + list(graph.node)  # the weights exist before anything reads them
     del graph.node[:]
     graph.node.extend(nodes)
@@ -291,12 +335,16 @@ def dequantize_weights(source: Path, target: Path) -> None:
     casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0].endswith(q_suffix) and n.input[0] in arrays]
     for cast in casts:
         name = cast.input[0][: -len(q_suffix)]
-        weight = dequantize_int8(numpy_helper.to_array(arrays[cast.input[0]]), numpy_helper.to_array(arrays[name + scale_suffix]))
+        weight = dequantize_int8(
+            numpy_helper.to_array(arrays[cast.input[0]]), numpy_helper.to_array(arrays[name + scale_suffix])
+        )
         graph.initializer.remove(arrays.pop(cast.input[0]))
         graph.initializer.remove(arrays.pop(name + scale_suffix))
         graph.initializer.append(numpy_helper.from_array(weight, name))
     cast_outputs = {c.output[0] for c in casts}  # each read by its weight's Mul
-    nodes = [n for n in graph.node if not (n.output[0] in cast_outputs or n.op_type == "Mul" and n.input[0] in cast_outputs)]
+    nodes = [
+        n for n in graph.node if not (n.output[0] in cast_outputs or n.op_type == "Mul" and n.input[0] in cast_outputs)
+    ]
     del graph.node[:]
     graph.node.extend(nodes)
     onnx.save(proto, str(target))
@@ -372,26 +420,62 @@ def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndar
 
     feed = {INPUT_IDS: rng.integers(0, cfg.vocab_size, (2, 5)), **engine.empty_past(2)}
     end = engine.session.run([LOGITS], feed)[0][..., cfg.vocab_size :]
-    checks.append(Check("end-of-text logit", 2, 5, None, end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
-                        f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})"))
+    checks.append(
+        Check(
+            "end-of-text logit",
+            2,
+            5,
+            None,
+            end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
+            f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})",
+        )
+    )
 
-    onnx_ids = [int(draw.ids[0]) for draw in engine.decode(prompt, SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0))]
-    torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[0].tolist()
+    onnx_ids = [
+        int(draw.ids[0]) for draw in engine.decode(prompt, SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0))
+    ]
+    torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[
+        0
+    ].tolist()
     same = onnx_ids == torch_ids
     first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
-    checks.append(Check(f"greedy {GREEDY_CHARS} characters (plain loop)", 1, GREEDY_CHARS, None, same,
-                        "identical" if same else f"differs from character {first_diff}"))
+    checks.append(
+        Check(
+            f"greedy {GREEDY_CHARS} characters (plain loop)",
+            1,
+            GREEDY_CHARS,
+            None,
+            same,
+            "identical" if same else f"differs from character {first_diff}",
+        )
+    )
 
     ids = text[:PLAIN_LOOP_CHARS]
     if len(ids) > cfg.block_size:
         loop, count, longest = plain_loop_loss(engine, ids)
         exact = last_window_loss(engine, ids)
         ok = loop - exact <= PLAIN_LOOP_SLACK and longest <= cfg.block_size - 1
-        checks.append(Check(f"plain loop vs last window, {len(ids):,} val chars", 1, count, None, ok,
-                            f"{loop:.4f} vs {exact:.4f} nats/char, cache <= {longest}"))
+        checks.append(
+            Check(
+                f"plain loop vs last window, {len(ids):,} val chars",
+                1,
+                count,
+                None,
+                ok,
+                f"{loop:.4f} vs {exact:.4f} nats/char, cache <= {longest}",
+            )
+        )
     else:  # nothing to compare: no prediction has a full window
-        checks.append(Check("plain loop vs last window", 1, len(ids), None, True,
-                            f"not measured: the validation split has only {len(ids)} characters"))
+        checks.append(
+            Check(
+                "plain loop vs last window",
+                1,
+                len(ids),
+                None,
+                True,
+                f"not measured: the validation split has only {len(ids)} characters",
+            )
+        )
     return checks, onnx_ids
 
 
@@ -407,8 +491,16 @@ def verify_ring(model_path: Path, ring_file: Path) -> list[Check]:
     plain = engine.complete("\n", settings)
     engine.ring = engine.steps = ring  # now its steps run the ring file
     same = engine.complete("\n", settings) == plain
-    checks.append(Check(f"ring step: greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same,
-                        "identical" if same else "differs"))
+    checks.append(
+        Check(
+            f"ring step: greedy {GREEDY_CHARS} characters",
+            1,
+            GREEDY_CHARS,
+            None,
+            same,
+            "identical" if same else "differs",
+        )
+    )
     return checks
 
 
@@ -438,13 +530,30 @@ def verify_attention(model: GPTLanguageModel, model_file: Path, attention_file: 
             if length > 1:
                 split = length - min(3, length - 1)
                 _, past = lm.forward(ids[:, :split])
-                compare(f"after a prefill of {split}", batch, length, attention.run(ids[:, split:], past), want[..., split:, :])
+                compare(
+                    f"after a prefill of {split}",
+                    batch,
+                    length,
+                    attention.run(ids[:, split:], past),
+                    want[..., split:, :],
+                )
     sums = max(float(np.abs(w.sum(-1) - 1).max()) for w in rows)
     window = cfg.block_size
-    before = max(float(np.abs(w[..., t, : window - 1 - t]).max(initial=0)) for w in fresh
-                 for t in range(min(w.shape[3], window - 1)))
-    checks.append(Check("attention rows sum to 1, none before the text", "-", "-", None,
-                        sums <= 1e-5 and before == 0, f"|sum - 1| <= {sums:.1e}, before: {before:g}"))
+    before = max(
+        float(np.abs(w[..., t, : window - 1 - t]).max(initial=0))
+        for w in fresh
+        for t in range(min(w.shape[3], window - 1))
+    )
+    checks.append(
+        Check(
+            "attention rows sum to 1, none before the text",
+            "-",
+            "-",
+            None,
+            sums <= 1e-5 and before == 0,
+            f"|sum - 1| <= {sums:.1e}, before: {before:g}",
+        )
+    )
     return checks
 
 
@@ -453,5 +562,7 @@ def checks_table(checks: list[Check]) -> str:
     for c in checks:
         diff = f"{c.diff:.2e}" if c.diff is not None else (c.detail or "-")
         rows.append((c.name, str(c.batch), str(c.length), diff, "ok" if c.ok else "FAIL"))
-    return table(rows, markdown=False) + (f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32); the plain loop at most "
-                              f"{PLAIN_LOOP_SLACK} nats/char above the last window, its cache within the window")
+    return table(rows, markdown=False) + (
+        f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32); the plain loop at most "
+        f"{PLAIN_LOOP_SLACK} nats/char above the last window, its cache within the window"
+    )

@@ -28,17 +28,45 @@ IN_CI = os.environ.get("CI") == "true"
 SCREENSHOTS = REPO / "test-results"
 
 # Small settings that train in a second or two on a CPU.
-TINY = ["--n-embd", "32", "--n-head", "4", "--n-layer", "2", "--block-size", "16", "--batch-size", "8",
-        "--eval-iters", "2", "--eval-interval", "20", "--max-iters", "40"]
+TINY = [
+    "--n-embd",
+    "32",
+    "--n-head",
+    "4",
+    "--n-layer",
+    "2",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--eval-iters",
+    "2",
+    "--eval-interval",
+    "20",
+    "--max-iters",
+    "40",
+]
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fuzz-cases", type=int, default=40,
-                     help="random requests in the API fuzz test (CI runs the default; the full test is 1000)")
-    parser.addoption("--fuzz-seed", type=int, default=20261126,
-                     help="seed of the fuzz test's requests (fixed, so that a failure can be replayed; -1: a random one)")
-    parser.addoption("--kill-seed", type=int, default=20261126,
-                     help="seed of the SIGKILL test's waits between kills (fixed; -1: a random one)")
+    parser.addoption(
+        "--fuzz-cases",
+        type=int,
+        default=40,
+        help="random requests in the API fuzz test (CI runs the default; the full test is 1000)",
+    )
+    parser.addoption(
+        "--fuzz-seed",
+        type=int,
+        default=20261126,
+        help="seed of the fuzz test's requests (fixed, so that a failure can be replayed; -1: a random one)",
+    )
+    parser.addoption(
+        "--kill-seed",
+        type=int,
+        default=20261126,
+        help="seed of the SIGKILL test's waits between kills (fixed; -1: a random one)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +96,7 @@ def pytest_collection_modifyitems(items):
     """Order the slowest files first, and give each file's tests one xdist group (as --dist
     loadfile would: they share module fixtures), but each of test_readme.py's tests a group of its
     own: each runs a group of the docs' commands on its own clone, minutes each."""
+
     def rank(item):
         name = item.path.name
         return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
@@ -128,13 +157,20 @@ def built_once(name: str, tmp_path_factory, worker_id: str, build: Callable[[Pat
 def exported(tmp_path_factory, worker_id, small_text):
     """A tiny seed-architecture model, trained and exported with --quantize int8: (run
     directory, model file, the export's CompletedProcess)."""
+
     def build(folder: Path) -> dict:
         run_dir = train_tiny(folder / "run", small_text)
         (folder / "models").mkdir()
         out = folder / "models" / "tiny.onnx"
         result = export_here(str(run_dir), "--out", str(out), "--quantize", "int8")
-        return {"run_dir": str(run_dir), "out": str(out), "args": result.args, "returncode": result.returncode,
-                "stdout": result.stdout, "stderr": result.stderr}
+        return {
+            "run_dir": str(run_dir),
+            "out": str(out),
+            "args": result.args,
+            "returncode": result.returncode,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+        }
 
     built = built_once("exported", tmp_path_factory, worker_id, build)
     result = subprocess.CompletedProcess(built["args"], built["returncode"], built["stdout"], built["stderr"])
@@ -143,9 +179,43 @@ def exported(tmp_path_factory, worker_id, small_text):
 
 # A non-English text: French with its typography (no-break spaces before ;:!? and inside
 # guillemets, curly apostrophes, ligatures) and characters of two, three and four UTF-8 bytes.
-FRENCH_WORDS = ("été", "forêt", "château", "cœur", "naïve", "où", "déjà", "garçon", "Noël", "île", "Ève", "Ça", "ægide",
-                "fenêtre", "lumière", "écho", "mûre", "aïeul", "Zoé", "Œuvre", "paysage", "rivière", "l’eau", "qu’il",
-                "s’en", "âme", "là-bas", "près", "où", "très", "bientôt", "peut-être", "€", "Ω", "🎭")
+FRENCH_WORDS = (
+    "été",
+    "forêt",
+    "château",
+    "cœur",
+    "naïve",
+    "où",
+    "déjà",
+    "garçon",
+    "Noël",
+    "île",
+    "Ève",
+    "Ça",
+    "ægide",
+    "fenêtre",
+    "lumière",
+    "écho",
+    "mûre",
+    "aïeul",
+    "Zoé",
+    "Œuvre",
+    "paysage",
+    "rivière",
+    "l’eau",
+    "qu’il",
+    "s’en",
+    "âme",
+    "là-bas",
+    "près",
+    "où",
+    "très",
+    "bientôt",
+    "peut-être",
+    "€",
+    "Ω",
+    "🎭",
+)
 FRENCH_ENDS = ("\u202f!", "\u202f?", "\u00a0:", "\u202f;", ".", "…", " — ")
 
 
@@ -165,6 +235,7 @@ def french_text(n_sentences: int = 2500, seed: int = 0) -> str:
 def french_folder(tmp_path_factory, worker_id):
     """A small learned-position model with QK-norm (as `--preset quick` trains) on french_text,
     exported as a model folder: (the folder, the text)."""
+
     def build(root: Path) -> dict:
         data = root / "french.txt"
         data.write_text(french_text(), encoding="utf-8")

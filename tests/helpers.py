@@ -21,14 +21,27 @@ from conftest import REPO
 
 # Debian's chromium, as the project runs it (without the background-networking flags, its
 # connections are refused by a closed network, many at a time).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def run_train(*args, **kwargs) -> subprocess.Popen:
     """`python -m train ARGS` in its own process (to be interrupted or killed), its output piped."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "train", *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "train", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def free_port() -> int:
@@ -58,8 +71,14 @@ def server(*args: str, stderr=subprocess.DEVNULL, command: tuple[str, ...] = ("-
     """`python -m webapp ARGS` (or another command) on a free port of 127.0.0.1: yields (url,
     process) once it answers, and stops it after (SIGTERM, as Ctrl-C or a supervisor would)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, *command, *args, "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=stderr, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, *command, *args, "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_page(url, proc)
@@ -109,8 +128,14 @@ def rss_mb(pid: int) -> float:
     total = 0.0
     for member in family(pid):
         with contextlib.suppress(OSError):
-            total += next(int(line.split()[1]) for line in Path(f"/proc/{member}/status").read_text().splitlines()
-                          if line.startswith("VmRSS:")) / 1024
+            total += (
+                next(
+                    int(line.split()[1])
+                    for line in Path(f"/proc/{member}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")
+                )
+                / 1024
+            )
     return total
 
 
@@ -164,11 +189,14 @@ def text_of(steps) -> list[str]:
     return texts
 
 
-def queue_call(url: str, fn_index: int, data: list, event_data=None, session: str = "helper", timeout: float = 120) -> dict:
+def queue_call(
+    url: str, fn_index: int, data: list, event_data=None, session: str = "helper", timeout: float = 120
+) -> dict:
     """An event of the page called as the page's own JavaScript calls it (queue/join, then the
     session's stream of messages): its last message (`success`, and `output`: data or error)."""
-    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data,
-                       "trigger_id": None}).encode()
+    body = json.dumps(
+        {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data, "trigger_id": None}
+    ).encode()
     join = urllib.request.Request(url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(join, timeout=timeout) as r:
         event_id = json.loads(r.read())["event_id"]
@@ -184,8 +212,11 @@ def queue_call(url: str, fn_index: int, data: list, event_data=None, session: st
 def fn_index_of(url: str, event: str) -> int:
     """The page's event of this name: an API name (generate) or a trigger's event (branch)."""
     config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
-    return next(d["id"] for d in config["dependencies"]
-                if d.get("api_name") == event or any(target[1] == event for target in d.get("targets", [])))
+    return next(
+        d["id"]
+        for d in config["dependencies"]
+        if d.get("api_name") == event or any(target[1] == event for target in d.get("targets", []))
+    )
 
 
 def spans_of(html: str) -> list[tuple[str, dict]]:

@@ -20,7 +20,14 @@ PLAY = "FAUST:\nHabe nun, ach! Philosophie,\n\nMEPHISTOPHELES:\nIch bin der Geis
 
 def test_examples_are_recurring_short_lines_then_common_openings_and_occur_in_the_text(shakespeare):
     text = shakespeare.read_text(encoding="utf-8")
-    assert example_prompts(text) == ["GLOUCESTER:", "DUKE VINCENTIO:", "ROMEO:", "MENENIUS:", "PETRUCHIO:", "CORIOLANUS:"]
+    assert example_prompts(text) == [
+        "GLOUCESTER:",
+        "DUKE VINCENTIO:",
+        "ROMEO:",
+        "MENENIUS:",
+        "PETRUCHIO:",
+        "CORIOLANUS:",
+    ]
     assert {"FAUST:", "MEPHISTOPHELES:"} <= set(example_prompts(PLAY))
     prose = "Il était une fois une fille.\nIl était une fois un loup.\nLe loup dit bonjour.\n"
     assert example_prompts(prose) == ["Il était", "Le loup"]
@@ -34,9 +41,15 @@ def test_names_descriptions_and_flags():
     assert dataset_name("runs/zen_of-python.txt", "0" * 64) == "zen of python"
     vocab = sorted(set(PLAY))
     derived = build(vocab, "faust.txt", "0" * 64, PLAY)
-    assert derived == {"title": "chargpt: faust", "dataset": "faust", "examples": example_prompts(PLAY),
-                       "description": "A small character-level GPT trained on faust. Write the start of a text and let it continue."}
-    given = build(vocab, "faust.txt", "0" * 64, PLAY, title="T", dataset="Faust I", description="D.", examples=["FAUST:\\nHabe"])
+    assert derived == {
+        "title": "chargpt: faust",
+        "dataset": "faust",
+        "examples": example_prompts(PLAY),
+        "description": "A small character-level GPT trained on faust. Write the start of a text and let it continue.",
+    }
+    given = build(
+        vocab, "faust.txt", "0" * 64, PLAY, title="T", dataset="Faust I", description="D.", examples=["FAUST:\\nHabe"]
+    )
     assert given == {"title": "T", "dataset": "Faust I", "description": "D.", "examples": ["FAUST:\nHabe"]}
     with pytest.raises(AboutError, match="outside the model's vocabulary"):
         build(vocab, "faust.txt", "0" * 64, PLAY, examples=["ROMEO:"])
@@ -48,8 +61,10 @@ ABOUTS = [  # (metadata's about, what the pages show)
     (None, About()),
     ("not a dict", About()),
     ({"title": " ", "description": 7, "examples": "FAUST:"}, About()),
-    ({"title": "Faust", "description": "Ein GPT.", "examples": ["FAUST:", "ROMEO:", "", 3, "FAST"]},
-     About("Faust", "Ein GPT.", ["FAUST:", "FAST"])),
+    (
+        {"title": "Faust", "description": "Ein GPT.", "examples": ["FAUST:", "ROMEO:", "", 3, "FAST"]},
+        About("Faust", "Ein GPT.", ["FAUST:", "FAST"]),
+    ),
 ]
 
 
@@ -67,9 +82,18 @@ def test_the_javascript_page_reads_them_the_same_way():
     if node is None:
         pytest.skip("node is not installed")
     cases = [{"vocab": sorted(set(PLAY)), **({} if about is None else {"about": about})} for about, _ in ABOUTS]
-    script = ("import { readAbout } from './chargpt.js';\n"
-              f"console.log(JSON.stringify({json.dumps(cases)}.map(readAbout)));")
-    out = subprocess.run([node, "--input-type=module", "-e", script], cwd=REPO / "webapp" / "web", capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    expected = [{"title": s.title, "description": s.description, "examples": s.examples, "prompt": s.prompt} for _, s in ABOUTS]
+    script = (
+        f"import {{ readAbout }} from './chargpt.js';\nconsole.log(JSON.stringify({json.dumps(cases)}.map(readAbout)));"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        cwd=REPO / "webapp" / "web",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    expected = [
+        {"title": s.title, "description": s.description, "examples": s.examples, "prompt": s.prompt} for _, s in ABOUTS
+    ]
     assert json.loads(out) == expected

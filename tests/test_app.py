@@ -19,8 +19,18 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SCREENSHOTS, chromium_or_skip
-from helpers import (CHROMIUM_ARGS, cpu_seconds, fn_index_of, free_port, generated_spans, queue_call, raw_generate, server,
-                     wait_for_page, written_request)
+from helpers import (
+    CHROMIUM_ARGS,
+    cpu_seconds,
+    fn_index_of,
+    free_port,
+    generated_spans,
+    queue_call,
+    raw_generate,
+    server,
+    wait_for_page,
+    written_request,
+)
 from webapp.inference.batching import CONCURRENCY
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
 from webapp.server.page import StopPresses
@@ -59,7 +69,10 @@ def test_generate_endpoint_returns_the_full_text_first(client, app_url):
     from webapp.inference.sampling import SamplingParams
 
     text, colored, stats = client.predict("ROMEO:", 50, 0.8, 0, 1.0, 7, 0.05, api_name="/generate")
-    assert text == "ROMEO:" + Engine(SHIPPED_MODEL).complete("ROMEO:", SamplingParams(max_new_tokens=50, seed=7, min_p=0.05))[0]
+    assert (
+        text
+        == "ROMEO:" + Engine(SHIPPED_MODEL).complete("ROMEO:", SamplingParams(max_new_tokens=50, seed=7, min_p=0.05))[0]
+    )
     assert "<span" in colored
     assert "50 characters in" in stats
     assert "seed 7" in stats
@@ -86,14 +99,17 @@ def test_generate_asked_for_alternatives_gives_what_the_model_considered_and_cal
     same, html, stats = client.predict("ROMEO:", 80, 0.8, 20, 0.95, 11, 0.02, True, api_name="/generate")
     assert same == text and "seed 11" in stats
     engine = Engine.for_server(SHIPPED_MODEL)
-    pieces = [p for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), SamplingParams(**settings, alternatives=5))
-              for p in step.pieces[0]]
+    pieces = [
+        p
+        for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), SamplingParams(**settings, alternatives=5))
+        for p in step.pieces[0]
+    ]
     before = ColouredText("ROMEO:")  # today's HTML, from the same pieces without alternatives
     for piece in pieces:
         before.add(Piece(piece.char, piece.prob))
     assert plain == before.html() and "data-" not in plain
     spans = generated_spans(html)
-    assert "".join(ch for ch, _ in spans) == text[len("ROMEO:"):] == "".join(p.char for p in pieces)
+    assert "".join(ch for ch, _ in spans) == text[len("ROMEO:") :] == "".join(p.char for p in pieces)
     for (ch, attributes), piece in zip(spans, pieces):
         shown = json.loads(attributes["data-alternatives"])
         assert [c for c, _, _ in shown] == [c for c, _, _ in piece.alternatives]
@@ -112,8 +128,13 @@ def test_inspect_gives_the_next_characters_distribution_before_and_after_the_sam
     text = "ROMEO:\nWhat light is th"
     logits = engine.next_logits(encode_prompt(text, engine.vocab).ids)
     order = [engine.vocab[i] for i in np.argsort(-logits, kind="stable")]
-    for temperature, top_k, top_p, min_p in [(0.8, 0, 1.0, 0.0), (1.3, 5, 1.0, 0.0), (0.7, 0, 0.6, 0.0), (1.0, 0, 1.0, 0.1),
-                                             (0, 0, 1.0, 0.0)]:
+    for temperature, top_k, top_p, min_p in [
+        (0.8, 0, 1.0, 0.0),
+        (1.3, 5, 1.0, 0.0),
+        (0.7, 0, 0.6, 0.0),
+        (1.0, 0, 1.0, 0.1),
+        (0, 0, 1.0, 0.0),
+    ]:
         answer = client.predict(text, temperature, top_k, top_p, min_p, api_name="/inspect")
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
         before, after = softmax(logits[None])[0], sampling_distribution(logits[None], [params])[0]
@@ -164,27 +185,37 @@ def test_a_folder_exported_before_the_attention_file_serves_and_says_why_it_show
     assert len(engine.complete("ROMEO:", SamplingParams(max_new_tokens=20, seed=1))[0]) == 20
     answer = NextCharacter(engine)("ROMEO:", SamplingParams())
     assert answer["attention"] is None and answer["before"] and answer["after"]
-    assert answer["attention_notice"] == ("This model has no model.attention.onnx: it was exported before chargpt showed "
-                                          "attention, and `python -m export attention FOLDER` adds it to its folder.")
+    assert answer["attention_notice"] == (
+        "This model has no model.attention.onnx: it was exported before chargpt showed "
+        "attention, and `python -m export attention FOLDER` adds it to its folder."
+    )
 
 
 def test_inspect_reads_a_text_as_generate_reads_a_prompt(client):
-    assert client.predict("", 0.8, 0, 1.0, 0.0, api_name="/inspect")["context"] == "\n"  # an empty text starts from a newline
+    assert (
+        client.predict("", 0.8, 0, 1.0, 0.0, api_name="/inspect")["context"] == "\n"
+    )  # an empty text starts from a newline
     odd = client.predict("Café 🙂", 0.8, 0, 1.0, 0.0, api_name="/inspect")
-    assert (odd["context"], odd["notice"]) == ("Cafe ", "replaced 'é'→'e'; dropped '🙂' (not in the model's vocabulary)")
+    assert (odd["context"], odd["notice"]) == (
+        "Cafe ",
+        "replaced 'é'→'e'; dropped '🙂' (not in the model's vocabulary)",
+    )
     assert odd["notice"] in client.predict("Café 🙂", 5, 0.8, 0, 1.0, 1, api_name="/generate")[2]
     long = client.predict("To be, or not to be. " * 100, 0.8, 0, 1.0, 0.0, api_name="/inspect")
     assert long["context"] == ("To be, or not to be. " * 100)[-OnnxModel(SHIPPED_MODEL).receptive_field :]
 
 
-@pytest.mark.parametrize("args, message", [
-    (("x", -1, 0, 1.0, 0.0), "Temperature must be between 0 \\(greedy\\) and 10, not -1."),
-    (("x", 0.8, 0, 0, 0.0), "Top_p must be above 0 and at most 1"),
-    (("x", 0.8, -5, 1.0, 0.0), "Top_k must be a whole number, 0 for off, not -5."),
-    (("x", 0.8, 0, 1.0, 1.5), "Min_p must be between 0 \\(off\\) and 1, not 1.5."),
-    (("x", "hot", 0, 1.0, 0.0), "Temperature must be between 0 \\(greedy\\) and 10, not 'hot'."),
-    (("x" * 100_000, 0.8, 0, 1.0, 0.0), "The prompt is 100,000 characters; the limit is 10,000"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("x", -1, 0, 1.0, 0.0), "Temperature must be between 0 \\(greedy\\) and 10, not -1."),
+        (("x", 0.8, 0, 0, 0.0), "Top_p must be above 0 and at most 1"),
+        (("x", 0.8, -5, 1.0, 0.0), "Top_k must be a whole number, 0 for off, not -5."),
+        (("x", 0.8, 0, 1.0, 1.5), "Min_p must be between 0 \\(off\\) and 1, not 1.5."),
+        (("x", "hot", 0, 1.0, 0.0), "Temperature must be between 0 \\(greedy\\) and 10, not 'hot'."),
+        (("x" * 100_000, 0.8, 0, 1.0, 0.0), "The prompt is 100,000 characters; the limit is 10,000"),
+    ],
+)
 def test_bad_inspect_input_gets_the_sentence_generate_gives(client, args, message):
     with pytest.raises(Exception, match=message):
         client.predict(*args, api_name="/inspect")
@@ -219,20 +250,38 @@ def test_a_chosen_alternative_gives_the_engines_text_for_that_prefix_and_undo_th
     assert undone[0] == text and undone[1] == html
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"choices": [[3, "\u2603"]]}, "'☃' is not among the characters the model considered at character 4."),
-    ({"choices": [[3, "\ud800"]]}, "'\ufffd' is not among the characters the model considered at character 4."),  # found by fuzzing
-    ({"choices": [[500, "e"]]}, "There is no character 501 to choose at: the text before it has 40 characters."),
-    ({"choices": [[5, "e"], [2, "a"]]}, "The choices' positions must be whole numbers from 0, each after the one before."),
-    ({"choices": "all of them"}, "Choices must be a list of at most 16"),
-    ({"choices": [["5", "e"]]}, "Each choice must be a \\[position, character\\] pair"),
-    ({"undo": 3}, "Undo must be a list of earlier choices."),
-    ({"temperature": 99}, "Temperature must be between 0 \\(greedy\\) and 10, not 99."),
-    (None, "A choice must come with the request that wrote the text."),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"choices": [[3, "\u2603"]]}, "'☃' is not among the characters the model considered at character 4."),
+        (
+            {"choices": [[3, "\ud800"]]},
+            "'\ufffd' is not among the characters the model considered at character 4.",
+        ),  # found by fuzzing
+        ({"choices": [[500, "e"]]}, "There is no character 501 to choose at: the text before it has 40 characters."),
+        (
+            {"choices": [[5, "e"], [2, "a"]]},
+            "The choices' positions must be whole numbers from 0, each after the one before.",
+        ),
+        ({"choices": "all of them"}, "Choices must be a list of at most 16"),
+        ({"choices": [["5", "e"]]}, "Each choice must be a \\[position, character\\] pair"),
+        ({"undo": 3}, "Undo must be a list of earlier choices."),
+        ({"temperature": 99}, "Temperature must be between 0 \\(greedy\\) and 10, not 99."),
+        (None, "A choice must come with the request that wrote the text."),
+    ],
+)
 def test_a_choice_the_page_would_not_send_gets_a_sentence(app_url, change, message):
-    request = {"prompt": "ROMEO:", "max_new_tokens": 40, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 1, "min_p": 0.0,
-               "choices": [], "undo": []}
+    request = {
+        "prompt": "ROMEO:",
+        "max_new_tokens": 40,
+        "temperature": 0.8,
+        "top_k": 0,
+        "top_p": 1.0,
+        "seed": 1,
+        "min_p": 0.0,
+        "choices": [],
+        "undo": [],
+    }
     answer = branch(app_url, None if change is None else {**request, **change}, session="bad-choice")
     assert re.search(message, answer["error"]), answer
 
@@ -241,8 +290,11 @@ def test_the_views_page_reads_the_alternatives_as_its_snippet_says(app_url):
     """docs/views.md's Python, run against this server, its last line printing all it read."""
     page = (REPO / "docs" / "views.md").read_text(encoding="utf-8")
     snippet = page[page.index("```python\n") + 10 : page.index("```", page.index("```python\n") + 10)]
-    assert snippet.rstrip().endswith("print(text[len(\"ROMEO:\")], reader.found[0])")
-    snippet = snippet.replace("http://127.0.0.1:7860/", app_url).rstrip().rpartition("\n")[0] + "\nprint(json.dumps([html, reader.found]))"
+    assert snippet.rstrip().endswith('print(text[len("ROMEO:")], reader.found[0])')
+    snippet = (
+        snippet.replace("http://127.0.0.1:7860/", app_url).rstrip().rpartition("\n")[0]
+        + "\nprint(json.dumps([html, reader.found]))"
+    )
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     html, found = json.loads(result.stdout.strip().splitlines()[-1])  # after gradio_client's "Loaded as API" line
@@ -255,18 +307,21 @@ def test_random_seed_is_reported(client):
     assert "seed -1" not in stats
 
 
-@pytest.mark.parametrize("args, message", [
-    (("x", 10**9, 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 1000000000."),
-    (("x", 10, -1, 0, 1.0, 1), "Temperature must be between 0 \\(greedy\\) and 10, not -1."),
-    (("x", 10, 0.8, 0, 0, 1), "Top_p must be above 0 and at most 1"),
-    (("x", 10, 0.8, 0, 2, 1), "Top_p must be above 0 and at most 1"),
-    (("x", 10, 0.8, -5, 1.0, 1), "Top_k must be a whole number, 0 for off, not -5."),
-    (("x", "ten", 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 'ten'."),
-    (("x", 10, 0.8, 0, 1.0, 1.5), "Seed must be a whole number"),
-    (("x" * 100_000, 10, 0.8, 0, 1.0, 1), "The prompt is 100,000 characters; the limit is 10,000"),
-    (("x", 10, 0.8, 0, 1.0, 1, 1.5), "Min_p must be between 0 \\(off\\) and 1, not 1.5."),
-    (("x", 10, 0.8, 0, 1.0, 1, "some"), "Min_p must be between 0 \\(off\\) and 1, not 'some'."),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("x", 10**9, 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 1000000000."),
+        (("x", 10, -1, 0, 1.0, 1), "Temperature must be between 0 \\(greedy\\) and 10, not -1."),
+        (("x", 10, 0.8, 0, 0, 1), "Top_p must be above 0 and at most 1"),
+        (("x", 10, 0.8, 0, 2, 1), "Top_p must be above 0 and at most 1"),
+        (("x", 10, 0.8, -5, 1.0, 1), "Top_k must be a whole number, 0 for off, not -5."),
+        (("x", "ten", 0.8, 0, 1.0, 1), "Max_new_tokens must be a whole number from 1 to 2000, not 'ten'."),
+        (("x", 10, 0.8, 0, 1.0, 1.5), "Seed must be a whole number"),
+        (("x" * 100_000, 10, 0.8, 0, 1.0, 1), "The prompt is 100,000 characters; the limit is 10,000"),
+        (("x", 10, 0.8, 0, 1.0, 1, 1.5), "Min_p must be between 0 \\(off\\) and 1, not 1.5."),
+        (("x", 10, 0.8, 0, 1.0, 1, "some"), "Min_p must be between 0 \\(off\\) and 1, not 'some'."),
+    ],
+)
 def test_bad_api_input_gets_a_sentence_not_a_server_error(client, args, message):
     with pytest.raises(Exception, match=message):
         client.predict(*args, api_name="/generate")
@@ -278,9 +333,11 @@ def test_a_refused_request_is_one_line_in_the_servers_log(client, served):
     with pytest.raises(Exception, match="Max_new_tokens must be a whole number from 1 to 2000, not 100000."):
         client.predict("ROMEO:", 100_000, 0.8, 0, 1.0, 1, api_name="/generate")
     time.sleep(0.5)
-    new = log.read_text().splitlines()[len(before):]
+    new = log.read_text().splitlines()[len(before) :]
     assert len(new) == 1, new
-    assert new[0].endswith(" chargpt: refused a request: Max_new_tokens must be a whole number from 1 to 2000, not 100000."), new
+    assert new[0].endswith(
+        " chargpt: refused a request: Max_new_tokens must be a whole number from 1 to 2000, not 100000."
+    ), new
     assert "Traceback" not in log.read_text()
 
 
@@ -289,16 +346,30 @@ def test_the_page_presents_the_model_from_its_metadata(app_url):
     config = json.loads(urllib.request.urlopen(app_url + "config", timeout=30).read())
     assert config["title"] == "chargpt: Shakespeare, one character at a time"
     examples = [c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"][0]
-    assert examples == [["ROMEO:"], ["JULIET:\nO Romeo, Romeo!"], ["First Citizen:\n"], ["KING RICHARD III:\n"], ["MENENIUS:"],
-                        ["PETRUCHIO:\n"]]
+    assert examples == [
+        ["ROMEO:"],
+        ["JULIET:\nO Romeo, Romeo!"],
+        ["First Citizen:\n"],
+        ["KING RICHARD III:\n"],
+        ["MENENIUS:"],
+        ["PETRUCHIO:\n"],
+    ]
     header = [c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "about"][0]
-    assert "<p>A small character-level GPT trained on Tiny Shakespeare. Write the start of a scene and let it continue.</p>" in header
-    sliders = {c["props"]["label"]: (c["props"]["minimum"], c["props"]["maximum"], c["props"]["value"])
-               for c in config["components"] if c["type"] == "slider"}
+    assert (
+        "<p>A small character-level GPT trained on Tiny Shakespeare. Write the start of a scene and let it continue.</p>"
+        in header
+    )
+    sliders = {
+        c["props"]["label"]: (c["props"]["minimum"], c["props"]["maximum"], c["props"]["value"])
+        for c in config["components"]
+        if c["type"] == "slider"
+    }
     assert sliders["Min-p (0 = off)"] == (0, 1, 0.0)
     # The model panel's training row, from the metadata: an averaged model says so (the card does too).
     training = OnnxModel(SHIPPED_MODEL).metadata["training"]
-    panel = [c["props"]["value"] for c in config["components"] if "| training |" in str(c.get("props", {}).get("value"))][0]
+    panel = [
+        c["props"]["value"] for c in config["components"] if "| training |" in str(c.get("props", {}).get("value"))
+    ][0]
     row = next(line for line in panel.splitlines() if line.startswith("| training |"))
     averaged = f"; the mean of the weights at steps {steps_phrase(training['averaged_steps'])}"
     assert row == f"| training | {training['step']:,} steps, {training['tokens_seen']:,} characters{averaged} |"
@@ -330,14 +401,22 @@ def test_lone_surrogates_and_control_characters_in_raw_json(app_url):
     assert "dropped" in stats
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d / "missing.onnx", "missing.onnx does not exist"),
-    (lambda d: (d / "plain.onnx").write_bytes(b"\x08\x07") and d / "plain.onnx", "is not a readable ONNX model"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.onnx", "missing.onnx does not exist"),
+        (lambda d: (d / "plain.onnx").write_bytes(b"\x08\x07") and d / "plain.onnx", "is not a readable ONNX model"),
+    ],
+)
 def test_a_bad_model_at_start_up_is_one_sentence(tmp_path, make, message):
     path = make(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "webapp", "--model", str(path), "--port", str(free_port())],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "webapp", "--model", str(path), "--port", str(free_port())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("python -m webapp: error: ")
     assert message in result.stderr
@@ -347,8 +426,20 @@ def test_a_bad_model_at_start_up_is_one_sentence(tmp_path, make, message):
 def test_generate_command_prints_a_reproducible_sample():
     from webapp.server.cli import main
 
-    cmd = [sys.executable, "-m", "webapp", "generate", "--prompt", "ROMEO:",
-           "--seed", "3", "--max-new-tokens", "80", "--min-p", "0.02"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "webapp",
+        "generate",
+        "--prompt",
+        "ROMEO:",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "80",
+        "--min-p",
+        "0.02",
+    ]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("ROMEO:")
@@ -416,7 +507,10 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.on("request", lambda r: requested.add((r.method, urlsplit(r.url).path)) if r.url.startswith(app_url) else None)
+            page.on(
+                "request",
+                lambda r: requested.add((r.method, urlsplit(r.url).path)) if r.url.startswith(app_url) else None,
+            )
             page.goto(app_url, wait_until="networkidle")
             page.get_by_label("Prompt").fill("JULIET:\n")
             length = page.locator("input[type=number]").first  # "Characters to generate"
@@ -442,12 +536,15 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
             # cannot lose a race with a fast machine finishing the 2000 characters first.
             page.get_by_label("Prompt").fill("ROMEO:\n")
             page.get_by_role("button", name="Generate").click()
-            page.wait_for_function("""() => {
+            page.wait_for_function(
+                """() => {
                 const t = document.querySelector('#output textarea').value;
                 if (!(t.startsWith('ROMEO:') && t.length > 30)) return false;
                 [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click();
                 return true;
-            }""", polling="raf")
+            }""",
+                polling="raf",
+            )
             page.wait_for_timeout(1500)
             stopped = len(page.locator("#output textarea").input_value())
             page.wait_for_timeout(1000)
@@ -461,8 +558,11 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
                 button('Generate').click();
                 setTimeout(() => button('Stop').click(), 100);
             }""")
-            page.wait_for_function("""() => document.querySelector('#output textarea').value.startsWith('JULIET:')
-                && document.querySelector('#stats').innerText.includes('stopped')""", timeout=30_000)
+            page.wait_for_function(
+                """() => document.querySelector('#output textarea').value.startsWith('JULIET:')
+                && document.querySelector('#stats').innerText.includes('stopped')""",
+                timeout=30_000,
+            )
             assert_stopped_cleanly(page, "JULIET:\n")
             assert len(page.locator("#output textarea").input_value()) < len("JULIET:\n") + 2000
             page.get_by_text("About the model").click()
@@ -477,26 +577,63 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
     assert ("POST", "/gradio_api/queue/join") in requested and ("GET", "/gradio_api/queue/data") in requested
 
 
-@pytest.mark.skipif(os.environ.get("CHARGPT_VENV_TEST") != "1",
-                    reason="slow (installs requirements.txt into a new venv): set CHARGPT_VENV_TEST=1; "
-                           "test_the_server_runs_on_requirements_txt_alone checks the same in seconds")
+@pytest.mark.skipif(
+    os.environ.get("CHARGPT_VENV_TEST") != "1",
+    reason="slow (installs requirements.txt into a new venv): set CHARGPT_VENV_TEST=1; "
+    "test_the_server_runs_on_requirements_txt_alone checks the same in seconds",
+)
 def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(REPO / "requirements.txt")],
-                             capture_output=True, text=True, timeout=900)
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "-r", str(REPO / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
-    check = subprocess.run([str(py), "-c", "import importlib.util as u; assert u.find_spec('torch') is None; "
-                            "import webapp.app, webapp.inference.engine; print('ok')"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import importlib.util as u; assert u.find_spec('torch') is None; "
+            "import webapp.app, webapp.inference.engine; print('ok')",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.stdout.strip() == "ok", check.stderr
-    sample = subprocess.run([str(py), "-m", "webapp", "generate", "--model", str(exported[1]), "--prompt", "ROMEO:",
-                             "--max-new-tokens", "40"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    sample = subprocess.run(
+        [
+            str(py),
+            "-m",
+            "webapp",
+            "generate",
+            "--model",
+            str(exported[1]),
+            "--prompt",
+            "ROMEO:",
+            "--max-new-tokens",
+            "40",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("ROMEO:"), sample.stderr
     port = free_port()
-    proc = subprocess.Popen([str(py), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(py), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_page(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
     finally:
@@ -548,8 +685,11 @@ def requirement_closure(requirements: Path) -> set[str]:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    todo = [Requirement(line.split("#")[0].strip()) for line in requirements.read_text().splitlines()
-            if line.split("#")[0].strip() and not line.startswith("-")]
+    todo = [
+        Requirement(line.split("#")[0].strip())
+        for line in requirements.read_text().splitlines()
+        if line.split("#")[0].strip() and not line.startswith("-")
+    ]
     found: set[str] = set()
     while todo:
         requirement = todo.pop()
@@ -570,8 +710,13 @@ def test_the_server_runs_on_requirements_txt_alone():
     and none of the training code. (The opt-in test above installs a real venv.)"""
     allowed = requirement_closure(REPO / "requirements.txt")
     assert {"gradio", "onnxruntime", "numpy"} <= allowed and "torch" not in allowed
-    result = subprocess.run([sys.executable, "-c", SERVE_WITH_ONLY, str(free_port()), json.dumps(sorted(allowed))], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_WITH_ONLY, str(free_port()), json.dumps(sorted(allowed))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert {"gradio", "onnxruntime", "numpy", "webapp"} <= loaded
@@ -579,13 +724,16 @@ def test_the_server_runs_on_requirements_txt_alone():
 
 
 def test_bad_queue_settings_are_one_sentence():
-    result = subprocess.run([sys.executable, "-m", "webapp", "--queue-size", "-1"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "webapp", "--queue-size", "-1"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"--queue-size at least 0, not {CONCURRENCY} and -1" in result.stderr
 
 
 # --- the security review's checks (docs/reliability.md) ----------------------------------------------
+
 
 def listening_addresses(port: int) -> set[str]:
     """The local IPv4 addresses a TCP port listens on, from /proc/net/tcp (Linux)."""
@@ -612,8 +760,14 @@ def test_no_file_outside_the_served_ones_can_be_read(app_url):
     model = SHIPPED_MODEL / "onnx" / "model.onnx"
     file_url = app_url + "gradio_api/file="
     assert http_status(file_url + str(model.with_suffix(".loss.png"))) == 200  # the page shows it
-    for path in ("/etc/passwd", str(model), str(model.with_suffix(".json")), str(REPO / "README.md"),
-                 f"{model.parent}/../{model.parent.name}/{model.name}", str(model.with_suffix(".loss.png")) + "/../" + model.name):
+    for path in (
+        "/etc/passwd",
+        str(model),
+        str(model.with_suffix(".json")),
+        str(REPO / "README.md"),
+        f"{model.parent}/../{model.parent.name}/{model.name}",
+        str(model.with_suffix(".loss.png")) + "/../" + model.name,
+    ):
         assert http_status(file_url + path) in (403, 404), path
 
 
@@ -629,9 +783,16 @@ def test_an_oversized_chunked_request_is_counted_and_refused(app_url):
 
     host, port = app_url.split("//")[1].strip("/").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    chunks = (b'{"data": ["' + b"x" * 100_000 if i == 0 else b"x" * 100_000 for i in range(20))  # 2 MB, no Content-Length
-    connection.request("POST", "/gradio_api/call/generate", body=chunks, encode_chunked=True,
-                       headers={"Content-Type": "application/json"})
+    chunks = (
+        b'{"data": ["' + b"x" * 100_000 if i == 0 else b"x" * 100_000 for i in range(20)
+    )  # 2 MB, no Content-Length
+    connection.request(
+        "POST",
+        "/gradio_api/call/generate",
+        body=chunks,
+        encode_chunked=True,
+        headers={"Content-Type": "application/json"},
+    )
     response = connection.getresponse()
     assert response.status == 413
     assert "a prompt may have at most" in json.loads(response.read())["detail"]
@@ -641,7 +802,9 @@ def files_under(folder: Path) -> dict[str, int]:
     return {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
 
 
-def request_status(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
+def request_status(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
@@ -657,16 +820,37 @@ def test_uploads_and_routes_the_page_does_not_use_are_refused(served):
     url, _, _, temp = served
     before = files_under(temp)
     assert [name.rsplit("/", 1)[-1] for name in before] == ["model.loss.png"]
-    upload = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n" + b"x" * 900_000 + b"\r\n--b--\r\n"
+    upload = (
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n'
+        + b"x" * 900_000
+        + b"\r\n--b--\r\n"
+    )
     for _ in range(40):
-        status, body = request_status(url + "gradio_api/upload", "POST", upload, {"Content-Type": "multipart/form-data; boundary=b"})
-        assert (status, json.loads(body)["detail"]) == (403, "This server takes no uploads: its page and API need no files.")
+        status, body = request_status(
+            url + "gradio_api/upload", "POST", upload, {"Content-Type": "multipart/form-data; boundary=b"}
+        )
+        assert (status, json.loads(body)["detail"]) == (
+            403,
+            "This server takes no uploads: its page and API need no files.",
+        )
     assert files_under(temp) == before
-    for method, path in [("GET", "gradio_api/upload_progress?upload_id=x"), ("GET", "monitoring"), ("GET", "openapi.json"),
-                         ("GET", "gradio_api/proxy=https://example.com/x"), ("POST", "gradio_api/stream/x/close"),
-                         ("POST", "gradio_api/process_recording"), ("POST", "gradio_api/vibe-edit"), ("GET", "gradio_api/runs"),
-                         ("POST", "gradio_api/component_server"), ("POST", "login"), ("GET", "gradio_api/file/README.md"),
-                         ("PUT", "config"), ("DELETE", "config"), ("TRACE", ""), ("GET", "x" * 20_000)]:
+    for method, path in [
+        ("GET", "gradio_api/upload_progress?upload_id=x"),
+        ("GET", "monitoring"),
+        ("GET", "openapi.json"),
+        ("GET", "gradio_api/proxy=https://example.com/x"),
+        ("POST", "gradio_api/stream/x/close"),
+        ("POST", "gradio_api/process_recording"),
+        ("POST", "gradio_api/vibe-edit"),
+        ("GET", "gradio_api/runs"),
+        ("POST", "gradio_api/component_server"),
+        ("POST", "login"),
+        ("GET", "gradio_api/file/README.md"),
+        ("PUT", "config"),
+        ("DELETE", "config"),
+        ("TRACE", ""),
+        ("GET", "x" * 20_000),
+    ]:
         status, body = request_status(url + path, method, b"{}" if method != "GET" else None)
         assert status in (403, 404), (method, path, status)
         assert json.loads(body)["detail"], (method, path)
@@ -722,8 +906,9 @@ def test_a_session_with_a_request_in_flight_outlives_gradios_eviction_of_old_ses
     from gradio.utils import LRUCache
     from webapp.server.stalled import sweep
 
-    queue = SimpleNamespace(pending_messages_per_session=LRUCache(3), pending_event_ids_session={},
-                            event_ids_to_events={"e0": object()})
+    queue = SimpleNamespace(
+        pending_messages_per_session=LRUCache(3), pending_event_ids_session={}, event_ids_to_events={"e0": object()}
+    )
     for session in ["visitor", "done 1", "done 2"]:
         queue.pending_messages_per_session[session] = asyncio.Queue()
     queue.pending_event_ids_session["visitor"] = {"e0"}  # asked, not yet answered
@@ -742,13 +927,28 @@ def test_clients_that_never_read_their_stream_lose_their_rows(served):
     before = len(log.read_text().splitlines())
     fn_index = fn_index_of(url, "generate")
     for i in range(6):
-        status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(
-            {"data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"stalled{i}",
-             "event_data": None, "trigger_id": None}).encode(), {"Content-Type": "application/json"})
+        status, body = request_status(
+            url + "gradio_api/queue/join",
+            "POST",
+            json.dumps(
+                {
+                    "data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0],
+                    "fn_index": fn_index,
+                    "session_hash": f"stalled{i}",
+                    "event_data": None,
+                    "trigger_id": None,
+                }
+            ).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 200, body
     for i in range(2):
-        status, body = request_status(url + "gradio_api/call/generate", "POST", json.dumps(
-            {"data": ["JULIET:", 2000, 0.8, 0, 1.0, i]}).encode(), {"Content-Type": "application/json"})
+        status, body = request_status(
+            url + "gradio_api/call/generate",
+            "POST",
+            json.dumps({"data": ["JULIET:", 2000, 0.8, 0, 1.0, i]}).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 200, body
     assert cpu_share(server.pid, 0.5) >= 0.3  # generating for them (a core or more, less beside a busy test worker)
     time.sleep(STALL_S + 2)
@@ -768,9 +968,20 @@ def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_te
     fn_index = fn_index_of(url, "generate")
     readers, stop = [], threading.Event()
     for i in range(4):
-        status, body = request_status(url + "gradio_api/queue/join", "POST", json.dumps(
-            {"data": ["ROMEO:", 1000, 0.8, 0, 1.0, i, 0.0], "fn_index": fn_index, "session_hash": f"slow{i}",
-             "event_data": None, "trigger_id": None}).encode(), {"Content-Type": "application/json"})
+        status, body = request_status(
+            url + "gradio_api/queue/join",
+            "POST",
+            json.dumps(
+                {
+                    "data": ["ROMEO:", 1000, 0.8, 0, 1.0, i, 0.0],
+                    "fn_index": fn_index,
+                    "session_hash": f"slow{i}",
+                    "event_data": None,
+                    "trigger_id": None,
+                }
+            ).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 200, body
         reader = socket.socket()
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
@@ -833,9 +1044,11 @@ def test_a_visitor_who_disconnects_costs_nothing_after_the_disconnect(tmp_path, 
     stops generating for it, so its cores fall back to what they use idle."""
     url, server, *_ = served
     visitor = tmp_path / "visitor.py"
-    visitor.write_text("import sys, time\nfrom gradio_client import Client\n"
-                       "Client(sys.argv[1], verbose=False).submit('ROMEO:', 2000, 0.8, 0, 1.0, 1, api_name='/generate')\n"
-                       "time.sleep(600)\n")
+    visitor.write_text(
+        "import sys, time\nfrom gradio_client import Client\n"
+        "Client(sys.argv[1], verbose=False).submit('ROMEO:', 2000, 0.8, 0, 1.0, 1, api_name='/generate')\n"
+        "time.sleep(600)\n"
+    )
     idle = cpu_share(server.pid, 1.0)
     process = subprocess.Popen([sys.executable, str(visitor), url], cwd=REPO)
     try:
@@ -855,7 +1068,11 @@ def test_the_server_settles_matplotlib_before_its_first_visitor():
     """Gradio asks matplotlib for its backend around each request, and the first ask imports
     pyplot (most of a second here): launch asks first, so that no visitor waits for it."""
     pytest.importorskip("matplotlib")
-    script = ("import sys\nfrom webapp.server.launch import settle_matplotlib\n"
-              "before = 'matplotlib.pyplot' in sys.modules\nsettle_matplotlib()\nprint(before, 'matplotlib.pyplot' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, check=True)
+    script = (
+        "import sys\nfrom webapp.server.launch import settle_matplotlib\n"
+        "before = 'matplotlib.pyplot' in sys.modules\nsettle_matplotlib()\nprint(before, 'matplotlib.pyplot' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, check=True
+    )
     assert result.stdout.split() == ["False", "True"]

@@ -48,14 +48,19 @@ def test_the_alternatives_in_a_batch_are_those_alone(engine, batcher):
     fewer characters, and a step's logits move in their last bits with its length)."""
     asked = SamplingParams(max_new_tokens=60, temperature=0.9, top_k=20, seed=3, alternatives=5)
     plain = SamplingParams(max_new_tokens=60, temperature=0.9, seed=4)
-    want = [[p for step in engine.generate(encode_prompt(prompt, engine.vocab), params) for p in step.pieces[0]]
-            for prompt, params in (("ROMEO:", asked), ("JULIET:", plain))]
+    want = [
+        [p for step in engine.generate(encode_prompt(prompt, engine.vocab), params) for p in step.pieces[0]]
+        for prompt, params in (("ROMEO:", asked), ("JULIET:", plain))
+    ]
     got = [None, None]
 
     def visit(i, prompt, params):
         got[i] = [p for step in generate(engine, batcher, prompt, params) for p in step.pieces[0]]
 
-    threads = [threading.Thread(target=visit, args=(0, "ROMEO:", asked)), threading.Thread(target=visit, args=(1, "JULIET:", plain))]
+    threads = [
+        threading.Thread(target=visit, args=(0, "ROMEO:", asked)),
+        threading.Thread(target=visit, args=(1, "JULIET:", plain)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -64,15 +69,29 @@ def test_the_alternatives_in_a_batch_are_those_alone(engine, batcher):
     assert all(p.alternatives is None for p in got[1])
     for mine, alone in zip(got[0], want[0]):
         assert [c for c, _, _ in mine.alternatives] == [c for c, _, _ in alone.alternatives]
-        assert max(abs(a - b) for x, y in zip(mine.alternatives, alone.alternatives) for a, b in zip(x[1:], y[1:])) <= 1e-5
+        assert (
+            max(abs(a - b) for x, y in zip(mine.alternatives, alone.alternatives) for a, b in zip(x[1:], y[1:])) <= 1e-5
+        )
 
 
 def test_a_crowd_gets_its_texts_alone_and_a_visitor_who_stops_leaves_the_batch(engine, batcher):
     """Visitors arriving a few steps apart, greedy and sampled, two samples, stop strings (which
     end a request from the consumer's side), and one who stops reading half way."""
-    cases = [("ROMEO:\n", SamplingParams(max_new_tokens=40 + 17 * i, temperature=(0, 0.8, 1.1)[i % 3], top_k=(0, 12)[i % 2],
-                                         min_p=(0.0, 0.05)[i % 2], seed=i, num_samples=1 + (i == 4), stop="\n\n" if i % 4 == 1 else None))
-             for i in range(8)]
+    cases = [
+        (
+            "ROMEO:\n",
+            SamplingParams(
+                max_new_tokens=40 + 17 * i,
+                temperature=(0, 0.8, 1.1)[i % 3],
+                top_k=(0, 12)[i % 2],
+                min_p=(0.0, 0.05)[i % 2],
+                seed=i,
+                num_samples=1 + (i == 4),
+                stop="\n\n" if i % 4 == 1 else None,
+            ),
+        )
+        for i in range(8)
+    ]
     want = [engine.complete(prompt, params) for prompt, params in cases]
     got = [None] * len(cases)
     start = threading.Barrier(len(cases) + 1)
@@ -104,7 +123,9 @@ def test_a_stopped_model_process_fails_its_requests_in_one_sentence_and_the_next
         stream = generate(engine, process, "ROMEO:", SamplingParams(max_new_tokens=2000, seed=1))
         next(stream)
         process._child.kill()  # as the out-of-memory killer would
-        with pytest.raises(ModelProcessError, match=r"^The model process stopped \(exit code -9\); ask again to start a new one\.$"):
+        with pytest.raises(
+            ModelProcessError, match=r"^The model process stopped \(exit code -9\); ask again to start a new one\.$"
+        ):
             for _ in stream:
                 pass
         params = SamplingParams(max_new_tokens=120, temperature=0.8, seed=5)
@@ -114,7 +135,9 @@ def test_a_stopped_model_process_fails_its_requests_in_one_sentence_and_the_next
 
 
 def test_a_model_process_that_cannot_load_its_model_says_why(tmp_path):
-    with pytest.raises(ModelProcessError, match="^The model process could not start: model .*missing.onnx does not exist"):
+    with pytest.raises(
+        ModelProcessError, match="^The model process could not start: model .*missing.onnx does not exist"
+    ):
         ModelProcess(tmp_path / "missing.onnx")
 
 
@@ -136,10 +159,19 @@ def test_the_server_decodes_in_its_own_process_when_the_model_process_cannot_sta
 
 def test_the_model_process_ends_with_its_server_however_the_server_ends():
     """A server killed outright (SIGKILL: no cleanup runs) leaves no model process behind."""
-    server = subprocess.Popen([sys.executable, "-c", (
-        "import time; from webapp.server.model_process import ModelProcess; from webapp.inference.onnx_model import SHIPPED_MODEL\n"
-        "p = ModelProcess(SHIPPED_MODEL / 'onnx' / 'model.onnx'); print(p._child.pid, flush=True); time.sleep(600)")],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from webapp.server.model_process import ModelProcess; from webapp.inference.onnx_model import SHIPPED_MODEL\n"
+                "p = ModelProcess(SHIPPED_MODEL / 'onnx' / 'model.onnx'); print(p._child.pid, flush=True); time.sleep(600)"
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         child = int(server.stdout.readline())
         os.kill(child, 0)  # running

@@ -48,8 +48,13 @@ def test_an_int8_file_stored_back_as_float32_is_the_float32_graph_computing_the_
     float32, int8, back = exported[1], tmp_path / "int8.onnx", tmp_path / "back.onnx"
     quantize_weights_int8(float32, int8)
     dequantize_weights(int8, back)
-    assert [n.op_type for n in onnx.load(str(back)).graph.node] == [n.op_type for n in onnx.load(str(float32)).graph.node]
-    assert {i.data_type for i in onnx.load(str(back)).graph.initializer} == {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    assert [n.op_type for n in onnx.load(str(back)).graph.node] == [
+        n.op_type for n in onnx.load(str(float32)).graph.node
+    ]
+    assert {i.data_type for i in onnx.load(str(back)).graph.initializer} == {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.INT64,
+    }
     ids = np.random.default_rng(0).integers(0, 40, (2, 30))
     want, got = OnnxModel(int8).forward(ids)[0], OnnxModel(back).forward(ids)[0]
     assert np.abs(got - want).max() <= 1e-6
@@ -83,16 +88,40 @@ def test_the_models_other_form_runs_with_the_given_engines_thread_settings(expor
     forms of the model must then run alike."""
     for spinning in (False, True):
         (tmp_path / str(spinning)).mkdir()
-        fp32, int8 = bench.float32_and_int8(Engine(exported[1], device="cpu", spinning=spinning), tmp_path / str(spinning))
+        fp32, int8 = bench.float32_and_int8(
+            Engine(exported[1], device="cpu", spinning=spinning), tmp_path / str(spinning)
+        )
         assert fp32.session_args["spinning"] is int8.session_args["spinning"] is spinning
 
 
 def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--data", str(small_text),
-         "--prompt-chars", "20", "--chars", "30", "--batch", "1", "2", "--runs", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.generation",
+            "--model",
+            str(exported[1]),
+            "--data",
+            str(small_text),
+            "--prompt-chars",
+            "20",
+            "--chars",
+            "30",
+            "--batch",
+            "1",
+            "2",
+            "--runs",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     assert "batch 2: row '4. engine, float32' takes" in result.stdout
     assert "| decoder" in result.stdout
@@ -105,9 +134,17 @@ def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text
         assert not IN_CI, result.stderr
     assert len(rows) == 14 + len(page_rows)
     assert {r["batch"] for r in rows} == {1, 2}
-    assert all(r["same_text"] for r in rows if r["decoder"].startswith(("2.", "3.", "6.", "4. engine, with the pages' alternatives")))
-    assert "batch 1: alternatives: row '4. engine, with the pages' alternatives' is " in result.stdout  # what the views cost
-    assert all(r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5.")))  # references
+    assert all(
+        r["same_text"]
+        for r in rows
+        if r["decoder"].startswith(("2.", "3.", "6.", "4. engine, with the pages' alternatives"))
+    )
+    assert (
+        "batch 1: alternatives: row '4. engine, with the pages' alternatives' is " in result.stdout
+    )  # what the views cost
+    assert all(
+        r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5."))
+    )  # references
 
 
 def test_commands_refuse_bad_input_in_one_sentence_and_keep_existing_json(exported, small_text, tmp_path, capsys):
@@ -116,10 +153,18 @@ def test_commands_refuse_bad_input_in_one_sentence_and_keep_existing_json(export
 
     (tmp_path / "old.json").write_text("{}")
     refusals = [
-        (bench, ["--model", str(exported[1]), "--json", str(tmp_path / "old.json")], f"--json {tmp_path / 'old.json'} already exists"),
+        (
+            bench,
+            ["--model", str(exported[1]), "--json", str(tmp_path / "old.json")],
+            f"--json {tmp_path / 'old.json'} already exists",
+        ),
         (bench, ["--model", str(exported[1]), "--chars", "0"], "at least 1"),
         (bench, ["--model", str(small_text)], "not a readable ONNX model"),
-        (load, ["--clients", "0"], "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1"),
+        (
+            load,
+            ["--clients", "0"],
+            "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1",
+        ),
         (drafts, ["--model", str(exported[1])], "has no ring file or no draft table"),
         (drafts, ["--runs", "0"], "at least 1"),
         (drafts, ["--temperatures", "-1"], "temperatures from 0 to 10"),
@@ -146,17 +191,26 @@ def test_position_loss_splits_the_whole_split_loss_by_window_position(exported, 
 
     run_dir = exported[0]
     assert position_loss.main([str(run_dir), "--data", str(small_text)]) == 0
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ")
+    ]
     assert rows[0] == ["positions", "predictions", "nats/char"] and [r[0] for r in rows[1:]] == ["0-7", "8-15", "all"]
     counts, losses = [int(r[1].replace(",", "")) for r in rows[1:]], [float(r[2]) for r in rows[1:]]
     corpus = load_corpus(str(small_text))
     assert counts[-1] == len(corpus.val) - 1 == sum(counts[:-1])  # every prediction once
     assert losses[-1] == pytest.approx(full_split_loss(checkpoint.load_model(run_dir), corpus.val, 16, "cpu"), abs=1e-4)
-    assert sum(c * x for c, x in zip(counts[:-1], losses[:-1])) / counts[-1] == pytest.approx(losses[-1], abs=1e-4)  # rounding
+    assert sum(c * x for c, x in zip(counts[:-1], losses[:-1])) / counts[-1] == pytest.approx(
+        losses[-1], abs=1e-4
+    )  # rounding
 
     other = tmp_path / "other.txt"
     other.write_text("Not the text it trained on.\n" * 100, encoding="utf-8")
-    for argv, says in [([str(run_dir), "--data", str(other)], "is not the text this run was trained on"), ([str(tmp_path), "--data", str(small_text)], "holds no config.json")]:
+    for argv, says in [
+        ([str(run_dir), "--data", str(other)], "is not the text this run was trained on"),
+        ([str(tmp_path), "--data", str(small_text)], "holds no config.json"),
+    ]:
         assert position_loss.main(argv) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1

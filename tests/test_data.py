@@ -76,7 +76,9 @@ def test_no_network_says_how_to_supply_the_file(tmp_path, monkeypatch):
         data.resolve_data_path(None)
 
 
-@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"", "is empty"), (b"ab\xff\xfecd", "not UTF-8")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "does not exist"), (b"", "is empty"), (b"ab\xff\xfecd", "not UTF-8")]
+)
 def test_unreadable_text_files_are_refused(tmp_path, content, message):
     path = tmp_path / "data.txt"
     if content is not None:

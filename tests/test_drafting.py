@@ -8,8 +8,19 @@ import shutil
 import numpy as np
 import pytest
 
-from webapp.inference.drafting import (REPEAT_MATCH, DraftTable, DraftTableError, as_text, build_table, draft, drafts, load_table,
-                             read_table, table_json, table_path)
+from webapp.inference.drafting import (
+    REPEAT_MATCH,
+    DraftTable,
+    DraftTableError,
+    as_text,
+    build_table,
+    draft,
+    drafts,
+    load_table,
+    read_table,
+    table_json,
+    table_path,
+)
 from webapp.inference.engine import Engine
 from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL
@@ -81,11 +92,12 @@ def test_the_pruned_table_drafts_what_counting_the_text_gives():
 def test_with_a_table_the_texts_own_repeats_are_drafted_only_where_a_long_ending_occurred_before():
     table = DraftTable({"": "z"}, 1)
     assert draft("abcXabc", 4, table) == "zzzz"  # "abc" occurred before, but shorter than REPEAT_MATCH
-    history = "0123456789" + "y" + "0123456789"[: REPEAT_MATCH]
+    history = "0123456789" + "y" + "0123456789"[:REPEAT_MATCH]
     assert draft(history, 3, table) == "678"  # an ending of REPEAT_MATCH ids occurred: the text's own repeat
     assert draft("abc", 0, table) == "" and draft("", 2, table) == "zz"
-    assert drafts([as_text([1, 2]), as_text([3])], 3, DraftTable({as_text([2]): as_text([5]), "": as_text([1])}, 1)).tolist() == \
-        [[5, 1, 1], [1, 1, 1]]
+    assert drafts(
+        [as_text([1, 2]), as_text([3])], 3, DraftTable({as_text([2]): as_text([5]), "": as_text([1])}, 1)
+    ).tolist() == [[5, 1, 1], [1, 1, 1]]
 
 
 def test_a_table_file_round_trips_in_the_models_characters_and_a_bad_one_is_refused(tmp_path):
@@ -95,8 +107,10 @@ def test_a_table_file_round_trips_in_the_models_characters_and_a_bad_one_is_refu
     assert data["next"] == {"": "a", "\na": "a", " ": "é", "a": " ", "é": "\n"} and data["format"] == "chargpt-drafts/1"
     assert read_table(data, vocab) == table
     spoiled = [
-        ("not a draft table", []), ("not a draft table", {**data, "format": "chargpt-drafts/0"}),
-        ("malformed", {**data, "order": "3"}), ("malformed", {**data, "next": ["a"]}),
+        ("not a draft table", []),
+        ("not a draft table", {**data, "format": "chargpt-drafts/0"}),
+        ("malformed", {**data, "order": "3"}),
+        ("malformed", {**data, "next": ["a"]}),
         ("not in the model's vocabulary", {**data, "next": {"ax": "a"}}),
         ("not in the model's vocabulary", {**data, "next": {"a": "ab"}}),
         ("not in the model's vocabulary", {**data, "next": {"a": 3}}),
@@ -109,7 +123,9 @@ def test_a_table_file_round_trips_in_the_models_characters_and_a_bad_one_is_refu
     for text in ("{", "\udcff", json.dumps({**data, "next": {"q": "a"}})):
         table_path(model).write_text(text, encoding="utf-8", errors="surrogateescape")
         found, notice = load_table(table_path(model), vocab)
-        assert found is None and notice.startswith("model.drafts.json was not used (") and notice.endswith("repeats only.")
+        assert (
+            found is None and notice.startswith("model.drafts.json was not used (") and notice.endswith("repeats only.")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +145,19 @@ def count_steps(engine: Engine, prompt: str, settings: SamplingParams) -> tuple[
         del ring.forward
 
 
-@pytest.mark.parametrize("prompt, settings", [
-    ("ROMEO:\n", SamplingParams(max_new_tokens=400, temperature=0)),  # greedy falls into loops: long drafts kept
-    ("To be, or not to be, to be, or not to be, to be", SamplingParams(max_new_tokens=150, temperature=0.8, seed=3)),
-    ("JULIET:\n", SamplingParams(max_new_tokens=200, temperature=1.0, top_k=10, top_p=0.9, seed=7, num_samples=3)),
-    ("ab", SamplingParams(max_new_tokens=2, temperature=0)),
-    ("the the the the", SamplingParams(max_new_tokens=1, temperature=0.5, seed=1)),
-])
+@pytest.mark.parametrize(
+    "prompt, settings",
+    [
+        ("ROMEO:\n", SamplingParams(max_new_tokens=400, temperature=0)),  # greedy falls into loops: long drafts kept
+        (
+            "To be, or not to be, to be, or not to be, to be",
+            SamplingParams(max_new_tokens=150, temperature=0.8, seed=3),
+        ),
+        ("JULIET:\n", SamplingParams(max_new_tokens=200, temperature=1.0, top_k=10, top_p=0.9, seed=7, num_samples=3)),
+        ("ab", SamplingParams(max_new_tokens=2, temperature=0)),
+        ("the the the the", SamplingParams(max_new_tokens=1, temperature=0.5, seed=1)),
+    ],
+)
 def test_drafted_steps_write_the_plain_loops_text(shipped, prompt, settings):
     drafting, plain = shipped
     texts, sizes = count_steps(drafting, prompt, settings)
@@ -150,11 +172,15 @@ def test_a_spoiled_draft_table_is_named_and_the_text_is_unchanged(shipped, tmp_p
     _, plain = shipped
     folder = tmp_path / "chargpt"
     shutil.copytree(SHIPPED_MODEL, folder)
-    (folder / "onnx" / "model.drafts.json").write_text('{"format": "chargpt-drafts/1", "order": 5, "next": {"ROMEO": "Ω"}}')
+    (folder / "onnx" / "model.drafts.json").write_text(
+        '{"format": "chargpt-drafts/1", "order": 5, "next": {"ROMEO": "Ω"}}'
+    )
     engine = Engine(folder)
     assert engine.ring is not None and engine.draft_table is None
-    assert engine.notice == ("model.drafts.json was not used (it holds characters that are not in the model's vocabulary); "
-                             "drafting from the text's own repeats only.")
+    assert engine.notice == (
+        "model.drafts.json was not used (it holds characters that are not in the model's vocabulary); "
+        "drafting from the text's own repeats only."
+    )
     settings = SamplingParams(max_new_tokens=100, temperature=0.8, seed=5)
     assert engine.complete("ROMEO:", settings) == plain.complete("ROMEO:", settings)
 
@@ -162,4 +188,6 @@ def test_a_spoiled_draft_table_is_named_and_the_text_is_unchanged(shipped, tmp_p
 def test_greedy_repeats_are_written_several_characters_a_step(shipped):
     drafting, _ = shipped
     _, sizes = count_steps(drafting, "ROMEO:\n", SamplingParams(max_new_tokens=500, temperature=0))
-    assert len(sizes) < 0.6 * 500, len(sizes)  # greedy text repeats its phrases: the shipped model's 500 characters took 78 steps
+    assert len(sizes) < 0.6 * 500, len(
+        sizes
+    )  # greedy text repeats its phrases: the shipped model's 500 characters took 78 steps

@@ -31,7 +31,9 @@ def test_shipped_greedy_text_equals_pytorchs_plain_loop():
     model = torch_model_from_onnx(engine.path)
     ids = encode_prompt("ROMEO:", engine.vocab).ids
     expected = torch.cat(list(model.generate_cached(torch.tensor([ids]), 300, temperature=0)), dim=1)[0].tolist()
-    assert engine.complete("ROMEO:", SamplingParams(max_new_tokens=300, temperature=0))[0] == "".join(engine.vocab[i] for i in expected)
+    assert engine.complete("ROMEO:", SamplingParams(max_new_tokens=300, temperature=0))[0] == "".join(
+        engine.vocab[i] for i in expected
+    )
 
 
 @pytest.mark.parametrize("model_path", ["tiny", "shipped"])
@@ -44,7 +46,7 @@ def test_cached_decoding_samples_what_a_full_recompute_would(exported, model_pat
     context = encode_prompt("KING RICHARD III:", engine.vocab).ids
     rng, expected = [SplitMix64(11)], []
     for _ in range(80):
-        logits, _ = lm.forward(np.array([context[-lm.receptive_field:]]), lm.empty_past(1))
+        logits, _ = lm.forward(np.array([context[-lm.receptive_field :]]), lm.empty_past(1))
         next_id = int(next_ids(logits[:, -1], [settings], rng)[0])
         expected.append(lm.vocab[next_id])
         context.append(next_id)
@@ -55,7 +57,9 @@ def test_same_seed_same_text_and_batch_rows_are_independent(engine):
     settings = SamplingParams(max_new_tokens=60, temperature=0.9, seed=5, num_samples=3)
     batch = engine.complete("JULIET:", settings)
     assert batch == engine.complete("JULIET:", settings)
-    singles = [engine.complete("JULIET:", SamplingParams(max_new_tokens=60, temperature=0.9, seed=5 + r))[0] for r in range(3)]
+    singles = [
+        engine.complete("JULIET:", SamplingParams(max_new_tokens=60, temperature=0.9, seed=5 + r))[0] for r in range(3)
+    ]
     assert batch == singles
     assert len(set(batch)) == 3
 
@@ -64,7 +68,7 @@ def test_probabilities_are_those_the_model_gave(engine, exported):
     lm = OnnxModel(exported[1])
     prompt = encode_prompt("ROMEO:", engine.vocab)
     step = next(engine.generate(prompt, SamplingParams(max_new_tokens=1, temperature=0)))
-    (ch, p, _), = step.pieces[0]
+    ((ch, p, _),) = step.pieces[0]
     logits, _ = lm.forward(np.array([prompt.ids]), lm.empty_past(1))
     probs = np.exp(logits[0, -1] - logits[0, -1].max())
     probs /= probs.sum()
@@ -103,7 +107,7 @@ def test_prompt_characters_outside_the_vocabulary_are_replaced_or_dropped(engine
     assert encode_prompt("🙂", engine.vocab).text == "\n"
     # A long prompt: only its last receptive_field characters can change what comes next.
     long = "To be, or not to be, that is the question. " * 20
-    tail = long[-engine.receptive_field:]
+    tail = long[-engine.receptive_field :]
     a = engine.complete(long, SamplingParams(max_new_tokens=30, temperature=0))
     assert a == engine.complete(tail, SamplingParams(max_new_tokens=30, temperature=0))
 
@@ -130,7 +134,9 @@ def test_a_model_folder_missing_a_file_is_named(tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL, folder)
     (folder / "genai_config.json").unlink()
-    with pytest.raises(ModelLoadError, match=r"the model folder .*model has no genai_config.json; export the folder again"):
+    with pytest.raises(
+        ModelLoadError, match=r"the model folder .*model has no genai_config.json; export the folder again"
+    ):
         Engine(folder)
     (folder / "onnx" / "model.onnx").unlink()
     with pytest.raises(ModelLoadError, match=r"has no genai_config.json \(nor onnx/model.onnx\)"):
@@ -144,7 +150,9 @@ def test_a_tokenizer_that_disagrees_with_the_vocabulary_is_named(tmp_path):
     vocab = tokenizer["model"]["vocab"]
     vocab["a"], vocab["b"] = vocab["b"], vocab["a"]  # two characters swap ids
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
-    with pytest.raises(ModelLoadError, match=r"tokenizer.json disagrees with the model's vocabulary: id 39 is 'b' there and 'a'"):
+    with pytest.raises(
+        ModelLoadError, match=r"tokenizer.json disagrees with the model's vocabulary: id 39 is 'b' there and 'a'"
+    ):
         Engine(folder)
     (folder / "tokenizer.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelLoadError, match=r"tokenizer.json is not a tokenizer.json with a vocabulary"):
@@ -164,12 +172,15 @@ def test_the_ring_steps_rotary_tables_are_kept_for_the_first_positions_and_compu
         assert len(ring.cos) == TABLE_POSITIONS  # bounded memory at any length
 
 
-@pytest.mark.parametrize("how, message", [
-    ("not onnx", "model.ring.onnx is not a readable ONNX model"),
-    ("another model's", "model.ring.onnx was not exported with model.onnx"),
-    ("altered", r"model.ring.onnx disagrees with model.onnx \(max \|Δ logit\| "),
-    ("older", r"model.ring.onnx is an older ring file \(one character a step\); export the model again"),
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("not onnx", "model.ring.onnx is not a readable ONNX model"),
+        ("another model's", "model.ring.onnx was not exported with model.onnx"),
+        ("altered", r"model.ring.onnx disagrees with model.onnx \(max \|Δ logit\| "),
+        ("older", r"model.ring.onnx is an older ring file \(one character a step\); export the model again"),
+    ],
+)
 def test_a_ring_file_that_does_not_belong_is_not_used_and_the_notice_says_why(tmp_path, how, message):
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL, folder)
@@ -189,8 +200,11 @@ def test_an_old_format_model_is_refused_with_how_to_export_again(tmp_path):
         if prop.key == "chargpt.format":
             prop.value = "1"
     onnx.save(proto, str(tmp_path / "old.onnx"))
-    with pytest.raises(ModelLoadError, match=r"has chargpt format '1' and this version reads '2' \(format 1 keeps the window "
-                                             r"outside its graph\); export its checkpoint again with `python -m export RUN_DIR --out DIR/`"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"has chargpt format '1' and this version reads '2' \(format 1 keeps the window "
+        r"outside its graph\); export its checkpoint again with `python -m export RUN_DIR --out DIR/`",
+    ):
         Engine(tmp_path / "old.onnx")
 
 
@@ -220,8 +234,10 @@ def test_the_engines_threads_stop_spinning_after_each_run_unless_asked():
     assert spins_after_each_run(OnnxModel(SHIPPED_MODEL).session)
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=0.8, top_k=12, top_p=0.9, min_p=0.02, seed=5, num_samples=2),
-                                      dict(temperature=0, seed=1)])
+@pytest.mark.parametrize(
+    "settings",
+    [dict(temperature=0.8, top_k=12, top_p=0.9, min_p=0.02, seed=5, num_samples=2), dict(temperature=0, seed=1)],
+)
 def test_the_alternatives_are_the_distributions_each_character_was_drawn_from(monkeypatch, settings):
     """Asked for alternatives, the shipped engine (ring steps, drafts) writes the same text, and
     gives at each character the likeliest ones with the probabilities of the very distribution
@@ -242,7 +258,9 @@ def test_the_alternatives_are_the_distributions_each_character_was_drawn_from(mo
     for position, piece in enumerate(pieces):
         chars = [c for c, _, _ in piece.alternatives]
         assert len(chars) in (5, 6) and (chars.index(piece.char) < 5 or len(chars) == 6)
-        assert [m for _, m, _ in piece.alternatives[:5]] == sorted((m for _, m, _ in piece.alternatives[:5]), reverse=True)
+        assert [m for _, m, _ in piece.alternatives[:5]] == sorted(
+            (m for _, m, _ in piece.alternatives[:5]), reverse=True
+        )
         assert dict((c, m) for c, m, _ in piece.alternatives)[piece.char] == pytest.approx(piece.prob, abs=1e-12)
         if settings["temperature"] == 0:
             assert [s for _, _, s in piece.alternatives] == [1.0, 0, 0, 0, 0]

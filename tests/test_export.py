@@ -29,7 +29,17 @@ from train.text import split_index
 
 from conftest import SHARED, trained_run
 
-MODERN = ["--position", "rotary", "--activation", "swiglu", "--norm", "rmsnorm", "--qk-norm", "--tie-weights", "--no-bias"]
+MODERN = [
+    "--position",
+    "rotary",
+    "--activation",
+    "swiglu",
+    "--norm",
+    "rmsnorm",
+    "--qk-norm",
+    "--tie-weights",
+    "--no-bias",
+]
 
 
 def load_torch_model(run_dir: Path) -> GPTLanguageModel:
@@ -44,10 +54,14 @@ def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(
         assert re.search(rf"{re.escape(row)}\s+[13]\s+\S+\s+\S+\s+ok", result.stdout), row
     assert re.search(r"greedy 200 characters \(plain loop\)\s+1\s+200\s+identical\s+ok", result.stdout)
     assert re.search(r"end-of-text logit\s+2\s+5\s+-1e\+09 \(id \d+\)\s+ok", result.stdout)
-    loop = re.search(r"plain loop vs last window, 1,500 val chars\s+1\s+1484\s+([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok",
-                     result.stdout)
+    loop = re.search(
+        r"plain loop vs last window, 1,500 val chars\s+1\s+1484\s+([0-9.]+) vs ([0-9.]+) nats/char, cache <= 15\s+ok",
+        result.stdout,
+    )
     assert loop
-    assert float(loop.group(1)) == pytest.approx(float(loop.group(2)), abs=1e-4)  # learned positions: exactly the window
+    assert float(loop.group(1)) == pytest.approx(
+        float(loop.group(2)), abs=1e-4
+    )  # learned positions: exactly the window
     assert "FAIL" not in result.stdout
     assert out.with_name("tiny.loss.png").read_bytes()[:4] == b"\x89PNG"  # the run's curve, checkpoint marked
     card = out.with_suffix(".md").read_text()
@@ -59,8 +73,12 @@ def test_export_prints_the_verification_table_and_writes_model_sidecar_and_card(
 def test_the_shared_contract_checker_accepts_both_files_and_the_folders(exported, french_folder):
     _, out, _ = exported
     for model in (out, out.with_name("tiny.int8.onnx"), french_folder[0], SHIPPED_MODEL):
-        check = subprocess.run([sys.executable, str(SHARED / "tools" / "check_onnx_contract.py"), str(model)],
-                               capture_output=True, text=True, timeout=120)
+        check = subprocess.run(
+            [sys.executable, str(SHARED / "tools" / "check_onnx_contract.py"), str(model)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert check.returncode == 0, check.stdout + check.stderr
         assert "ok   plain loop past the window keeps the cache within it" in check.stdout  # format 2: the window
 
@@ -73,9 +91,19 @@ def test_metadata_and_sidecar_agree_and_describe_the_model(exported):
     meta = checkpoint.read_meta(run_dir)
     assert lm.vocab == meta["vocab"]
     assert "".join(lm.vocab[i] for i in range(len(lm.vocab))) == "".join(sorted(lm.vocab))
-    assert lm.metadata["config"] == {**{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
-                                     "head_dim": 8, "receptive_field": 16, "position": "learned", "activation": "relu", "norm": "layernorm",
-                                     "bias": True, "tie_weights": False, "qk_norm": False, "mlp_ratio": 4, "rope_base": 10000.0}
+    assert lm.metadata["config"] == {
+        **{k: meta["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
+        "head_dim": 8,
+        "receptive_field": 16,
+        "position": "learned",
+        "activation": "relu",
+        "norm": "layernorm",
+        "bias": True,
+        "tie_weights": False,
+        "qk_norm": False,
+        "mlp_ratio": 4,
+        "rope_base": 10000.0,
+    }
     training = lm.metadata["training"]
     assert training["val_loss"] == meta["val_loss_full"]
     assert training["step"] == 60
@@ -119,7 +147,9 @@ def test_int8_reports_its_loss_delta_and_records_it(exported):
     assert abs(delta) <= 0.02
     int8 = OnnxModel(out.with_name("tiny.int8.onnx"))
     assert int8.metadata["training"]["quantization"].startswith("int8")
-    assert int8.metadata["training"]["val_loss"] == pytest.approx(OnnxModel(out).metadata["training"]["val_loss"] + delta, abs=2e-4)
+    assert int8.metadata["training"]["val_loss"] == pytest.approx(
+        OnnxModel(out).metadata["training"]["val_loss"] + delta, abs=2e-4
+    )
     assert out.with_name("tiny.int8.onnx").stat().st_size < 0.6 * out.stat().st_size
 
 
@@ -145,11 +175,24 @@ def test_int8_file_is_standard_onnx_with_int8_matmul_weights(exported):
 def test_the_eval_command_reproduces_the_recorded_loss_with_onnxruntime_alone(exported, small_text, capsys):
     _, out, _ = exported
     code = subprocess.run(
-        [sys.executable, "-c", "import sys, export.cli as c; r = c.main(sys.argv[1:]); "
-         "assert 'torch' not in sys.modules, 'eval imported torch'; sys.exit(r)",
-         "eval", str(out), "--data", str(small_text)], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "import sys, export.cli as c; r = c.main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'eval imported torch'; sys.exit(r)",
+            "eval",
+            str(out),
+            "--data",
+            str(small_text),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert code.returncode == 0, code.stderr
-    measured = float(re.search(r"val loss \(whole validation split, 3,999 characters\): ([0-9.]+)", code.stdout).group(1))
+    measured = float(
+        re.search(r"val loss \(whole validation split, 3,999 characters\): ([0-9.]+)", code.stdout).group(1)
+    )
     assert measured == pytest.approx(OnnxModel(out).metadata["training"]["val_loss"], abs=1e-4)
 
 
@@ -218,6 +261,7 @@ def test_an_export_without_a_draft_table_removes_one_left_beside_its_model(tmp_p
 def graph_of_exported(exported, monkeypatch):
     """Exports of the `exported` run that take its graph, exported once already, instead of running
     torch.onnx.export again; everything after it (naming, metadata, the checks, writing) runs."""
+
     def copy(model, path, attention):
         shutil.copy(exported[1], path)
         shutil.copy(attention_path(exported[1]), attention)
@@ -248,6 +292,7 @@ def test_a_broken_export_is_refused_and_nothing_is_written(exported, graph_of_ex
 
 
 # --- bad input -----------------------------------------------------------------------------
+
 
 def assert_refused(capsys, argv, message, prog="python -m export"):
     code = export_main(argv)
@@ -286,23 +331,39 @@ def test_bad_export_inputs(exported, tmp_path, capsys):
     assert_refused(capsys, [str(tmp_path / "missing")], "is not a directory")
     assert_refused(capsys, [str(tmp_path)], "holds no config.json")
     new = str(tmp_path / "new" / "m.onnx")  # missing folders would be made: these are refused before that
-    assert_refused(capsys, [str(run_dir), "--out", new, "--example", "ROMEO:\u00e6"], "the example prompt 'ROMEO:\u00e6' has "
-                   "characters outside the model's vocabulary ('\u00e6')")
-    assert_refused(capsys, [str(run_dir), "--out", new, "--description", " "], "the description must be one line of 1 to 300")
+    assert_refused(
+        capsys,
+        [str(run_dir), "--out", new, "--example", "ROMEO:\u00e6"],
+        "the example prompt 'ROMEO:\u00e6' has characters outside the model's vocabulary ('\u00e6')",
+    )
+    assert_refused(
+        capsys, [str(run_dir), "--out", new, "--description", " "], "the description must be one line of 1 to 300"
+    )
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run_dir, unfinished)
     meta = json.loads((unfinished / "config.json").read_text())
     (unfinished / "config.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "val_loss_full"}))
-    assert_refused(capsys, [str(unfinished), "--lower-loss"], f"--lower-loss needs a finished run, and {unfinished} has not finished")
+    assert_refused(
+        capsys,
+        [str(unfinished), "--lower-loss"],
+        f"--lower-loss needs a finished run, and {unfinished} has not finished",
+    )
     assert not (tmp_path / "new").exists()
-    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "m.txt")], "must be a folder (ending in /) or a file ending in .onnx")
+    assert_refused(
+        capsys,
+        [str(run_dir), "--out", str(tmp_path / "m.txt")],
+        "must be a folder (ending in /) or a file ending in .onnx",
+    )
     (tmp_path / "file").write_text("x")
     assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "file") + "/"], "is a file, not a folder")
     assert_refused(capsys, [str(run_dir), "--out", str(out)], "already exist; pass --force")
     assert out.read_bytes() == before
     (tmp_path / "other.txt").write_text("Some other text. " * 200)
-    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "q.onnx"), "--quantize", "int8", "--data",
-                            str(tmp_path / "other.txt")], "is not the text this model was trained on")
+    assert_refused(
+        capsys,
+        [str(run_dir), "--out", str(tmp_path / "q.onnx"), "--quantize", "int8", "--data", str(tmp_path / "other.txt")],
+        "is not the text this model was trained on",
+    )
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -319,26 +380,53 @@ def test_bad_eval_inputs(exported, tmp_path, capsys, small_text, monkeypatch):
     prog = "python -m export eval"
     assert_refused(capsys, ["eval", str(tmp_path / "none.onnx"), "--data", str(small_text)], "does not exist", prog)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    assert_refused(capsys, ["eval", str(tmp_path / "junk.onnx"), "--data", str(small_text)], "is not a readable ONNX model", prog)
+    assert_refused(
+        capsys, ["eval", str(tmp_path / "junk.onnx"), "--data", str(small_text)], "is not a readable ONNX model", prog
+    )
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
-    plain = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    plain = onnx.helper.make_model(
+        onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    )
     onnx.save(plain, str(tmp_path / "plain.onnx"))
-    assert_refused(capsys, ["eval", str(tmp_path / "plain.onnx"), "--data", str(small_text)], "is an ONNX file without chargpt metadata", prog)
+    assert_refused(
+        capsys,
+        ["eval", str(tmp_path / "plain.onnx"), "--data", str(small_text)],
+        "is an ONNX file without chargpt metadata",
+        prog,
+    )
     (tmp_path / "emoji.txt").write_text("Hello 🙂 world, " * 50)
-    assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "emoji.txt")], "characters the model's vocabulary lacks", prog)
+    assert_refused(
+        capsys,
+        ["eval", str(out), "--data", str(tmp_path / "emoji.txt")],
+        "characters the model's vocabulary lacks",
+        prog,
+    )
     assert_refused(capsys, ["eval", str(out), "--data", str(tmp_path / "none.txt")], "does not exist", prog)
     monkeypatch.setenv("CHARGPT_CACHE", str(tmp_path / "empty-cache"))  # its text is not Tiny Shakespeare anyway
-    assert_refused(capsys, ["eval", str(out)], "the model's training text was not found; pass it with --data FILE.", prog)
+    assert_refused(
+        capsys, ["eval", str(out)], "the model's training text was not found; pass it with --data FILE.", prog
+    )
 
 
 # --- the model folder ----------------------------------------------------------------------
 
+
 def test_the_folder_holds_what_generation_libraries_read(french_folder):
     folder, _ = french_folder
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == ["README.md", "config.json", "genai_config.json", "generation_config.json", "onnx/model.attention.onnx", "onnx/model.json",
-                     "onnx/model.loss.png", "onnx/model.onnx", "tokenizer.json", "tokenizer_config.json"]
+    assert names == [
+        "README.md",
+        "config.json",
+        "genai_config.json",
+        "generation_config.json",
+        "onnx/model.attention.onnx",
+        "onnx/model.json",
+        "onnx/model.loss.png",
+        "onnx/model.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     lm = OnnxModel(folder)
     end = len(lm.vocab)
     config = json.loads((folder / "config.json").read_text())
@@ -356,8 +444,15 @@ def test_the_card_carries_the_hubs_metadata(french_folder):
     folder, _ = french_folder
     card = (folder / "README.md").read_text(encoding="utf-8")
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
-    for line in ("license: mit", "pipeline_tag: text-generation", "library_name: transformers.js", "- chargpt",
-                 "model-index:", "    - type: loss", "      name: Validation loss (whole split, nats per character)"):
+    for line in (
+        "license: mit",
+        "pipeline_tag: text-generation",
+        "library_name: transformers.js",
+        "- chargpt",
+        "model-index:",
+        "    - type: loss",
+        "      name: Validation loss (whole split, nats per character)",
+    ):
         assert line in front.splitlines(), line
     val = OnnxModel(folder).metadata["training"]["val_loss"]
     assert f"      value: {round(val, 4)}" in front.splitlines()
@@ -398,7 +493,9 @@ def test_an_existing_folder_is_not_overwritten(exported, graph_of_exported, tmp_
     assert export_main([str(run_dir), "--out", f"{folder}/"]) == 0
     capsys.readouterr()
     before = (folder / "onnx" / "model.onnx").read_bytes()
-    assert_refused(capsys, [str(run_dir), "--out", str(folder)], "already exist; pass --force")  # an existing folder, no /
+    assert_refused(
+        capsys, [str(run_dir), "--out", str(folder)], "already exist; pass --force"
+    )  # an existing folder, no /
     assert (folder / "onnx" / "model.onnx").read_bytes() == before
     assert [p.name for p in folder.rglob(".*")] == []  # no temporary files left
 
@@ -423,7 +520,11 @@ def test_the_shipped_plain_loop_stays_within_the_window_and_near_its_loss(shakes
 def test_eval_takes_a_model_folder(french_folder, capsys):
     folder, data = french_folder
     assert export_main(["eval", str(folder), "--data", str(data)]) == 0
-    measured = float(re.search(r"val loss \(whole validation split, [0-9,]+ characters\): ([0-9.]+)", capsys.readouterr().out).group(1))
+    measured = float(
+        re.search(r"val loss \(whole validation split, [0-9,]+ characters\): ([0-9.]+)", capsys.readouterr().out).group(
+            1
+        )
+    )
     assert measured == pytest.approx(OnnxModel(folder).metadata["training"]["val_loss"], abs=1e-4)
 
 
@@ -432,14 +533,22 @@ def test_eval_of_a_tiny_shakespeare_model_fetches_the_text_as_train_does(tmp_pat
     it can be fetched, the shipped model's recorded loss, with the text cached for next time."""
     monkeypatch.setenv("CHARGPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CHARGPT_SHAKESPEARE_URL", (tmp_path / "offline.txt").as_uri())
-    assert_refused(capsys, ["eval", str(SHIPPED_MODEL)], "Tiny Shakespeare is not cached and could not be downloaded", "python -m export eval")
+    assert_refused(
+        capsys,
+        ["eval", str(SHIPPED_MODEL)],
+        "Tiny Shakespeare is not cached and could not be downloaded",
+        "python -m export eval",
+    )
     monkeypatch.setenv("CHARGPT_SHAKESPEARE_URL", (SHARED / "data" / "tinyshakespeare.txt").as_uri())
     assert export_main(["eval", str(SHIPPED_MODEL)]) == 0
     assert "val loss (whole validation split, 111,539 characters): 1.4237" in capsys.readouterr().out
-    assert (tmp_path / "cache" / "tinyshakespeare.txt").read_bytes() == (SHARED / "data" / "tinyshakespeare.txt").read_bytes()
+    assert (tmp_path / "cache" / "tinyshakespeare.txt").read_bytes() == (
+        SHARED / "data" / "tinyshakespeare.txt"
+    ).read_bytes()
 
 
 # --- about: renaming a folder without exporting again ----------------------------------------
+
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -448,22 +557,35 @@ def files_of(folder: Path) -> dict[str, bytes]:
 def test_about_renames_a_folder_in_place_and_keeps_its_weights_and_verification(tmp_path, capsys):
     folder = tmp_path / "chargpt"
     shutil.copytree(SHIPPED_MODEL, folder)
-    assert export_main(["about", str(folder), "--dataset-name", "Tiny Shakespeare"]) == 0  # nothing new: nothing changes
+    assert (
+        export_main(["about", str(folder), "--dataset-name", "Tiny Shakespeare"]) == 0
+    )  # nothing new: nothing changes
     assert files_of(folder) == files_of(SHIPPED_MODEL)
 
     weights = {t.name: t.raw_data for t in onnx.load(str(folder / "onnx" / "model.onnx")).graph.initializer}
-    assert export_main(["about", str(folder), "--title", "Verona", "--description", "Two households.", "--example", "JULIET:\\n"]) == 0
+    assert (
+        export_main(
+            ["about", str(folder), "--title", "Verona", "--description", "Two households.", "--example", "JULIET:\\n"]
+        )
+        == 0
+    )
     assert 'the page is now "Verona" (1 example prompts)' in capsys.readouterr().out
     lm = OnnxModel(folder)  # the SHA-256 in model.json is the rewritten file's
-    assert lm.metadata["about"] == {"title": "Verona", "dataset": "Tiny Shakespeare", "description": "Two households.",
-                                    "examples": ["JULIET:\n"]}
+    assert lm.metadata["about"] == {
+        "title": "Verona",
+        "dataset": "Tiny Shakespeare",
+        "description": "Two households.",
+        "examples": ["JULIET:\n"],
+    }
     assert {t.name: t.raw_data for t in onnx.load(str(folder / "onnx" / "model.onnx")).graph.initializer} == weights
     engine = Engine(folder)
     assert engine.ring is not None and engine.notice == ""  # the ring file still belongs to the model file
     card, shipped_card = (folder / "README.md").read_text(), (SHIPPED_MODEL / "README.md").read_text()
     assert "Two households." in card and '"Verona"' in card and '- `"JULIET:\\n"`' in card
-    assert card.split("## Greedy continuation")[1].split("## Use it")[0] == shipped_card.split("## Greedy continuation")[1].split(
-        "## Use it")[0]
+    assert (
+        card.split("## Greedy continuation")[1].split("## Use it")[0]
+        == shipped_card.split("## Greedy continuation")[1].split("## Use it")[0]
+    )
 
 
 def test_about_follows_a_derived_title_and_refuses_what_a_page_cannot_show(french_folder, tmp_path, capsys):
@@ -471,7 +593,9 @@ def test_about_follows_a_derived_title_and_refuses_what_a_page_cannot_show(frenc
     shutil.copytree(french_folder[0], folder)
     before = files_of(folder)
     assert OnnxModel(folder).metadata["about"]["title"] == "chargpt: french"
-    assert_refused(capsys, ["about", str(folder), "--example", "Ж"], "outside the model's vocabulary", "python -m export about")
+    assert_refused(
+        capsys, ["about", str(folder), "--example", "Ж"], "outside the model's vocabulary", "python -m export about"
+    )
     assert_refused(capsys, ["about", str(folder)], "give at least one of", "python -m export about")
     assert_refused(capsys, ["about", str(tmp_path)], "is not a model folder", "python -m export about")
     assert files_of(folder) == before
@@ -486,13 +610,16 @@ def test_about_follows_a_derived_title_and_refuses_what_a_page_cannot_show(frenc
 
 # --- the attention file ----------------------------------------------------------------------
 
+
 def test_the_attention_files_weights_are_pytorchs_and_the_export_checked_them(exported, french_folder):
     """Both layouts write the attention file beside each model file, checked in the table; its
     weights from a text longer than the window, read as the pages read them, are PyTorch's."""
     run_dir, out, result = exported
     for row in ("attention weights: from an empty cache", "attention weights: after a prefill of 4"):
         assert re.search(rf"{re.escape(row)}\s+[13]\s+7\s+\S+\s+ok", result.stdout), row
-    assert re.search(r"attention rows sum to 1, none before the text\s+-\s+-\s+\|sum - 1\| <= \S+, before: 0\s+ok", result.stdout)
+    assert re.search(
+        r"attention rows sum to 1, none before the text\s+-\s+-\s+\|sum - 1\| <= \S+, before: 0\s+ok", result.stdout
+    )
     assert "the attention file with int8 weights, against PyTorch with the weights of" in result.stdout
     assert attention_path(out).is_file() and attention_path(out.with_name("tiny.int8.onnx")).is_file()
     from webapp.inference.attention import load_attention
@@ -538,7 +665,9 @@ def test_export_attention_adds_the_file_to_a_model_exported_before_it(exported, 
     result = export_here("attention", str(older / "model.onnx"))
     assert result.returncode == 0, result.stdout + result.stderr
     made, shipped = onnx.load(str(older / "model.attention.onnx")), onnx.load(str(attention_path(int8)))
-    int8_weights = lambda proto: {i.name: i.raw_data for i in proto.graph.initializer if i.name.endswith(("_int8", "_scale"))}  # noqa: E731
+    int8_weights = lambda proto: {
+        i.name: i.raw_data for i in proto.graph.initializer if i.name.endswith(("_int8", "_scale"))
+    }  # noqa: E731
     assert int8_weights(made) == int8_weights(shipped) and int8_weights(made)
 
     folder = tmp_path / "folder"

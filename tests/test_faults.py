@@ -61,6 +61,7 @@ def uninterrupted(tmp_path_factory, small_text) -> Path:
 
 # --- a crash inside a save ----------------------------------------------------------------
 
+
 class Crash(BaseException):
     """Stands for SIGKILL: nothing after it runs, not even cleanup."""
 
@@ -118,12 +119,17 @@ def test_a_crash_at_every_point_of_a_save_leaves_the_old_or_the_new_checkpoint_w
     assert 1 in outcomes[:-1], outcomes
     assert 2 in outcomes[:-1], outcomes  # both sides of the commit point were hit
     checkpoint.save(run, old_model, {"step": 3}, old_optimizer)  # the next save clears the litter
-    assert sorted(p.name for p in run.iterdir()) == sorted([checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.OPTIMIZER]
+    )
 
 
 # --- SIGKILL at random moments ------------------------------------------------------------
 
-def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(uninterrupted, tmp_path, small_text, request):
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(
+    uninterrupted, tmp_path, small_text, request
+):
     seed = request.config.getoption("--kill-seed")
     seed = random.randrange(10**6) if seed == -1 else seed
     rng = random.Random(seed)  # printed on failure; the waits replay, the machine's speed may not
@@ -151,19 +157,24 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(u
     assert meta["step"] == STEPS
     assert "val_loss_full" in meta
     assert same_weights(run, uninterrupted), f"kill schedule seed {seed}, killed with checkpoints at {kills}"
-    assert same_weights(run / checkpoint.AVERAGE_DIR, uninterrupted / checkpoint.AVERAGE_DIR), f"kill schedule seed {seed}"
+    assert same_weights(run / checkpoint.AVERAGE_DIR, uninterrupted / checkpoint.AVERAGE_DIR), (
+        f"kill schedule seed {seed}"
+    )
     assert checkpoint.read_meta(run / checkpoint.AVERAGE_DIR)["averaged_steps"] == list(range(150, 301, 25))
     assert not [p for p in run.iterdir() if p.name.endswith((checkpoint.PENDING, ".tmp"))]
 
 
 # --- a full disk and a read-only directory ----------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MB tmpfs (needs root, as on the CI machines); unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small filesystem here ({result.stderr.strip()}); run as root")
     yield mount
@@ -175,8 +186,10 @@ def fail_and_check(proc: subprocess.Popen, run: Path, reason: str, after: int) -
     assert proc.wait(timeout=120) == 1
     error = proc.stderr.read().strip().splitlines()[-1]
     step = saved_step(run)
-    assert error == (f"python -m train: error: writing to {run} failed ({reason}); the checkpoint of step {step} there "
-                     f"is intact: fix the problem (free space, write access), then continue with python -m train --resume {run}")
+    assert error == (
+        f"python -m train: error: writing to {run} failed ({reason}); the checkpoint of step {step} there "
+        f"is intact: fix the problem (free space, write access), then continue with python -m train --resume {run}"
+    )
     assert after <= step < STEPS
     checkpoint.verify_files(run, checkpoint.read_meta(run), [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
     return step
@@ -206,6 +219,7 @@ def test_a_full_disk_then_a_read_only_directory_keep_the_previous_checkpoint(sma
 
 # --- truncated or altered model files -------------------------------------------------------
 
+
 def test_truncated_or_altered_model_files_are_refused_with_a_sentence(exported, tmp_path):
     from webapp.inference.engine import Engine
     from webapp.inference.onnx_model import ModelLoadError
@@ -223,8 +237,13 @@ def test_truncated_or_altered_model_files_are_refused_with_a_sentence(exported, 
         model.write_bytes(data)
         with pytest.raises(ModelLoadError, match="does not match the SHA-256 recorded in model.json beside it"):
             Engine(model)
-        result = subprocess.run([sys.executable, "-m", "webapp", "generate", "--model", str(model)],
-                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "webapp", "generate", "--model", str(model)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2, (name, result.stderr)
         assert result.stderr.count("\n") == 1, (name, result.stderr)
         assert "truncated or altered" in result.stderr

@@ -24,14 +24,16 @@ from webapp.server.streaming import REQUEST_FIELDS
 MAX_PROMPT = 2_000_000  # characters
 CODE_POINTS = [  # (first, last): the kinds of characters a prompt is drawn from
     (0x20, 0x7E),  # printable ASCII
-    (0x00, 0x1F), (0x7F, 0x9F),  # C0 controls, DEL, C1 controls
+    (0x00, 0x1F),
+    (0x7F, 0x9F),  # C0 controls, DEL, C1 controls
     (0xD800, 0xDFFF),  # lone surrogates
     (0x0300, 0x036F),  # combining marks
     (0x0590, 0x06FF),  # Hebrew and Arabic: right to left
     (0x200B, 0x206F),  # zero-width characters, bidi controls, line and paragraph separators
     (0x4E00, 0x9FFF),  # CJK
     (0x1F300, 0x1FAFF),  # emoji
-    (0xE000, 0xF8FF), (0xF0000, 0x10FFFF),  # private use
+    (0xE000, 0xF8FF),
+    (0xF0000, 0x10FFFF),  # private use
 ]
 MEMORY_GROWTH_MB = 100
 # What Gradio logs with a traceback for an error answer that is not a refusal of ours (those are
@@ -56,7 +58,11 @@ def random_value(rng: random.Random, low: float, high: float, integer: bool):
     kind = rng.random()
     if kind < 0.85:
         if integer:  # log-uniform, so long generations stay rare
-            return int(math.exp(rng.uniform(math.log(max(low, 1)), math.log(max(high, 1))))) if low >= 1 else rng.randint(int(low), int(high))
+            return (
+                int(math.exp(rng.uniform(math.log(max(low, 1)), math.log(max(high, 1)))))
+                if low >= 1
+                else rng.randint(int(low), int(high))
+            )
         return rng.uniform(low, high)
     if kind < 0.88:
         return rng.choice([low, high, low - 1, high + 1, low - 0.5, high + 0.001])
@@ -78,7 +84,9 @@ def random_request(rng: random.Random) -> list:
         random_value(rng, 0.05, 1, False),  # top-p
         random_value(rng, -1, 2**63 - 1, True) if rng.random() < 0.9 else rng.choice([None, "", -1]),  # seed
         *([random_value(rng, 0, 1, False)] if rng.random() < 0.8 else []),  # min-p, or left out as older calls do
-        *([random_flag(rng)] if rng.random() < 0.3 else []),  # alternatives (min-p's place filled by the padding if it was left out)
+        *(
+            [random_flag(rng)] if rng.random() < 0.3 else []
+        ),  # alternatives (min-p's place filled by the padding if it was left out)
     ]
 
 
@@ -116,8 +124,10 @@ def check_answer(event: str, data, request: list) -> str:
         assert set(answer) == {"context", "notice", "before", "after", "attention", "attention_notice"}, str(data)[:300]
         assert answer["after"] and abs(sum(answer["after"].values()) - 1) < 1e-6, str(data)[:300]
         heads = answer["attention"]["heads"]  # the shipped model has its attention file
-        assert all(abs(sum(h["weights"]) - 1) < 1e-5 and len(h["weights"]) == len(answer["attention"]["characters"])
-                   for h in heads), str(data)[:300]
+        assert all(
+            abs(sum(h["weights"]) - 1) < 1e-5 and len(h["weights"]) == len(answer["attention"]["characters"])
+            for h in heads
+        ), str(data)[:300]
         return "text"
     if event == "complete":
         text, colored, stats = data
@@ -179,9 +189,14 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
         data = random_request(rng)
         inspected = random_inspect(rng)
         asked = dict(zip(REQUEST_FIELDS, random_request(rng)))
-        asked.update(prompt=asked["prompt"][:20_000] if isinstance(asked["prompt"], str) else asked["prompt"],  # a body the queue reads
-                     max_new_tokens=min(asked["max_new_tokens"], 40) if isinstance(asked["max_new_tokens"], int) else 40,
-                     choices=random_choices(rng), undo=[] if rng.random() < 0.9 else random_choices(rng))
+        asked.update(
+            prompt=asked["prompt"][:20_000]
+            if isinstance(asked["prompt"], str)
+            else asked["prompt"],  # a body the queue reads
+            max_new_tokens=min(asked["max_new_tokens"], 40) if isinstance(asked["max_new_tokens"], int) else 40,
+            choices=random_choices(rng),
+            undo=[] if rng.random() < 0.9 else random_choices(rng),
+        )
         try:
             outcomes[check_answer(*send(url, data), data)] += 1
             if case % 2 == 0:  # a forward each: half as many as /generate's cases
@@ -189,7 +204,9 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
             if case % 4 == 0:  # up to 17 generations each: a quarter
                 chosen = queue_call(url, branch, [], {"request": asked}, session=f"fuzz{case}")
                 said = chosen["output"].get("error")
-                assert chosen["success"] or (isinstance(said, str) and said.strip() and "Traceback" not in said), str(chosen)[:300]
+                assert chosen["success"] or (isinstance(said, str) and said.strip() and "Traceback" not in said), str(
+                    chosen
+                )[:300]
         except AssertionError as e:
             raise AssertionError(f"case {case} of seed {seed}: {e}") from None
     after = rss_mb(proc.pid)
@@ -203,9 +220,11 @@ def test_random_hostile_requests_get_text_or_a_sentence_and_memory_stays_bounded
 
 def test_the_log_check_tells_error_answers_from_server_errors():
     frame = '  File "x.py", line 1, in f\n    f()\n'
-    log = (f"Traceback (most recent call last):\n{frame}TypeError: '<' not supported\n\n"
-           "The above exception was the direct cause of the following exception:\n\n"
-           f"Traceback (most recent call last):\n{frame}gradio.exceptions.ComponentProcessingError: Could not preprocess\n"
-           f"Traceback (most recent call last):\n{frame}gradio.exceptions.Error: 'Value 3 is greater than maximum value 2.'\n"
-           f"Traceback (most recent call last):\n{frame}KeyError: 'vocab'\nsome later log line\n")
+    log = (
+        f"Traceback (most recent call last):\n{frame}TypeError: '<' not supported\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        f"Traceback (most recent call last):\n{frame}gradio.exceptions.ComponentProcessingError: Could not preprocess\n"
+        f"Traceback (most recent call last):\n{frame}gradio.exceptions.Error: 'Value 3 is greater than maximum value 2.'\n"
+        f"Traceback (most recent call last):\n{frame}KeyError: 'vocab'\nsome later log line\n"
+    )
     assert server_errors(log) == ["KeyError: 'vocab'"]

@@ -32,7 +32,9 @@ def project_imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *([base] if base else [])])
+                    base = ".".join(
+                        [*package.split(".")[: len(package.split(".")) - node.level + 1], *([base] if base else [])]
+                    )
                 targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
             else:
                 continue
@@ -48,7 +50,7 @@ def test_no_module_imports_one_that_imports_it_back():
     def visit(module: str, path: list[str]):
         for target in graph[module]:
             if target in path:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append(path[path.index(target) :] + [target])
             elif target not in seen:
                 seen.add(target)
                 visit(target, [*path, target])
@@ -64,13 +66,18 @@ def test_the_inference_library_stands_alone():
     graph = project_imports()
     library = {name for name in graph if name.startswith("webapp.inference")}
     assert {"webapp.inference.loop", "webapp.inference.engine", "webapp.inference.sampling"} <= library
-    assert {name: sorted(t for t in graph[name] if not t.startswith("webapp.inference")) for name in library
-            if any(not t.startswith("webapp.inference") for t in graph[name])} == {}
+    assert {
+        name: sorted(t for t in graph[name] if not t.startswith("webapp.inference"))
+        for name in library
+        if any(not t.startswith("webapp.inference") for t in graph[name])
+    } == {}
 
 
 def test_export_and_the_benchmarks_load_without_the_server():
-    script = ("import sys, export.cli, benchmarks.generation, benchmarks.drafts, benchmarks.load, webapp.inference.engine\n"
-              "print(sorted(m for m in ('gradio', 'webapp.server') if m in sys.modules))")
+    script = (
+        "import sys, export.cli, benchmarks.generation, benchmarks.drafts, benchmarks.load, webapp.inference.engine\n"
+        "print(sorted(m for m in ('gradio', 'webapp.server') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

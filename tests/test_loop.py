@@ -20,9 +20,20 @@ def cases() -> list[tuple[str, SamplingParams]]:
     top-p and min-p, one and two samples."""
     found = []
     for i, prompt in enumerate(PROMPTS * 3):
-        found.append((prompt, SamplingParams(max_new_tokens=30 + 9 * i, temperature=(0, 0.8, 1.3)[i % 3], top_k=(0, 12)[i % 2],
-                                             top_p=(1.0, 0.9)[i % 2], min_p=(0.0, 0.05, 0.0)[i % 3], seed=100 + i,
-                                             num_samples=1 + (i % 4 == 3))))
+        found.append(
+            (
+                prompt,
+                SamplingParams(
+                    max_new_tokens=30 + 9 * i,
+                    temperature=(0, 0.8, 1.3)[i % 3],
+                    top_k=(0, 12)[i % 2],
+                    top_p=(1.0, 0.9)[i % 2],
+                    min_p=(0.0, 0.05, 0.0)[i % 3],
+                    seed=100 + i,
+                    num_samples=1 + (i % 4 == 3),
+                ),
+            )
+        )
     return found
 
 
@@ -33,7 +44,10 @@ def engine(request, exported):
 
 def alone(engine: Engine, prompt: str, params: SamplingParams) -> list[list[int]]:
     """Each row's ids from Engine.decode: the loop with this request alone."""
-    return [list(row) for row in zip(*[draw.ids.tolist() for draw in engine.decode(encode_prompt(prompt, engine.vocab).ids, params)])]
+    return [
+        list(row)
+        for row in zip(*[draw.ids.tolist() for draw in engine.decode(encode_prompt(prompt, engine.vocab).ids, params)])
+    ]
 
 
 def received(request: Request) -> tuple[list[list[int]], bool]:
@@ -81,9 +95,13 @@ def test_no_forward_runs_past_a_requests_last_character():
 
 def test_a_cancelled_request_leaves_before_the_next_step_and_the_others_go_on(engine):
     loop = Scheduler(engine)
-    stays = Request(encode_prompt("JULIET:", engine.vocab).ids, SamplingParams(max_new_tokens=60, temperature=0.8, seed=2))
-    leaves = Request(encode_prompt("ROMEO:", engine.vocab).ids, SamplingParams(max_new_tokens=500, temperature=0.8, seed=1,
-                                                                               num_samples=2))
+    stays = Request(
+        encode_prompt("JULIET:", engine.vocab).ids, SamplingParams(max_new_tokens=60, temperature=0.8, seed=2)
+    )
+    leaves = Request(
+        encode_prompt("ROMEO:", engine.vocab).ids,
+        SamplingParams(max_new_tokens=500, temperature=0.8, seed=1, num_samples=2),
+    )
     loop.admit([stays, leaves])
     for _ in range(5):
         loop.tick()
@@ -100,15 +118,19 @@ def test_a_cancelled_request_leaves_before_the_next_step_and_the_others_go_on(en
 def test_alone_a_request_drafts_as_far_as_its_budget_and_in_a_crowd_crowd_draft_characters():
     engine = Engine(SHIPPED_MODEL)
     shapes = counting(engine.steps)
-    first = Request(encode_prompt("JULIET:\n", engine.vocab).ids, SamplingParams(max_new_tokens=200, temperature=0.8, seed=11))
+    first = Request(
+        encode_prompt("JULIET:\n", engine.vocab).ids, SamplingParams(max_new_tokens=200, temperature=0.8, seed=11)
+    )
     loop = Scheduler(engine)
     loop.admit([first])
     for _ in range(20):
         loop.tick()
     assert max(t for _, t in shapes) > 1 + CROWD_DRAFT  # alone: long drafts
     shapes.clear()
-    second = Request(encode_prompt("KING RICHARD III:", engine.vocab).ids,
-                     SamplingParams(max_new_tokens=150, temperature=0.5, seed=12, num_samples=2))
+    second = Request(
+        encode_prompt("KING RICHARD III:", engine.vocab).ids,
+        SamplingParams(max_new_tokens=150, temperature=0.5, seed=12, num_samples=2),
+    )
     loop.admit([second])
     loop.tick()  # the second request's first step: they step together from here
     while not (received(first)[1] and received(second)[1]):
@@ -173,14 +195,28 @@ def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
     members = [Request([1], SamplingParams(num_samples=n)) for n in samples]
     total = sum(samples)
     owner = np.repeat(np.arange(len(members)), samples)  # each row's request, written into every array
-    cohort = Cohort(members, np.broadcast_to(owner[:, None, None], (total, 2, 5)).astype(np.float32),
-                    {"ring.0.key": np.broadcast_to(owner[:, None, None, None], (total, 2, 3, 4)).astype(np.float32),
-                     "position": owner * 10},
-                    np.broadcast_to(owner[:, None], (total, 1)).copy())
-    for dropped in ([0, 3], [4], [1, 2]):  # three rounds, 7 requests, then 5, then 4: the front and middle, the end, the middle
+    cohort = Cohort(
+        members,
+        np.broadcast_to(owner[:, None, None], (total, 2, 5)).astype(np.float32),
+        {
+            "ring.0.key": np.broadcast_to(owner[:, None, None, None], (total, 2, 3, 4)).astype(np.float32),
+            "position": owner * 10,
+        },
+        np.broadcast_to(owner[:, None], (total, 1)).copy(),
+    )
+    for dropped in (
+        [0, 3],
+        [4],
+        [1, 2],
+    ):  # three rounds, 7 requests, then 5, then 4: the front and middle, the end, the middle
         gone = {id(cohort.requests[i]) for i in dropped}
         cohort.keep([r for r in cohort.requests if id(r) not in gone])
-        assert sum(r.rows for r in cohort.requests) == len(cohort.block) == len(cohort.drafted) == len(cohort.state["position"])
+        assert (
+            sum(r.rows for r in cohort.requests)
+            == len(cohort.block)
+            == len(cohort.drafted)
+            == len(cohort.state["position"])
+        )
         for request, rows in zip(cohort.requests, cohort.row_slices()):
             i = members.index(request)
             assert (cohort.block[rows] == i).all() and (cohort.drafted[rows] == i).all()

@@ -110,8 +110,13 @@ def ring_loop(model, idx, prefill: int, chunk: int = 1):
     for t in range(prefill, idx.size(1), chunk):
         new_positions = torch.arange(t, min(t + chunk, idx.size(1)))
         mask = torch.from_numpy(ring_window_mask(filled, np.full(B, t), len(new_positions)))
-        logits, new = model.step_ring(idx[:, new_positions], cos[new_positions].expand(B, -1, -1),
-                                      sin[new_positions].expand(B, -1, -1), mask, ring)
+        logits, new = model.step_ring(
+            idx[:, new_positions],
+            cos[new_positions].expand(B, -1, -1),
+            sin[new_positions].expand(B, -1, -1),
+            mask,
+            ring,
+        )
         for (keys, values), (k, v) in zip(ring, new):
             keys[:, :, new_positions % S], values[:, :, new_positions % S] = k, v
         filled[:, new_positions % S] = 0
@@ -185,7 +190,9 @@ def attention_by_hand(model: GPTLanguageModel, idx: torch.Tensor) -> torch.Tenso
     training forward (scaled_dot_product_attention), its queries and keys taken through the
     block's own projection (and rotation), then softmax(q k^T / sqrt(head_dim)), causal."""
     inputs = []
-    hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks]
+    hooks = [
+        block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for block in model.blocks
+    ]
     with torch.no_grad():
         model(idx)
     for hook in hooks:
@@ -265,7 +272,9 @@ def test_rotary_tables_keep_float32_precision_at_long_positions():
     """A prefill of a long text rotates by large angles; a plain loop, by small ones. Both must
     be within float32 rounding of the true cosines and sines, or the two disagree."""
     cos, sin = rotary_tables(4096, 32, 10000.0)
-    angles = torch.arange(4096, dtype=torch.float64)[:, None] * 10000.0 ** (-torch.arange(0, 32, 2, dtype=torch.float64) / 32)
+    angles = torch.arange(4096, dtype=torch.float64)[:, None] * 10000.0 ** (
+        -torch.arange(0, 32, 2, dtype=torch.float64) / 32
+    )
     assert (cos[:, :16].double() - angles.cos()).abs().max() < 3e-7
     assert (sin[:, 16:].double() - angles.sin()).abs().max() < 3e-7
 

@@ -38,8 +38,18 @@ OWN_TEXT = "Your own text"
 # Which sections' commands run together, on one clone (a section: its document and heading).
 GROUPS = {
     "own text": [("README.md", OWN_TEXT)],
-    "serving": [("README.md", "Quickstart"), ("README.md", "The page and its API"), ("docs/serving.md", "*"), ("docs/views.md", "*")],
-    "train and export": [("README.md", "Train"), ("README.md", "Export"), ("docs/model-folder.md", "*"), ("docs/training.md", "*")],
+    "serving": [
+        ("README.md", "Quickstart"),
+        ("README.md", "The page and its API"),
+        ("docs/serving.md", "*"),
+        ("docs/views.md", "*"),
+    ],
+    "train and export": [
+        ("README.md", "Train"),
+        ("README.md", "Export"),
+        ("docs/model-folder.md", "*"),
+        ("docs/training.md", "*"),
+    ],
     "speed and soak": [("docs/speed.md", "*"), ("docs/reliability.md", "*")],
 }
 
@@ -49,16 +59,22 @@ def documents() -> list[tuple[str, str]]:
     left unrun)."""
     pages = sorted(p.name for p in (REPO / "docs").glob("*.md"))
     assert pages == sorted(DOCS), pages
-    return [("README.md", README.read_text(encoding="utf-8")),
-            *((f"docs/{name}", (REPO / "docs" / name).read_text(encoding="utf-8")) for name in DOCS)]
+    return [
+        ("README.md", README.read_text(encoding="utf-8")),
+        *((f"docs/{name}", (REPO / "docs" / name).read_text(encoding="utf-8")) for name in DOCS),
+    ]
 
 
 def group_of(document: str, heading: str) -> str | None:
-    return next((g for g, sections in GROUPS.items() for d, h in sections if d == document and h in (heading, "*")), None)
+    return next(
+        (g for g, sections in GROUPS.items() for d, h in sections if d == document and h in (heading, "*")), None
+    )
 
 
 def blocks_of(group: str) -> list[list[str]]:
-    return [block for name, text in documents() for heading, block in bash_blocks(text) if group_of(name, heading) == group]
+    return [
+        block for name, text in documents() for heading, block in bash_blocks(text) if group_of(name, heading) == group
+    ]
 
 
 def bash_blocks(readme: str) -> list[tuple[str, list[str]]]:
@@ -101,7 +117,9 @@ RULES = [
     Rule("make serve MODEL=", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config"),
     Rule("make serve", "server", extra="VENV={venv} -o {venv}/.app-installed", page="config", stop="ctrl-c"),
     Rule("make model DATA=mine.txt", "skip", why="the command that 'Your own text' runs on faust.txt"),
-    Rule("make model", "run", extra=f"MINUTES=0.05 TRAIN_FLAGS='{TINY_MODEL}' VENV={{venv}} -o {{venv}}/.train-installed"),
+    Rule(
+        "make model", "run", extra=f"MINUTES=0.05 TRAIN_FLAGS='{TINY_MODEL}' VENV={{venv}} -o {{venv}}/.train-installed"
+    ),
     Rule("pip install", "skip", why="the test's environment holds what the README installs; no package downloads here"),
     Rule("curl ", "skip", why="no network here: the test writes pg2229.txt itself, in Project Gutenberg's layout"),
     Rule("git clone https://huggingface.co", "skip", why="pushing to a Space needs the network and an account"),
@@ -114,16 +132,26 @@ RULES = [
     # A queue of 3 holds the load phase's 3 clients even when they all arrive before Gradio moves
     # the first into the running slot (it counts only waiting requests; with 2, the third of three
     # joins handled back to back was turned away once in CI); 12 at once then overflow it.
-    Rule("python -m benchmarks.load", "run",
-         extra="--clients 3 --chars 20 --alone-rounds 1 --concurrency 1 --queue-size 3 --burst 12 --burst-chars 800"),
+    Rule(
+        "python -m benchmarks.load",
+        "run",
+        extra="--clients 3 --chars 20 --alone-rounds 1 --concurrency 1 --queue-size 3 --burst 12 --burst-chars 800",
+    ),
     # The page's row is tested in test_benchmarks.py; here it would only add a browser's start.
     Rule("python -m benchmarks.generation", "run", extra="--chars 10 --prompt-chars 20 --runs 1 --batch 1 --no-page"),
     Rule("python -m benchmarks.drafts", "run", extra="--chars 60 --seeds 2 --runs 1 --temperatures 0 0.8"),
-    Rule("python -m benchmarks.soak", "run",
-         extra="--minutes 0.3 --warmup-minutes 0.1 --visitors 2 --sample-seconds 2 --stall-seconds 2"),
+    Rule(
+        "python -m benchmarks.soak",
+        "run",
+        extra="--minutes 0.3 --warmup-minutes 0.1 --visitors 2 --sample-seconds 2 --stall-seconds 2",
+    ),
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
-    Rule("python -m train --preset quick", "skip", why="make model runs --preset quick, with its own flags and data, in 'Your own text'"),
+    Rule(
+        "python -m train --preset quick",
+        "skip",
+        why="make model runs --preset quick, with its own flags and data, in 'Your own text'",
+    ),
     Rule("python -m train.average", "run"),
     Rule("python -m train.gpu_check", "skip", why="it needs a CUDA GPU; tests/test_gpu_check.py runs its --dry-run"),
     Rule("torchrun", "run", extra=f"--max-iters 2 {TINY_MODEL}"),
@@ -154,6 +182,7 @@ def test_every_command_has_a_rule_and_a_group():
 
 # -- running them on a fresh clone ---------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """A fresh clone of the committed repository, with ../shared beside it, node_modules linked
@@ -171,9 +200,14 @@ def clone(tmp_path_factory) -> Path:
 
 def environment(clone: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADIO_SERVER_PORT", "VIRTUAL_ENV")}
-    return dict(env, PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", CHARGPT_CACHE=str(clone.parent / "cache"),
-                CHARGPT_SHAKESPEARE_URL=(clone.parent / "no-download").as_uri(),  # none of them downloads
-                CHARGPT_SHARED=str(clone.parent / "shared"), GRADIO_TEMP_DIR=str(clone.parent / "gradio-temp"))
+    return dict(
+        env,
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        CHARGPT_CACHE=str(clone.parent / "cache"),
+        CHARGPT_SHAKESPEARE_URL=(clone.parent / "no-download").as_uri(),  # none of them downloads
+        CHARGPT_SHARED=str(clone.parent / "shared"),
+        GRADIO_TEMP_DIR=str(clone.parent / "gradio-temp"),
+    )
 
 
 def command(line: str, rule: Rule) -> str:
@@ -182,8 +216,9 @@ def command(line: str, rule: Rule) -> str:
 
 
 def run_line(line: str, rule: Rule, cwd: Path, env: dict, timeout: float = 420) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", "-c", command(line, rule)], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        ["bash", "-c", command(line, rule)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -196,9 +231,15 @@ def serve(line: str, rule: Rule, cwd: Path, env: dict, check=None) -> str:
     line = re.sub(r"--port \d+", f"--port {port}", line)
     line = re.sub(r"http\.server (.*) 8000", rf"http.server \1 {port}", line)
     line = line.replace("--host 0.0.0.0", "--host 127.0.0.1")  # the same server, not exposed by a test
-    proc = subprocess.Popen(["bash", "-c", f"exec {command(line, rule)}"], cwd=cwd, env=dict(env, GRADIO_SERVER_PORT=str(port)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as a terminal gives it
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {command(line, rule)}"],
+        cwd=cwd,
+        env=dict(env, GRADIO_SERVER_PORT=str(port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, as a terminal gives it
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_page(url, proc)
@@ -261,13 +302,27 @@ def run_blocks(clone: Path, blocks: list[list[str]], pages: dict) -> None:
 # A German play in Project Gutenberg's layout (an English header and licence around it, CRLF
 # line ends), which the README's sed line cuts away. A few runes too: a script that most fonts
 # lack must still show on the page.
-GERMAN_LINES = ["Habe nun, ach! Philosophie,", "Juristerei und Medizin,", "Und leider auch Theologie",
-                "Durchaus studiert, mit heißem Bemühn.", "Da steh ich nun, ich armer Tor!", "Und bin so klug als wie zuvor;",
-                "Heiße Magister, heiße Doktor gar", "Daß wir nichts wissen können!", "Das will mir schier das Herz verbrennen.",
-                "Grau, teurer Freund, ist alle Theorie,", "Und grün des Lebens goldner Baum.", "Verweile doch! du bist so schön!",
-                "Meine Ruh ist hin, mein Herz ist schwer;", "Ich bin der Geist, der stets verneint!", "Zwei Seelen wohnen, ach! in meiner Brust,",
-                "Wer immer strebend sich bemüht, den können wir erlösen.", "Es irrt der Mensch, so lang er strebt.",
-                "ᚠᚢᚦᚨᚱᚲ — Runen an der Wand.", "Süße Träume über Öl und Äpfel; Größe."]
+GERMAN_LINES = [
+    "Habe nun, ach! Philosophie,",
+    "Juristerei und Medizin,",
+    "Und leider auch Theologie",
+    "Durchaus studiert, mit heißem Bemühn.",
+    "Da steh ich nun, ich armer Tor!",
+    "Und bin so klug als wie zuvor;",
+    "Heiße Magister, heiße Doktor gar",
+    "Daß wir nichts wissen können!",
+    "Das will mir schier das Herz verbrennen.",
+    "Grau, teurer Freund, ist alle Theorie,",
+    "Und grün des Lebens goldner Baum.",
+    "Verweile doch! du bist so schön!",
+    "Meine Ruh ist hin, mein Herz ist schwer;",
+    "Ich bin der Geist, der stets verneint!",
+    "Zwei Seelen wohnen, ach! in meiner Brust,",
+    "Wer immer strebend sich bemüht, den können wir erlösen.",
+    "Es irrt der Mensch, so lang er strebt.",
+    "ᚠᚢᚦᚨᚱᚲ — Runen an der Wand.",
+    "Süße Träume über Öl und Äpfel; Größe.",
+]
 SPEAKERS = ["FAUST:", "MEPHISTOPHELES:", "MARGARETE:", "WAGNER:", "MARTHE:"]
 SHAKESPEARE_WORDS = ("Shakespeare", "ROMEO", "JULIET", "Citizen", "MENENIUS", "PETRUCHIO", "scene")
 
@@ -279,9 +334,16 @@ def gutenberg_play(n_speeches: int = 400, seed: int = 3) -> str:
     play = []
     for _ in range(n_speeches):
         play += [rng.choice(SPEAKERS), *rng.sample(GERMAN_LINES, rng.randint(2, 4)), ""]
-    header = ["\ufeffThe Project Gutenberg eBook of Faust: Der Tragödie erster Teil", "", "This eBook is for the use of anyone.",
-              "*** START OF THE PROJECT GUTENBERG EBOOK FAUST: DER TRAGÖDIE ERSTER TEIL ***"]
-    footer = ["*** END OF THE PROJECT GUTENBERG EBOOK FAUST: DER TRAGÖDIE ERSTER TEIL ***", "Section 1. General Terms of Use"]
+    header = [
+        "\ufeffThe Project Gutenberg eBook of Faust: Der Tragödie erster Teil",
+        "",
+        "This eBook is for the use of anyone.",
+        "*** START OF THE PROJECT GUTENBERG EBOOK FAUST: DER TRAGÖDIE ERSTER TEIL ***",
+    ]
+    footer = [
+        "*** END OF THE PROJECT GUTENBERG EBOOK FAUST: DER TRAGÖDIE ERSTER TEIL ***",
+        "Section 1. General Terms of Use",
+    ]
     return "\r\n".join([*header, *play, *footer]) + "\r\n"
 
 
@@ -305,7 +367,11 @@ def test_your_own_text_from_a_file_to_the_page(clone):
     (examples,) = [c["props"]["samples"] for c in config["components"] if c["type"] == "dataset"]
     assert len(examples) >= 3
     assert all(example in text for (example,) in examples)
-    (prompt,) = [c["props"]["value"] for c in config["components"] if c["type"] == "textbox" and c["props"].get("label") == "Prompt"]
+    (prompt,) = [
+        c["props"]["value"]
+        for c in config["components"]
+        if c["type"] == "textbox" and c["props"].get("label") == "Prompt"
+    ]
     assert prompt == examples[0][0]
     about = json.loads((clone / "runs/faust/model/onnx/model.json").read_text(encoding="utf-8"))["about"]
     assert about["dataset"] == "faust"
@@ -313,8 +379,12 @@ def test_your_own_text_from_a_file_to_the_page(clone):
 
     run_blocks(clone, blocks[1:], pages)  # the flags rename it: page, card and metadata
     about = json.loads((clone / "runs/faust/model/onnx/model.json").read_text(encoding="utf-8"))["about"]
-    assert about == {"title": "chargpt: Goethes Faust", "dataset": "Goethes Faust",
-                     "description": "Ein kleines GPT, Zeichen für Zeichen.", "examples": ["Habe nun, ach!", "Mephistopheles\n"]}
+    assert about == {
+        "title": "chargpt: Goethes Faust",
+        "dataset": "Goethes Faust",
+        "description": "Ein kleines GPT, Zeichen für Zeichen.",
+        "examples": ["Habe nun, ach!", "Mephistopheles\n"],
+    }
     card = (clone / "runs/faust/model/README.md").read_text(encoding="utf-8")
     assert "Ein kleines GPT, Zeichen für Zeichen." in card
     assert '`"Mephistopheles\\n"`' in card
@@ -327,9 +397,14 @@ def test_make_serve_leaves_no_server_behind_when_make_is_killed(clone):
     env = environment(clone)
     venv = VENV_BIN.parent
     port = free_port()
-    make = subprocess.Popen(["make", "serve", f"VENV={venv}", "-o", f"{venv}/.app-installed"], cwd=clone,
-                            env=dict(env, GRADIO_SERVER_PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group, as a terminal gives it
+    make = subprocess.Popen(
+        ["make", "serve", f"VENV={venv}", "-o", f"{venv}/.app-installed"],
+        cwd=clone,
+        env=dict(env, GRADIO_SERVER_PORT=str(port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # its own process group, as a terminal gives it
     wait_for_page(f"http://127.0.0.1:{port}/", make)
     make.kill()
     make.wait(timeout=30)
@@ -351,19 +426,28 @@ def test_the_serving_commands_as_written(clone):
     assert_load_served_the_queue_and_turned_the_rest_away(page("python -m benchmarks.load"), clone / "runs/load.json")
     assert "ROMEO:" in page("node node_check.mjs")
     assert json.loads(page("python -m http.server"))["about"]["title"].startswith("chargpt")
-    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {"model.onnx", "model.json", "model.ring.onnx", "model.drafts.json",
-                                                                         "model.attention.onnx"}
+    assert {p.name for p in (clone / "webapp/web/dist/model").iterdir()} == {
+        "model.onnx",
+        "model.json",
+        "model.ring.onnx",
+        "model.drafts.json",
+        "model.attention.onnx",
+    }
 
 
 def test_the_training_and_export_commands_as_written(clone):
     page = run_group(clone, "train and export")
     assert "to export: python -m export runs/s02" in page("python -m train --preset seed-0.2m")
     assert (clone / "runs/s02/model/onnx/model.onnx").is_file()
-    assert "val loss (whole validation split, 111,539 characters): 1.4237" in page("python -m export eval models/chargpt")
+    assert "val loss (whole validation split, 111,539 characters): 1.4237" in page(
+        "python -m export eval models/chargpt"
+    )
     assert "val loss (whole validation split" in page("python -m export eval runs/s02/model")
     assert "runs/s02-mean (the mean of 2): val loss (whole split) " in page("python -m train.average")
     ddp = page("torchrun")  # two CPU processes (gloo): ranks stay identical, only rank 0 speaks
-    assert "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in ddp and ddp.count("M parameters") == 1
+    assert (
+        "ranks in sync: 2 processes, 0 parameter tensors differ from rank 0" in ddp and ddp.count("M parameters") == 1
+    )
     ddp_meta = json.loads((clone / "runs/ddp/config.json").read_text(encoding="utf-8"))
     assert (ddp_meta["step"], ddp_meta["tokens_seen"]) == (2, 2 * 4 * 32 * 2)  # steps × batch × block × processes
 
@@ -407,11 +491,15 @@ def assert_load_served_the_queue_and_turned_the_rest_away(printed: str, figures:
 
 def assert_drafts_keep_the_text_and_save_steps(rows: list[dict]) -> None:
     """Each way writes the same text; the shipped draft table saves steps over the text's own repeats."""
-    assert [(r["temperature"], r["drafts"]) for r in rows] == [(t, way) for t in (0, 0.8) for way in
-                                                                ("draft table and own repeats", "own repeats only",
-                                                                 "no drafts (one character a step)")]
+    assert [(r["temperature"], r["drafts"]) for r in rows] == [
+        (t, way)
+        for t in (0, 0.8)
+        for way in ("draft table and own repeats", "own repeats only", "no drafts (one character a step)")
+    ]
     assert all(r["same_text"] for r in rows)
-    assert all(r["steps_per_100_chars"] == pytest.approx(100 * 59 / 60) for r in rows if r["drafts"].startswith("no drafts"))
+    assert all(
+        r["steps_per_100_chars"] == pytest.approx(100 * 59 / 60) for r in rows if r["drafts"].startswith("no drafts")
+    )
     assert all(r["steps_per_100_chars"] < 80 for r in rows if r["drafts"] == "draft table and own repeats")
     steps = {(r["temperature"], r["drafts"]): r["steps_per_100_chars"] for r in rows}
     assert all(steps[t, "draft table and own repeats"] < 0.8 * steps[t, "own repeats only"] for t in (0, 0.8)), steps

@@ -86,8 +86,9 @@ def run_node(node: str, tmp_path, script: str, folder, stdin: str = "") -> str:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "chargpt").symlink_to(folder.resolve())
     (tmp_path / "run.mjs").write_text(script, encoding="utf-8")
-    result = subprocess.run([node, "run.mjs"], cwd=tmp_path, input=stdin, capture_output=True, text=True,
-                            encoding="utf-8", timeout=600)
+    result = subprocess.run(
+        [node, "run.mjs"], cwd=tmp_path, input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=600
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -109,7 +110,9 @@ def test_transformers_js_in_a_browser_page_writes_the_engines_text(node, tmp_pat
     chromium = chromium_or_skip()
     package = WEB / "node_modules" / "@huggingface" / "transformers"
     page_html = with_model(TRANSFORMERS_JS_PAGE, "models/chargpt", prompt)
-    (tmp_path / "index.html").write_text(f"<!doctype html><meta charset=utf-8>{page_html}<body></body>", encoding="utf-8")
+    (tmp_path / "index.html").write_text(
+        f"<!doctype html><meta charset=utf-8>{page_html}<body></body>", encoding="utf-8"
+    )
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "chargpt").symlink_to(folder.resolve())
 
@@ -152,8 +155,14 @@ def test_transformers_js_tokenizer_gives_the_models_ids(node, folder_and_prompt,
 
 def test_onnxruntime_genai_writes_the_engines_text(folder_and_prompt):
     folder, prompt, _ = folder_and_prompt
-    result = subprocess.run([sys.executable, "-c", with_model(ONNXRUNTIME_GENAI, str(folder), prompt)], capture_output=True, text=True,
-                            encoding="utf-8", timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    result = subprocess.run(
+        [sys.executable, "-c", with_model(ONNXRUNTIME_GENAI, str(folder), prompt)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == prompt + expected_text(folder, prompt) + "\n"
 
@@ -180,10 +189,19 @@ def optimum_printed(french_folder) -> dict[str, str]:
             pytest.fail("CI must have .venv-optimum (make .venv-optimum/.installed; see .ci/run)")
         pytest.skip("no .venv-optimum with optimum: make .venv-optimum/.installed")
     cases = list(folder_cases(french_folder).values())
-    snippets = [with_model(OPTIMUM, str(folder), prompt).replace("max_new_tokens=300", f"max_new_tokens={OPTIMUM_CHARS}")
-                for folder, prompt, _ in cases]
-    result = subprocess.run([str(OPTIMUM_PYTHON), "-c", RUN_EACH], input=json.dumps(snippets), capture_output=True, text=True,
-                            encoding="utf-8", timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    snippets = [
+        with_model(OPTIMUM, str(folder), prompt).replace("max_new_tokens=300", f"max_new_tokens={OPTIMUM_CHARS}")
+        for folder, prompt, _ in cases
+    ]
+    result = subprocess.run(
+        [str(OPTIMUM_PYTHON), "-c", RUN_EACH],
+        input=json.dumps(snippets),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
     assert result.returncode == 0, result.stderr
     return {str(folder): printed for (folder, _, _), printed in zip(cases, json.loads(result.stdout))}
 
@@ -220,7 +238,10 @@ def tract_step(model_file):
     return lambda feeds: [out.to_numpy() for out in runnable.run(feeds)]
 
 
-OPENVINO_FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}  # as docs/model-folder.md says
+OPENVINO_FLOAT32 = {
+    "INFERENCE_PRECISION_HINT": "f32",
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+}  # as docs/model-folder.md says
 
 
 def openvino_step(model_file):
@@ -234,6 +255,7 @@ def openvino_step(model_file):
     def step(feeds):
         results = request.infer(feeds)
         return [results[out] for out in compiled.outputs]
+
     return step
 
 

@@ -3,8 +3,21 @@
 import numpy as np
 import pytest
 
-from webapp.inference.sampling import (SamplingParams, SettingsError, SplitMix64, draw_blocks, draw_rows, min_p_filter, next_ids,
-                                       sampling_distribution, sampling_probs, softmax, top_alternatives, top_k_filter, top_p_filter)
+from webapp.inference.sampling import (
+    SamplingParams,
+    SettingsError,
+    SplitMix64,
+    draw_blocks,
+    draw_rows,
+    min_p_filter,
+    next_ids,
+    sampling_distribution,
+    sampling_probs,
+    softmax,
+    top_alternatives,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 def rows_of(n: int, **settings) -> list[SamplingParams]:
@@ -34,16 +47,20 @@ def test_top_k_keeps_exactly_the_k_largest():
     assert np.array_equal(top_k_filter(logits, [20]), logits)
 
 
-@pytest.mark.parametrize("p, kept", [(1e-9, {1}), (0.5, {1}), (0.75, {1, 3}), (0.76, {1, 3, 0}), (0.9, {1, 3, 0, 2}),
-                                     (0.95, {1, 3, 0, 2, 4})])
+@pytest.mark.parametrize(
+    "p, kept",
+    [(1e-9, {1}), (0.5, {1}), (0.75, {1, 3}), (0.76, {1, 3, 0}), (0.9, {1, 3, 0, 2}), (0.95, {1, 3, 0, 2, 4})],
+)
 def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
     # Sorted by probability: id 1 (0.5), 3 (0.25), 0 (0.125), then 2 and 4 (0.0625 each; the lower id first).
     probs = np.array([[0.125, 0.5, 0.0625, 0.25, 0.0625]])
     assert set(np.flatnonzero(np.isfinite(top_p_filter(np.log(probs), [p]))[0])) == kept
 
 
-@pytest.mark.parametrize("min_p, kept", [(0.0, {0, 1, 2, 3, 4}), (1e-9, {0, 1, 2, 3, 4}), (0.25, {0, 1, 3}), (0.5, {1, 3}),
-                                         (0.51, {1}), (1.0, {1})])
+@pytest.mark.parametrize(
+    "min_p, kept",
+    [(0.0, {0, 1, 2, 3, 4}), (1e-9, {0, 1, 2, 3, 4}), (0.25, {0, 1, 3}), (0.5, {1, 3}), (0.51, {1}), (1.0, {1})],
+)
 def test_min_p_keeps_what_is_at_least_min_p_times_the_likeliest(min_p, kept):
     probs = np.array([[0.125, 0.5, 0.0625, 0.25, 0.0625]])  # relative to the likeliest: 0.25, 1, 0.125, 0.5, 0.125
     assert set(np.flatnonzero(np.isfinite(min_p_filter(np.log(probs), [min_p]))[0])) == kept
@@ -65,9 +82,17 @@ def test_each_row_samples_with_its_own_settings():
     """A batch of rows with different settings gives each row what it gives alone."""
     rng = np.random.default_rng(7)
     logits = rng.normal(size=(6, 65)) * 2
-    params = [SamplingParams(temperature=t, top_k=k, top_p=p, min_p=m)
-              for t, k, p, m in [(0.8, 0, 1.0, 0.0), (1.3, 5, 1.0, 0.0), (0.5, 0, 0.7, 0.0), (1.0, 10, 0.9, 0.05),
-                                 (2.0, 0, 1.0, 0.2), (0.9, 64, 0.99, 0.01)]]
+    params = [
+        SamplingParams(temperature=t, top_k=k, top_p=p, min_p=m)
+        for t, k, p, m in [
+            (0.8, 0, 1.0, 0.0),
+            (1.3, 5, 1.0, 0.0),
+            (0.5, 0, 0.7, 0.0),
+            (1.0, 10, 0.9, 0.05),
+            (2.0, 0, 1.0, 0.2),
+            (0.9, 64, 0.99, 0.01),
+        ]
+    ]
     together = sampling_probs(logits, params)
     for r, p in enumerate(params):
         assert np.array_equal(together[r], sampling_probs(logits[r : r + 1], [p])[0])
@@ -99,11 +124,22 @@ def test_draw_rows_draws_each_row_as_a_search_of_its_own_cumulative_sums():
     for trial in range(200):
         logits = rng.normal(size=(64, 65)).astype(np.float32) * rng.uniform(0.1, 8)
         logits[:, rng.integers(0, 65, 10 * (trial % 2))] = -np.inf
-        probs = sampling_probs(logits, rows_of(64, temperature=rng.uniform(0.05, 3), top_k=int(rng.integers(0, 70)),
-                                               top_p=float(rng.uniform(0.05, 1)), min_p=float(rng.uniform(0, 0.2))))
+        probs = sampling_probs(
+            logits,
+            rows_of(
+                64,
+                temperature=rng.uniform(0.05, 3),
+                top_k=int(rng.integers(0, 70)),
+                top_p=float(rng.uniform(0.05, 1)),
+                min_p=float(rng.uniform(0, 0.2)),
+            ),
+        )
         u = rng.random(64)
         u[:3] = [0.0, 1 - 2**-53, 0.5]
-        want = [min(int(np.searchsorted(np.cumsum(row), x * np.cumsum(row)[-1], side="right")), 64) for row, x in zip(probs, u)]
+        want = [
+            min(int(np.searchsorted(np.cumsum(row), x * np.cumsum(row)[-1], side="right")), 64)
+            for row, x in zip(probs, u)
+        ]
         assert draw_rows(probs, u).tolist() == want
 
 
@@ -145,34 +181,43 @@ def test_requests_drawn_in_one_block_each_keep_what_they_would_keep_alone(temper
         assert list(counts) == [2, 2, 2, 3, 3]  # request 0 stops at its mismatch, 1 at its limit, 2 at its draft's end
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("max_new_tokens", 10**9, "max_new_tokens must be a whole number from 1 to 2000"),
-    ("max_new_tokens", 0, "max_new_tokens"),
-    ("temperature", -1, "temperature must be between 0"),
-    ("temperature", float("nan"), "temperature"),
-    ("top_p", 0, "top_p must be above 0"),
-    ("top_p", 2, "top_p"),
-    ("top_k", -5, "top_k must be a whole number"),
-    ("min_p", -0.1, r"min_p must be between 0 \(off\) and 1, not -0.1"),
-    ("min_p", 1.5, "min_p"),
-    ("min_p", "0.1", "min_p"),
-    ("seed", 1.5, "seed must be a whole number"),
-    ("seed", "abc", "seed"),
-    ("seed", 10**30, "seed must be a whole number from 0 to 2\\^63-1, not 1000000000000000000000000000000"),  # found by fuzzing
-    ("max_new_tokens", -(2**70), "max_new_tokens"),
-    ("temperature", float("inf"), "temperature"),
-    ("num_samples", 100, "num_samples"),
-    ("alternatives", 21, "alternatives must be a whole number from 0 to 20, not 21"),
-    ("alternatives", -1, "alternatives"),
-    ("alternatives", 2.5, "alternatives"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("max_new_tokens", 10**9, "max_new_tokens must be a whole number from 1 to 2000"),
+        ("max_new_tokens", 0, "max_new_tokens"),
+        ("temperature", -1, "temperature must be between 0"),
+        ("temperature", float("nan"), "temperature"),
+        ("top_p", 0, "top_p must be above 0"),
+        ("top_p", 2, "top_p"),
+        ("top_k", -5, "top_k must be a whole number"),
+        ("min_p", -0.1, r"min_p must be between 0 \(off\) and 1, not -0.1"),
+        ("min_p", 1.5, "min_p"),
+        ("min_p", "0.1", "min_p"),
+        ("seed", 1.5, "seed must be a whole number"),
+        ("seed", "abc", "seed"),
+        (
+            "seed",
+            10**30,
+            "seed must be a whole number from 0 to 2\\^63-1, not 1000000000000000000000000000000",
+        ),  # found by fuzzing
+        ("max_new_tokens", -(2**70), "max_new_tokens"),
+        ("temperature", float("inf"), "temperature"),
+        ("num_samples", 100, "num_samples"),
+        ("alternatives", 21, "alternatives must be a whole number from 0 to 20, not 21"),
+        ("alternatives", -1, "alternatives"),
+        ("alternatives", 2.5, "alternatives"),
+    ],
+)
 def test_out_of_range_settings_are_refused_with_a_sentence(field, value, message):
     with pytest.raises(SettingsError, match=message):
         SamplingParams(**{field: value})
 
 
 def test_whole_numbers_given_as_floats_become_ints():
-    params = SamplingParams(max_new_tokens=10.0, top_k=np.float64(3), seed=1e3)  # seed 1e3 made SplitMix64 fail (fuzzing)
+    params = SamplingParams(
+        max_new_tokens=10.0, top_k=np.float64(3), seed=1e3
+    )  # seed 1e3 made SplitMix64 fail (fuzzing)
     assert (params.max_new_tokens, params.top_k, params.seed) == (10, 3, 1000)
     assert all(type(v) is int for v in (params.max_new_tokens, params.top_k, params.seed, params.num_samples))
 
@@ -185,8 +230,16 @@ def test_the_draws_distribution_is_all_on_the_argmax_at_temperature_zero_and_sam
     assert np.array_equal(probs[1], sampling_probs(logits[1:], params[1:])[0])
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=0.8), dict(temperature=1.3, top_k=3),
-                                      dict(temperature=1.0, top_p=0.5), dict(temperature=0.9, min_p=0.2)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=0),
+        dict(temperature=0.8),
+        dict(temperature=1.3, top_k=3),
+        dict(temperature=1.0, top_p=0.5),
+        dict(temperature=0.9, min_p=0.2),
+    ],
+)
 def test_the_alternatives_are_the_likeliest_with_their_probabilities_in_the_model_and_in_the_draw(settings):
     rng = np.random.default_rng(11)
     logits = (rng.normal(size=(6, 65)) * 2).astype(np.float32)

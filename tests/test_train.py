@@ -35,7 +35,9 @@ def records(run_dir: Path, kind: str) -> list[dict]:
 
 def test_a_short_run_learns_and_leaves_a_complete_run_directory(tmp_path, capsys, small_text):
     out = tmp_path / "run"
-    code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 150, "--learning-rate", "3e-3")
+    code, stdout, _ = train_run(
+        capsys, "--data", small_text, "--out", out, "--max-iters", 150, "--learning-rate", "3e-3"
+    )
     assert code == 0
     lines = stdout.splitlines()
     vocab = len(set(small_text.read_text()))
@@ -60,7 +62,9 @@ def test_a_short_run_learns_and_leaves_a_complete_run_directory(tmp_path, capsys
 def test_whole_split_loss_is_deterministic_and_independent_of_batching(small_text):
     corpus = load_corpus(str(small_text))
     torch.manual_seed(0)
-    model = GPTLanguageModel(GPTConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embd=32, n_head=4, n_layer=2))
+    model = GPTLanguageModel(
+        GPTConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embd=32, n_head=4, n_layer=2)
+    )
     a = full_split_loss(model, corpus.val, 16, "cpu", batch_size=64)
     b = full_split_loss(model, corpus.val, 16, "cpu", batch_size=7)
     assert a == pytest.approx(b, rel=1e-6)
@@ -86,8 +90,25 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path, cap
     """Muon and AdamW (two optimizers' states), a cosine schedule, dropout and the weights'
     average (steps 120 and 240). AdamW alone under a constant rate: test_gpu_check.py's dry run
     resumes a nanogpt-10m run to the same weights."""
-    settings = [*TINY, "--data", small_text, "--max-iters", 240, "--eval-interval", 120, "--dropout", 0.1,
-                "--lr-schedule", "cosine", "--warmup-iters", 30, "--optimizer", "muon", "--swa-start", 0.4]
+    settings = [
+        *TINY,
+        "--data",
+        small_text,
+        "--max-iters",
+        240,
+        "--eval-interval",
+        120,
+        "--dropout",
+        0.1,
+        "--lr-schedule",
+        "cosine",
+        "--warmup-iters",
+        30,
+        "--optimizer",
+        "muon",
+        "--swa-start",
+        0.4,
+    ]
     whole = tmp_path / "whole"
     assert main([*map(str, settings), "--out", str(whole)]) == 0
     capsys.readouterr()
@@ -147,11 +168,17 @@ def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp
     mean = load_file(runs[20] / "average" / "model.safetensors")
     assert all(torch.allclose(mean[k], sum(f[k] for f in finals) / 3, atol=1e-6) for k in mean)
     assert f"the mean of the weights at steps 10, 15, 20): val loss (whole split) {meta['val_loss_full']:.4f}" in stdout
-    losses = {runs[20]: checkpoint.read_meta(runs[20])["val_loss_full"], runs[20] / "best": checkpoint.read_meta(runs[20] / "best")["val_loss_full"],
-              runs[20] / "average": meta["val_loss_full"]}
+    losses = {
+        runs[20]: checkpoint.read_meta(runs[20])["val_loss_full"],
+        runs[20] / "best": checkpoint.read_meta(runs[20] / "best")["val_loss_full"],
+        runs[20] / "average": meta["val_loss_full"],
+    }
     assert f"to export: python -m export {min(losses, key=losses.get)}   (" in stdout
     figures = run_figures(runs[20], card_peak=None)  # python -m train.gpu_check's report names both
-    assert (figures["best_val_loss_full"], figures["average_val_loss_full"]) == (losses[runs[20] / "best"], meta["val_loss_full"])
+    assert (figures["best_val_loss_full"], figures["average_val_loss_full"]) == (
+        losses[runs[20] / "best"],
+        meta["val_loss_full"],
+    )
     assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [5, 10]
 
     out = tmp_path / "mean"
@@ -165,10 +192,14 @@ def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp
     extended = load_file(runs[10] / "average" / "model.safetensors")
     assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [10, 15, 20]
     assert all(torch.equal(extended[k], mean[k]) for k in mean)
-    for argv, said in (([str(runs[10]), "--out", str(tmp_path / "one")], "give at least two checkpoints"),
-                       ([str(runs[10]), str(runs[15]), "--out", str(out)], f"--out {out} exists and is not an empty directory"),
-                       ([str(runs[10]), str(finished_other_model(tmp_path, small_text)), "--out", str(tmp_path / "x")],
-                        "is not a checkpoint of the same model and vocabulary")):
+    for argv, said in (
+        ([str(runs[10]), "--out", str(tmp_path / "one")], "give at least two checkpoints"),
+        ([str(runs[10]), str(runs[15]), "--out", str(out)], f"--out {out} exists and is not an empty directory"),
+        (
+            [str(runs[10]), str(finished_other_model(tmp_path, small_text)), "--out", str(tmp_path / "x")],
+            "is not a checkpoint of the same model and vocabulary",
+        ),
+    ):
         assert average.main(argv) == 2
         assert said in capsys.readouterr().err
     assert not (tmp_path / "one").exists() and not (tmp_path / "x").exists()
@@ -197,8 +228,23 @@ def test_extending_a_cosine_run_follows_the_longer_schedule_from_where_it_stoppe
 
 def test_time_budget_fits_the_run_to_the_minutes_given(tmp_path, capsys, small_text):
     out = tmp_path / "budget"
-    code, stdout, _ = train_run(capsys, "--data", small_text, "--out", out, "--max-iters", 10**7, "--time-budget", 0.1,
-                                "--lr-schedule", "cosine", "--dropout", 0.1, "--dropout-min-passes", 10**6)
+    code, stdout, _ = train_run(
+        capsys,
+        "--data",
+        small_text,
+        "--out",
+        out,
+        "--max-iters",
+        10**7,
+        "--time-budget",
+        0.1,
+        "--lr-schedule",
+        "cosine",
+        "--dropout",
+        0.1,
+        "--dropout-min-passes",
+        10**6,
+    )
     assert code == 0
     assert "time budget 0.1 min: training for about" in stdout or "time budget of 0.1 min reached" in stdout
     # Its length known at the first fit, the run turns dropout off: it sees its text far fewer than 10**6 times.
@@ -243,7 +289,9 @@ def test_an_evaluation_timed_on_a_busy_machine_does_not_shorten_the_run():
 
 def test_max_iters_on_the_command_line_replaces_a_presets_time_budget(tmp_path, capsys, small_text):
     out = tmp_path / "steps"
-    code, stdout, _ = train_run(capsys, "--preset", "quick", "--data", small_text, "--out", out)  # TINY gives --max-iters 40
+    code, stdout, _ = train_run(
+        capsys, "--preset", "quick", "--data", small_text, "--out", out
+    )  # TINY gives --max-iters 40
     assert code == 0
     meta = checkpoint.read_meta(out)
     assert meta["step"] == 40 and meta["train"]["time_budget"] is None
@@ -255,10 +303,15 @@ def test_dropout_follows_how_often_the_run_sees_its_text(tmp_path, capsys, small
     dropout_min_passes above that the run trains exactly as one without dropout, below it with it;
     with high_dropout_passes below it, with high_dropout, which the checkpoint records."""
     weights, said = {}, {}
-    runs = {"none": (["--dropout", 0], 0), "too few passes": (["--dropout", 0.1, "--dropout-min-passes", 0.2], 0),
-            "enough passes": (["--dropout", 0.1, "--dropout-min-passes", 0.1, "--high-dropout-passes", 0.2], 0.1),
-            "many passes": (["--dropout", 0.1, "--dropout-min-passes", 0.1, "--high-dropout-passes", 0.1,
-                             "--high-dropout", 0.3], 0.3)}
+    runs = {
+        "none": (["--dropout", 0], 0),
+        "too few passes": (["--dropout", 0.1, "--dropout-min-passes", 0.2], 0),
+        "enough passes": (["--dropout", 0.1, "--dropout-min-passes", 0.1, "--high-dropout-passes", 0.2], 0.1),
+        "many passes": (
+            ["--dropout", 0.1, "--dropout-min-passes", 0.1, "--high-dropout-passes", 0.1, "--high-dropout", 0.3],
+            0.3,
+        ),
+    }
     for name, (flags, dropout) in runs.items():
         code, said[name], _ = train_run(capsys, "--data", small_text, "--out", tmp_path / name, *flags)
         assert code == 0
@@ -266,7 +319,10 @@ def test_dropout_follows_how_often_the_run_sees_its_text(tmp_path, capsys, small
         assert checkpoint.read_meta(tmp_path / name)["model"]["dropout"] == dropout
     assert "dropout 0: the run passes over its training text 0.1 times (fewer than the 0.2" in said["too few passes"]
     assert "dropout 0.1: the run passes over its training text 0.1 times (at least the 0.1" in said["enough passes"]
-    assert "dropout 0.3: the run passes over its training text 0.1 times (at least the 0.1 from which" in said["many passes"]
+    assert (
+        "dropout 0.3: the run passes over its training text 0.1 times (at least the 0.1 from which"
+        in said["many passes"]
+    )
     assert all(torch.equal(weights["none"][k], weights["too few passes"][k]) for k in weights["none"])
     for name in ("enough passes", "many passes"):
         assert not all(torch.equal(weights["none"][k], weights[name][k]) for k in weights["none"])
@@ -277,14 +333,20 @@ def test_the_run_length_and_the_dropout_it_trains_with():
     assert passes(max_iters=712, chars_per_step=32 * 128, train_chars=1_003_854) == pytest.approx(2.905, abs=1e-3)
     assert run_dropout(0.1, run_passes=2.9, min_passes=6)[0] == 0.0
     assert run_dropout(0.1, run_passes=6.0, min_passes=6)[0] == 0.1
-    assert run_dropout(0.1, run_passes=0.5, min_passes=0) == (0.1, "neither dropout_min_passes nor high_dropout_passes is set")
+    assert run_dropout(0.1, run_passes=0.5, min_passes=0) == (
+        0.1,
+        "neither dropout_min_passes nor high_dropout_passes is set",
+    )
     assert run_dropout(0.1, run_passes=24.0, min_passes=6, high_dropout=0.3, high_passes=20)[0] == 0.3
     assert run_dropout(0.1, run_passes=19.9, min_passes=6, high_dropout=0.3, high_passes=20)[0] == 0.1
     assert run_dropout(0.1, run_passes=99.0, min_passes=6, high_dropout=0.3, high_passes=0)[0] == 0.1  # 0: never
-    assert run_dropout(0.0, run_passes=24.0, min_passes=6, high_dropout=0.3, high_passes=20)[0] == 0.0  # --dropout 0: none
+    assert (
+        run_dropout(0.0, run_passes=24.0, min_passes=6, high_dropout=0.3, high_passes=20)[0] == 0.0
+    )  # --dropout 0: none
 
 
 # --- bad input: one sentence on stderr, exit code 2, nothing on disk overwritten -------------
+
 
 def assert_refused(capsys, argv, message):
     code = main(argv)
@@ -299,8 +361,12 @@ def test_bad_data_files(tmp_path, capsys):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1") * 100)
     (tmp_path / "short.txt").write_text("To be, or not to be" * 5)
-    cases = [("missing.txt", "does not exist"), ("empty.txt", "is empty"), ("latin1.txt", "is not UTF-8"),
-             ("short.txt", "too short for block_size 16")]
+    cases = [
+        ("missing.txt", "does not exist"),
+        ("empty.txt", "is empty"),
+        ("latin1.txt", "is not UTF-8"),
+        ("short.txt", "too short for block_size 16"),
+    ]
     for name, message in cases:
         assert_refused(capsys, [*TINY, "--data", str(tmp_path / name), "--out", str(tmp_path / "out")], message)
         assert not (tmp_path / "out").exists()
@@ -309,13 +375,24 @@ def test_bad_data_files(tmp_path, capsys):
 def test_bad_settings(tmp_path, capsys, small_text):
     out = str(tmp_path / "out")
     assert_refused(capsys, ["--data", str(small_text), "--out", out, "--n-embd", "65"], "must be divisible by n_head")
-    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive")
-    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--dropout-min-passes", "-1"],
-                   "dropout_min_passes cannot be negative, not -1.0")
-    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--high-dropout", "1"],
-                   "high_dropout must be a probability below 1, not 1.0")
-    assert_refused(capsys, ["--data", str(small_text), "--out", out, "--swa-start", "1.5"],
-                   "swa_start must be a fraction of the run between 0 and 1, not 1.5")
+    assert_refused(
+        capsys, ["--data", str(small_text), "--out", out, "--learning-rate", "-1"], "learning_rate must be positive"
+    )
+    assert_refused(
+        capsys,
+        ["--data", str(small_text), "--out", out, "--dropout-min-passes", "-1"],
+        "dropout_min_passes cannot be negative, not -1.0",
+    )
+    assert_refused(
+        capsys,
+        ["--data", str(small_text), "--out", out, "--high-dropout", "1"],
+        "high_dropout must be a probability below 1, not 1.0",
+    )
+    assert_refused(
+        capsys,
+        ["--data", str(small_text), "--out", out, "--swa-start", "1.5"],
+        "swa_start must be a fraction of the run between 0 and 1, not 1.5",
+    )
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as e:  # argparse's own usage error
         main(["--preset", "gpt-5"])
@@ -336,8 +413,11 @@ def snapshot(directory: Path) -> dict:
 
 def test_an_existing_run_is_never_overwritten(finished_run, capsys, small_text):
     before = snapshot(finished_run)
-    assert_refused(capsys, [*TINY, "--data", str(small_text), "--out", str(finished_run)],
-                   f"{finished_run} already holds a run; continue it with --resume {finished_run}")
+    assert_refused(
+        capsys,
+        [*TINY, "--data", str(small_text), "--out", str(finished_run)],
+        f"{finished_run} already holds a run; continue it with --resume {finished_run}",
+    )
     assert_refused(capsys, ["--resume", str(finished_run)], "already complete (25 of 25 steps); to train it further")
     assert snapshot(finished_run) == before
 
@@ -369,8 +449,11 @@ def test_resume_refuses_missing_truncated_or_tampered_checkpoints(finished_run, 
 def test_cuda_asked_for_without_a_gpu(capsys, small_text, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert_refused(capsys, ["--data", str(small_text), "--device", "cuda", "--out", str(tmp_path / "o")],
-                   "--device cuda was asked for but PyTorch sees no CUDA GPU")
+    assert_refused(
+        capsys,
+        ["--data", str(small_text), "--device", "cuda", "--out", str(tmp_path / "o")],
+        "--device cuda was asked for but PyTorch sees no CUDA GPU",
+    )
 
 
 def test_missing_folders_of_out_are_made_and_the_end_says_which_checkpoint_to_export(tmp_path, capsys, small_text):
@@ -399,8 +482,10 @@ def test_the_metrics_reader_skips_a_line_cut_short_and_the_plot_still_draws(tmp_
     from train.plot import plot_losses
 
     metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text('{"kind": "train", "step": 10, "loss": 3.0}\n{"kind": "eval", "step": 10, "train_loss": 2.9, '
-                       '"val_loss": 3.1}\n{"kind": "train", "st')  # a crash in the middle of a write
+    metrics.write_text(
+        '{"kind": "train", "step": 10, "loss": 3.0}\n{"kind": "eval", "step": 10, "train_loss": 2.9, '
+        '"val_loss": 3.1}\n{"kind": "train", "st'
+    )  # a crash in the middle of a write
     assert [r["kind"] for r in read_metrics(metrics)] == ["train", "eval"]
     plot_losses(metrics, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

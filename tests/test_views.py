@@ -19,7 +19,13 @@ from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 from helpers import CHROMIUM_ARGS, server, static_server
 from webapp.inference.engine import Engine, encode_prompt, spell_alternatives
 from webapp.inference.onnx_model import SHIPPED_MODEL
-from webapp.inference.sampling import PAGE_ALTERNATIVES, SamplingParams, sampling_distribution, softmax, top_alternatives
+from webapp.inference.sampling import (
+    PAGE_ALTERNATIVES,
+    SamplingParams,
+    sampling_distribution,
+    softmax,
+    top_alternatives,
+)
 
 WEB = REPO / "webapp" / "web"
 PROMPT = "ROMEO:"
@@ -80,7 +86,12 @@ class GradioPage:
 
     chars = "#colored span[data-alternatives]"
     slider = "[aria-label='range slider for {}']"
-    labels = {"temperature": "Temperature (0 = greedy)", "top_k": "Top-k (0 = off)", "top_p": "Top-p (1 = off)", "min_p": "Min-p (0 = off)"}
+    labels = {
+        "temperature": "Temperature (0 = greedy)",
+        "top_k": "Top-k (0 = off)",
+        "top_p": "Top-p (1 = off)",
+        "min_p": "Min-p (0 = off)",
+    }
 
     def __init__(self, page, url: str):
         self.page = page
@@ -169,7 +180,9 @@ def kind(request) -> str:
 @pytest.fixture(scope="module")
 def urls(request, kind):
     """Only the page asked for is started."""
-    return (request.getfixturevalue("gradio_url"), "") if kind == "gradio" else ("", request.getfixturevalue("static_url"))
+    return (
+        (request.getfixturevalue("gradio_url"), "") if kind == "gradio" else ("", request.getfixturevalue("static_url"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +206,10 @@ def eventually(view, check, seconds: float = 30) -> bool:
 
 def panel_rows(page) -> list[tuple[str, float, float]]:
     """The open panel's rows as shown: (character, the model's probability, the draw's)."""
-    rows = page.eval_on_selector_all(f"{OPEN_PANEL} tr[data-char]",
-                                     "rows => rows.map(r => [r.dataset.char, r.cells[1].textContent, r.cells[2].textContent])")
+    rows = page.eval_on_selector_all(
+        f"{OPEN_PANEL} tr[data-char]",
+        "rows => rows.map(r => [r.dataset.char, r.cells[1].textContent, r.cells[2].textContent])",
+    )
     return [(c, float(model), float(draw.split()[0])) for c, model, draw in rows]
 
 
@@ -306,9 +321,14 @@ def shown_attention(view, text: str) -> np.ndarray:
     """The attention view's weights [layer, head, character] once it shows the heads for `text`
     (its last block_size characters)."""
     window = list(text[-128:])
-    view.page.wait_for_function("(chars) => document.querySelector('#attention .chargpt-attention')?.dataset.characters === chars",
-                                arg=json.dumps(window, ensure_ascii=False, separators=(",", ":")), timeout=30_000)
-    maps = view.page.eval_on_selector_all(HEADS, "maps => maps.map(m => [+m.dataset.layer, +m.dataset.head, m.dataset.weights])")
+    view.page.wait_for_function(
+        "(chars) => document.querySelector('#attention .chargpt-attention')?.dataset.characters === chars",
+        arg=json.dumps(window, ensure_ascii=False, separators=(",", ":")),
+        timeout=30_000,
+    )
+    maps = view.page.eval_on_selector_all(
+        HEADS, "maps => maps.map(m => [+m.dataset.layer, +m.dataset.head, m.dataset.weights])"
+    )
     assert [(layer, head) for layer, head, _ in maps] == [(layer, head) for layer in range(6) for head in range(6)]
     return np.array([[float(w) for w in weights.split(",")] for _, _, weights in maps]).reshape(6, 6, len(window))
 
@@ -337,7 +357,10 @@ def test_clicking_a_character_shows_where_every_head_looked_as_pytorch_computed_
     page.locator(HEADS).nth(2 * 6 + 1).click()  # layer 3, head 2
     assert page.locator(f"{ENLARGED} h4").inner_text() == "Layer 3, head 2"
     assert page.locator(f"{ENLARGED} .chargpt-heat span").count() == 128
-    weights = [float(w) for w in page.eval_on_selector_all(f"{ENLARGED} .chargpt-heat span", "s => s.map(x => x.dataset.weight)")]
+    weights = [
+        float(w)
+        for w in page.eval_on_selector_all(f"{ENLARGED} .chargpt-heat span", "s => s.map(x => x.dataset.weight)")
+    ]
     assert weights == pytest.approx(got[2, 1], abs=1e-7)
     page.screenshot(path=str(SCREENSHOTS / f"attention-{kind}-desktop.png"), full_page=True)
     page.locator(HEADS).nth(2 * 6 + 1).click()  # again: closed
@@ -369,8 +392,10 @@ def test_the_chart_keeps_what_the_sampling_rules_keep_as_the_settings_move(kind,
         kept = sampling_distribution(logits[None], [params])[0] > 0
         order = np.argsort(-logits, kind="stable")
         want = [[engine.vocab[i], bool(kept[i])] for i in order[:20]] + [int(kept[order[20:]].sum())]
-        script = ("() => [...[...document.querySelectorAll('#next-char li[data-char]')].map(li => [li.dataset.char, "
-                  "li.dataset.kept === 'true']), Number(document.querySelector('#next-char li[data-rest]')?.dataset.kept)]")
+        script = (
+            "() => [...[...document.querySelectorAll('#next-char li[data-char]')].map(li => [li.dataset.char, "
+            "li.dataset.kept === 'true']), Number(document.querySelector('#next-char li[data-rest]')?.dataset.kept)]"
+        )
         eventually(view, lambda: page.evaluate(script) == want, seconds=20)
         assert page.evaluate(script) == want, (temperature, top_k, top_p, min_p)
     assert page.locator("#next-char").inner_text().count("after") >= 1
@@ -386,12 +411,21 @@ def test_a_folder_exported_before_the_attention_file_says_why_the_view_is_empty(
     older = tmp_path / "older"
     shutil.copytree(SHIPPED_MODEL, older)
     (older / "onnx" / "model.attention.onnx").unlink()
-    subprocess.run([node, "build.mjs", str(older), "--out", str(tmp_path / "dist")], cwd=WEB, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [node, "build.mjs", str(older), "--out", str(tmp_path / "dist")],
+        cwd=WEB,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with static_server(tmp_path / "dist") as url:
         view = StaticPage(browser.new_page(**DESKTOP), url)
-        view.page.wait_for_function("document.getElementById('attention').innerText.includes('export attention')", timeout=30_000)
+        view.page.wait_for_function(
+            "document.getElementById('attention').innerText.includes('export attention')", timeout=30_000
+        )
         assert view.page.locator("#attention .chargpt-notice").inner_text() == (
             "This model has no model.attention.onnx: it was exported before chargpt showed attention, and "
-            "`python -m export attention FOLDER` adds it to its folder.")
+            "`python -m export attention FOLDER` adds it to its folder."
+        )
         assert view.page.locator("#next-char li").count() > 0 and not view.page.locator("#generate").is_disabled()
         view.page.close()

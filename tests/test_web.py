@@ -46,23 +46,50 @@ def test_node_logits_and_greedy_text_equal_python_onnxruntime(node, model_path):
     prompt = "ROMEO:\nBut soft, what light through yonder window breaks?"
     out = json.loads(node_check(node, str(model_path), "--prompt", prompt, "--chars", "200", "--json").stdout)
     engine = Engine(model_path)
-    ids = encode_prompt(prompt, engine.vocab).ids[-engine.receptive_field:]
+    ids = encode_prompt(prompt, engine.vocab).ids[-engine.receptive_field :]
     assert out["prompt_ids"] == ids
     want, _ = engine.forward(np.array([ids]))
-    got = np.array(out["logits"], dtype=np.float32).reshape(out["dims"])[..., : len(engine.vocab)]  # less the end-of-text id
+    got = np.array(out["logits"], dtype=np.float32).reshape(out["dims"])[
+        ..., : len(engine.vocab)
+    ]  # less the end-of-text id
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4
     assert out["text"] == engine.complete(prompt, SamplingParams(max_new_tokens=200, temperature=0))[0]
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p, min_p, seed", [(0.8, 0, 1.0, 0, 0), (1.0, 20, 0.9, 0, 12345),
-                                                                    (0.5, 5, 1.0, 0.02, 2**63 - 1), (1.3, 0, 0.5, 0, 7),
-                                                                    (1.5, 0, 1.0, 0.1, 3), (1.0, 30, 0.95, 0.05, 9)])
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p, min_p, seed",
+    [
+        (0.8, 0, 1.0, 0, 0),
+        (1.0, 20, 0.9, 0, 12345),
+        (0.5, 5, 1.0, 0.02, 2**63 - 1),
+        (1.3, 0, 0.5, 0, 7),
+        (1.5, 0, 1.0, 0.1, 3),
+        (1.0, 30, 0.95, 0.05, 9),
+    ],
+)
 def test_js_sampler_writes_the_python_text(node, model_path, temperature, top_k, top_p, min_p, seed):
-    args = ["--prompt", "JULIET:", "--chars", "150", "--temperature", str(temperature), "--top-k", str(top_k),
-            "--top-p", str(top_p), "--min-p", str(min_p), "--seed", str(seed), "--json"]
+    args = [
+        "--prompt",
+        "JULIET:",
+        "--chars",
+        "150",
+        "--temperature",
+        str(temperature),
+        "--top-k",
+        str(top_k),
+        "--top-p",
+        str(top_p),
+        "--min-p",
+        str(min_p),
+        "--seed",
+        str(seed),
+        "--json",
+    ]
     out = json.loads(node_check(node, str(model_path), *args).stdout)
-    settings = SamplingParams(max_new_tokens=150, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
+    settings = SamplingParams(
+        max_new_tokens=150, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
+    )
     assert out["text"] == Engine(model_path).complete("JULIET:", settings)[0]
 
 
@@ -90,11 +117,21 @@ def set_field(data: dict, key: str, value) -> None:
     data[last] = value
 
 
-@pytest.mark.parametrize("file, key, value", [
-    ("config.json", "n_head", 8), ("config.json", "vocab_size", "66"), ("generation_config.json", "eos_token_id", 0),
-    ("genai_config.json", "model.decoder.head_size", 16), ("genai_config.json", "model.decoder.num_hidden_layers", True),
-    ("genai_config.json", "model.pad_token_id", None), ("config.json", None, None)])
-def test_a_folder_whose_configuration_disagrees_with_the_graph_is_refused_in_python_and_javascript(node, tmp_path, file, key, value):
+@pytest.mark.parametrize(
+    "file, key, value",
+    [
+        ("config.json", "n_head", 8),
+        ("config.json", "vocab_size", "66"),
+        ("generation_config.json", "eos_token_id", 0),
+        ("genai_config.json", "model.decoder.head_size", 16),
+        ("genai_config.json", "model.decoder.num_hidden_layers", True),
+        ("genai_config.json", "model.pad_token_id", None),
+        ("config.json", None, None),
+    ],
+)
+def test_a_folder_whose_configuration_disagrees_with_the_graph_is_refused_in_python_and_javascript(
+    node, tmp_path, file, key, value
+):
     """The same sentence from both, naming the file and the field (None: a file that is not JSON)."""
     from webapp.inference.model_folder import ModelLoadError
 
@@ -110,14 +147,18 @@ def test_a_folder_whose_configuration_disagrees_with_the_graph_is_refused_in_pyt
         Engine(folder)
     sentence = str(refused.value)
     assert sentence.startswith(f"{folder / file} ")
-    assert (key is None and "is not readable JSON" in sentence) or f"disagrees with the model's graph: {key} is {json.dumps(value)} there" in sentence
+    assert (
+        key is None and "is not readable JSON" in sentence
+    ) or f"disagrees with the model's graph: {key} is {json.dumps(value)} there" in sentence
     assert node_check(node, str(folder), "--chars", "5", expect=2).stderr == f"node_check: error: {sentence}\n"
 
 
 @pytest.fixture(scope="module")
 def site(node, tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "dist"
-    result = subprocess.run([node, "build.mjs", "--out", str(out)], cwd=WEB, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, "build.mjs", "--out", str(out)], cwd=WEB, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     readme = (out / "README.md").read_text(encoding="utf-8")
     assert "sdk: static" in readme
@@ -140,9 +181,13 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.get_by_role("button", name="Generate").wait_for(state="visible")
             page.wait_for_function("!document.getElementById('generate').disabled", timeout=60_000)
             info = page.locator("#model-info").inner_text()
-            shown = {"title": page.title(), "heading": page.locator("#title").inner_text(), "prompt": page.input_value("#prompt"),
-                     "description": page.locator("#description").inner_text(),
-                     "examples": [b.get_attribute("title") for b in page.locator("#examples button").all()]}
+            shown = {
+                "title": page.title(),
+                "heading": page.locator("#title").inner_text(),
+                "prompt": page.input_value("#prompt"),
+                "description": page.locator("#description").inner_text(),
+                "examples": [b.get_attribute("title") for b in page.locator("#examples button").all()],
+            }
             page.locator("#examples button").nth(1).click()
             clicked = page.input_value("#prompt")
             page.fill("#prompt", "ROMEO:")
@@ -152,15 +197,21 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.fill("#min-p", "0.05")
             page.fill("#seed", "42")
             page.click("#generate")
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('Generated')", timeout=120_000)
+            page.wait_for_function(
+                "document.getElementById('status').textContent.startsWith('Generated')", timeout=120_000
+            )
             text = page.locator("#output").inner_text()
             status = page.locator("#status").inner_text()
-            coloured = page.eval_on_selector_all("#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])")
+            coloured = page.eval_on_selector_all(
+                "#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])"
+            )
             # The views follow each text in the model's turn: once the attention view shows this
             # text's heads the page is idle, and the screenshot shows the page as a visitor sees it.
             page.wait_for_function(
                 "t => document.querySelector('#attention .chargpt-attention')?.dataset.characters.endsWith(t)",
-                arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:], timeout=60_000)
+                arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:],
+                timeout=60_000,
+            )
             page.screenshot(path=str(SCREENSHOTS / "web-static.png"))
 
             page.fill("#prompt", "KING RICHARD III:")
@@ -181,8 +232,13 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
     # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table (webapp/inference/drafting.py), as the engine does.
     assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
     about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
-    assert shown == {"title": f"{about.title} in your browser", "heading": about.title, "prompt": "ROMEO:",
-                     "description": about.description, "examples": about.examples}
+    assert shown == {
+        "title": f"{about.title} in your browser",
+        "heading": about.title,
+        "prompt": "ROMEO:",
+        "description": about.description,
+        "examples": about.examples,
+    }
     assert clicked == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
     engine = Engine(SHIPPED_MODEL)
     settings = SamplingParams(max_new_tokens=300, temperature=0.8, top_k=40, min_p=0.05, seed=42)
@@ -190,7 +246,9 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
     assert text == "ROMEO:" + expected
     assert greedy == engine.complete("KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0))[0]
     # Each generated character is coloured by the probability the model gave it, the number on hover.
-    python_probs = [p.prob for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for p in step.pieces[0]]
+    python_probs = [
+        p.prob for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for p in step.pieces[0]
+    ]
     assert "".join(ch for ch, _, _ in coloured) == expected
     page_probs = [float(re.fullmatch(r"p = (\d\.\d\d)", title).group(1)) for _, title, _ in coloured]
     assert max(abs(a - b) for a, b in zip(page_probs, python_probs)) <= 0.0051
@@ -207,25 +265,47 @@ def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_tabl
     shipped = table_path(SHIPPED_MODEL / "onnx" / "model.onnx")
     vocab = Engine(SHIPPED_MODEL).vocab
     table, _ = load_table(shipped, vocab)
-    prompts = ["ROMEO:\n", "JULIET:\nO Romeo, Romeo! wherefore art thou", "", "zzzz", "Thou art a villain, and a villain thou art"]
+    prompts = [
+        "ROMEO:\n",
+        "JULIET:\nO Romeo, Romeo! wherefore art thou",
+        "",
+        "zzzz",
+        "Thou art a villain, and a villain thou art",
+    ]
     histories = [[vocab.index(c) for c in p] for p in prompts]
     budgets = [0, 1, 4, 15]
-    bad = [[], {"format": "chargpt-drafts/1", "order": -1, "next": {}}, {"format": "chargpt-drafts/1", "order": 2, "next": {"ab": "Ω"}}]
-    script = ("import { readFileSync } from 'node:fs';\n"
-              "import { asText, drafts, readDraftTable } from './chargpt.js';\n"
-              f"const vocab = {json.dumps(vocab)}, histories = {json.dumps(histories)}, budgets = {budgets};\n"
-              f"const table = readDraftTable(JSON.parse(readFileSync({json.dumps(str(shipped))}, 'utf8')), vocab);\n"
-              "const refusals = " + json.dumps(bad) + ".map((b) => { try { readDraftTable(b, vocab); return 'read'; }"
-              " catch (e) { return e.message; } });\n"
-              "console.log(JSON.stringify({ size: table.next.size, order: table.order, refusals,\n"
-              "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(1))], b, table))) }));")
-    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB,
-                                    capture_output=True, text=True, timeout=60, check=True).stdout)
+    bad = [
+        [],
+        {"format": "chargpt-drafts/1", "order": -1, "next": {}},
+        {"format": "chargpt-drafts/1", "order": 2, "next": {"ab": "Ω"}},
+    ]
+    script = (
+        "import { readFileSync } from 'node:fs';\n"
+        "import { asText, drafts, readDraftTable } from './chargpt.js';\n"
+        f"const vocab = {json.dumps(vocab)}, histories = {json.dumps(histories)}, budgets = {budgets};\n"
+        f"const table = readDraftTable(JSON.parse(readFileSync({json.dumps(str(shipped))}, 'utf8')), vocab);\n"
+        "const refusals = " + json.dumps(bad) + ".map((b) => { try { readDraftTable(b, vocab); return 'read'; }"
+        " catch (e) { return e.message; } });\n"
+        "console.log(JSON.stringify({ size: table.next.size, order: table.order, refusals,\n"
+        "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(1))], b, table))) }));"
+    )
+    out = json.loads(
+        subprocess.run(
+            [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
     assert (out["size"], out["order"]) == (len(table.next), table.order)
-    assert out["drafts"] == [[drafts([as_text(h), as_text(h[1:])], b, table).tolist() for b in budgets] for h in histories]
-    assert any(len(d[0]) == 15 for row in out["drafts"] for d in row)  # the table drafts where the prompts do not repeat
-    assert out["refusals"] == ["it is not a draft table of format \"chargpt-drafts/1\"", "its order or its table is missing or malformed",
-                               "it holds characters that are not in the model's vocabulary"]
+    assert out["drafts"] == [
+        [drafts([as_text(h), as_text(h[1:])], b, table).tolist() for b in budgets] for h in histories
+    ]
+    assert any(
+        len(d[0]) == 15 for row in out["drafts"] for d in row
+    )  # the table drafts where the prompts do not repeat
+    assert out["refusals"] == [
+        'it is not a draft table of format "chargpt-drafts/1"',
+        "its order or its table is missing or malformed",
+        "it holds characters that are not in the model's vocabulary",
+    ]
 
 
 def test_a_draft_table_that_is_not_one_is_named_in_node_and_the_text_is_the_same(node, tmp_path):
@@ -244,16 +324,22 @@ def test_the_javascript_rotary_tables_are_pythons(node):
     from webapp.inference.ring import rotary_tables
 
     positions = [0, 1, 5, 127, 762, 2762, 123_456]
-    script = ("import { rotaryTables } from './chargpt.js';\n"
-              f"const t = rotaryTables({positions}, 32, 10000);\n"
-              "console.log(JSON.stringify([Array.from(t.cos), Array.from(t.sin)]));")
-    out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
+    script = (
+        "import { rotaryTables } from './chargpt.js';\n"
+        f"const t = rotaryTables({positions}, 32, 10000);\n"
+        "console.log(JSON.stringify([Array.from(t.cos), Array.from(t.sin)]));"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
+    )
     cos, sin = (np.array(t, np.float32).reshape(len(positions), 32) for t in json.loads(out.stdout))
     want_cos, want_sin = rotary_tables(np.array(positions), 32, 10000.0)
     assert np.abs(cos - want_cos).max() <= 1.2e-7 and np.abs(sin - want_sin).max() <= 1.2e-7  # float32 rounding
 
 
-@pytest.mark.parametrize("how, note", [("altered", "max |Δ logit|"), ("older", "it is an older ring file (one character a step)")])
+@pytest.mark.parametrize(
+    "how, note", [("altered", "max |Δ logit|"), ("older", "it is an older ring file (one character a step)")]
+)
 def test_a_ring_file_that_disagrees_is_not_used_in_javascript_and_the_text_is_the_same(node, tmp_path, how, note):
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL, folder)
@@ -266,8 +352,13 @@ def test_a_ring_file_that_disagrees_is_not_used_in_javascript_and_the_text_is_th
 
 
 def test_build_refuses_a_missing_model(node, tmp_path):
-    result = subprocess.run([node, "build.mjs", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "out")],
-                            cwd=WEB, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [node, "build.mjs", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "out")],
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -279,15 +370,25 @@ def test_the_javascript_limits_are_the_engines(node):
     from webapp.inference.sampling import MAX_NEW_TOKENS, MAX_SAMPLES, MAX_SEED, MAX_TEMPERATURE
     from webapp.inference.ring import RING_TOLERANCE, VERIFY_CHUNK
 
-    script = ("import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT }"
-              " from './chargpt.js';\n"
-              "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE,\n"
-              "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT] }));")
-    out = subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True)
-    assert json.loads(out.stdout) == {"maxNewTokens": MAX_NEW_TOKENS, "maxPromptChars": MAX_PROMPT_CHARS, "maxSamples": MAX_SAMPLES,
-                                      "maxSeed": str(MAX_SEED), "maxTemperature": MAX_TEMPERATURE, "ringTolerance": RING_TOLERANCE,
-                                      "verifyChunk": VERIFY_CHUNK,
-                                      "drafting": [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT]}
+    script = (
+        "import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT }"
+        " from './chargpt.js';\n"
+        "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE,\n"
+        "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT] }));"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout) == {
+        "maxNewTokens": MAX_NEW_TOKENS,
+        "maxPromptChars": MAX_PROMPT_CHARS,
+        "maxSamples": MAX_SAMPLES,
+        "maxSeed": str(MAX_SEED),
+        "maxTemperature": MAX_TEMPERATURE,
+        "ringTolerance": RING_TOLERANCE,
+        "verifyChunk": VERIFY_CHUNK,
+        "drafting": [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT],
+    }
 
 
 def test_the_javascript_drafts_and_window_masks_are_pythons(node):
@@ -295,25 +396,34 @@ def test_the_javascript_drafts_and_window_masks_are_pythons(node):
     from webapp.inference.ring import window_mask
 
     rng = np.random.default_rng(4)
-    histories = [[int(i) for i in rng.integers(0, size, length)] for size, length in [(3, 40), (5, 200), (65, 300), (2, 3), (4, 1)]]
+    histories = [
+        [int(i) for i in rng.integers(0, size, length)]
+        for size, length in [(3, 40), (5, 200), (65, 300), (2, 3), (4, 1)]
+    ]
     histories.append([300, 7, 300, 7, 300])  # ids beyond one byte
     budgets = [0, 1, 3, 7, 16]
-    masks = [(rng.choice([0.0, -np.inf], (2, 15)).astype(np.float32), rng.integers(0, 60, 2), new) for new in (1, 2, 5, 15)]
-    script = ("import { asText, drafts, windowMask } from './chargpt.js';\n"
-              f"const histories = {json.dumps(histories)}, budgets = {budgets};\n"
-              f"const masks = {json.dumps([[m.ravel().tolist(), p.tolist(), n] for m, p, n in masks])};\n"  # -Infinity: a JavaScript literal
-              "console.log(JSON.stringify({\n"
-              "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(0, -1))], b))),\n"
-              "  masks: masks.map(([m, p, n]) => Array.from(windowMask(Float32Array.from(m), p, n, 15), (x) => (x === -Infinity ? 'inf' : x))),\n"
-              "}));")
-    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB,
-                                    capture_output=True, text=True, timeout=60, check=True).stdout)
+    masks = [
+        (rng.choice([0.0, -np.inf], (2, 15)).astype(np.float32), rng.integers(0, 60, 2), new) for new in (1, 2, 5, 15)
+    ]
+    script = (
+        "import { asText, drafts, windowMask } from './chargpt.js';\n"
+        f"const histories = {json.dumps(histories)}, budgets = {budgets};\n"
+        f"const masks = {json.dumps([[m.ravel().tolist(), p.tolist(), n] for m, p, n in masks])};\n"  # -Infinity: a JavaScript literal
+        "console.log(JSON.stringify({\n"
+        "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(0, -1))], b))),\n"
+        "  masks: masks.map(([m, p, n]) => Array.from(windowMask(Float32Array.from(m), p, n, 15), (x) => (x === -Infinity ? 'inf' : x))),\n"
+        "}));"
+    )
+    out = json.loads(
+        subprocess.run(
+            [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
     assert out["drafts"] == [[drafts([as_text(h), as_text(h[:-1])], b).tolist() for b in budgets] for h in histories]
     assert any(len(d[0]) > 2 for row in out["drafts"] for d in row)  # not all empty: the repeats were found
     for got, (filled, positions, new) in zip(out["masks"], masks):
         want = window_mask(filled, positions, new).ravel()
         assert [("inf" if x == -np.inf else float(x)) for x in want] == got
-
 
 
 def test_the_javascript_alternatives_and_next_character_are_pythons(node):
@@ -327,22 +437,42 @@ def test_the_javascript_alternatives_and_next_character_are_pythons(node):
     rng = np.random.default_rng(8)
     logits = (rng.normal(size=(6, 65)) * 3).astype(np.float32)
     logits[1, [4, 9]] = logits[1].max() + 1  # a tie for the likeliest
-    vocab = [chr(0x41 + i) if i < 26 else chr(0x61 + i - 26) if i < 52 else str(i - 52) for i in range(65)]  # "3" and the like too
-    settings = [dict(temperature=0.8), dict(temperature=0), dict(temperature=1.3, top_k=4), dict(temperature=1, top_p=0.5),
-                dict(temperature=0.9, min_p=0.2), dict(temperature=2, top_k=30, top_p=0.9, min_p=0.01)]
+    vocab = [
+        chr(0x41 + i) if i < 26 else chr(0x61 + i - 26) if i < 52 else str(i - 52) for i in range(65)
+    ]  # "3" and the like too
+    settings = [
+        dict(temperature=0.8),
+        dict(temperature=0),
+        dict(temperature=1.3, top_k=4),
+        dict(temperature=1, top_p=0.5),
+        dict(temperature=0.9, min_p=0.2),
+        dict(temperature=2, top_k=30, top_p=0.9, min_p=0.01),
+    ]
     drawn = [0, 9, 64, 12, 3, 40]
-    js_settings = [{"temperature": s["temperature"], "topK": s.get("top_k", 0), "topP": s.get("top_p", 1), "minP": s.get("min_p", 0)}
-                   for s in settings]
-    script = ("import { nextCharacter, samplingParams, softmax, spellAlternatives, topAlternatives } from './chargpt.js';\n"
-              "await import('./views.js');\n"
-              f"const logits = {json.dumps(logits.tolist())}.map((row) => Float32Array.from(row));\n"
-              f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {drawn}, vocab = {json.dumps(vocab)};\n"
-              "console.log(JSON.stringify({ shown: globalThis.chargptViews.ALTERNATIVES,\n"
-              "  top: logits.map((row, r) => topAlternatives(row, settings[r], drawn[r], 5)),\n"
-              "  spelled: logits.map((row, r) => spellAlternatives(row, settings[r], drawn[r], softmax(row)[drawn[r]], 5, vocab)),\n"
-              "  next: logits.map((row, r) => nextCharacter(row, settings[r], vocab)) }));")
-    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True,
-                                    timeout=60, check=True).stdout)
+    js_settings = [
+        {
+            "temperature": s["temperature"],
+            "topK": s.get("top_k", 0),
+            "topP": s.get("top_p", 1),
+            "minP": s.get("min_p", 0),
+        }
+        for s in settings
+    ]
+    script = (
+        "import { nextCharacter, samplingParams, softmax, spellAlternatives, topAlternatives } from './chargpt.js';\n"
+        "await import('./views.js');\n"
+        f"const logits = {json.dumps(logits.tolist())}.map((row) => Float32Array.from(row));\n"
+        f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {drawn}, vocab = {json.dumps(vocab)};\n"
+        "console.log(JSON.stringify({ shown: globalThis.chargptViews.ALTERNATIVES,\n"
+        "  top: logits.map((row, r) => topAlternatives(row, settings[r], drawn[r], 5)),\n"
+        "  spelled: logits.map((row, r) => spellAlternatives(row, settings[r], drawn[r], softmax(row)[drawn[r]], 5, vocab)),\n"
+        "  next: logits.map((row, r) => nextCharacter(row, settings[r], vocab)) }));"
+    )
+    out = json.loads(
+        subprocess.run(
+            [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
     assert out["shown"] == PAGE_ALTERNATIVES
     for r, s in enumerate(settings):
         params = SamplingParams(**s)
@@ -354,7 +484,13 @@ def test_the_javascript_alternatives_and_next_character_are_pythons(node):
         assert abs(js["drawn"] - found.drawn[0]) <= 1e-12
         python = spell_alternatives(found, 0, drawn[r], float(softmax(logits[r : r + 1])[0, drawn[r]]), vocab)
         assert [row["char"] for row in out["spelled"][r]] == [c for c, _, _ in python]
-        assert np.allclose([[row["model"], row["sampled"]] for row in out["spelled"][r]], [x[1:] for x in python], rtol=0, atol=1e-12)
+        assert np.allclose(
+            [[row["model"], row["sampled"]] for row in out["spelled"][r]], [x[1:] for x in python], rtol=0, atol=1e-12
+        )
         want = distribution(logits[r], params, vocab)
-        assert sorted(out["next"][r]["before"]) == sorted(want["before"]) and sorted(out["next"][r]["after"]) == sorted(want["after"])
-        assert all(abs(out["next"][r][part][c] - p) <= 1e-12 for part in ("before", "after") for c, p in want[part].items())
+        assert sorted(out["next"][r]["before"]) == sorted(want["before"]) and sorted(out["next"][r]["after"]) == sorted(
+            want["after"]
+        )
+        assert all(
+            abs(out["next"][r][part][c] - p) <= 1e-12 for part in ("before", "after") for c, p in want[part].items()
+        )

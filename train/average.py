@@ -30,8 +30,10 @@ def average(directories: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
     first = metas[0]
     for d, meta in zip(directories, metas):
         if meta["model"] != first["model"] or meta["vocab"] != first["vocab"]:
-            raise checkpoint.CheckpointError(f"{d} is not a checkpoint of the same model and vocabulary as {directories[0]}; "
-                                             "only checkpoints of one run can be averaged.")
+            raise checkpoint.CheckpointError(
+                f"{d} is not a checkpoint of the same model and vocabulary as {directories[0]}; "
+                "only checkpoints of one run can be averaged."
+            )
     mean: dict[str, torch.Tensor] = {}
     for count, (d, meta) in enumerate(zip(directories, metas)):
         weights = checkpoint.load_weights(d, meta)
@@ -43,7 +45,9 @@ def average(directories: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.average", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="+", help="checkpoint directories of one run (a run directory, its best/, copies)")
+    p.add_argument(
+        "checkpoints", nargs="+", help="checkpoint directories of one run (a run directory, its best/, copies)"
+    )
     p.add_argument("--out", required=True, help="new directory for the mean (a checkpoint `python -m export` reads)")
     p.add_argument("--data", help="the text the run trained on (default: the path the run recorded)")
     args = p.parse_args(argv)

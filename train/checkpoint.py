@@ -52,8 +52,12 @@ def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(directory: Path, model: torch.nn.Module | dict[str, torch.Tensor], meta: dict,
-         optimizer: torch.optim.Optimizer | None = None) -> None:
+def save(
+    directory: Path,
+    model: torch.nn.Module | dict[str, torch.Tensor],
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
     """Write a checkpoint into `directory` (which must exist): a model's weights, or tensors as
     state_dict_for_saving gives them. `meta` becomes config.json. OSError (a full disk, a
     read-only directory) leaves the previous checkpoint as it was."""
@@ -121,12 +125,16 @@ def read_meta(directory: Path) -> dict:
     """config.json of a checkpoint directory, checked for format; CheckpointError otherwise."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory} is not a directory; give the run directory that training wrote (it holds {CONFIG}).")
+        raise CheckpointError(
+            f"{directory} is not a directory; give the run directory that training wrote (it holds {CONFIG})."
+        )
     try:
         recover(directory)  # a save that was committed but not finished when the run was killed
     except OSError as e:
-        raise CheckpointError(f"{directory} holds a save that was cut short, and finishing it failed ({e.strerror or e}); "
-                              "make the directory writable, then try again.") from None
+        raise CheckpointError(
+            f"{directory} holds a save that was cut short, and finishing it failed ({e.strerror or e}); "
+            "make the directory writable, then try again."
+        ) from None
     path = directory / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{directory} holds no {CONFIG}, so it is not a chargpt checkpoint directory.")
@@ -149,7 +157,9 @@ def verify_files(directory: Path, meta: dict, names) -> None:
         path = Path(directory) / name
         expected = meta.get("files", {}).get(name)
         if expected is None:
-            raise CheckpointError(f"{Path(directory) / CONFIG} records no checksum for {name}; the checkpoint is incomplete.")
+            raise CheckpointError(
+                f"{Path(directory) / CONFIG} records no checksum for {name}; the checkpoint is incomplete."
+            )
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; the checkpoint is incomplete.")
         if file_sha256(path) != expected:

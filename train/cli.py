@@ -28,9 +28,15 @@ HYPERPARAMETERS = {
     "n_head": (int, "attention heads"),
     "n_layer": (int, "transformer blocks"),
     "dropout": (float, "dropout probability"),
-    "dropout_min_passes": (float, "dropout only when the run passes over the training text at least this many times (0 = always)"),
-    "high_dropout_passes": (float, "train with --high-dropout instead when the run passes over its training text at least "
-                            "this many times (0 = never)"),
+    "dropout_min_passes": (
+        float,
+        "dropout only when the run passes over the training text at least this many times (0 = always)",
+    ),
+    "high_dropout_passes": (
+        float,
+        "train with --high-dropout instead when the run passes over its training text at least "
+        "this many times (0 = never)",
+    ),
     "high_dropout": (float, "the dropout of a run that passes over its text at least --high-dropout-passes times"),
     "lr_schedule": (str, "constant or cosine"),
     "warmup_iters": (int, "linear warmup steps"),
@@ -42,8 +48,11 @@ HYPERPARAMETERS = {
     "optimizer": (str, "adamw, or muon (Muon for the blocks' matrices, AdamW for the rest)"),
     "muon_lr": (float, "peak Muon learning rate (follows the same schedule)"),
     "muon_momentum": (float, "Muon's Nesterov momentum"),
-    "swa_start": (float, "average the weights of each evaluation from this fraction of the run on, and the final "
-                  "ones, into the run's average/ checkpoint (SWA; 1 = off)"),
+    "swa_start": (
+        float,
+        "average the weights of each evaluation from this fraction of the run on, and the final "
+        "ones, into the run's average/ checkpoint (SWA; 1 = off)",
+    ),
     "position": (str, "learned or rotary"),
     "activation": (str, "relu, gelu, relu2 or swiglu"),
     "norm": (str, "layernorm or rmsnorm"),
@@ -75,14 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help=f"named settings (default {DEFAULT_PRESET})")
     p.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, cached or downloaded)")
     p.add_argument("--out", help="new run directory (default runs/PRESET-TIME)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings; with --max-iters N, "
-                   "extend it to N steps (the learning-rate schedule becomes that of an N-step run: unchanged when "
-                   "constant, a cosine rises again from the step reached and decays to its floor at N)")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run saved in DIR with its own settings; with --max-iters N, "
+        "extend it to N steps (the learning-rate schedule becomes that of an N-step run: unchanged when "
+        "constant, a cosine rises again from the step reached and decays to its floor at N)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto picks CUDA when present")
     p.add_argument("--seed", type=int, help="random seed (default 1337)")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="fit the run (and its schedule) to this many minutes")
-    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
-                   help="torch.compile the model (BACKEND: inductor, the default; aot_eager compiles in seconds, to check a setup)")
+    p.add_argument(
+        "--time-budget", type=float, metavar="MINUTES", help="fit the run (and its schedule) to this many minutes"
+    )
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile the model (BACKEND: inductor, the default; aot_eager compiles in seconds, to check a setup)",
+    )
     for name, (kind, text) in HYPERPARAMETERS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     for name, text in SWITCHES.items():
@@ -153,13 +173,17 @@ def plan_run(args: argparse.Namespace):
         if args.max_iters is not None:
             cfg = extended(cfg, args.max_iters, meta["step"], run_dir)
         elif meta["step"] >= cfg.max_iters and "val_loss_full" in meta:  # finished, final evaluation included
-            raise UsageError(f"the run in {run_dir} is already complete ({meta['step']} of {cfg.max_iters} steps); "
-                             f"to train it further, give the new total: --resume {run_dir} --max-iters N.")
+            raise UsageError(
+                f"the run in {run_dir} is already complete ({meta['step']} of {cfg.max_iters} steps); "
+                f"to train it further, give the new total: --resume {run_dir} --max-iters N."
+            )
         corpus = load_run_corpus(meta, args.data)
         return model_cfg, cfg, corpus, run_dir, meta
     model_fields, train_fields = split_settings(settings_from_args(args))
     if args.max_iters is not None and args.time_budget is None:
-        train_fields["time_budget"] = None  # a step count given on the command line is the run's length, not a preset's budget
+        train_fields["time_budget"] = (
+            None  # a step count given on the command line is the run's length, not a preset's budget
+        )
     cfg = TrainConfig(**train_fields)
     corpus = load_corpus(args.data)
     model_cfg = GPTConfig(vocab_size=corpus.tokenizer.vocab_size, **model_fields)
@@ -185,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return trainer.run()
     except OSError as e:  # a full disk or a read-only directory while writing the run
-        print(f"python -m train: error: writing to {run_dir} failed ({e.strerror or e}); {last_checkpoint(run_dir)}",
-              file=sys.stderr)
+        print(
+            f"python -m train: error: writing to {run_dir} failed ({e.strerror or e}); {last_checkpoint(run_dir)}",
+            file=sys.stderr,
+        )
         return WRITE_ERROR
 
 
@@ -198,5 +224,7 @@ def last_checkpoint(run_dir: Path) -> str:
         step = checkpoint.read_meta(run_dir)["step"]
     except (checkpoint.CheckpointError, KeyError):
         return "it holds no checkpoint yet; start the run again once the problem is fixed."
-    return (f"the checkpoint of step {step} there is intact: fix the problem (free space, write access), "
-            f"then continue with python -m train --resume {run_dir}")
+    return (
+        f"the checkpoint of step {step} there is intact: fix the problem (free space, write access), "
+        f"then continue with python -m train --resume {run_dir}"
+    )

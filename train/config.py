@@ -80,8 +80,9 @@ def passes(max_iters: int, chars_per_step: int, train_chars: int) -> float:
     return max_iters * chars_per_step / train_chars
 
 
-def run_dropout(dropout: float, run_passes: float, min_passes: float, high_dropout: float = 0.0,
-                high_passes: float = 0.0) -> tuple[float, str]:
+def run_dropout(
+    dropout: float, run_passes: float, min_passes: float, high_dropout: float = 0.0, high_passes: float = 0.0
+) -> tuple[float, str]:
     """The dropout a run trains with, and why: 0 when none is configured or the run is too short
     for it (fewer than min_passes passes over its text), high_dropout when it passes over its text
     at least high_passes times (0: never), else the configured one."""
@@ -102,14 +103,29 @@ MODEL_FIELDS = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 # The lecture's hyperparameters ("Let's build GPT"), the code this project started from.
-LECTURE = dict(batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0)
+LECTURE = dict(
+    batch_size=16, block_size=32, max_iters=5000, eval_interval=100, learning_rate=1e-3, eval_iters=200, dropout=0.0
+)
 
 # The baseline of the CPU ablations (issue 5's 10-minute probe): rotary positions, ReLU^2, no
 # biases, zero-initialised output projections, lr 2e-3 with warmup and cosine decay.
 CPU_BASELINE = dict(
-    batch_size=32, block_size=128, max_iters=5000, eval_interval=250, eval_iters=20,
-    n_embd=192, n_head=6, n_layer=6, dropout=0.1, bias=False, position="rotary", activation="relu2",
-    zero_init_proj=True, learning_rate=2e-3, lr_schedule="cosine", warmup_iters=100,
+    batch_size=32,
+    block_size=128,
+    max_iters=5000,
+    eval_interval=250,
+    eval_iters=20,
+    n_embd=192,
+    n_head=6,
+    n_layer=6,
+    dropout=0.1,
+    bias=False,
+    position="rotary",
+    activation="relu2",
+    zero_init_proj=True,
+    learning_rate=2e-3,
+    lr_schedule="cosine",
+    warmup_iters=100,
 )
 # What the ablations kept (models/README.md has them): Muon for the blocks' matrices, and dropout
 # on the residual branches only (lower losses at a fixed time, and more characters/s).
@@ -139,12 +155,32 @@ PRESETS: dict[str, dict] = {
     # The GPU recipe: the CPU recipe's choices at a GPU's size: wider, deeper, a longer
     # window, larger batches, more dropout, for --time-budget 5. A first guess, not yet measured on
     # a GPU (python -m train.gpu_check runs it; its report says what it reached).
-    "shakespeare-gpu": dict(CPU_RECIPE, n_embd=384, n_head=6, n_layer=8, block_size=256, batch_size=64, dropout=0.2,
-                            learning_rate=1e-3, warmup_iters=200, eval_interval=250, eval_iters=40, time_budget=5.0),
+    "shakespeare-gpu": dict(
+        CPU_RECIPE,
+        n_embd=384,
+        n_head=6,
+        n_layer=8,
+        block_size=256,
+        batch_size=64,
+        dropout=0.2,
+        learning_rate=1e-3,
+        warmup_iters=200,
+        eval_interval=250,
+        eval_iters=40,
+        time_budget=5.0,
+    ),
     # nanoGPT's Shakespeare-char model; sized for a GPU.
     "nanogpt-10m": dict(
-        LECTURE, batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
-        eval_interval=500, max_iters=5000, learning_rate=1e-3,
+        LECTURE,
+        batch_size=64,
+        block_size=256,
+        n_embd=384,
+        n_head=6,
+        n_layer=6,
+        dropout=0.2,
+        eval_interval=500,
+        max_iters=5000,
+        learning_rate=1e-3,
     ),
 }
 

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import torch
 
-from .text import SHAKESPEARE_SHA256, TRAIN_FRACTION, DataError, cache_dir, cached_shakespeare, sha256_bytes, split_index
+from .text import (
+    SHAKESPEARE_SHA256,
+    TRAIN_FRACTION,
+    DataError,
+    cache_dir,
+    cached_shakespeare,
+    sha256_bytes,
+    split_index,
+)
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 

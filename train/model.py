@@ -241,7 +241,9 @@ class MultiHeadAttention(nn.Module):
         q, k = apply_rotary(qk, *rotary).split(H, dim=1)  # [B, H, T, D]
         q = q * D**-0.5  # one side only: scaling the ring's keys would be a pass over the cache
         ring_keys, ring_values = ring
-        scores = torch.cat((q @ ring_keys.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1) + mask  # [B, H, T, S + T]
+        scores = (
+            torch.cat((q @ ring_keys.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1) + mask
+        )  # [B, H, T, S + T]
         att = scores.softmax(dim=-1)
         y = att[..., :S] @ ring_values + att[..., S:] @ v
         return self.output(y), (k, v), None
@@ -255,7 +257,7 @@ def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
     if n <= 0:
         return cache[:, :, :0]
     length = cache.shape[2]
-    return cache[:, :, torch.sym_max(length - n, 0):length]
+    return cache[:, :, torch.sym_max(length - n, 0) : length]
 
 
 def window_weights(probs: torch.Tensor, query_index: torch.Tensor, window: int) -> torch.Tensor:
@@ -270,7 +272,10 @@ def window_weights(probs: torch.Tensor, query_index: torch.Tensor, window: int) 
 def window_mask(past_len: int, T: int, window: int, device=None) -> torch.Tensor:
     """Additive mask [T, past_len + T]: query i (at position past_len + i) sees the keys at the
     positions past_len + i - window + 1 .. past_len + i (0 there, -inf elsewhere)."""
-    behind = torch.arange(past_len, past_len + T, device=device)[:, None] - torch.arange(past_len + T, device=device)[None, :]
+    behind = (
+        torch.arange(past_len, past_len + T, device=device)[:, None]
+        - torch.arange(past_len + T, device=device)[None, :]
+    )
     return torch.zeros(behind.shape, device=device).masked_fill((behind < 0) | (behind >= window), float("-inf"))
 
 
@@ -465,7 +470,9 @@ class GPTLanguageModel(nn.Module):
         W, C = self.config.block_size, self.config.n_embd
         past = past_kv[0][0]
         past_len = past.size(2)
-        tokens = torch.cat((past.transpose(1, 2).reshape(B, past_len, C), self.token_embedding(idx)), dim=1)  # [B, L, C]
+        tokens = torch.cat(
+            (past.transpose(1, 2).reshape(B, past_len, C), self.token_embedding(idx)), dim=1
+        )  # [B, L, C]
         length = past_len + T
         query = torch.arange(past_len, length, device=idx.device)  # each new character's index in tokens
         first = (query - (W - 1)).clamp(min=0)  # where its window starts
@@ -488,7 +495,11 @@ class GPTLanguageModel(nn.Module):
             weights.append(window_weights(rows.transpose(1, 2), own, W))  # [B, H, T, W]
         x = x.view(B, T, W, C)[:, torch.arange(T, device=idx.device), own]  # [B, T, C]
         cache = last_positions(tokens.view(B, length, self.config.n_head, self.config.head_dim).transpose(1, 2), W - 1)
-        return self.lm_head(self.ln_f(x)), [(cache, cache)] * self.config.n_layer, torch.stack(weights, 1) if attention else None
+        return (
+            self.lm_head(self.ln_f(x)),
+            [(cache, cache)] * self.config.n_layer,
+            torch.stack(weights, 1) if attention else None,
+        )
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
@@ -535,4 +546,3 @@ def model_size_mb(model: nn.Module) -> float:
     """Memory held by parameters and buffers, in MiB (how the lecture reported "Model size")."""
     tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
-

@@ -107,7 +107,11 @@ def build_optimizers(model: torch.nn.Module, cfg) -> Optimizers:
         return Optimizers({"adamw": adamw})
     hidden = [p for n, p in params.items() if is_hidden_matrix(n, p)]
     rest = [p for n, p in params.items() if not is_hidden_matrix(n, p)]
-    muon = Muon([{"params": hidden, "lr_ratio": cfg.muon_lr / cfg.learning_rate}], lr=cfg.muon_lr,
-                momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay)
+    muon = Muon(
+        [{"params": hidden, "lr_ratio": cfg.muon_lr / cfg.learning_rate}],
+        lr=cfg.muon_lr,
+        momentum=cfg.muon_momentum,
+        weight_decay=cfg.weight_decay,
+    )
     adamw = torch.optim.AdamW([{"params": rest, "lr_ratio": 1.0}], **adam_kw)
     return Optimizers({"adamw": adamw, "muon": muon})

@@ -7,8 +7,9 @@ from pathlib import Path
 from .metrics import read_metrics
 
 
-def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float] | None = None,
-                checkpoint_label: str | None = None) -> None:
+def plot_losses(
+    metrics_path: Path, png_path: Path, checkpoint: tuple[int, float] | None = None, checkpoint_label: str | None = None
+) -> None:
     """Training loss (every logged step), the train/val estimates at each evaluation, and the
     final whole-split validation loss, against the step; `checkpoint` = (step, whole-split val
     loss) marks the checkpoint that was exported, named by `checkpoint_label` (default: its step)."""
@@ -28,11 +29,23 @@ def plot_losses(metrics_path: Path, png_path: Path, checkpoint: tuple[int, float
         ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", ms=3, label="train (estimate)")
         ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", ms=3, label="val (estimate)")
     if final:
-        ax.axhline(final[-1]["val_loss_full"], color="C3", ls="--", lw=1,
-                   label=f"val, whole split, final weights: {final[-1]['val_loss_full']:.4f}")
+        ax.axhline(
+            final[-1]["val_loss_full"],
+            color="C3",
+            ls="--",
+            lw=1,
+            label=f"val, whole split, final weights: {final[-1]['val_loss_full']:.4f}",
+        )
     if checkpoint is not None:
-        ax.plot([checkpoint[0]], [checkpoint[1]], "*", color="C2", ms=14, zorder=5,
-                label=f"{checkpoint_label or f'exported checkpoint, step {checkpoint[0]}'}: {checkpoint[1]:.4f}")
+        ax.plot(
+            [checkpoint[0]],
+            [checkpoint[1]],
+            "*",
+            color="C2",
+            ms=14,
+            zorder=5,
+            label=f"{checkpoint_label or f'exported checkpoint, step {checkpoint[0]}'}: {checkpoint[1]:.4f}",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats / character)")
     ax.grid(alpha=0.3)

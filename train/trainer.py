@@ -76,7 +76,9 @@ def load_run_corpus(meta: dict, data_path: str | None = None) -> Corpus:
     the file is not that text (its SHA-256 differs)."""
     corpus = load_corpus(data_path or meta["dataset"]["path"])
     if corpus.sha256 != meta["dataset"]["sha256"]:
-        raise DataError(f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data.")
+        raise DataError(
+            f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data."
+        )
     return corpus
 
 
@@ -151,7 +153,9 @@ def split_char_losses(model: GPTLanguageModel, data: torch.Tensor, block_size: i
         model.train(was_training)
 
 
-def full_split_loss(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64) -> float:
+def full_split_loss(
+    model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64
+) -> float:
     """Mean cross-entropy (nats/char) over the whole split, in consecutive block_size windows
     (the reported validation loss: docs/training.md): deterministic and independent of batch size."""
     total, count = 0.0, 0
@@ -180,7 +184,9 @@ def eval_seconds(eval_s: float, step_s: float, eval_iters: int) -> float:
     return min(eval_s, 2 * eval_iters * step_s / 3)
 
 
-def fit_max_iters(budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float) -> int:
+def fit_max_iters(
+    budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float
+) -> int:
     """How many steps fit in what is left of the time budget, counting the periodic evaluations,
     the one before the last step, and the final phase (final_s)."""
     per_step = step_s + eval_s / cfg.eval_interval
@@ -222,8 +228,16 @@ def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
 class Trainer:
     """One training run into `run_dir`, fresh or resumed from the checkpoint there."""
 
-    def __init__(self, model_cfg: GPTConfig, cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device,
-                 compile_model: str | None = None, resume_meta: dict | None = None):
+    def __init__(
+        self,
+        model_cfg: GPTConfig,
+        cfg: TrainConfig,
+        corpus: Corpus,
+        run_dir: Path,
+        device: torch.device,
+        compile_model: str | None = None,
+        resume_meta: dict | None = None,
+    ):
         check_long_enough(corpus.train, corpus.val, model_cfg.block_size)
         self.job = init_distributed(device)
         if self.job.size > 1 and device.type == "cuda":
@@ -234,9 +248,17 @@ class Trainer:
         self.model = GPTLanguageModel(model_cfg).to(device)
         self.optimizer = build_optimizers(self.model, cfg)
         # What a checkpoint carries besides weights and optimizer (all JSON).
-        self.state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "best_val": None, "last_eval": None,
-                      "losses": None, "max_iters_fitted": False, "reserve_s": 0.0,
-                      "dropout_settled": False}
+        self.state = {
+            "step": 0,
+            "tokens_seen": 0,
+            "elapsed_s": 0.0,
+            "best_val": None,
+            "last_eval": None,
+            "losses": None,
+            "max_iters_fitted": False,
+            "reserve_s": 0.0,
+            "dropout_settled": False,
+        }
         if resume_meta is not None:
             checkpoint.load_model_weights(self.model, checkpoint.load_weights(run_dir, resume_meta), run_dir)
             self.optimizer.load_state_dict(checkpoint.load_optimizer_state(run_dir, resume_meta))
@@ -317,8 +339,13 @@ class Trainer:
         elif cfg.dropout_min_passes and not self.state["dropout_settled"]:
             # A time budget's run knows its length only at the first fit: no dropout until then.
             self.model.set_dropout(0.0)
-        self.bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True,
-                        disable=None if self.job.is_main else True)  # None: a bar on terminals only
+        self.bar = tqdm(
+            total=cfg.max_iters,
+            initial=step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=None if self.job.is_main else True,
+        )  # None: a bar on terminals only
         self.model.train()
         while step < self.cfg.max_iters:
             out_of_time = budget_s is not None and self.elapsed() > budget_s - self.state["reserve_s"]
@@ -326,19 +353,26 @@ class Trainer:
             if interrupted:
                 self.save()
                 self.bar.close()
-                self.say(f"interrupted at step {step}; saved to {self.run_dir}. "
-                         f"Continue with: python -m train --resume {self.run_dir}")
+                self.say(
+                    f"interrupted at step {step}; saved to {self.run_dir}. "
+                    f"Continue with: python -m train --resume {self.run_dir}"
+                )
                 self._shutdown()
                 return INTERRUPTED_EXIT
             if time_up and self.cfg.max_iters > step + 1:
                 self.cfg = replace(self.cfg, max_iters=step + 1)  # one last evaluated step, then finish
                 self.say(f"time budget of {cfg.time_budget:g} min reached at step {step}")
-            if (step % self.cfg.eval_interval == 0 or step == self.cfg.max_iters - 1) and self.state["last_eval"] != step:
+            if (step % self.cfg.eval_interval == 0 or step == self.cfg.max_iters - 1) and self.state[
+                "last_eval"
+            ] != step:
                 self.evaluate(step)
             loss = self.train_step(step)
             step = self.state["step"] = step + 1
-            if step == calibrate_at or (budget_s and self.state["max_iters_fitted"]
-                                        and refit_due(step, self.last_fit, self.cfg.max_iters, self.cfg.eval_interval)):
+            if step == calibrate_at or (
+                budget_s
+                and self.state["max_iters_fitted"]
+                and refit_due(step, self.last_fit, self.cfg.max_iters, self.cfg.eval_interval)
+            ):
                 self.fit_to_budget(budget_s)  # first after 20 steps, then as refit_due says
             self.report(step, loss)
         self.bar.close()
@@ -346,8 +380,10 @@ class Trainer:
             self.add_to_average(step)
         self.save()
         if self.job.size > 1:
-            self.say(f"ranks in sync: {self.job.size} processes, "
-                     f"{ranks_out_of_sync(self.model, self.device)} parameter tensors differ from rank 0")
+            self.say(
+                f"ranks in sync: {self.job.size} processes, "
+                f"{ranks_out_of_sync(self.model, self.device)} parameter tensors differ from rank 0"
+            )
         if self.job.is_main:
             self.finish()
         self._shutdown()
@@ -358,7 +394,9 @@ class Trainer:
         self.optimizer.set_lr(lr_at(step, self.cfg))
         seed = step_seed(self.cfg.seed, step, self.job.rank)
         torch.manual_seed(seed)  # this step's dropout masks
-        x, y = get_batch(self.corpus.train, self.cfg.batch_size, self.model_cfg.block_size, torch.Generator().manual_seed(seed))
+        x, y = get_batch(
+            self.corpus.train, self.cfg.batch_size, self.model_cfg.block_size, torch.Generator().manual_seed(seed)
+        )
         with autocast_for(self.device):
             _, loss, _ = self.step_model(x.to(self.device), y.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
@@ -374,14 +412,25 @@ class Trainer:
 
     def evaluate(self, step: int) -> None:
         t0 = time.perf_counter()
-        losses = estimate_loss(self.step_model, self.corpus, self.cfg, self.model_cfg.block_size, step, self.job, self.device)
+        losses = estimate_loss(
+            self.step_model, self.corpus, self.cfg, self.model_cfg.block_size, step, self.job, self.device
+        )
         self.eval_s = time.perf_counter() - t0
         self.state.update(last_eval=step, losses=losses)
         self.say(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if self.job.is_main:
-            append_metrics(self.run_dir, {"kind": "eval", "step": step, "train_loss": losses["train"], "val_loss": losses["val"],
-                                          "lr": lr_at(step, self.cfg), "tokens": self.state["tokens_seen"],
-                                          "elapsed_s": round(self.elapsed(), 3)})
+            append_metrics(
+                self.run_dir,
+                {
+                    "kind": "eval",
+                    "step": step,
+                    "train_loss": losses["train"],
+                    "val_loss": losses["val"],
+                    "lr": lr_at(step, self.cfg),
+                    "tokens": self.state["tokens_seen"],
+                    "elapsed_s": round(self.elapsed(), 3),
+                },
+            )
             if self.state["best_val"] is None or losses["val"] < self.state["best_val"]:
                 self.state["best_val"] = losses["val"]
                 (self.run_dir / BEST_DIR).mkdir(exist_ok=True)
@@ -428,7 +477,9 @@ class Trainer:
         sample_s = SAMPLE_CHARS * (forward_s / self.cfg.batch_size + SAMPLE_CALL_S)
         splits = 3 if self.cfg.swa_start < 1 else 2
         self.state["reserve_s"] = forward_s * splits * val_batches + sample_s + FINISH_OVERHEAD_S
-        fitted = fit_max_iters(budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"])
+        fitted = fit_max_iters(
+            budget_s, self.elapsed(), self.state["step"], step_s, eval_s, self.cfg, self.state["reserve_s"]
+        )
         if self.job.size > 1:
             t = torch.tensor([fitted], device=self.device)
             dist.broadcast(t, src=0)
@@ -452,7 +503,9 @@ class Trainer:
         if not (configured and (cfg.dropout_min_passes or cfg.high_dropout_passes)):
             return
         run_passes = passes(cfg.max_iters, self.tokens_per_step, len(self.corpus.train))
-        dropout, why = run_dropout(configured, run_passes, cfg.dropout_min_passes, cfg.high_dropout, cfg.high_dropout_passes)
+        dropout, why = run_dropout(
+            configured, run_passes, cfg.dropout_min_passes, cfg.high_dropout, cfg.high_dropout_passes
+        )
         self.model_cfg = replace(self.model_cfg, dropout=dropout)
         self.model.set_dropout(dropout)
         self.say(f"dropout {dropout:g}: the run passes over its training text {run_passes:.1f} times ({why})")
@@ -463,10 +516,21 @@ class Trainer:
         self.bar.update(1)
         if step % LOG_EVERY == 0 or step == self.cfg.max_iters:
             value = loss.item()
-            self.bar.set_postfix(loss=f"{value:.4f}", char_s=f"{self.chars_per_s():,.0f}", peak=f"{self.utilisation():.0%}")
-            append_metrics(self.run_dir, {"kind": "train", "step": step, "loss": value, "lr": lr_at(step - 1, self.cfg),
-                                          "chars_per_s": round(self.chars_per_s(), 1), "peak_fraction": round(self.utilisation(), 4),
-                                          "elapsed_s": round(self.elapsed(), 3)})
+            self.bar.set_postfix(
+                loss=f"{value:.4f}", char_s=f"{self.chars_per_s():,.0f}", peak=f"{self.utilisation():.0%}"
+            )
+            append_metrics(
+                self.run_dir,
+                {
+                    "kind": "train",
+                    "step": step,
+                    "loss": value,
+                    "lr": lr_at(step - 1, self.cfg),
+                    "chars_per_s": round(self.chars_per_s(), 1),
+                    "peak_fraction": round(self.utilisation(), 4),
+                    "elapsed_s": round(self.elapsed(), 3),
+                },
+            )
 
     def finish(self) -> None:
         """Whole-split validation loss, model size, a sample, the loss curve, the final checkpoint."""
@@ -480,23 +544,40 @@ class Trainer:
         to_export = lower_loss_checkpoint(candidates)
         self.say(f"to export: python -m export {to_export}   ({export_reason(run_dir, to_export)})")
         self.say(f"Model size: {model_size_mb(model):.2f} MB")
-        self.say(f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
-                 f"{self.elapsed():.1f} s ({self.chars_per_s():,.0f} characters/s)")
-        self.say(f"matmul utilisation: {self.utilisation():.1%} of this machine's measured float32 peak "
-                 f"({self.peak_flops / 1e9:.1f} GFLOP/s; {self.flops_per_char / 1e6:.2f} MFLOP per trained character)")
+        self.say(
+            f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
+            f"{self.elapsed():.1f} s ({self.chars_per_s():,.0f} characters/s)"
+        )
+        self.say(
+            f"matmul utilisation: {self.utilisation():.1%} of this machine's measured float32 peak "
+            f"({self.peak_flops / 1e9:.1f} GFLOP/s; {self.flops_per_char / 1e6:.2f} MFLOP per trained character)"
+        )
         newline = corpus.tokenizer.encode("\n") if "\n" in corpus.tokenizer.chars else [0]
         g = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         ids = model.generate(torch.tensor([newline], device=self.device), SAMPLE_CHARS, generator=g)[0, 1:].tolist()
         sample = corpus.tokenizer.decode(ids)
         self.say(sample)
         (run_dir / SAMPLE).write_text(sample, encoding="utf-8")
-        append_metrics(run_dir, {"kind": "final", "step": self.state["step"], "val_loss_full": val_full,
-                                 "chars_per_s": round(self.chars_per_s(), 1), "peak_fraction": round(self.utilisation(), 4), "elapsed_s": round(self.elapsed(), 3)})
+        append_metrics(
+            run_dir,
+            {
+                "kind": "final",
+                "step": self.state["step"],
+                "val_loss_full": val_full,
+                "chars_per_s": round(self.chars_per_s(), 1),
+                "peak_fraction": round(self.utilisation(), 4),
+                "elapsed_s": round(self.elapsed(), 3),
+            },
+        )
         plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
         # Last: a checkpoint with val_loss_full is what marks the run complete (a run killed
         # before this point resumes into finish() again).
-        self.save(val_loss_full=val_full, chars_per_s=round(self.chars_per_s(), 1),
-                  peak_fraction=round(self.utilisation(), 4), peak_gflops=round(self.peak_flops / 1e9, 1))
+        self.save(
+            val_loss_full=val_full,
+            chars_per_s=round(self.chars_per_s(), 1),
+            peak_fraction=round(self.utilisation(), 4),
+            peak_gflops=round(self.peak_flops / 1e9, 1),
+        )
 
     def measure_kept(self, directory: Path, val_full: float) -> float:
         """The whole-split loss of a checkpoint kept beside the final weights (best/, average/),
@@ -507,8 +588,11 @@ class Trainer:
         if steps != [self.state["step"]]:
             kept = checkpoint.load_model(directory, meta).to(self.device)
             loss = full_split_loss(kept, self.corpus.val, self.model_cfg.block_size, self.device)
-            which = (f"the mean of the weights at steps {', '.join(map(str, steps))}" if "averaged_steps" in meta
-                     else f"step {meta['step']}")
+            which = (
+                f"the mean of the weights at steps {', '.join(map(str, steps))}"
+                if "averaged_steps" in meta
+                else f"step {meta['step']}"
+            )
             self.say(f"{directory.name} checkpoint ({directory}, {which}): val loss (whole split) {loss:.4f}")
         write_json(directory / checkpoint.CONFIG, {**meta, "val_loss_full": loss})
         return loss

@@ -56,13 +56,20 @@ def load_attention(model: OnnxModel) -> tuple[AttentionFile | None, str]:
     why there are no weights) otherwise."""
     path = attention_path(model.path)
     if not path.is_file():
-        return None, (f"This model has no {path.name}: it was exported before chargpt showed attention, and "
-                      "`python -m export attention FOLDER` adds it to its folder.")
+        return None, (
+            f"This model has no {path.name}: it was exported before chargpt showed attention, and "
+            "`python -m export attention FOLDER` adds it to its folder."
+        )
     try:
         session = open_session(path, **model.session_args)
     except Exception as e:  # onnxruntime's own exception types
-        return None, f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); export the model again."
+        return (
+            None,
+            f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); export the model again.",
+        )
     props = dict(session.get_modelmeta().custom_metadata_map)
-    if props.get("source_sha256") != model.metadata["source_sha256"] or ATTENTIONS not in {o.name for o in session.get_outputs()}:
+    if props.get("source_sha256") != model.metadata["source_sha256"] or ATTENTIONS not in {
+        o.name for o in session.get_outputs()
+    }:
         return None, f"{path.name} was not exported with {model.path.name}; export the model again."
     return AttentionFile(path, model, session), ""

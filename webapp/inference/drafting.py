@@ -69,8 +69,14 @@ class DraftTable:
         the text so far (history and the ids drafted before it); shorter when none does."""
         text, out = history[-self.order :], []
         for _ in range(max_chars):
-            found = next((self.next[text[k:]] for k in range(max(len(text) - self.order, 0), len(text) + 1)
-                          if text[k:] in self.next), None)
+            found = next(
+                (
+                    self.next[text[k:]]
+                    for k in range(max(len(text) - self.order, 0), len(text) + 1)
+                    if text[k:] in self.next
+                ),
+                None,
+            )
             if found is None:
                 break
             out.append(found)
@@ -97,11 +103,17 @@ def build_table(ids: str, order: int = TABLE_ORDER, min_count: int = TABLE_MIN_C
 
 def table_json(table: DraftTable, vocab: list[str], min_count: int, source: dict) -> dict:
     """The draft table file's contents: contexts and continuations in the model's characters."""
+
     def spell(ids: str) -> str:
         return "".join(vocab[ord(i)] for i in ids)
 
-    return {"format": TABLE_FORMAT, "order": table.order, "min_count": min_count, "source": source,
-            "next": {spell(c): spell(n) for c, n in sorted(table.next.items())}}
+    return {
+        "format": TABLE_FORMAT,
+        "order": table.order,
+        "min_count": min_count,
+        "source": source,
+        "next": {spell(c): spell(n) for c, n in sorted(table.next.items())},
+    }
 
 
 def read_table(data, vocab: list[str]) -> DraftTable:
@@ -113,8 +125,11 @@ def read_table(data, vocab: list[str]) -> DraftTable:
         raise DraftTableError("its order or its table is missing or malformed")
     index = {c: chr(i) for i, c in enumerate(vocab)}
     try:
-        table = {"".join(index[c] for c in context): index[then] for context, then in entries.items()
-                 if len(context) <= order}
+        table = {
+            "".join(index[c] for c in context): index[then]
+            for context, then in entries.items()
+            if len(context) <= order
+        }
     except (KeyError, TypeError):
         raise DraftTableError("it holds characters that are not in the model's vocabulary") from None
     return DraftTable(table, order)
@@ -128,11 +143,19 @@ def load_table(path: Path, vocab: list[str]) -> tuple[DraftTable | None, str]:
     try:
         return read_table(json.loads(path.read_text(encoding="utf-8")), vocab), ""
     except (OSError, ValueError) as e:  # DraftTableError is a ValueError, as is bad JSON or UTF-8
-        return None, f"{path.name} was not used ({str(e).splitlines()[0][:120]}); drafting from the text's own repeats only."
+        return (
+            None,
+            f"{path.name} was not used ({str(e).splitlines()[0][:120]}); drafting from the text's own repeats only.",
+        )
 
 
-def draft(history: str, max_chars: int, table: DraftTable | None = None,
-          min_match: int = MIN_MATCH, max_match: int = MAX_MATCH) -> str:
+def draft(
+    history: str,
+    max_chars: int,
+    table: DraftTable | None = None,
+    min_match: int = MIN_MATCH,
+    max_match: int = MAX_MATCH,
+) -> str:
     """max_chars ids (as_text) that followed the latest earlier occurrence of the longest ending
     of `history` that occurred before, min_match to max_match long; "" when none did. Where what
     followed runs into the text's end, the text is taken to go on repeating itself (a loop of

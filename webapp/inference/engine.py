@@ -46,13 +46,17 @@ class Piece(NamedTuple):
     alternatives: Considered | None = None
 
 
-def spell_alternatives(alternatives: Alternatives | None, row: int, drawn: int, prob: float, vocab: list[str]) -> Considered | None:
+def spell_alternatives(
+    alternatives: Alternatives | None, row: int, drawn: int, prob: float, vocab: list[str]
+) -> Considered | None:
     """Row `row` of the loop's Alternatives in characters, with the drawn id's entry added when it
     is not among the likeliest (prob: the probability the model gave it)."""
     if alternatives is None:
         return None
     ids = alternatives.ids[row].tolist()
-    found = [(vocab[i], m, s) for i, m, s in zip(ids, alternatives.model[row].tolist(), alternatives.sampled[row].tolist())]
+    found = [
+        (vocab[i], m, s) for i, m, s in zip(ids, alternatives.model[row].tolist(), alternatives.sampled[row].tolist())
+    ]
     if drawn not in ids:
         found.append((vocab[drawn], prob, float(alternatives.drawn[row])))
     return tuple(found)
@@ -166,14 +170,24 @@ class Engine(OnnxModel):
     prefill runs another session, and threads left spinning there made the engine slower, not
     faster (docs/speed.md, "Threads that stop spinning after each run")."""
 
-    def __init__(self, path, device: str = "cpu", threads: int | None = None, spinning: bool = False, ring: bool = True,
-                 max_draft: int = MAX_DRAFT, table: bool = True):
+    def __init__(
+        self,
+        path,
+        device: str = "cpu",
+        threads: int | None = None,
+        spinning: bool = False,
+        ring: bool = True,
+        max_draft: int = MAX_DRAFT,
+        table: bool = True,
+    ):
         super().__init__(path, device, threads, spinning)
         self.max_draft = max_draft  # characters drafted per step; 0: one character a step
         self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
         self.steps = self.ring or PlainSteps(self)
         # table=False: draft from the text's own repeats only, as a model without a draft table does.
-        self.draft_table, table_notice = load_table(table_path(self.path), self.vocab) if self.ring and table else (None, "")
+        self.draft_table, table_notice = (
+            load_table(table_path(self.path), self.vocab) if self.ring and table else (None, "")
+        )
         self.notice = "; ".join(n for n in (self.notice, ring_notice, table_notice) if n)
 
     @classmethod
@@ -208,8 +222,10 @@ class Engine(OnnxModel):
         decoded = (decode or self.decode)(prompt.ids, params)
         try:
             for draw in decoded:
-                pieces = [f.push(Piece(self.vocab[i], p, spell_alternatives(draw.alternatives, r, i, p, self.vocab)))
-                          for r, (f, i, p) in enumerate(zip(filters, draw.ids.tolist(), draw.probs.tolist()))]
+                pieces = [
+                    f.push(Piece(self.vocab[i], p, spell_alternatives(draw.alternatives, r, i, p, self.vocab)))
+                    for r, (f, i, p) in enumerate(zip(filters, draw.ids.tolist(), draw.probs.tolist()))
+                ]
                 yield Step(pieces, [f.finished for f in filters], draw.ids)
                 if all(f.finished for f in filters):
                     return

@@ -125,8 +125,12 @@ def considered(block: np.ndarray, ids: np.ndarray, params: SamplingParams) -> li
     rows, count = ids.shape
     if not params.alternatives:
         return [None] * count
-    found = top_alternatives(block.transpose(1, 0, 2).reshape(rows * count, -1), [params] * (rows * count),
-                             ids.T.ravel(), params.alternatives)
+    found = top_alternatives(
+        block.transpose(1, 0, 2).reshape(rows * count, -1),
+        [params] * (rows * count),
+        ids.T.ravel(),
+        params.alternatives,
+    )
     by_position = [a.reshape(count, rows, *a.shape[1:]) for a in found]
     return [Alternatives(*(a[j] for a in by_position)) for j in range(count)]
 
@@ -170,8 +174,10 @@ class Cohort:
         if len({r.rows for r in self.requests}) == 1:
             self._fill_holes(kept)
             return
-        rows = np.concatenate([np.arange(s.start, s.stop) for r, s in zip(self.requests, self.row_slices()) if r in kept]
-                              or [np.zeros(0, np.int64)])
+        rows = np.concatenate(
+            [np.arange(s.start, s.stop) for r, s in zip(self.requests, self.row_slices()) if r in kept]
+            or [np.zeros(0, np.int64)]
+        )
         self.requests, self.block, self.drafted = kept, self.block[rows], self.drafted[rows]
         self.state = {name: array[rows] for name, array in self.state.items()}
 
@@ -200,9 +206,13 @@ class Cohort:
         if len(cohorts) == 1:
             return cohorts[0]
         pending = None if cohorts[0].pending is None else concat([c.pending for c in cohorts])
-        return Cohort([r for c in cohorts for r in c.requests], np.concatenate([c.block for c in cohorts]),
-                      {name: np.concatenate([c.state[name] for c in cohorts]) for name in cohorts[0].state},
-                      np.concatenate([c.drafted for c in cohorts]), pending)
+        return Cohort(
+            [r for c in cohorts for r in c.requests],
+            np.concatenate([c.block for c in cohorts]),
+            {name: np.concatenate([c.state[name] for c in cohorts]) for name in cohorts[0].state},
+            np.concatenate([c.drafted for c in cohorts]),
+            pending,
+        )
 
 
 class Scheduler:
@@ -269,16 +279,22 @@ class Scheduler:
             rows = np.concatenate([np.arange(s.start, s.stop) for s, alive in zip(slices, live) if alive])
             sizes = [m.rows for m in members]
             ids[rows], probs[rows], counts[rows] = draw_blocks(
-                cohort.block[rows], cohort.drafted[rows], [m.params for m in members for _ in range(m.rows)],
-                [rng for m in members for rng in m.rngs], np.repeat(np.arange(len(members)), sizes),
-                np.repeat([m.left for m in members], sizes))
+                cohort.block[rows],
+                cohort.drafted[rows],
+                [m.params for m in members for _ in range(m.rows)],
+                [rng for m in members for rng in m.rngs],
+                np.repeat(np.arange(len(members)), sizes),
+                np.repeat([m.left for m in members], sizes),
+            )
         if cohort.pending is not None:
             cohort.state = self.steps.keep(cohort.state, cohort.pending, counts)  # every row's: rows are dropped below
             cohort.pending = None
         kept = []
         # As lists once for the cohort: numpy calls per request were most of a crowd's sampling time.
         id_rows, row_counts, drafted_lengths = ids.tolist(), counts.tolist(), (cohort.drafted >= 0).sum(axis=1).tolist()
-        for request, rows, alive in zip(cohort.requests, slices, live):  # kept in the cohort's order, as cohort.keep asks
+        for request, rows, alive in zip(
+            cohort.requests, slices, live
+        ):  # kept in the cohort's order, as cohort.keep asks
             if not alive:
                 continue
             count = row_counts[rows.start]
@@ -310,7 +326,9 @@ class Scheduler:
                 drafted = np.full((len(ids), width), -1, np.int64)
                 for d, rows in zip(found, cohort.row_slices()):
                     drafted[rows, : d.shape[1]] = d
-                ids = np.concatenate((ids, np.maximum(drafted, 0)), axis=1)  # a padded place runs any id; its draw is never kept
+                ids = np.concatenate(
+                    (ids, np.maximum(drafted, 0)), axis=1
+                )  # a padded place runs any id; its draw is never kept
         chunks = [slice(i, i + self.max_rows) for i in range(0, len(ids), self.max_rows)]
         try:
             parts = [self.steps.forward(ids[rows], {n: a[rows] for n, a in cohort.state.items()}) for rows in chunks]

@@ -27,8 +27,15 @@ from pathlib import Path
 
 MODEL_FILE = Path("onnx") / "model.onnx"
 TOKENIZER = "tokenizer.json"
-FOLDER_FILES = ("config.json", "generation_config.json", TOKENIZER, "tokenizer_config.json", "genai_config.json",
-                str(MODEL_FILE), str(MODEL_FILE.with_suffix(".json")))
+FOLDER_FILES = (
+    "config.json",
+    "generation_config.json",
+    TOKENIZER,
+    "tokenizer_config.json",
+    "genai_config.json",
+    str(MODEL_FILE),
+    str(MODEL_FILE.with_suffix(".json")),
+)
 
 
 class ModelLoadError(ValueError):
@@ -74,8 +81,11 @@ def from_byte_level(token: str) -> str | None:
 def check_files(folder: Path) -> None:
     missing = [name for name in FOLDER_FILES if not (folder / name).is_file()]
     if missing:
-        raise ModelLoadError(f"the model folder {folder} has no {missing[0]}" + (f" (nor {', '.join(missing[1:])})" if missing[1:] else "")
-                          + "; export the folder again with `python -m export RUN_DIR --out DIR/`.")
+        raise ModelLoadError(
+            f"the model folder {folder} has no {missing[0]}"
+            + (f" (nor {', '.join(missing[1:])})" if missing[1:] else "")
+            + "; export the folder again with `python -m export RUN_DIR --out DIR/`."
+        )
 
 
 def check_tokenizer(folder: Path, vocab: list[str]) -> None:
@@ -85,12 +95,15 @@ def check_tokenizer(folder: Path, vocab: list[str]) -> None:
         ids = json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"]
         chars = {i: from_byte_level(token) for token, i in ids.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ModelLoadError(f"{path} is not a tokenizer.json with a vocabulary ({type(e).__name__}: {e}); "
-                          "export the folder again.") from None
+        raise ModelLoadError(
+            f"{path} is not a tokenizer.json with a vocabulary ({type(e).__name__}: {e}); export the folder again."
+        ) from None
     wrong = next((i for i, c in enumerate(vocab) if chars.get(i) != c), None)
     if wrong is not None:
-        raise ModelLoadError(f"{path} disagrees with the model's vocabulary: id {wrong} is {chars.get(wrong)!r} there and "
-                          f"{vocab[wrong]!r} in the model; export the folder again so that both come from one checkpoint.")
+        raise ModelLoadError(
+            f"{path} disagrees with the model's vocabulary: id {wrong} is {chars.get(wrong)!r} there and "
+            f"{vocab[wrong]!r} in the model; export the folder again so that both come from one checkpoint."
+        )
 
 
 def config_fields(n_layer: int, n_head: int, head_dim: int, vocab_size: int) -> dict[str, dict[str, int]]:
@@ -100,12 +113,23 @@ def config_fields(n_layer: int, n_head: int, head_dim: int, vocab_size: int) -> 
     end = vocab_size - 1
     ids = {"bos_token_id": end, "eos_token_id": end, "pad_token_id": end}
     return {
-        "config.json": {"n_layer": n_layer, "n_head": n_head, "n_embd": n_head * head_dim, "vocab_size": vocab_size, **ids},
+        "config.json": {
+            "n_layer": n_layer,
+            "n_head": n_head,
+            "n_embd": n_head * head_dim,
+            "vocab_size": vocab_size,
+            **ids,
+        },
         "generation_config.json": ids,
-        "genai_config.json": {"model.vocab_size": vocab_size, **{f"model.{k}": v for k, v in ids.items()},
-                              "model.decoder.num_hidden_layers": n_layer, "model.decoder.num_attention_heads": n_head,
-                              "model.decoder.num_key_value_heads": n_head, "model.decoder.head_size": head_dim,
-                              "model.decoder.hidden_size": n_head * head_dim},
+        "genai_config.json": {
+            "model.vocab_size": vocab_size,
+            **{f"model.{k}": v for k, v in ids.items()},
+            "model.decoder.num_hidden_layers": n_layer,
+            "model.decoder.num_attention_heads": n_head,
+            "model.decoder.num_key_value_heads": n_head,
+            "model.decoder.head_size": head_dim,
+            "model.decoder.hidden_size": n_head * head_dim,
+        },
     }
 
 
@@ -124,5 +148,7 @@ def check_configs(folder: Path, n_layer: int, n_head: int, head_dim: int, vocab_
             for part in key.split("."):
                 got = got.get(part) if isinstance(got, dict) else None
             if got != want or isinstance(got, bool):
-                raise ModelLoadError(f"{path} disagrees with the model's graph: {key} is {json.dumps(got)} there and {want} in "
-                                     "the graph; export the folder again so that all its files come from one checkpoint.")
+                raise ModelLoadError(
+                    f"{path} disagrees with the model's graph: {key} is {json.dumps(got)} there and {want} in "
+                    "the graph; export the folder again so that all its files come from one checkpoint."
+                )

@@ -55,13 +55,21 @@ def parse_metadata(props: dict[str, str], source: str) -> dict:
     """A model's metadata_props as Python values; ModelLoadError if it is not a chargpt model."""
     missing = [k for k in METADATA_KEYS if k not in props]
     if missing:
-        raise ModelLoadError(f"{source} is an ONNX file without chargpt metadata (no {', '.join(missing)}); export one "
-                             "with `python -m export RUN_DIR --out DIR/`, or use the shipped models/chargpt.")
+        raise ModelLoadError(
+            f"{source} is an ONNX file without chargpt metadata (no {', '.join(missing)}); export one "
+            "with `python -m export RUN_DIR --out DIR/`, or use the shipped models/chargpt."
+        )
     if props["chargpt.format"] != FORMAT_VERSION:
         older = props["chargpt.format"] == "1"
-        raise ModelLoadError(f"{source} has chargpt format {props['chargpt.format']!r} and this version reads {FORMAT_VERSION!r}"
-                             + (" (format 1 keeps the window outside its graph); export its checkpoint again with "
-                                "`python -m export RUN_DIR --out DIR/`." if older else "; use the chargpt that exported it."))
+        raise ModelLoadError(
+            f"{source} has chargpt format {props['chargpt.format']!r} and this version reads {FORMAT_VERSION!r}"
+            + (
+                " (format 1 keeps the window outside its graph); export its checkpoint again with "
+                "`python -m export RUN_DIR --out DIR/`."
+                if older
+                else "; use the chargpt that exported it."
+            )
+        )
     try:
         present = [*METADATA_KEYS, *(k for k in OPTIONAL_KEYS if k in props)]
         return {k: props[k] if k in PLAIN_STRING_KEYS else json.loads(props[k]) for k in present}
@@ -78,8 +86,10 @@ def check_against_sidecar(path: Path) -> None:
     except (OSError, ValueError, AttributeError):
         return  # no sidecar, or not ours: the file is checked by loading it
     if recorded and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
-        raise ModelLoadError(f"{path} does not match the SHA-256 recorded in {sidecar.name} beside it: the file was "
-                             "truncated or altered, or the JSON belongs to another export; export it again or restore both files.")
+        raise ModelLoadError(
+            f"{path} does not match the SHA-256 recorded in {sidecar.name} beside it: the file was "
+            "truncated or altered, or the JSON belongs to another export; export it again or restore both files."
+        )
 
 
 def choose_providers(device: str) -> tuple[list[str], str]:
@@ -128,8 +138,10 @@ class OnnxModel:
         if folder:
             check_files(folder)
         if not self.path.is_file():
-            raise ModelLoadError(f"model {path} does not exist; use the shipped models/chargpt, or train and export "
-                                 "one (see README: python -m train, then python -m export).")
+            raise ModelLoadError(
+                f"model {path} does not exist; use the shipped models/chargpt, or train and export "
+                "one (see README: python -m train, then python -m export)."
+            )
         check_against_sidecar(self.path)
         providers, self.notice = choose_providers(device)
         # How this model's sessions are opened (the engine opens its ring file the same way).
@@ -137,7 +149,9 @@ class OnnxModel:
         try:
             self.session = open_session(self.path, **self.session_args)
         except Exception as e:  # onnxruntime's own exception types
-            raise ModelLoadError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]}).") from None
+            raise ModelLoadError(
+                f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:160]})."
+            ) from None
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != "CUDAExecutionProvider" and not self.notice:
             # get_providers() is the truth: a CUDA provider that failed to start does not raise.
@@ -158,7 +172,9 @@ class OnnxModel:
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return {n: np.zeros((batch, self.n_head, 0, self.head_dim), np.float32) for n in self.past_names}
 
-    def forward(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def forward(
+        self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """ids [B, T] following the cached characters (none when past is None) ->
         (logits [B, T, vocab], the cache of the window's last characters). The graph's last
         logit, the end-of-text id that generation libraries need, is left out: it is never

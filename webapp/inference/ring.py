@@ -57,8 +57,10 @@ def rotary_tables(positions: np.ndarray, head_dim: int, base: float) -> tuple[np
     frequencies = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     angles = positions.astype(np.float64)[..., None] * frequencies
     cos, sin = np.cos(angles), np.sin(angles)
-    return (np.concatenate((cos, cos), axis=-1).astype(np.float32),
-            np.concatenate((-sin, sin), axis=-1).astype(np.float32))
+    return (
+        np.concatenate((cos, cos), axis=-1).astype(np.float32),
+        np.concatenate((-sin, sin), axis=-1).astype(np.float32),
+    )
 
 
 def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -74,11 +76,18 @@ def window_mask(filled: np.ndarray, positions: np.ndarray, new: int) -> np.ndarr
     positions[b] - slots + m for m < j, in slots (positions[b] + m) % slots), and the new
     positions up to its own."""
     batch, slots = filled.shape
-    age = (np.arange(slots) - positions[:, None]) % slots  # [B, slots]: m for the slot of position positions[b] - slots + m
+    age = (
+        np.arange(slots) - positions[:, None]
+    ) % slots  # [B, slots]: m for the slot of position positions[b] - slots + m
     left = age[:, None, :] < np.arange(new)[None, :, None]  # [B, new, slots]
     later = np.arange(new)[None, :] > np.arange(new)[:, None]  # [new, new]
-    return np.concatenate((np.where(left, -np.inf, filled[:, None, :]),
-                           np.broadcast_to(np.where(later, -np.inf, 0.0), (batch, new, new))), axis=-1).astype(np.float32)
+    return np.concatenate(
+        (
+            np.where(left, -np.inf, filled[:, None, :]),
+            np.broadcast_to(np.where(later, -np.inf, 0.0), (batch, new, new)),
+        ),
+        axis=-1,
+    ).astype(np.float32)
 
 
 class RingStep:
@@ -139,12 +148,19 @@ class RingStep:
         their keys and values per layer [B, H, T, D]), the state untouched (`keep` adds them)."""
         positions = state[POSITION]
         cos, sin = self.tables_at(positions[:, None] + np.arange(ids.shape[1]))
-        feed = {INPUT_IDS: ids.astype(np.int64, copy=False), ROTARY_COS: cos, ROTARY_SIN: sin,
-                RING_MASK: window_mask(state[RING_MASK], positions, ids.shape[1]), **{n: state[n] for n in self.ring_names}}
+        feed = {
+            INPUT_IDS: ids.astype(np.int64, copy=False),
+            ROTARY_COS: cos,
+            ROTARY_SIN: sin,
+            RING_MASK: window_mask(state[RING_MASK], positions, ids.shape[1]),
+            **{n: state[n] for n in self.ring_names},
+        }
         logits, *new = self.session.run(self.output_names, feed)
         return logits[..., : self.vocab_size], new
 
-    def keep(self, state: dict[str, np.ndarray], new: list[np.ndarray], counts: int | np.ndarray) -> dict[str, np.ndarray]:
+    def keep(
+        self, state: dict[str, np.ndarray], new: list[np.ndarray], counts: int | np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Write the first `counts` positions (one number, or one per row) of a `forward`'s keys and
         values into each row's ring, in the slots of the characters that leave its window; the
         state, updated in place."""
@@ -197,18 +213,29 @@ def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
     try:
         session = open_session(path, **session_args)
     except Exception as e:  # onnxruntime's own exception types
-        return None, f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}."
+        return (
+            None,
+            f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}.",
+        )
     props = dict(session.get_modelmeta().custom_metadata_map)
     if len(next((i.shape for i in session.get_inputs() if i.name == RING_MASK), [])) == 2:  # ring_mask [B, slots]
-        return None, (f"{path.name} is an older ring file (one character a step); export the model again to write one that "
-                      f"also checks drafts; decoding with {model.path.name}.")
+        return None, (
+            f"{path.name} is an older ring file (one character a step); export the model again to write one that "
+            f"also checks drafts; decoding with {model.path.name}."
+        )
     if props.get("source_sha256") != model.metadata["source_sha256"]:
         return None, f"{path.name} was not exported with {model.path.name}; decoding with {model.path.name}."
     ring = RingStep(path, model, session)
     try:
         diff = ring.verify(model)
     except Exception as e:
-        return None, f"{path.name} does not run as a ring step ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}."
+        return (
+            None,
+            f"{path.name} does not run as a ring step ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}.",
+        )
     if not diff <= RING_TOLERANCE:
-        return None, f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); decoding with {model.path.name}."
+        return (
+            None,
+            f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); decoding with {model.path.name}.",
+        )
     return ring, ""

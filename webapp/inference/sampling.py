@@ -50,7 +50,9 @@ class SettingsError(ValueError):
 def is_number(x) -> bool:
     if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
         return False
-    return isinstance(x, (int, np.integer)) or math.isfinite(x)  # ints of any size are finite (np.isfinite fails on 10**30)
+    return isinstance(x, (int, np.integer)) or math.isfinite(
+        x
+    )  # ints of any size are finite (np.isfinite fails on 10**30)
 
 
 def is_integer(x) -> bool:
@@ -73,24 +75,53 @@ class SamplingParams:
 
     def __post_init__(self):
         checks = [
-            (is_integer(self.max_new_tokens) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS,
-             f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens!r}"),
-            (is_number(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
-             f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE}, not {self.temperature!r}"),
-            (is_integer(self.top_k) and self.top_k >= 0, f"top_k must be a whole number, 0 for off, not {self.top_k!r}"),
-            (is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be above 0 and at most 1 (1 = off), not {self.top_p!r}"),
-            (is_number(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be between 0 (off) and 1, not {self.min_p!r}"),
-            (is_integer(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to 2^63-1, not {self.seed!r}"),
-            (is_integer(self.num_samples) and 1 <= self.num_samples <= MAX_SAMPLES,
-             f"num_samples must be from 1 to {MAX_SAMPLES}, not {self.num_samples!r}"),
-            (self.stop is None or (isinstance(self.stop, str) and len(self.stop) <= 100), "stop must be a string of at most 100 characters"),
-            (is_integer(self.alternatives) and 0 <= self.alternatives <= MAX_ALTERNATIVES,
-             f"alternatives must be a whole number from 0 to {MAX_ALTERNATIVES}, not {self.alternatives!r}"),
+            (
+                is_integer(self.max_new_tokens) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS,
+                f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens!r}",
+            ),
+            (
+                is_number(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
+                f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE}, not {self.temperature!r}",
+            ),
+            (
+                is_integer(self.top_k) and self.top_k >= 0,
+                f"top_k must be a whole number, 0 for off, not {self.top_k!r}",
+            ),
+            (
+                is_number(self.top_p) and 0 < self.top_p <= 1,
+                f"top_p must be above 0 and at most 1 (1 = off), not {self.top_p!r}",
+            ),
+            (
+                is_number(self.min_p) and 0 <= self.min_p <= 1,
+                f"min_p must be between 0 (off) and 1, not {self.min_p!r}",
+            ),
+            (
+                is_integer(self.seed) and 0 <= self.seed <= MAX_SEED,
+                f"seed must be a whole number from 0 to 2^63-1, not {self.seed!r}",
+            ),
+            (
+                is_integer(self.num_samples) and 1 <= self.num_samples <= MAX_SAMPLES,
+                f"num_samples must be from 1 to {MAX_SAMPLES}, not {self.num_samples!r}",
+            ),
+            (
+                self.stop is None or (isinstance(self.stop, str) and len(self.stop) <= 100),
+                "stop must be a string of at most 100 characters",
+            ),
+            (
+                is_integer(self.alternatives) and 0 <= self.alternatives <= MAX_ALTERNATIVES,
+                f"alternatives must be a whole number from 0 to {MAX_ALTERNATIVES}, not {self.alternatives!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message + ".")
-        for name in ("max_new_tokens", "top_k", "seed", "num_samples", "alternatives"):  # 1000.0 (from JSON, or "1e3") -> 1000
+        for name in (
+            "max_new_tokens",
+            "top_k",
+            "seed",
+            "num_samples",
+            "alternatives",
+        ):  # 1000.0 (from JSON, or "1e3") -> 1000
             object.__setattr__(self, name, int(getattr(self, name)))
 
 
@@ -131,6 +162,7 @@ def per_row(values: Sequence) -> np.ndarray:
 
 # Each rule takes logits [rows, vocab] and its setting's value for each row (a sequence); a rule
 # that is off in every row returns the logits untouched, having looked at the values only.
+
 
 def min_p_filter(logits: np.ndarray, min_p: Sequence[float]) -> np.ndarray:
     """Keep the characters whose probability is at least min_p (0 = off) times the most likely
@@ -210,8 +242,12 @@ def top_alternatives(logits: np.ndarray, params: Sequence[SamplingParams], drawn
     ids `drawn` [rows] were drawn."""
     ids = likeliest_first(logits)[:, :k]
     model, sampled = softmax(logits), sampling_distribution(logits, params)
-    return Alternatives(ids, np.take_along_axis(model, ids, axis=-1), np.take_along_axis(sampled, ids, axis=-1),
-                        sampled[np.arange(len(logits)), drawn])
+    return Alternatives(
+        ids,
+        np.take_along_axis(model, ids, axis=-1),
+        np.take_along_axis(sampled, ids, axis=-1),
+        sampled[np.arange(len(logits)), drawn],
+    )
 
 
 def draw_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -235,8 +271,14 @@ def next_ids(logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequenc
     return ids
 
 
-def draw_blocks(block: np.ndarray, drafted: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[SplitMix64],
-                groups: np.ndarray, limits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_blocks(
+    block: np.ndarray,
+    drafted: np.ndarray,
+    params: Sequence[SamplingParams],
+    rngs: Sequence[SplitMix64],
+    groups: np.ndarray,
+    limits: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The characters one step of drafted blocks writes (webapp/inference/drafting.py), for rows
     that belong to groups (the rows of one request, which advance together): from the logits block
     [rows, T, vocab] after each row's fed id and its drafted ids [rows, T - 1] (-1 where a row's
@@ -252,7 +294,11 @@ def draw_blocks(block: np.ndarray, drafted: np.ndarray, params: Sequence[Samplin
     counts = np.full(n_rows, width, np.int64)
     # A row at its limit stops as at the end of its draft (a draw never equals -1).
     drafted = np.where(np.arange(width - 1) < limits[:, None] - 1, drafted, -1)
-    live, live_params, live_rngs = slice(None), params, rngs  # the rows still drawing (all, as a slice, until one stops)
+    live, live_params, live_rngs = (
+        slice(None),
+        params,
+        rngs,
+    )  # the rows still drawing (all, as a slice, until one stops)
     for j in range(width - 1):
         drawn = ids[live, j] = next_ids(block[live, j], live_params, live_rngs)
         stopping = drawn != drafted[live, j]

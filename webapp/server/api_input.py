@@ -34,7 +34,9 @@ def values_as_sent(component):
     return component
 
 
-MAX_CHOICES = 16  # alternatives chosen in one text (each one regenerates the text before it: webapp/server/streaming.py)
+MAX_CHOICES = (
+    16  # alternatives chosen in one text (each one regenerates the text before it: webapp/server/streaming.py)
+)
 MAX_UNDO = 16  # earlier texts the page's Undo can go back to
 
 
@@ -45,8 +47,10 @@ def check_prompt(prompt) -> str:
     if not isinstance(prompt, str):
         raise refuse("The prompt must be text.")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise refuse(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
-                     "(the model reads only its last few hundred anyway).")
+        raise refuse(
+            f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
+            "(the model reads only its last few hundred anyway)."
+        )
     return without_lone_surrogates(prompt)
 
 
@@ -57,7 +61,9 @@ def without_lone_surrogates(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p=0.0, alternatives=False) -> tuple[str, SamplingParams]:
+def check_request(
+    prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p=0.0, alternatives=False
+) -> tuple[str, SamplingParams]:
     """Turn /generate's inputs into a prompt and SamplingParams, or raise gr.Error with one
     sentence. alternatives: whether each new character comes with what the model considered
     there (PAGE_ALTERNATIVES of them)."""
@@ -67,16 +73,26 @@ def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p
         seed = secrets.randbelow(2**31)  # reported in the stats line, so the text can be made again
     if alternatives not in (None, False, True, 0, 1, "false", "true"):
         raise refuse(f"Alternatives must be true or false, not {alternatives!r}.")
-    return prompt, settings(max_new_tokens=_number(max_new_tokens), temperature=_number(temperature), top_k=_number(top_k),
-                            top_p=_number(top_p), min_p=0.0 if min_p is None else _number(min_p), seed=seed,
-                            alternatives=PAGE_ALTERNATIVES if alternatives in (True, 1, "true") else 0)
+    return prompt, settings(
+        max_new_tokens=_number(max_new_tokens),
+        temperature=_number(temperature),
+        top_k=_number(top_k),
+        top_p=_number(top_p),
+        min_p=0.0 if min_p is None else _number(min_p),
+        seed=seed,
+        alternatives=PAGE_ALTERNATIVES if alternatives in (True, 1, "true") else 0,
+    )
 
 
 def check_inspect(text, temperature, top_k, top_p, min_p=0.0) -> tuple[str, SamplingParams]:
     """Turn /inspect's inputs into a text and the settings of a draw after it, or raise gr.Error
     with the sentences /generate's checks use."""
-    return check_prompt(text), settings(temperature=_number(temperature), top_k=_number(top_k), top_p=_number(top_p),
-                                        min_p=0.0 if min_p is None else _number(min_p))
+    return check_prompt(text), settings(
+        temperature=_number(temperature),
+        top_k=_number(top_k),
+        top_p=_number(top_p),
+        min_p=0.0 if min_p is None else _number(min_p),
+    )
 
 
 def check_choices(choices) -> list[tuple[int, str]]:
@@ -86,8 +102,14 @@ def check_choices(choices) -> list[tuple[int, str]]:
         raise refuse(f"Choices must be a list of at most {MAX_CHOICES} [position, character] pairs.")
     checked = []
     for choice in choices:
-        if not (isinstance(choice, list) and len(choice) == 2 and isinstance(choice[0], int) and not isinstance(choice[0], bool)
-                and isinstance(choice[1], str) and len(choice[1]) == 1):
+        if not (
+            isinstance(choice, list)
+            and len(choice) == 2
+            and isinstance(choice[0], int)
+            and not isinstance(choice[0], bool)
+            and isinstance(choice[1], str)
+            and len(choice[1]) == 1
+        ):
             raise refuse(f"Each choice must be a [position, character] pair, not {str(choice)[:80]}.")
         if choice[0] < (checked[-1][0] + 1 if checked else 0):
             raise refuse("The choices' positions must be whole numbers from 0, each after the one before.")
@@ -142,12 +164,19 @@ class TrailingInputs:
         if call:
             return self.inputs.get(name)
         index = payload.get("fn_index")
-        return self.by_index.get(index) if isinstance(index, int) and path.rstrip("/").endswith("/gradio_api/queue/join") else None
+        return (
+            self.by_index.get(index)
+            if isinstance(index, int) and path.rstrip("/").endswith("/gradio_api/queue/join")
+            else None
+        )
 
     def padded(self, scope) -> bool:
         path = scope.get("path", "").rstrip("/")
-        return (scope["type"] == "http" and scope.get("method") == "POST"
-                and (path.endswith("/gradio_api/queue/join") or path.rpartition("/gradio_api/call/")[2] in self.inputs))
+        return (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and (path.endswith("/gradio_api/queue/join") or path.rpartition("/gradio_api/call/")[2] in self.inputs)
+        )
 
     async def __call__(self, scope, receive, send):
         if not self.padded(scope):
@@ -166,7 +195,9 @@ class TrailingInputs:
                 body = json.dumps(payload).encode()
         except ValueError:
             pass  # not JSON: Gradio answers it as it answers any malformed body
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+            (b"content-length", str(len(body)).encode())
+        ]
         sent = False
 
         async def replay():

@@ -16,23 +16,45 @@ USAGE_ERROR = 2
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(SHIPPED_MODEL), help="a model folder or its .onnx file (default: the shipped models/chargpt)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="onnxruntime provider; auto uses CUDA when available, cuda falls back to CPU with a notice")
+    p.add_argument(
+        "--model",
+        default=str(SHIPPED_MODEL),
+        help="a model folder or its .onnx file (default: the shipped models/chargpt)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="onnxruntime provider; auto uses CUDA when available, cuda falls back to CPU with a notice",
+    )
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m webapp", description="Serve the chargpt Gradio page and its /generate API. "
-                                "See also: python -m webapp generate --help")
+    p = argparse.ArgumentParser(
+        prog="python -m webapp",
+        description="Serve the chargpt Gradio page and its /generate API. See also: python -m webapp generate --help",
+    )
     add_model_args(p)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"requests decoding at once, their steps batched together (default {CONCURRENCY})")
-    p.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
-                   help=f"requests that may wait; more are turned away with 'Queue is full' (default {QUEUE_SIZE})")
-    p.add_argument("--exit-with-parent", action="store_true",
-                   help="stop serving when the process that started this one ends, however it ends (make serve uses it)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"requests decoding at once, their steps batched together (default {CONCURRENCY})",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=QUEUE_SIZE,
+        help=f"requests that may wait; more are turned away with 'Queue is full' (default {QUEUE_SIZE})",
+    )
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop serving when the process that started this one ends, however it ends (make serve uses it)",
+    )
     return p
 
 
@@ -88,7 +110,12 @@ def generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    p.add_argument("--min-p", type=float, default=0.0, help="keep the characters at least this times as likely as the likeliest; 0 = off")
+    p.add_argument(
+        "--min-p",
+        type=float,
+        default=0.0,
+        help="keep the characters at least this times as likely as the likeliest; 0 = off",
+    )
     p.add_argument("--seed", type=int, default=0, help="same seed and settings, same text")
     p.add_argument("--stop", help="stop before this string appears")
     p.add_argument("--num-samples", type=int, default=1, help="continuations sampled together in one batch")
@@ -103,8 +130,16 @@ def fail(prog: str, message: str) -> int:
 def generate_main(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     try:
-        params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, min_p=args.min_p, seed=args.seed, stop=args.stop, num_samples=args.num_samples)
+        params = SamplingParams(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            min_p=args.min_p,
+            seed=args.seed,
+            stop=args.stop,
+            num_samples=args.num_samples,
+        )
         engine = Engine(args.model, args.device)
     except (SettingsError, ModelLoadError) as e:
         return fail("python -m webapp generate", str(e))
@@ -126,7 +161,10 @@ def generate_main(argv: list[str]) -> int:
 def serve_main(argv: list[str]) -> int:
     args = serve_parser().parse_args(argv)
     if args.concurrency < 1 or args.queue_size < 0:
-        return fail("python -m webapp", f"--concurrency must be at least 1 and --queue-size at least 0, not {args.concurrency} and {args.queue_size}.")
+        return fail(
+            "python -m webapp",
+            f"--concurrency must be at least 1 and --queue-size at least 0, not {args.concurrency} and {args.queue_size}.",
+        )
     try:
         engine = Engine.for_server(args.model, args.device)
     except ModelLoadError as e:
@@ -142,7 +180,13 @@ def serve_main(argv: list[str]) -> int:
         stop_within(before_exit=lambda: shutil.rmtree(temp, ignore_errors=True))
         if args.exit_with_parent:
             exit_with_parent()
-        launch(build_demo(engine, args.concurrency, args.queue_size), engine.path, host=args.host, port=args.port, share=args.share)
+        launch(
+            build_demo(engine, args.concurrency, args.queue_size),
+            engine.path,
+            host=args.host,
+            port=args.port,
+            share=args.share,
+        )
     return 0
 
 

@@ -20,8 +20,10 @@ import json
 
 from webapp.inference.engine import Piece
 
-TEXT_STYLE = ("font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
-              "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px")
+TEXT_STYLE = (
+    "font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.5; "
+    "max-height: 30em; overflow-y: auto; padding: 0.5em; border-radius: 6px"
+)
 PROMPT_STYLE = "opacity: 0.6"
 DIGITS = 6  # a probability's decimals in the HTML: within 5e-7 of the engine's
 CHOSEN, UNDO = "chargpt-chosen", "chargpt-undo"  # the classes views.js looks for
@@ -51,10 +53,14 @@ def char_span(piece: Piece, tab_stop: bool = False, chosen: bool = False) -> str
 
 
 def legend() -> str:
-    stops = "".join(f'<span style="background:{colour(p)}">&nbsp;{p:.1f}&nbsp;</span>' for p in (0.1, 0.3, 0.5, 0.7, 0.9))
-    return (f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}. '
-            "Hover over, tap or Tab to a character to see what the model considered there; choose another to rewrite "
-            "the text from it.</div>")
+    stops = "".join(
+        f'<span style="background:{colour(p)}">&nbsp;{p:.1f}&nbsp;</span>' for p in (0.1, 0.3, 0.5, 0.7, 0.9)
+    )
+    return (
+        f'<div style="font-size: 0.85em">Colour = probability the model gave each generated character: {stops}. '
+        "Hover over, tap or Tab to a character to see what the model considered there; choose another to rewrite "
+        "the text from it.</div>"
+    )
 
 
 class ColouredText:
@@ -64,7 +70,11 @@ class ColouredText:
     alternatives); an Undo button leads when it has earlier choices to go back to."""
 
     def __init__(self, prompt: str, request: dict | None = None):
-        undo = f'<button type="button" class="{UNDO}">Undo the last choice</button> ' if request and request["undo"] else ""
+        undo = (
+            f'<button type="button" class="{UNDO}">Undo the last choice</button> '
+            if request and request["undo"]
+            else ""
+        )
         data = f" data-request={attribute(request)}" if request else ""
         self.start = f'{undo}<span style="{PROMPT_STYLE}"{data}>{html.escape(prompt)}</span>'
         self.pieces: list[tuple[Piece, bool]] = []

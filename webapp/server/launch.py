@@ -59,7 +59,9 @@ def settle_matplotlib() -> None:
     matplotlib.get_backend()
 
 
-def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int | None = None, share: bool = False, **kwargs):
+def launch(
+    demo: gr.Blocks, model_path: Path, host: str | None = None, port: int | None = None, share: bool = False, **kwargs
+):
     """Serve: 127.0.0.1 unless a host is given (or GRADIO_SERVER_NAME is set, as on Spaces). A
     stream nobody reads for CHARGPT_STALL_SECONDS (default STALL_S) is ended (stalled.py)."""
     stall_s = float(os.environ.get("CHARGPT_STALL_SECONDS", STALL_S))
@@ -69,9 +71,21 @@ def launch(demo: gr.Blocks, model_path: Path, host: str | None = None, port: int
     settle_matplotlib()
     inputs = {fn.api_name: len(fn.inputs) for fn in demo.fns.values() if isinstance(fn.api_name, str)}
     by_index = {index: len(fn.inputs) for index, fn in demo.fns.items() if isinstance(fn.api_name, str)}
-    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed_files(model_path),
-                       show_error=True, max_file_size=MAX_REQUEST_BYTES,
-                       app_kwargs={"middleware": [Middleware(ClosedRoutes), Middleware(RequestSizeLimit),
-                                                  Middleware(TrailingInputs, inputs=inputs, by_index=by_index)],
-                                   "lifespan": stalled_stream_lifespan(stall_s)},
-                       state_session_capacity=SESSION_CAPACITY, **kwargs)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        allowed_paths=allowed_files(model_path),
+        show_error=True,
+        max_file_size=MAX_REQUEST_BYTES,
+        app_kwargs={
+            "middleware": [
+                Middleware(ClosedRoutes),
+                Middleware(RequestSizeLimit),
+                Middleware(TrailingInputs, inputs=inputs, by_index=by_index),
+            ],
+            "lifespan": stalled_stream_lifespan(stall_s),
+        },
+        state_session_capacity=SESSION_CAPACITY,
+        **kwargs,
+    )

@@ -95,8 +95,12 @@ class ModelProcess:
     def _start(self) -> None:
         """Start the child and wait until its model is loaded (called holding the lock)."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        child = subprocess.Popen([sys.executable, "-m", "webapp.server.model_process", self.path, self.device],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "webapp.server.model_process", self.path, self.device],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         answer: list = []
         reader = threading.Thread(target=lambda: answer.append(self._first_message(child)), daemon=True)
         reader.start()

@@ -23,8 +23,10 @@ def distribution(logits: np.ndarray, params: SamplingParams, vocab: list[str]) -
     the characters they keep), each from characters to probabilities, the likeliest first."""
     order = likeliest_first(logits).tolist()
     before, after = softmax(logits[None])[0], sampling_distribution(logits[None], [params])[0]
-    return {"before": {vocab[i]: float(before[i]) for i in order},
-            "after": {vocab[i]: float(after[i]) for i in order if after[i] > 0}}
+    return {
+        "before": {vocab[i]: float(before[i]) for i in order},
+        "after": {vocab[i]: float(after[i]) for i in order if after[i] > 0},
+    }
 
 
 def heads(weights: np.ndarray | None, characters: str) -> dict | None:
@@ -32,9 +34,14 @@ def heads(weights: np.ndarray | None, characters: str) -> dict | None:
     (the text's last, oldest first) and one entry per layer and head."""
     if weights is None:
         return None
-    return {"characters": list(characters[len(characters) - weights.shape[-1] :]),
-            "heads": [{"layer": layer, "head": head, "weights": row.tolist()}
-                      for layer, per_head in enumerate(weights) for head, row in enumerate(per_head)]}
+    return {
+        "characters": list(characters[len(characters) - weights.shape[-1] :]),
+        "heads": [
+            {"layer": layer, "head": head, "weights": row.tolist()}
+            for layer, per_head in enumerate(weights)
+            for head, row in enumerate(per_head)
+        ],
+    }
 
 
 class NextCharacter:
@@ -70,5 +77,10 @@ class NextCharacter:
         encoded = encode_prompt(text, self.engine.vocab)
         context = encoded.text[-self.engine.receptive_field :]
         logits, weights = self.forward(encoded.ids)
-        return {"context": context, "notice": encoded.notice(), **distribution(logits, params, self.engine.vocab),
-                "attention": heads(weights, context), "attention_notice": self.attention_notice}
+        return {
+            "context": context,
+            "notice": encoded.notice(),
+            **distribution(logits, params, self.engine.vocab),
+            "attention": heads(weights, context),
+            "attention_notice": self.attention_notice,
+        }

@@ -33,8 +33,10 @@ from webapp.server.streaming import REQUEST_FIELDS, stream_generation
 VIEWS_JS = Path(__file__).resolve().parents[1] / "web" / "views.js"
 INSPECTOR = "globalThis.chargptViews.inspectServerText(element, (data) => trigger('branch', data), (data) => trigger('look', data));"
 # The attention view's clicks and keys; its HTML comes from /inspect's answer, drawn by views.js.
-ATTENTION = "(function attach() { const views = globalThis.chargptViews; " \
+ATTENTION = (
+    "(function attach() { const views = globalThis.chargptViews; "
     "if (views) views.attachAttention(element); else setTimeout(attach, 50); })();"
+)
 INSPECT_CONCURRENCY = 4  # /inspect's forwards at once, in the server's own process
 
 
@@ -62,7 +64,9 @@ class StopPresses:
         if request.session_hash:
             with self._lock:
                 flag = self._flags.pop(request.session_hash, None)  # re-inserted last: the newest
-                self._flags[request.session_hash] = flag if flag is not None and not flag.is_set() else threading.Event()
+                self._flags[request.session_hash] = (
+                    flag if flag is not None and not flag.is_set() else threading.Event()
+                )
                 while len(self._flags) > self.MAX_SESSIONS:
                     del self._flags[next(iter(self._flags))]
 
@@ -98,7 +102,10 @@ def model_panel(engine: Engine) -> str:
         ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
         ("parameters", f"{t['params']:,}"),
         ("validation loss", f"{val} nats/char (the whole validation split of its training text)"),
-        ("shape", f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters"),
+        (
+            "shape",
+            f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters",
+        ),
         ("architecture", f"{c['position']} positions, {c['activation']}, {c['norm']}"),
         ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters" + averaged),
         ("runtime", f"onnxruntime, {engine.provider}"),
@@ -136,7 +143,9 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
             raise refuse("A choice must come with the request that wrote the text.")
         prompt, params = check_request(*(asked.get(field) for field in REQUEST_FIELDS), alternatives=True)
         stops.generate_pressed(request)
-        yield from stream_stoppable(prompt, params, request, check_choices(asked.get("choices")), check_undo(asked.get("undo")))
+        yield from stream_stoppable(
+            prompt, params, request, check_choices(asked.get("choices")), check_undo(asked.get("undo"))
+        )
 
     def stream_stoppable(prompt, params, request: gr.Request, choices=None, undo=None):
         flag = stops.flag(request.session_hash)
@@ -162,8 +171,11 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
     about = read_about(engine.metadata)  # the model's own words (export records them), or neutral ones
     with gr.Blocks(title=about.title) as demo:
         # HTML with the model's words escaped: they are shown as written, never as markup.
-        gr.HTML(f"<h1>{html.escape(about.title)}</h1><p>{html.escape(about.description)}</p>"
-                f"<p>It runs on onnxruntime ({engine.provider}). {static_site_note()}</p>", elem_id="about")
+        gr.HTML(
+            f"<h1>{html.escape(about.title)}</h1><p>{html.escape(about.description)}</p>"
+            f"<p>It runs on onnxruntime ({engine.provider}). {static_site_note()}</p>",
+            elem_id="about",
+        )
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", value=about.prompt, lines=3, max_length=MAX_PROMPT_CHARS)
@@ -173,7 +185,9 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
                 if about.examples:
                     gr.Examples([[e] for e in about.examples], inputs=prompt, cache_examples=False)
             with gr.Column(scale=1):
-                max_new_tokens = values_as_sent(gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate"))
+                max_new_tokens = values_as_sent(
+                    gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate")
+                )
                 temperature = values_as_sent(gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)"))
                 top_k = values_as_sent(gr.Slider(0, len(engine.vocab), value=0, step=1, label="Top-k (0 = off)"))
                 top_p = values_as_sent(gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)"))
@@ -185,8 +199,13 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
         with gr.Row():
             with gr.Column(scale=2):
                 gr.HTML(legend())
-                colored = gr.HTML(elem_id="colored", label="Generated text", html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>',
-                                  head=f"<script>{VIEWS_JS.read_text(encoding='utf-8')}</script>", js_on_load=INSPECTOR)
+                colored = gr.HTML(
+                    elem_id="colored",
+                    label="Generated text",
+                    html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>',
+                    head=f"<script>{VIEWS_JS.read_text(encoding='utf-8')}</script>",
+                    js_on_load=INSPECTOR,
+                )
                 stats = gr.Markdown(elem_id="stats", label="Stats")
             with gr.Column(scale=1):
                 chart = gr.HTML(elem_id="next-char", label="The next character")
@@ -204,19 +223,36 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
         # queues the generation; Stop sets the flag (StopPresses says why not `cancels=`).
         generation_inputs = [prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives]
         generate_btn.click(stops.generate_pressed, None, None, queue=False, api_visibility="private").then(
-            generate, generation_inputs, [output, colored, stats], api_name="generate", concurrency_id="generate",
-            js="(...values) => [...values.slice(0, 7), true]").then(None, output, inspected, js="(text) => text")
-        colored.branch(branch, None, [output, colored, stats], api_visibility="private", concurrency_id="generate").then(
-            None, output, inspected, js="(text) => text")
+            generate,
+            generation_inputs,
+            [output, colored, stats],
+            api_name="generate",
+            concurrency_id="generate",
+            js="(...values) => [...values.slice(0, 7), true]",
+        ).then(None, output, inspected, js="(text) => text")
+        colored.branch(
+            branch, None, [output, colored, stats], api_visibility="private", concurrency_id="generate"
+        ).then(None, output, inspected, js="(text) => text")
         colored.look(look, None, inspected, api_visibility="private", queue=False)
         stop_btn.click(stops.stop_pressed, None, None, queue=False, api_visibility="private")
         # The chart: one forward per text (kept for the next settings), drawn in the browser by views.js.
         prompt.change(None, prompt, inspected, js="(text) => text")
-        gr.on([demo.load, inspected.change, temperature.change, top_k.change, top_p.change, min_p.change], inspect,
-              [inspected, temperature, top_k, top_p, min_p], next_json, api_name="inspect", trigger_mode="always_last",
-              concurrency_limit=INSPECT_CONCURRENCY, show_progress="hidden")
-        next_json.change(None, next_json, [chart, attention],
-                         js="(answer) => [globalThis.chargptViews.chartHtml(answer), globalThis.chargptViews.attentionHtml(answer)]")
+        gr.on(
+            [demo.load, inspected.change, temperature.change, top_k.change, top_p.change, min_p.change],
+            inspect,
+            [inspected, temperature, top_k, top_p, min_p],
+            next_json,
+            api_name="inspect",
+            trigger_mode="always_last",
+            concurrency_limit=INSPECT_CONCURRENCY,
+            show_progress="hidden",
+        )
+        next_json.change(
+            None,
+            next_json,
+            [chart, attention],
+            js="(answer) => [globalThis.chargptViews.chartHtml(answer), globalThis.chargptViews.attentionHtml(answer)]",
+        )
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 

@@ -48,7 +48,7 @@ class ClosedRoutes:
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         method = scope.get("method", "WEBSOCKET")
         if scope["type"] == "http" and is_open(method, path):
             return await self.app(scope, receive, send)

@@ -23,8 +23,9 @@ STALL_S = 20.0
 SWEEP_EVERY_S = 1.0
 
 
-def stalled_sessions(heads: dict[str, object], seen: dict[str, tuple[object, float]], now: float,
-                     stall_s: float = STALL_S) -> tuple[list[str], dict[str, tuple[object, float]]]:
+def stalled_sessions(
+    heads: dict[str, object], seen: dict[str, tuple[object, float]], now: float, stall_s: float = STALL_S
+) -> tuple[list[str], dict[str, tuple[object, float]]]:
     """heads: each session's oldest undelivered message (sessions with one). seen: the last
     sweep's record, session -> (that message, when it was first seen there). Returns the sessions
     whose oldest message has stayed the same for stall_s, and the new record."""
@@ -59,7 +60,9 @@ async def sweep(queue, seen: dict[str, tuple[object, float]], now: float, stall_
         pending.pop(session, None)
         queue.pending_event_ids_session.pop(session, None)
         seen.pop(session, None)
-    for session in orphaned_sessions(dict(queue.pending_event_ids_session), set(pending.keys()), set(queue.event_ids_to_events)):
+    for session in orphaned_sessions(
+        dict(queue.pending_event_ids_session), set(pending.keys()), set(queue.event_ids_to_events)
+    ):
         queue.pending_event_ids_session.pop(session, None)
     # Gradio's message queues are an LRU of 2,000 sessions ordered by each one's first request: a
     # visitor who keeps a page (or a gradio_client) open while 2,000 others come lost its queue,
@@ -80,6 +83,7 @@ async def end_stalled_streams(queue, stall_s: float = STALL_S, every_s: float = 
 
 def stalled_stream_lifespan(stall_s: float = STALL_S):
     """A lifespan for Gradio's app (app_kwargs["lifespan"]) that runs end_stalled_streams."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         task = asyncio.create_task(end_stalled_streams(app.get_blocks()._queue, stall_s))
@@ -87,4 +91,5 @@ def stalled_stream_lifespan(stall_s: float = STALL_S):
             yield
         finally:
             task.cancel()
+
     return lifespan

@@ -30,8 +30,9 @@ STREAM_EVERY_S, UPDATE_CHARS, STREAM_MAX_WAIT_S = 0.05, 16, 0.5
 REQUEST_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "min_p")
 
 
-def written_pieces(engine: Engine, decode: Decode, start: str, params: SamplingParams,
-                   choices: list[tuple[int, str]]) -> Iterator[tuple[Piece, bool]]:
+def written_pieces(
+    engine: Engine, decode: Decode, start: str, params: SamplingParams, choices: list[tuple[int, str]]
+) -> Iterator[tuple[Piece, bool]]:
     """The text after `start` (the prompt, or a newline for an empty one) as (piece, chosen):
     generated with `params`, and at each choice's position (counted after `start`) the chosen
     character instead of the drawn one, with what the model considered there. gr.Error when a
@@ -43,19 +44,30 @@ def written_pieces(engine: Engine, decode: Decode, start: str, params: SamplingP
                 if len(written) == at:
                     considered = next((c for c in piece.alternatives or () if c[0] == char), None)
                     if considered is None:
-                        raise refuse(f"{char!r} is not among the characters the model considered at character {at + 1}.")
+                        raise refuse(
+                            f"{char!r} is not among the characters the model considered at character {at + 1}."
+                        )
                     written += char
                     yield Piece(char, considered[1], piece.alternatives), True
                     break
                 written += piece.char
                 yield piece, False
         if at is not None and len(written) <= at:
-            raise refuse(f"There is no character {at + 1} to choose at: the text before it has {len(written)} characters.")
+            raise refuse(
+                f"There is no character {at + 1} to choose at: the text before it has {len(written)} characters."
+            )
 
 
-def stream_generation(engine: Engine, decode: Decode, prompt: str, params: SamplingParams, stop: threading.Event | None = None,
-                      choices: list[tuple[int, str]] | None = None, undo: list[list[tuple[int, str]]] | None = None,
-                      clock: Callable[[], float] = time.perf_counter) -> Iterator[tuple[str, str, str]]:
+def stream_generation(
+    engine: Engine,
+    decode: Decode,
+    prompt: str,
+    params: SamplingParams,
+    stop: threading.Event | None = None,
+    choices: list[tuple[int, str]] | None = None,
+    undo: list[list[tuple[int, str]]] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[tuple[str, str, str]]:
     """Yields (full text, coloured HTML, stats line) as characters arrive. With alternatives in
     `params`, the last HTML carries them (webapp/server/coloured.py says why the last), and every
     HTML the request that wrote the text, with `undo`, the choices of the texts before it (for the
@@ -68,8 +80,12 @@ def stream_generation(engine: Engine, decode: Decode, prompt: str, params: Sampl
     if choices:
         notices.append(f"{len(choices)} chosen character{'s' * (len(choices) > 1)}")
     start = prompt if prompt else encoded.text  # an empty prompt starts from a newline
-    request = {"prompt": prompt, **{field: getattr(params, field) for field in REQUEST_FIELDS[1:]},
-               "choices": [list(c) for c in choices or []], "undo": [[list(c) for c in earlier] for earlier in undo or []]}
+    request = {
+        "prompt": prompt,
+        **{field: getattr(params, field) for field in REQUEST_FIELDS[1:]},
+        "choices": [list(c) for c in choices or []],
+        "undo": [[list(c) for c in earlier] for earlier in undo or []],
+    }
     coloured = ColouredText(start, request if params.alternatives else None)
     text, generated, shown, stopped = start, 0, 0, False
     began = last_yield = clock()
