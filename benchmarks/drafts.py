@@ -19,8 +19,8 @@ from pathlib import Path
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from webapp.inference.engine import Engine
-from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError
+from webapp.inference.sampling import SamplingParams
 
 from .prompt import DEFAULT_DATA, load_prompt
 
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         0 <= t <= 10 for t in args.temperatures
     ):
         print(
-            f"{prog}: error: --prompt-chars, --chars, --seeds and --runs must be at least 1, temperatures from 0 to 10.",
+            f"{prog}: error: --prompt-chars, --chars, --seeds and --runs must be at least 1, temperatures from 0 "
+            "to 10.",
             file=sys.stderr,
         )
         return 2
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows
     ]
     print(
-        f"{args.model}: prompt {len(prompt)} characters, {args.chars} new per text, seeds 1-{args.seeds} (greedy: one text), "
+        f"{args.model}: prompt {len(prompt)} characters, {args.chars} new per text, seeds 1-{args.seeds} (greedy: "
+        "one text), "
         f"median of {args.runs} runs each"
     )
     print(table(lines))

@@ -5,7 +5,8 @@ made from the other: quantized, or its int8 weights stored as float32) and the P
 with the same weights (rebuilt from the ONNX file's named weights, or read from --checkpoint),
 each decoder continues the same prompt greedily for --chars characters at batch 1 and batch 8:
 
-  1. PyTorch, lecture-style (the code the project started from): the last block_size characters recomputed for every character
+  1. PyTorch, lecture-style (the code the project started from): the last block_size characters
+     recomputed for every character
   2. PyTorch, the plain loop: a prefill, then one cached step per character (what the graph is)
   3. onnxruntime without a cache (the last block_size characters per character, as row 1)
   4. the web app's engine (the plain loop on onnxruntime, its steps on the ring file where the
@@ -40,9 +41,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -58,17 +59,16 @@ from export.onnx_export import (
     torch_model_from_onnx,
 )
 from train.files import new_output_file, write_json
-from train.table import format_table as table
 from train.model import GPTLanguageModel
+from train.table import format_table as table
 from webapp.inference.drafting import table_path
-from webapp.inference.engine import Engine, EncodedPrompt
-from webapp.inference.sampling import PAGE_ALTERNATIVES, SamplingParams
+from webapp.inference.engine import EncodedPrompt, Engine
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, PlainSteps
 from webapp.inference.ring import ring_path
+from webapp.inference.sampling import PAGE_ALTERNATIVES, SamplingParams
 
 from .page import PageUnavailable, StaticPage, static_page
 from .prompt import DEFAULT_DATA, load_prompt
-
 
 WARM_UP_CHARS = 8
 # A decoder: (prompt ids [B, T], number of new characters) -> an iterator of new ids [B] per step.
@@ -264,12 +264,14 @@ def results_table(
             )
         if one_a_step != engine and {engine, one_a_step} <= by_name.keys():
             text.append(
-                f"batch {batch}: drafts: row '{engine}' is {by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
+                f"batch {batch}: drafts: row '{engine}' is "
+                f"{by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
                 f"row '{one_a_step}'"
             )
         if no_table in by_name and engine in by_name:
             text.append(
-                f"batch {batch}: draft table: row '{engine}' is {by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
+                f"batch {batch}: draft table: row '{engine}' is "
+                f"{by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
                 f"row '{no_table}'"
             )
         if alternatives in by_name and engine in by_name:

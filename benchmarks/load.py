@@ -308,16 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     if alone.chars_per_s and load.chars_per_s:
         print(
             f"crowd / one visitor: {load.chars_per_s / alone.chars_per_s:.2f}x aggregate characters/s "
-            f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {args.chars} characters"
+            f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {args.chars} "
+            "characters"
         )
     growth = (load.rss_after_mb - alone.rss_after_mb) if pid else None
     print(
         f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
-        f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak {'-' if peak is None else f'{peak:.0f} MB'})"
+        f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak "
+        f"{'-' if peak is None else f'{peak:.0f} MB'})"
     )
     if burst:
         print(
-            f"burst: {phases[3].completed} served, {phases[3].busy} turned away with '{BUSY}', {phases[3].failed} failures; "
+            f"burst: {phases[3].completed} served, {phases[3].busy} turned away with '{BUSY}', {phases[3].failed} "
+            "failures; "
             f"after it the server {'answered' if phases[4].completed == 1 else 'did NOT answer'}"
         )
     for p in phases:

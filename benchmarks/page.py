@@ -15,9 +15,9 @@ import json
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 WEB = Path(__file__).resolve().parents[1] / "webapp" / "web"
 CHROMIUM = "/usr/bin/chromium"

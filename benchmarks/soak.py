@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     prog = "python -m benchmarks.soak"
     if min(args.minutes, args.sample_seconds, args.stall_seconds) <= 0 or args.warmup_minutes < 0 or args.visitors < 1:
         print(
-            f"{prog}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at least 0 "
+            f"{prog}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at "
+            "least 0 "
             "and --visitors at least 1.",
             file=sys.stderr,
         )
@@ -495,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         else "no model process to kill"
     )
     print(
-        f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors at once; {killed}"
+        f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors "
+        f"at once; {killed}"
     )
     print(traffic_text)
     print()

@@ -18,7 +18,7 @@ from train.table import format_table
 from webapp.inference.attention import attention_path
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import FOLDER_FILES, MODEL_FILE
-from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, beside, averaged_phrase
+from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, averaged_phrase, beside
 from webapp.inference.ring import ring_path
 
 USAGE_ERROR, VERIFICATION_FAILED = 2, 1
@@ -86,7 +86,6 @@ def measure_loss(model, text: str, split: str, batch_size: int = 64) -> tuple[fl
 def eval_main(argv: list[str]) -> int:
     args = eval_parser().parse_args(argv)
     from train.text import DataError, read_text
-
     from webapp.inference.onnx_model import OnnxModel
 
     try:
@@ -241,7 +240,8 @@ def export_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write no MODEL.drafts.json: the training text's most "
         "frequent continuations of up to 5 characters, from which chargpt's engine and pages draft characters to "
-        "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces of up "
+        "check several a step (rotary models; webapp/inference/drafting.py). It quotes the training text in pieces "
+        "of up "
         "to 6 characters; without it the engine drafts from the text's own repeats only",
     )
     p.add_argument(
@@ -368,6 +368,7 @@ def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     from train import checkpoint
     from train.text import DataError, read_text, split_index
+    from webapp.inference.onnx_model import OnnxModel
 
     from . import metadata as md
     from .onnx_export import (
@@ -380,7 +381,6 @@ def export_main(argv: list[str]) -> int:
         verify_attention,
         verify_ring,
     )
-    from webapp.inference.onnx_model import OnnxModel
 
     prog = "python -m export"
     run_dir = Path(args.run_dir)
@@ -589,9 +589,10 @@ def quantize_int8(fp32: Path, target: Path, metadata: dict, text: str) -> tuple[
     checks require them equal: docs/model-folder.md, "Export"). Int8TooLossy unless its
     validation loss is within INT8_TOLERANCE of the float32 file's. Returns its metadata and a
     table of the two losses."""
+    from webapp.inference.onnx_model import OnnxModel
+
     from . import metadata as md
     from .onnx_export import quantize_weights_int8, set_metadata
-    from webapp.inference.onnx_model import OnnxModel
 
     quantize_weights_int8(fp32, target)
     fp32_loss, n = measure_loss(OnnxModel(fp32), text, "val")
@@ -730,9 +731,10 @@ def attention_main(argv: list[str]) -> int:
     import onnx
     from onnx import numpy_helper
 
+    from webapp.inference.onnx_model import OnnxModel
+
     from . import metadata as md
     from .onnx_export import INT8_SUFFIXES, export_attention, name_weights, set_metadata, torch_model_from_onnx
-    from webapp.inference.onnx_model import OnnxModel
 
     args = attention_parser().parse_args(argv)
     prog = "python -m export attention"

@@ -81,6 +81,10 @@ def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verifica
     examples = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in a["examples"])
     steps = t.get("averaged_steps")
     averaged = f"; {averaged_phrase(steps)} (SWA)" if steps else ""
+    trained = (
+        f"{t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, "
+        f"learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']}{averaged}"
+    )
     return f"""# {name}
 
 {a["description"]}
@@ -96,7 +100,7 @@ A character-level GPT exported by chargpt (format {metadata["chargpt.format"]}),
 | vocabulary | {c["vocab_size"]} characters |
 | architecture | {arch} |
 | weights | {t.get("quantization") or "float32"} |
-| trained | {t["step"]:,} steps, {t["tokens_seen"] or 0:,} characters, batch {s["batch_size"]}, learning rate {s["learning_rate"]:g} ({s["lr_schedule"]}), dropout {t["dropout"]}, seed {s["seed"]}{averaged} |
+| trained | {trained} |
 | dataset SHA-256 | `{t["dataset_sha256"]}` |
 | source checkpoint SHA-256 | `{metadata["source_sha256"]}` |
 

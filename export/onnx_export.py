@@ -10,18 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import torch
+from onnx import numpy_helper
 
 from train.model import GPTLanguageModel
 from train.table import format_table as table
-
 from webapp.inference.attention import ATTENTIONS, AttentionFile
 from webapp.inference.engine import Engine
-
-from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, OnnxModel, cache_names, open_session
 from webapp.inference.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
+from webapp.inference.sampling import SamplingParams
 
 from .runtime import last_window_loss, plain_loop_loss
 

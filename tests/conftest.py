@@ -6,13 +6,12 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
-from filelock import FileLock
 
 import pytest
 import torch
+from filelock import FileLock
 
 # Tiny models run fastest on one thread, and tests then share the CPU well with each other
 # and with a training run in the background; subprocesses inherit the setting.

@@ -8,12 +8,11 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import REPO
 
 from export.about import AboutError, build, dataset_name, example_prompts
 from train.text import SHAKESPEARE_SHA256
 from webapp.server.about import NEUTRAL_DESCRIPTION, NEUTRAL_TITLE, About, read_about
-
-from conftest import REPO
 
 PLAY = "FAUST:\nHabe nun, ach! Philosophie,\n\nMEPHISTOPHELES:\nIch bin der Geist, der stets verneint!\n\n" * 3
 

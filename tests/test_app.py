@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SCREENSHOTS, chromium_or_skip
 from helpers import (
     CHROMIUM_ARGS,
@@ -31,10 +30,10 @@ from helpers import (
     wait_for_page,
     written_request,
 )
+
 from webapp.inference.batching import CONCURRENCY
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
 from webapp.server.page import StopPresses
-
 
 # A stream nobody reads is ended after this many seconds (20 by default: webapp/server/stalled.py).
 STALL_S = 3
@@ -110,7 +109,7 @@ def test_generate_asked_for_alternatives_gives_what_the_model_considered_and_cal
     assert plain == before.html() and "data-" not in plain
     spans = generated_spans(html)
     assert "".join(ch for ch, _ in spans) == text[len("ROMEO:") :] == "".join(p.char for p in pieces)
-    for (ch, attributes), piece in zip(spans, pieces):
+    for (_, attributes), piece in zip(spans, pieces):
         shown = json.loads(attributes["data-alternatives"])
         assert [c for c, _, _ in shown] == [c for c, _, _ in piece.alternatives]
         assert max(abs(a - b) for x, y in zip(shown, piece.alternatives) for a, b in zip(x[1:], y[1:])) <= 1e-6
@@ -155,14 +154,17 @@ def test_inspect_gives_where_every_head_looked_from_the_texts_last_character(cli
     from export.onnx_export import torch_model_from_onnx
     from webapp.inference.engine import encode_prompt
 
-    text = "ROMEO:\nWhat light through yonder window breaks? It is the east, and Juliet is the sun. Arise, fair sun, and kill the envious moon"
+    text = (
+        "ROMEO:\nWhat light through yonder window breaks? It is the east, and Juliet is the sun. "
+        "Arise, fair sun, and kill the envious moon"
+    )
     answer = client.predict(text, 0.8, 0, 1.0, 0.0, api_name="/inspect")
     found = answer["attention"]
     model = torch_model_from_onnx(SHIPPED_MODEL / "onnx" / "model.onnx")
     window = model.config.block_size
     assert answer["attention_notice"] == "" and len(text) > window
     assert found["characters"] == list(text[-window:])
-    assert [(h["layer"], h["head"]) for h in found["heads"]] == [(l, h) for l in range(6) for h in range(6)]
+    assert [(h["layer"], h["head"]) for h in found["heads"]] == [(layer, h) for layer in range(6) for h in range(6)]
     got = np.array([h["weights"] for h in found["heads"]]).reshape(6, 6, window)
     ids = torch.tensor([encode_prompt(text, OnnxModel(SHIPPED_MODEL).vocab).ids])
     with torch.no_grad():
@@ -356,8 +358,8 @@ def test_the_page_presents_the_model_from_its_metadata(app_url):
     ]
     header = [c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "about"][0]
     assert (
-        "<p>A small character-level GPT trained on Tiny Shakespeare. Write the start of a scene and let it continue.</p>"
-        in header
+        "<p>A small character-level GPT trained on Tiny Shakespeare. Write the start of a scene and let it "
+        "continue.</p>" in header
     )
     sliders = {
         c["props"]["label"]: (c["props"]["minimum"], c["props"]["maximum"], c["props"]["value"])
@@ -669,7 +671,8 @@ engine = Engine.for_server(SHIPPED_MODEL)
 launch(build_demo(engine), engine.path, port=int(sys.argv[1]), prevent_thread_lock=True)
 url = f"http://127.0.0.1:{sys.argv[1]}/gradio_api/call/generate"
 body = json.dumps({"data": ["ROMEO:", 20, 0.8, 0, 1.0, 1, 0.0]}).encode()
-event = json.loads(urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})).read())
+request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+event = json.loads(urllib.request.urlopen(request).read())
 answer = urllib.request.urlopen(f"{url}/{event['event_id']}").read().decode()
 assert "event: complete" in answer, answer
 print(json.dumps(sorted({name.split(".")[0] for name in set(sys.modules) - at_start})), flush=True)
@@ -904,6 +907,7 @@ def test_a_session_with_a_request_in_flight_outlives_gradios_eviction_of_old_ses
     from types import SimpleNamespace
 
     from gradio.utils import LRUCache
+
     from webapp.server.stalled import sweep
 
     queue = SimpleNamespace(
@@ -1070,7 +1074,8 @@ def test_the_server_settles_matplotlib_before_its_first_visitor():
     pytest.importorskip("matplotlib")
     script = (
         "import sys\nfrom webapp.server.launch import settle_matplotlib\n"
-        "before = 'matplotlib.pyplot' in sys.modules\nsettle_matplotlib()\nprint(before, 'matplotlib.pyplot' in sys.modules)"
+        "before = 'matplotlib.pyplot' in sys.modules\nsettle_matplotlib()\nprint(before, 'matplotlib.pyplot' in "
+        "sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, check=True

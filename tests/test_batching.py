@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
-
 from conftest import REPO
 from helpers import text_of
+
 from webapp.inference.batching import Batcher
 from webapp.inference.engine import Engine, encode_prompt
 from webapp.inference.onnx_model import SHIPPED_MODEL
@@ -164,8 +164,10 @@ def test_the_model_process_ends_with_its_server_however_the_server_ends():
             sys.executable,
             "-c",
             (
-                "import time; from webapp.server.model_process import ModelProcess; from webapp.inference.onnx_model import SHIPPED_MODEL\n"
-                "p = ModelProcess(SHIPPED_MODEL / 'onnx' / 'model.onnx'); print(p._child.pid, flush=True); time.sleep(600)"
+                "import time; from webapp.server.model_process import ModelProcess; from "
+                "webapp.inference.onnx_model import SHIPPED_MODEL\n"
+                "p = ModelProcess(SHIPPED_MODEL / 'onnx' / 'model.onnx'); print(p._child.pid, flush=True); "
+                "time.sleep(600)"
             ),
         ],
         cwd=REPO,

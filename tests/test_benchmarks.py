@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import IN_CI, REPO
 
 from benchmarks import generation as bench
 from export.onnx_export import dequantize_weights, quantize_weights_int8, torch_model_from_onnx
 from train import checkpoint
 from webapp.inference.engine import Engine
 from webapp.inference.onnx_model import OnnxModel
-
-from conftest import IN_CI, REPO
 
 
 @pytest.fixture(scope="module")

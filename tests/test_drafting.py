@@ -22,8 +22,8 @@ from webapp.inference.drafting import (
     table_path,
 )
 from webapp.inference.engine import Engine
-from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL
+from webapp.inference.sampling import SamplingParams
 
 
 def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_longest_ending():

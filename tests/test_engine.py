@@ -8,12 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import spoil_ring
 
 from webapp.inference.engine import Engine, Piece, StopFilter, encode_prompt, serving_threads
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, OnnxModel
 from webapp.inference.sampling import SamplingParams, SplitMix64, next_ids
-
-from helpers import spoil_ring
 
 
 @pytest.fixture(scope="module")

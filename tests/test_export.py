@@ -14,20 +14,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import SHARED, trained_run
 
 import export.onnx_export
 from export.cli import main as export_main
-from webapp.inference.attention import attention_path
-from webapp.inference.engine import Engine
-from webapp.inference.ring import ring_path
-from webapp.inference.sampling import SamplingParams
-from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel
 from train import checkpoint
 from train.files import file_sha256
 from train.model import GPTLanguageModel
 from train.text import split_index
-
-from conftest import SHARED, trained_run
+from webapp.inference.attention import attention_path
+from webapp.inference.engine import Engine
+from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel
+from webapp.inference.ring import ring_path
+from webapp.inference.sampling import SamplingParams
 
 MODERN = [
     "--position",
@@ -665,9 +664,10 @@ def test_export_attention_adds_the_file_to_a_model_exported_before_it(exported, 
     result = export_here("attention", str(older / "model.onnx"))
     assert result.returncode == 0, result.stdout + result.stderr
     made, shipped = onnx.load(str(older / "model.attention.onnx")), onnx.load(str(attention_path(int8)))
-    int8_weights = lambda proto: {
-        i.name: i.raw_data for i in proto.graph.initializer if i.name.endswith(("_int8", "_scale"))
-    }  # noqa: E731
+
+    def int8_weights(proto):
+        return {i.name: i.raw_data for i in proto.graph.initializer if i.name.endswith(("_int8", "_scale"))}
+
     assert int8_weights(made) == int8_weights(shipped) and int8_weights(made)
 
     folder = tmp_path / "folder"

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TINY
+from helpers import run_train as start
 from safetensors.torch import load_file
 
 from train import checkpoint
 from train.cli import main
 from train.model import GPTConfig, GPTLanguageModel
-
-from conftest import REPO, TINY
-from helpers import run_train as start
 
 # Many checkpoints (one per evaluation), so that kills often land in or near a save.
 STEPS = 300
@@ -89,7 +88,7 @@ def test_a_crash_at_every_point_of_a_save_leaves_the_old_or_the_new_checkpoint_w
         shutil.copytree(old_dir, run)
         calls = []
 
-        def replace(src, dst):
+        def replace(src, dst, calls=calls, crash_at=crash_at):
             calls.append(dst)
             if len(calls) > crash_at:
                 raise Crash

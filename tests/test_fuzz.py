@@ -15,8 +15,8 @@ import math
 import random
 
 import pytest
-
 from helpers import fn_index_of, queue_call, raw_generate, rss_mb, server
+
 from webapp.inference.sampling import MAX_NEW_TOKENS
 from webapp.server.size_limit import DRAIN_BYTES
 from webapp.server.streaming import REQUEST_FIELDS
@@ -224,7 +224,8 @@ def test_the_log_check_tells_error_answers_from_server_errors():
         f"Traceback (most recent call last):\n{frame}TypeError: '<' not supported\n\n"
         "The above exception was the direct cause of the following exception:\n\n"
         f"Traceback (most recent call last):\n{frame}gradio.exceptions.ComponentProcessingError: Could not preprocess\n"
-        f"Traceback (most recent call last):\n{frame}gradio.exceptions.Error: 'Value 3 is greater than maximum value 2.'\n"
+        f"Traceback (most recent call last):\n{frame}gradio.exceptions.Error: 'Value 3 is greater than maximum "
+        "value 2.'\n"
         f"Traceback (most recent call last):\n{frame}KeyError: 'vocab'\nsome later log line\n"
     )
     assert server_errors(log) == ["KeyError: 'vocab'"]

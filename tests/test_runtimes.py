@@ -17,13 +17,13 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import IN_CI, REPO, SCREENSHOTS, SHAKESPEARE, chromium_or_skip
 from helpers import CHROMIUM_ARGS, static_server
+
 from export.folder import ONNXRUNTIME_GENAI, OPTIMUM, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
 from webapp.inference.engine import Engine, encode_prompt
-from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL
+from webapp.inference.sampling import SamplingParams
 
 WEB = REPO / "webapp" / "web"
 NEW_CHARS = 300

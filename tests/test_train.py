@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
+from helpers import run_train
 from safetensors.torch import load_file
 
 from train import checkpoint
@@ -17,9 +19,6 @@ from train.cli import main
 from train.config import TrainConfig, lr_at, passes, run_dropout
 from train.model import GPTConfig, GPTLanguageModel
 from train.trainer import eval_seconds, fit_max_iters, full_split_loss, load_corpus, refit_due
-
-from conftest import TINY
-from helpers import run_train
 
 
 def train_run(capsys, *args) -> tuple[int, str, str]:

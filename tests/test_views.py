@@ -14,9 +14,9 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 from helpers import CHROMIUM_ARGS, server, static_server
+
 from webapp.inference.engine import Engine, encode_prompt, spell_alternatives
 from webapp.inference.onnx_model import SHIPPED_MODEL
 from webapp.inference.sampling import (
@@ -396,7 +396,7 @@ def test_the_chart_keeps_what_the_sampling_rules_keep_as_the_settings_move(kind,
             "() => [...[...document.querySelectorAll('#next-char li[data-char]')].map(li => [li.dataset.char, "
             "li.dataset.kept === 'true']), Number(document.querySelector('#next-char li[data-rest]')?.dataset.kept)]"
         )
-        eventually(view, lambda: page.evaluate(script) == want, seconds=20)
+        eventually(view, lambda script=script, want=want: page.evaluate(script) == want, seconds=20)
         assert page.evaluate(script) == want, (temperature, top_k, top_p, min_p)
     assert page.locator("#next-char").inner_text().count("after") >= 1
     assert not view.errors

@@ -10,13 +10,13 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
 from helpers import CHROMIUM_ARGS, spoil_ring, static_server
-from webapp.server.about import read_about
+
 from webapp.inference.engine import Engine, encode_prompt
-from webapp.inference.sampling import SamplingParams
 from webapp.inference.onnx_model import SHIPPED_MODEL
+from webapp.inference.sampling import SamplingParams
+from webapp.server.about import read_about
 
 WEB = REPO / "webapp" / "web"
 
@@ -229,7 +229,8 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
         finally:
             browser.close()
     assert not errors
-    # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table (webapp/inference/drafting.py), as the engine does.
+    # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table
+    # (webapp/inference/drafting.py), as the engine does.
     assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
     about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
     assert shown == {
@@ -367,8 +368,8 @@ def test_build_refuses_a_missing_model(node, tmp_path):
 def test_the_javascript_limits_are_the_engines(node):
     from webapp.inference.drafting import MAX_DRAFT, MAX_MATCH, MIN_MATCH, REPEAT_MATCH, TABLE_FORMAT
     from webapp.inference.engine import MAX_PROMPT_CHARS
-    from webapp.inference.sampling import MAX_NEW_TOKENS, MAX_SAMPLES, MAX_SEED, MAX_TEMPERATURE
     from webapp.inference.ring import RING_TOLERANCE, VERIFY_CHUNK
+    from webapp.inference.sampling import MAX_NEW_TOKENS, MAX_SAMPLES, MAX_SEED, MAX_TEMPERATURE
 
     script = (
         "import { LIMITS, RING_TOLERANCE, VERIFY_CHUNK, MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT }"
@@ -408,10 +409,12 @@ def test_the_javascript_drafts_and_window_masks_are_pythons(node):
     script = (
         "import { asText, drafts, windowMask } from './chargpt.js';\n"
         f"const histories = {json.dumps(histories)}, budgets = {budgets};\n"
-        f"const masks = {json.dumps([[m.ravel().tolist(), p.tolist(), n] for m, p, n in masks])};\n"  # -Infinity: a JavaScript literal
+        # -Infinity: a JavaScript literal
+        f"const masks = {json.dumps([[m.ravel().tolist(), p.tolist(), n] for m, p, n in masks])};\n"
         "console.log(JSON.stringify({\n"
         "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(0, -1))], b))),\n"
-        "  masks: masks.map(([m, p, n]) => Array.from(windowMask(Float32Array.from(m), p, n, 15), (x) => (x === -Infinity ? 'inf' : x))),\n"
+        "  masks: masks.map(([m, p, n]) => Array.from(windowMask(Float32Array.from(m), p, n, 15), (x) => (x === "
+        "-Infinity ? 'inf' : x))),\n"
         "}));"
     )
     out = json.loads(
@@ -462,10 +465,12 @@ def test_the_javascript_alternatives_and_next_character_are_pythons(node):
         "import { nextCharacter, samplingParams, softmax, spellAlternatives, topAlternatives } from './chargpt.js';\n"
         "await import('./views.js');\n"
         f"const logits = {json.dumps(logits.tolist())}.map((row) => Float32Array.from(row));\n"
-        f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {drawn}, vocab = {json.dumps(vocab)};\n"
+        f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {drawn}, vocab = "
+        f"{json.dumps(vocab)};\n"
         "console.log(JSON.stringify({ shown: globalThis.chargptViews.ALTERNATIVES,\n"
         "  top: logits.map((row, r) => topAlternatives(row, settings[r], drawn[r], 5)),\n"
-        "  spelled: logits.map((row, r) => spellAlternatives(row, settings[r], drawn[r], softmax(row)[drawn[r]], 5, vocab)),\n"
+        "  spelled: logits.map((row, r) => spellAlternatives(row, settings[r], drawn[r], softmax(row)[drawn[r]], "
+        "5, vocab)),\n"
         "  next: logits.map((row, r) => nextCharacter(row, settings[r], vocab)) }));"
     )
     out = json.loads(

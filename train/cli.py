@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="inductor",
         metavar="BACKEND",
-        help="torch.compile the model (BACKEND: inductor, the default; aot_eager compiles in seconds, to check a setup)",
+        help="torch.compile the model (BACKEND: inductor, the default; aot_eager compiles in seconds, "
+        "to check a setup)",
     )
     for name, (kind, text) in HYPERPARAMETERS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)

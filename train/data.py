@@ -59,9 +59,11 @@ def check_long_enough(train: torch.Tensor, val: torch.Tensor, block_size: int) -
     shortest = min(len(train), len(val))
     if shortest < block_size + 1:
         raise DataError(
-            f"the text is too short for block_size {block_size}: its {'validation' if len(val) < len(train) else 'training'} "
+            f"the text is too short for block_size {block_size}: its "
+            f"{'validation' if len(val) < len(train) else 'training'} "
             f"split has {shortest} characters and needs at least {block_size + 1}; "
-            f"use a longer file (at least {int((block_size + 1) / (1 - TRAIN_FRACTION)) + 1} characters) or a smaller --block-size."
+            f"use a longer file (at least {int((block_size + 1) / (1 - TRAIN_FRACTION)) + 1} characters) or a "
+            "smaller --block-size."
         )
 
 

@@ -99,7 +99,7 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
+    def from_dict(cls, d: dict) -> GPTConfig:
         """Build from a saved dict; unknown keys are an error, so a newer format is not misread."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .loop import Draw, Request, Scheduler, outputs
 from .sampling import SamplingParams

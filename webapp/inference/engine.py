@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -191,7 +192,7 @@ class Engine(OnnxModel):
         self.notice = "; ".join(n for n in (self.notice, ring_notice, table_notice) if n)
 
     @classmethod
-    def for_server(cls, path, device: str = "cpu") -> "Engine":
+    def for_server(cls, path, device: str = "cpu") -> Engine:
         """The web server's engine: serving_threads() threads, leaving a core to the server's own."""
         return cls(path, device, threads=serving_threads())
 

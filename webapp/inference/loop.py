@@ -28,8 +28,9 @@ text is exactly what it is alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -202,7 +203,7 @@ class Cohort:
         self.state = {name: array[: n * size] for name, array in self.state.items()}
 
     @staticmethod
-    def merge(cohorts: list["Cohort"]) -> "Cohort":
+    def merge(cohorts: list[Cohort]) -> Cohort:
         if len(cohorts) == 1:
             return cohorts[0]
         pending = None if cohorts[0].pending is None else concat([c.pending for c in cohorts])

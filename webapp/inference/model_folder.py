@@ -4,7 +4,8 @@ libraries load, in the Hugging Face layout.
     DIR/onnx/model.onnx          the graph (chargpt format 2)
     DIR/onnx/model.json          its metadata, for runtimes that cannot read metadata_props
     DIR/onnx/model.ring.onnx     rotary models: the engine's faster cached step (webapp/inference/ring.py), optional
-    DIR/onnx/model.drafts.json   with it: the training text's frequent continuations to draft from (webapp/inference/drafting.py), optional
+    DIR/onnx/model.drafts.json   with it: the training text's frequent continuations to draft from
+                                 (webapp/inference/drafting.py), optional
     DIR/config.json              for transformers.js (and anything reading a Hub config)
     DIR/generation_config.json
     DIR/tokenizer.json           the character vocabulary in the tokenizers format

@@ -215,7 +215,8 @@ def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
     except Exception as e:  # onnxruntime's own exception types
         return (
             None,
-            f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}.",
+            f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with "
+            f"{model.path.name}.",
         )
     props = dict(session.get_modelmeta().custom_metadata_map)
     if len(next((i.shape for i in session.get_inputs() if i.name == RING_MASK), [])) == 2:  # ring_mask [B, slots]
@@ -231,11 +232,13 @@ def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
     except Exception as e:
         return (
             None,
-            f"{path.name} does not run as a ring step ({str(e).splitlines()[0][:120]}); decoding with {model.path.name}.",
+            f"{path.name} does not run as a ring step ({str(e).splitlines()[0][:120]}); decoding with "
+            f"{model.path.name}.",
         )
     if not diff <= RING_TOLERANCE:
         return (
             None,
-            f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); decoding with {model.path.name}.",
+            f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); decoding with "
+            f"{model.path.name}.",
         )
     return ring, ""

@@ -28,8 +28,9 @@ port, webapp/web/chargpt.js, uses the same one), which makes seeded samples port
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

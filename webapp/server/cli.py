@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE
 from webapp.inference.engine import Engine, encode_prompt
@@ -163,7 +163,8 @@ def serve_main(argv: list[str]) -> int:
     if args.concurrency < 1 or args.queue_size < 0:
         return fail(
             "python -m webapp",
-            f"--concurrency must be at least 1 and --queue-size at least 0, not {args.concurrency} and {args.queue_size}.",
+            f"--concurrency must be at least 1 and --queue-size at least 0, not {args.concurrency} and "
+            f"{args.queue_size}.",
         )
     try:
         engine = Engine.for_server(args.model, args.device)

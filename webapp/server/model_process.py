@@ -25,8 +25,9 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class ModelProcess:
             self._start()
 
     @classmethod
-    def for_engine(cls, engine: Engine) -> "ModelProcess":
+    def for_engine(cls, engine: Engine) -> ModelProcess:
         """A model process for the server's engine: the same file, on the provider it runs on."""
         return cls(engine.path, "cuda" if engine.provider == "CUDAExecutionProvider" else "cpu")
 

@@ -31,7 +31,10 @@ from webapp.server.streaming import REQUEST_FIELDS, stream_generation
 # The views' drawing code, which the static page shares (docs/views.md): loaded inline, before
 # the generated text's own script (INSPECTOR) runs.
 VIEWS_JS = Path(__file__).resolve().parents[1] / "web" / "views.js"
-INSPECTOR = "globalThis.chargptViews.inspectServerText(element, (data) => trigger('branch', data), (data) => trigger('look', data));"
+INSPECTOR = (
+    "globalThis.chargptViews.inspectServerText(element, (data) => trigger('branch', data), "
+    "(data) => trigger('look', data));"
+)
 # The attention view's clicks and keys; its HTML comes from /inspect's answer, drawn by views.js.
 ATTENTION = (
     "(function attach() { const views = globalThis.chargptViews; "
@@ -260,7 +263,8 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
 def static_site_note() -> str:
     """A link to the static page (the model in the visitor's browser) when it has been built."""
     if static_site_built():
-        return f'The same model also runs <a href="{html.escape(STATIC_URL)}index.html">in your browser</a>, with no server.'
+        link = f'<a href="{html.escape(STATIC_URL)}index.html">in your browser</a>'
+        return f"The same model also runs {link}, with no server."
     return "The same model also runs in your browser with onnxruntime-web: see <code>docs/serving.md</code>."
 
 

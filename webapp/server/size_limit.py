@@ -51,7 +51,10 @@ class RequestSizeLimit:
             await send_refusal(receive, send, 413, self.too_large())
 
     def too_large(self) -> str:
-        return f"The request is larger than {self.max_bytes / 2**20:g} MB; a prompt may have at most {MAX_PROMPT_CHARS:,} characters."
+        return (
+            f"The request is larger than {self.max_bytes / 2**20:g} MB; "
+            f"a prompt may have at most {MAX_PROMPT_CHARS:,} characters."
+        )
 
 
 class RequestTooLarge(Exception):

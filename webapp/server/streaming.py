@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from webapp.inference.engine import Decode, Engine, Piece, encode_prompt
 from webapp.inference.sampling import SamplingParams
@@ -93,7 +93,8 @@ def stream_generation(
     def stats() -> str:
         elapsed = clock() - began
         rate = generated / elapsed if elapsed > 0 else 0.0
-        line = f"{generated} characters in {elapsed:.2f} s ({rate:,.0f} characters/s) · {engine.provider} · seed {params.seed}"
+        line = f"{generated} characters in {elapsed:.2f} s ({rate:,.0f} characters/s)"
+        line += f" · {engine.provider} · seed {params.seed}"
         return line + " · stopped" * stopped + "".join(f" · {n}" for n in notices)
 
     with contextlib.closing(written_pieces(engine, decode, start, params, choices or [])) as pieces:
