@@ -5,8 +5,18 @@
 // chargpt.js computes here (docs/views.md).
 import * as ort from "./vendor/ort.wasm.min.mjs";
 
-import { CharGPT, colour, encodePrompt, LIMITS, modelFiles, NO_ATTENTION_FILE, nextCharacter, readAbout, samplingParams,
-  spellAlternatives } from "./chargpt.js";
+import {
+  CharGPT,
+  colour,
+  encodePrompt,
+  LIMITS,
+  modelFiles,
+  NO_ATTENTION_FILE,
+  nextCharacter,
+  readAbout,
+  samplingParams,
+  spellAlternatives,
+} from "./chargpt.js";
 
 const $ = (id) => document.getElementById(id);
 const views = globalThis.chargptViews; // views.js, loaded before this module
@@ -53,7 +63,7 @@ function randomSeed() {
   return ((BigInt(words[0]) << 32n) | BigInt(words[1])) & LIMITS.maxSeed;
 }
 
-const number = (id) => (($(id).value.trim() === "") ? NaN : Number($(id).value));
+const number = (id) => ($(id).value.trim() === "" ? NaN : Number($(id).value));
 
 function readSettings() {
   const seedText = $("seed").value.trim();
@@ -62,8 +72,12 @@ function readSettings() {
   else if (/^\d+$/.test(seedText)) seed = BigInt(seedText);
   else throw new RangeError(`seed must be a whole number from 0 to 2^63-1 (or -1 for a random one), not ${seedText}.`);
   return samplingParams({
-    maxNewTokens: number("length"), temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"),
-    minP: number("min-p"), seed,
+    maxNewTokens: number("length"),
+    temperature: number("temperature"),
+    topK: number("top-k"),
+    topP: number("top-p"),
+    minP: number("min-p"),
+    seed,
   });
 }
 
@@ -72,7 +86,12 @@ function start(promptText) {
   return promptText || model.vocab[encodePrompt("", model.vocab).ids[0]];
 }
 
-const textOf = (page, upTo = page.chars.length) => start(page.promptText) + page.chars.slice(0, upTo).map((c) => c.char).join("");
+const textOf = (page, upTo = page.chars.length) =>
+  start(page.promptText) +
+  page.chars
+    .slice(0, upTo)
+    .map((c) => c.char)
+    .join("");
 
 async function generate() {
   let settings;
@@ -101,14 +120,23 @@ async function write(page, verb) {
   $("stop").disabled = false;
   const { ids, dropped } = encodePrompt(textOf(page), model.vocab);
   await exclusive(async () => {
-    const began = performance.now(), text = [];
-    let firstMs = null, pending = [], lastYield = began;
+    const began = performance.now(),
+      text = [];
+    let firstMs = null,
+      pending = [],
+      lastYield = began;
     try {
       for await (const step of model.decode(ids, page.settings)) {
         if (firstMs === null) firstMs = performance.now() - began;
         const char = model.vocab[step.ids[0]];
         text.push(char);
-        pending.push({ char, id: step.ids[0], prob: step.probs[0], logits: Float32Array.from(step.logits[0]), chosen: false });
+        pending.push({
+          char,
+          id: step.ids[0],
+          prob: step.probs[0],
+          logits: Float32Array.from(step.logits[0]),
+          chosen: false,
+        });
         // The page is drawn, and Stop heard, every UPDATE_MS: characters wait for the next update
         // rather than each touching the DOM, and the loop then yields to the browser (with a
         // MessageChannel message: setTimeout(0) is clamped to 4 ms when nested). Each update lays
@@ -125,9 +153,13 @@ async function write(page, verb) {
       append(pending);
       const seconds = (performance.now() - began) / 1000;
       window.chargptLastRun = { text: text.join(""), chars: text.length, seconds, firstMs };
-      const note = dropped.length ? `; dropped ${dropped.map((c) => JSON.stringify(c)).join(", ")} (not in the vocabulary)` : "";
-      setStatus(`${stopRequested ? "Stopped after" : verb} ${text.length} characters in ${seconds.toFixed(2)} s ` +
-        `(${(text.length / seconds).toFixed(0)} characters/s, first after ${firstMs.toFixed(0)} ms), seed ${page.settings.seed}${note}.`);
+      const note = dropped.length
+        ? `; dropped ${dropped.map((c) => JSON.stringify(c)).join(", ")} (not in the vocabulary)`
+        : "";
+      setStatus(
+        `${stopRequested ? "Stopped after" : verb} ${text.length} characters in ${seconds.toFixed(2)} s ` +
+          `(${(text.length / seconds).toFixed(0)} characters/s, first after ${firstMs.toFixed(0)} ms), seed ${page.settings.seed}${note}.`,
+      );
     } catch (e) {
       setStatus(`Generation failed: ${e.message}`, true);
     }
@@ -181,7 +213,8 @@ function considered(i) {
  * settings and seed. */
 function choose(i, char) {
   if (!$("stop").disabled) return; // a generation is running
-  const c = shown.chars[i], id = model.vocab.indexOf(char);
+  const c = shown.chars[i],
+    id = model.vocab.indexOf(char);
   const prob = considered(i).rows.find((row) => row.char === char).model;
   history.push(shown);
   const chars = [...shown.chars.slice(0, i), { ...c, char, id, prob, chosen: true }];
@@ -203,20 +236,27 @@ function undo() {
 function chartText(text) {
   clearTimeout(chartTimer);
   const encoded = encodePrompt(text, model.vocab);
-  const context = encoded.ids.slice(-model.receptiveField).map((i) => model.vocab[i]).join("");
+  const context = encoded.ids
+    .slice(-model.receptiveField)
+    .map((i) => model.vocab[i])
+    .join("");
   exclusive(async () => {
     const logits = await model.nextLogits(encoded.ids);
     const notice = encoded.dropped.length ? `dropped ${encoded.dropped.map((c) => JSON.stringify(c)).join(", ")}` : "";
     charted = { context, notice, logits };
     drawChart();
   }).catch((e) => $("next-char").replaceChildren(`The next character: ${e.message}`));
-  attentionReady.then((ready) => exclusive(async () => {
-    if (!ready) return views.attention({ context, attention: null, attention_notice: attentionNotice });
-    const weights = await model.attention(encoded.ids);
-    const characters = Array.from(context).slice(-weights[0][0].length);
-    const heads = weights.flatMap((row, layer) => row.map((w, head) => ({ layer, head, weights: Array.from(w) })));
-    return views.attention({ context, attention: { characters, heads }, attention_notice: "" });
-  })).then((view) => $("attention").replaceChildren(view))
+  attentionReady
+    .then((ready) =>
+      exclusive(async () => {
+        if (!ready) return views.attention({ context, attention: null, attention_notice: attentionNotice });
+        const weights = await model.attention(encoded.ids);
+        const characters = Array.from(context).slice(-weights[0][0].length);
+        const heads = weights.flatMap((row, layer) => row.map((w, head) => ({ layer, head, weights: Array.from(w) })));
+        return views.attention({ context, attention: { characters, heads }, attention_notice: "" });
+      }),
+    )
+    .then((view) => $("attention").replaceChildren(view))
     .catch((e) => $("attention").replaceChildren(`Where each head looked: ${e.message}`));
 }
 
@@ -240,7 +280,12 @@ function drawChart() {
   if (!charted) return;
   let params;
   try {
-    params = samplingParams({ temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"), minP: number("min-p") });
+    params = samplingParams({
+      temperature: number("temperature"),
+      topK: number("top-k"),
+      topP: number("top-p"),
+      minP: number("min-p"),
+    });
   } catch (e) {
     $("next-char").replaceChildren(`The next character: ${e.message}`);
     return;
@@ -252,8 +297,13 @@ function drawChart() {
 // For tests and other tools: the text on the page, with the logits each character was drawn from
 // and its settings, and the chart's.
 window.chargptState = () => ({
-  settings: shown && { temperature: shown.settings.temperature, topK: shown.settings.topK, topP: shown.settings.topP,
-    minP: shown.settings.minP, seed: String(shown.settings.seed) },
+  settings: shown && {
+    temperature: shown.settings.temperature,
+    topK: shown.settings.topK,
+    topP: shown.settings.topP,
+    minP: shown.settings.minP,
+    seed: String(shown.settings.seed),
+  },
   chars: shown ? shown.chars.map((c) => ({ char: c.char, logits: Array.from(c.logits) })) : [],
   chart: charted && { context: charted.context, logits: Array.from(charted.logits) },
 });
@@ -306,22 +356,34 @@ async function load() {
     present(meta);
     // The ring file (faster steps; webapp/inference/ring.py) and the draft table (webapp/inference/drafting.py) are
     // optional: a site without them runs the model file alone, or drafts from the text's own repeats.
-    const [modelResponse, ringResponse, draftsResponse] = await Promise.all([fetch(MODEL), fetch(RING).catch(() => null),
-      fetch(DRAFTS).catch(() => null)]);
+    const [modelResponse, ringResponse, draftsResponse] = await Promise.all([
+      fetch(MODEL),
+      fetch(RING).catch(() => null),
+      fetch(DRAFTS).catch(() => null),
+    ]);
     if (!modelResponse.ok) throw new Error(`${MODEL}: HTTP ${modelResponse.status}`);
     const bytes = new Uint8Array(await modelResponse.arrayBuffer());
     const ring = ringResponse?.ok ? new Uint8Array(await ringResponse.arrayBuffer()) : undefined;
     const draftTable = draftsResponse?.ok ? await draftsResponse.json().catch(() => null) : undefined; // null: not JSON, refused with a notice
-    model = await CharGPT.load(ort, bytes, meta, { sessionOptions: { executionProviders: ["wasm"] }, ring, draftTable });
+    model = await CharGPT.load(ort, bytes, meta, {
+      sessionOptions: { executionProviders: ["wasm"] },
+      ring,
+      draftTable,
+    });
     if (model.notice) console.warn(model.notice);
     const t = meta.training;
-    $("model-info").textContent = `Model: ${(t.params / 1e6).toFixed(2)} M parameters, ${meta.config.n_layer} layers, ` +
+    $("model-info").textContent =
+      `Model: ${(t.params / 1e6).toFixed(2)} M parameters, ${meta.config.n_layer} layers, ` +
       `window ${meta.config.block_size} characters, validation loss ${t.val_loss?.toFixed(4)} nats/char, ` +
       `${((bytes.length + (model.ring ? ring.length : 0)) / 1e6).toFixed(2)} MB${model.ring ? " with its ring file" : ""}` +
       `${model.draftTable ? ` and draft table (${model.draftTable.next.size.toLocaleString("en")} contexts)` : ""}; ` +
       `onnxruntime-web ${ort.env.versions?.web ?? ""}.`;
-    views.attachInspector($("output"), { selector: "span[data-i]", infoOf: (span) => considered(Number(span.dataset.i)),
-      choose: (span, char) => choose(Number(span.dataset.i), char), look: (span) => chartText(textOf(shown, Number(span.dataset.i))) });
+    views.attachInspector($("output"), {
+      selector: "span[data-i]",
+      infoOf: (span) => considered(Number(span.dataset.i)),
+      choose: (span, char) => choose(Number(span.dataset.i), char),
+      look: (span) => chartText(textOf(shown, Number(span.dataset.i))),
+    });
     views.attachAttention($("attention"));
     attentionReady = loadAttention();
     chartText($("prompt").value);

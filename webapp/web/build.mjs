@@ -20,8 +20,10 @@ const SHORT_DESCRIPTION_CHARS = 60; // the Hub's limit for a Space's short_descr
 /** The README whose front matter makes dist/ a static Space, in the model's own words. */
 function spaceReadme(about) {
   const line = (text) => JSON.stringify(text); // a JSON string is a YAML scalar
-  const short = about.description.length > SHORT_DESCRIPTION_CHARS
-    ? `${about.description.slice(0, SHORT_DESCRIPTION_CHARS - 1)}…` : about.description;
+  const short =
+    about.description.length > SHORT_DESCRIPTION_CHARS
+      ? `${about.description.slice(0, SHORT_DESCRIPTION_CHARS - 1)}…`
+      : about.description;
   return `---
 title: ${line(`${about.title} in the browser`)}
 colorFrom: yellow
@@ -49,8 +51,11 @@ function main(argv) {
   }
   const { onnx, meta, ring, drafts, attention } = modelFiles(model);
   const ortDir = path.join(here, "node_modules", "onnxruntime-web", "dist");
-  for (const [file, hint] of [[onnx, "export one with python -m export"], [meta, "export writes it beside the .onnx file"],
-    [ortDir, "run npm ci --ignore-scripts in webapp/web first"]]) {
+  for (const [file, hint] of [
+    [onnx, "export one with python -m export"],
+    [meta, "export writes it beside the .onnx file"],
+    [ortDir, "run npm ci --ignore-scripts in webapp/web first"],
+  ]) {
     if (!existsSync(file)) return fail(`${file} does not exist (${hint}).`);
   }
   let about;
@@ -59,7 +64,8 @@ function main(argv) {
   } catch (e) {
     return fail(`${meta} is not a model's JSON metadata (${e.message}).`);
   }
-  if (existsSync(out) && !existsSync(path.join(out, "index.html"))) return fail(`${out} exists and is not a built site; choose another --out.`);
+  if (existsSync(out) && !existsSync(path.join(out, "index.html")))
+    return fail(`${out} exists and is not a built site; choose another --out.`);
   rmSync(out, { recursive: true, force: true });
   mkdirSync(path.join(out, "vendor"), { recursive: true });
   mkdirSync(path.join(out, "model"), { recursive: true });

@@ -41,8 +41,13 @@ export class SplitMix64 {
 
 /** The low 64 bits of the product of two 64-bit numbers given as unsigned 32-bit halves. */
 function mul64(ah, al, bh, bl) {
-  const a0 = al & 0xffff, a1 = al >>> 16, b0 = bl & 0xffff, b1 = bl >>> 16;
-  const p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0; // each below 2^32: exact
+  const a0 = al & 0xffff,
+    a1 = al >>> 16,
+    b0 = bl & 0xffff,
+    b1 = bl >>> 16;
+  const p00 = a0 * b0,
+    p01 = a0 * b1,
+    p10 = a1 * b0; // each below 2^32: exact
   const mid = (p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
   const lo = (((mid & 0xffff) << 16) | (p00 & 0xffff)) >>> 0;
   const carry = a1 * b1 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16); // al * bl >> 32, below 2^32
@@ -114,7 +119,8 @@ function likeliestFirst(logits) {
  * on ties), their probabilities in the model's distribution and in the draw's, and the drawn id's
  * probability in the draw's. */
 export function topAlternatives(logits, params, drawn, k) {
-  const model = softmax(logits), sampled = samplingDistribution(logits, params);
+  const model = softmax(logits),
+    sampled = samplingDistribution(logits, params);
   const ids = likeliestFirst(logits).slice(0, k);
   return { ids, model: ids.map((i) => model[i]), sampled: ids.map((i) => sampled[i]), drawn: sampled[drawn] };
 }
@@ -134,9 +140,12 @@ export function spellAlternatives(logits, params, drawn, prob, k, vocab) {
  * keep), characters to probabilities, the likeliest first. */
 export function nextCharacter(logits, params, vocab) {
   const order = likeliestFirst(logits);
-  const model = softmax(logits), sampled = samplingDistribution(logits, params);
-  return { before: Object.fromEntries(order.map((i) => [vocab[i], model[i]])),
-    after: Object.fromEntries(order.filter((i) => sampled[i] > 0).map((i) => [vocab[i], sampled[i]])) };
+  const model = softmax(logits),
+    sampled = samplingDistribution(logits, params);
+  return {
+    before: Object.fromEntries(order.map((i) => [vocab[i], model[i]])),
+    after: Object.fromEntries(order.filter((i) => sampled[i] > 0).map((i) => [vocab[i], sampled[i]])),
+  };
 }
 
 /** Inverse CDF: the first id whose cumulative probability exceeds u * total. */
@@ -198,21 +207,40 @@ export function encodePrompt(text, vocab) {
 
 // The Python library's limits (sampling.py's MAX_NEW_TOKENS, MAX_SAMPLES, MAX_SEED, MAX_TEMPERATURE;
 // engine.py's MAX_PROMPT_CHARS); tests/test_web.py ties them.
-export const LIMITS = { maxNewTokens: 2000, maxPromptChars: 10000, maxSamples: 8, maxSeed: 2n ** 63n - 1n, maxTemperature: 10 };
+export const LIMITS = {
+  maxNewTokens: 2000,
+  maxPromptChars: 10000,
+  maxSamples: 8,
+  maxSeed: 2n ** 63n - 1n,
+  maxTemperature: 10,
+};
 
 /** webapp/inference/sampling.py's SamplingParams: one request's settings, checked, or a RangeError
  * whose message says which and why (the Python sentence). */
-export function samplingParams({ maxNewTokens = 200, temperature = 0.8, topK = 0, topP = 1, minP = 0, seed = 0, numSamples = 1 } = {}) {
+export function samplingParams({
+  maxNewTokens = 200,
+  temperature = 0.8,
+  topK = 0,
+  topP = 1,
+  minP = 0,
+  seed = 0,
+  numSamples = 1,
+} = {}) {
   const whole = (x) => Number.isInteger(x);
   if (!(whole(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= LIMITS.maxNewTokens))
-    throw new RangeError(`max_new_tokens must be a whole number from 1 to ${LIMITS.maxNewTokens}, not ${maxNewTokens}.`);
+    throw new RangeError(
+      `max_new_tokens must be a whole number from 1 to ${LIMITS.maxNewTokens}, not ${maxNewTokens}.`,
+    );
   if (!(Number.isFinite(temperature) && temperature >= 0 && temperature <= LIMITS.maxTemperature))
     throw new RangeError(`temperature must be between 0 (greedy) and ${LIMITS.maxTemperature}, not ${temperature}.`);
   if (!(whole(topK) && topK >= 0)) throw new RangeError(`top_k must be a whole number, 0 for off, not ${topK}.`);
-  if (!(Number.isFinite(topP) && topP > 0 && topP <= 1)) throw new RangeError(`top_p must be above 0 and at most 1 (1 = off), not ${topP}.`);
-  if (!(Number.isFinite(minP) && minP >= 0 && minP <= 1)) throw new RangeError(`min_p must be between 0 (off) and 1, not ${minP}.`);
+  if (!(Number.isFinite(topP) && topP > 0 && topP <= 1))
+    throw new RangeError(`top_p must be above 0 and at most 1 (1 = off), not ${topP}.`);
+  if (!(Number.isFinite(minP) && minP >= 0 && minP <= 1))
+    throw new RangeError(`min_p must be between 0 (off) and 1, not ${minP}.`);
   const big = typeof seed === "bigint" ? seed : Number.isInteger(seed) ? BigInt(seed) : -1n;
-  if (!(big >= 0n && big <= LIMITS.maxSeed)) throw new RangeError(`seed must be a whole number from 0 to 2^63-1, not ${seed}.`);
+  if (!(big >= 0n && big <= LIMITS.maxSeed))
+    throw new RangeError(`seed must be a whole number from 0 to 2^63-1, not ${seed}.`);
   if (!(whole(numSamples) && numSamples >= 1 && numSamples <= LIMITS.maxSamples))
     throw new RangeError(`num_samples must be from 1 to ${LIMITS.maxSamples}, not ${numSamples}.`);
   return Object.freeze({ maxNewTokens, temperature, topK, topP, minP, seed: big, numSamples });
@@ -227,13 +255,19 @@ export function modelFiles(model) {
   const folder = model.replace(/\/+$/, "");
   const onnx = model.endsWith(".onnx") ? model : `${folder}/onnx/model.onnx`;
   const beside = (suffix) => onnx.replace(/\.onnx$/, suffix);
-  return { onnx, meta: beside(".json"), ring: beside(".ring.onnx"), drafts: beside(".drafts.json"),
-    attention: beside(".attention.onnx") };
+  return {
+    onnx,
+    meta: beside(".json"),
+    ring: beside(".ring.onnx"),
+    drafts: beside(".drafts.json"),
+    attention: beside(".attention.onnx"),
+  };
 }
 
 /** Why a model shows no attention: it has no attention file (attention.py's load_attention says the same). */
-export const NO_ATTENTION_FILE = "This model has no model.attention.onnx: it was exported before chargpt showed attention, "
-  + "and `python -m export attention FOLDER` adds it to its folder.";
+export const NO_ATTENTION_FILE =
+  "This model has no model.attention.onnx: it was exported before chargpt showed attention, " +
+  "and `python -m export attention FOLDER` adds it to its folder.";
 
 /** The configuration files of a model folder, beside its onnx/ (modelFiles says where a folder is). */
 export const CONFIG_FILES = ["config.json", "generation_config.json", "genai_config.json"];
@@ -251,9 +285,15 @@ export function configFields(nLayer, nHead, headDim, vocabSize) {
     "config.json": { n_layer: nLayer, n_head: nHead, n_embd: nHead * headDim, vocab_size: vocabSize, ...ids },
     "generation_config.json": ids,
     "genai_config.json": {
-      "model.vocab_size": vocabSize, "model.bos_token_id": end, "model.eos_token_id": end, "model.pad_token_id": end,
-      "model.decoder.num_hidden_layers": nLayer, "model.decoder.num_attention_heads": nHead,
-      "model.decoder.num_key_value_heads": nHead, "model.decoder.head_size": headDim, "model.decoder.hidden_size": nHead * headDim,
+      "model.vocab_size": vocabSize,
+      "model.bos_token_id": end,
+      "model.eos_token_id": end,
+      "model.pad_token_id": end,
+      "model.decoder.num_hidden_layers": nLayer,
+      "model.decoder.num_attention_heads": nHead,
+      "model.decoder.num_key_value_heads": nHead,
+      "model.decoder.head_size": headDim,
+      "model.decoder.hidden_size": nHead * headDim,
     },
   };
 }
@@ -271,13 +311,17 @@ export function graphSizes(session) {
 export function configDisagreement(folder, configs, sizes) {
   for (const [name, fields] of Object.entries(configFields(...sizes))) {
     const path = `${folder}/${name}`;
-    if (configs[name] === null || typeof configs[name] !== "object") return `${path} is not readable JSON; export the folder again.`;
+    if (configs[name] === null || typeof configs[name] !== "object")
+      return `${path} is not readable JSON; export the folder again.`;
     for (const [key, want] of Object.entries(fields)) {
       let got = configs[name];
-      for (const part of key.split(".")) got = got !== null && typeof got === "object" && !Array.isArray(got) ? got[part] : undefined;
+      for (const part of key.split("."))
+        got = got !== null && typeof got === "object" && !Array.isArray(got) ? got[part] : undefined;
       if (got !== want)
-        return `${path} disagrees with the model's graph: ${key} is ${got === undefined ? "null" : pyJson(got)} there and ${want} in ` +
-          "the graph; export the folder again so that all its files come from one checkpoint.";
+        return (
+          `${path} disagrees with the model's graph: ${key} is ${got === undefined ? "null" : pyJson(got)} there and ${want} in ` +
+          "the graph; export the folder again so that all its files come from one checkpoint."
+        );
     }
   }
   return null;
@@ -285,7 +329,12 @@ export function configDisagreement(folder, configs, sizes) {
 
 /** JSON as Python's json.dumps writes it (", " and ": " between items), for sentences both languages share. */
 function pyJson(value) {
-  return JSON.stringify(value, null, 1).replace(/\n\s*/g, " ").replace(/\[ /g, "[").replace(/ \]/g, "]").replace(/\{ /g, "{").replace(/ \}/g, "}");
+  return JSON.stringify(value, null, 1)
+    .replace(/\n\s*/g, " ")
+    .replace(/\[ /g, "[")
+    .replace(/ \]/g, "]")
+    .replace(/\{ /g, "{")
+    .replace(/ \}/g, "}");
 }
 
 /** webapp/inference/ring.py's rotary_tables: cos and signed sin [N, D] at whole positions, the angles in
@@ -328,7 +377,11 @@ export function windowMask(mask, positions, T, S) {
 }
 
 // webapp/inference/drafting.py's MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH and TABLE_FORMAT (tests/test_web.py ties them).
-export const MAX_DRAFT = 15, MIN_MATCH = 2, MAX_MATCH = 16, REPEAT_MATCH = 6, TABLE_FORMAT = "chargpt-drafts/1";
+export const MAX_DRAFT = 15,
+  MIN_MATCH = 2,
+  MAX_MATCH = 16,
+  REPEAT_MATCH = 6,
+  TABLE_FORMAT = "chargpt-drafts/1";
 
 /** webapp/inference/drafting.py's as_text: ids as a string, one UTF-16 unit each (vocabularies below 65,536). */
 export function asText(ids) {
@@ -341,7 +394,14 @@ export function readDraftTable(data, vocab) {
   if (data === null || typeof data !== "object" || data.format !== TABLE_FORMAT)
     throw new Error(`it is not a draft table of format ${JSON.stringify(TABLE_FORMAT)}`);
   const { order, next: entries } = data;
-  if (!(Number.isInteger(order) && order >= 0 && order <= 64 && entries !== null && typeof entries === "object" && !Array.isArray(entries)))
+  if (!(
+    Number.isInteger(order) &&
+    order >= 0 &&
+    order <= 64 &&
+    entries !== null &&
+    typeof entries === "object" &&
+    !Array.isArray(entries)
+  ))
     throw new Error("its order or its table is missing or malformed");
   const index = new Map(vocab.map((c, i) => [c, String.fromCharCode(i)]));
   const spell = (text) => {
@@ -352,7 +412,8 @@ export function readDraftTable(data, vocab) {
   const next = new Map();
   for (const [context, then] of Object.entries(entries)) {
     const [c, n] = [spell(context), spell(then)];
-    if (c === null || n === null || n.length !== 1) throw new Error("it holds characters that are not in the model's vocabulary");
+    if (c === null || n === null || n.length !== 1)
+      throw new Error("it holds characters that are not in the model's vocabulary");
     if (c.length <= order) next.set(c, n);
   }
   return { next, order };
@@ -362,7 +423,8 @@ export function readDraftTable(data, vocab) {
  * longest context it holds that ends the text so far; shorter when none does. */
 export function follow(table, history, maxChars) {
   const last = (text) => text.slice(Math.max(text.length - table.order, 0));
-  let text = last(history), out = "";
+  let text = last(history),
+    out = "";
   for (let n = 0; n < maxChars; n++) {
     let found; // the longest context first
     for (let k = Math.max(text.length - table.order, 0); k <= text.length && found === undefined; k++)
@@ -379,7 +441,8 @@ export function follow(table, history, maxChars) {
  * with a draft table, the table's continuation unless an ending of REPEAT_MATCH ids occurred. */
 export function draft(history, maxChars, table = null, minMatch = MIN_MATCH, maxMatch = MAX_MATCH) {
   if (maxChars <= 0) return "";
-  let found = -1, length = 0;
+  let found = -1,
+    length = 0;
   for (let k = minMatch; k <= Math.min(maxMatch, history.length - 1); k++) {
     const at = history.lastIndexOf(history.slice(-k), history.length - 1 - k); // ending before the last id
     if (at < 0) break;
@@ -488,11 +551,15 @@ export class RingSteps {
 
   keep(state, pending, count) {
     const { n_head: H, head_dim: D } = this.model.config;
-    const S = this.maxBlock, L = pending.dims[1];
+    const S = this.maxBlock,
+      L = pending.dims[1];
     pending.added.forEach((data, i) => {
       for (let bh = 0; bh < data.length / (L * D); bh++)
         for (let t = 0; t < count; t++)
-          state.rings[i].set(data.subarray((bh * L + t) * D, (bh * L + t + 1) * D), (bh * S + ((state.positions[Math.floor(bh / H)] + t) % S)) * D);
+          state.rings[i].set(
+            data.subarray((bh * L + t) * D, (bh * L + t + 1) * D),
+            (bh * S + ((state.positions[Math.floor(bh / H)] + t) % S)) * D,
+          );
     });
     state.positions.forEach((position, b) => {
       for (let t = 0; t < count; t++) state.mask[b * S + ((position + t) % S)] = 0;
@@ -505,7 +572,8 @@ export class RingSteps {
    * file's presents, keys not rotated) is `past`. */
   state(past, length) {
     const { n_head: H, head_dim: D, rope_base: base } = this.model.config;
-    const S = this.maxBlock, half = D / 2;
+    const S = this.maxBlock,
+      half = D / 2;
     const [B, , kept] = past[this.model.pastNames[0]].dims;
     const positions = Array.from({ length: kept }, (_, j) => length - kept + j);
     const { cos, sin } = rotaryTables(positions, D, base);
@@ -515,7 +583,8 @@ export class RingSteps {
       const ring = new Float32Array(B * H * S * D);
       for (let bh = 0; bh < B * H; bh++)
         positions.forEach((position, j) => {
-          const from = (bh * kept + j) * D, to = (bh * S + (position % S)) * D;
+          const from = (bh * kept + j) * D,
+            to = (bh * S + (position % S)) * D;
           if (n % 2) return ring.set(source.subarray(from, from + D), to); // a value
           for (let i = 0; i < half; i++) {
             const [x1, x2, t] = [source[from + i], source[from + half + i], j * D + i];
@@ -534,14 +603,30 @@ export class RingSteps {
    * and kind, the new keys and values [B, H, T, D]}; the state is untouched. */
   async run(rows, state) {
     const { n_head: H, head_dim: D, rope_base: base } = this.model.config;
-    const S = this.maxBlock, B = rows.length, L = rows[0].length, Tensor = this.model.ort.Tensor;
-    const { cos, sin } = rotaryTables(state.positions.flatMap((p) => Array.from({ length: L }, (_, t) => p + t)), D, base);
-    const feeds = { input_ids: new Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [B, L]),
-      rotary_cos: new Tensor("float32", cos, [B, L, D]), rotary_sin: new Tensor("float32", sin, [B, L, D]),
-      ring_mask: new Tensor("float32", windowMask(state.mask, state.positions, L, S), [B, L, S + L]) };
-    this.model.pastNames.forEach((n, i) => (feeds[n.replace("past_key_values", "ring")] = new Tensor("float32", state.rings[i], [B, H, S, D])));
+    const S = this.maxBlock,
+      B = rows.length,
+      L = rows[0].length,
+      Tensor = this.model.ort.Tensor;
+    const { cos, sin } = rotaryTables(
+      state.positions.flatMap((p) => Array.from({ length: L }, (_, t) => p + t)),
+      D,
+      base,
+    );
+    const feeds = {
+      input_ids: new Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [B, L]),
+      rotary_cos: new Tensor("float32", cos, [B, L, D]),
+      rotary_sin: new Tensor("float32", sin, [B, L, D]),
+      ring_mask: new Tensor("float32", windowMask(state.mask, state.positions, L, S), [B, L, S + L]),
+    };
+    this.model.pastNames.forEach(
+      (n, i) => (feeds[n.replace("past_key_values", "ring")] = new Tensor("float32", state.rings[i], [B, H, S, D])),
+    );
     const out = await this.session.run(feeds);
-    return { data: out.logits.data, dims: out.logits.dims, added: this.model.pastNames.map((n) => out[n.replace("past_key_values", "new")].data) };
+    return {
+      data: out.logits.data,
+      dims: out.logits.dims,
+      added: this.model.pastNames.map((n) => out[n.replace("past_key_values", "new")].data),
+    };
   }
 
   /** RingStep.verify: the largest |logit difference| between ring steps and the model file's, at
@@ -551,7 +636,9 @@ export class RingSteps {
     const model = this.model;
     let worst = 0;
     for (const length of [5, model.blockSize + 12]) {
-      const rows = [0, 1].map((b) => Array.from({ length: length + steps }, (_, t) => (7 * t + 3 * b + 1) % model.vocab.length));
+      const rows = [0, 1].map((b) =>
+        Array.from({ length: length + steps }, (_, t) => (7 * t + 3 * b + 1) % model.vocab.length),
+      );
       let want = await model.forward(rows.map((row) => row.slice(0, length)));
       const state = this.state(want.past, length);
       for (let t = length, n = 0; t < length + steps; n++) {
@@ -577,8 +664,10 @@ export class RingSteps {
 export class CharGPT {
   constructor(ort, session, meta) {
     if (meta["chargpt.format"] !== FORMAT_VERSION)
-      throw new Error(`the model has chargpt format ${JSON.stringify(meta["chargpt.format"])} and this page reads ` +
-        `${FORMAT_VERSION}; export its checkpoint again with python -m export RUN_DIR --out DIR/.`);
+      throw new Error(
+        `the model has chargpt format ${JSON.stringify(meta["chargpt.format"])} and this page reads ` +
+          `${FORMAT_VERSION}; export its checkpoint again with python -m export RUN_DIR --out DIR/.`,
+      );
     this.ort = ort;
     this.session = session;
     this.vocab = meta.vocab;
@@ -586,7 +675,8 @@ export class CharGPT {
     this.blockSize = meta.config.block_size;
     this.receptiveField = meta.config.receptive_field;
     this.pastNames = [];
-    for (let i = 0; i < meta.config.n_layer; i++) this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+    for (let i = 0; i < meta.config.n_layer; i++)
+      this.pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
     this.presentNames = this.pastNames.map((n) => n.replace("past_key_values", "present"));
     this.steps = new PlainSteps(this); // the step interface the loop runs: RingSteps when the ring file is used
     this.maxDraft = MAX_DRAFT; // characters drafted per step; 0: one character a step
@@ -608,13 +698,18 @@ export class CharGPT {
    * on the last (attention.py's last_position). Returns weights[layer][head], each a
    * Float32Array of the weights on the last n = min(ids, blockSize) ids, oldest first. */
   async attention(promptIds) {
-    const context = promptIds.slice(-this.receptiveField), W = this.blockSize;
+    const context = promptIds.slice(-this.receptiveField),
+      W = this.blockSize;
     const past = context.length > 1 ? (await this.forward([context.slice(0, -1)])).past : this.emptyPast(1);
     const ids = new this.ort.Tensor("int64", BigInt64Array.from([BigInt(context.at(-1))]), [1, 1]);
     const { attentions } = await this.attentionSession.run({ input_ids: ids, ...past });
-    const [, layers, heads] = attentions.dims, n = Math.min(context.length, W);
-    return Array.from({ length: layers }, (_, l) => Array.from({ length: heads }, (_, h) =>
-      attentions.data.slice((l * heads + h) * W + W - n, (l * heads + h + 1) * W)));
+    const [, layers, heads] = attentions.dims,
+      n = Math.min(context.length, W);
+    return Array.from({ length: layers }, (_, l) =>
+      Array.from({ length: heads }, (_, h) =>
+        attentions.data.slice((l * heads + h) * W + W - n, (l * heads + h + 1) * W),
+      ),
+    );
   }
 
   /** The ring file's steps, when they run (`notice` says why not, otherwise). */
@@ -634,7 +729,8 @@ export class CharGPT {
     const disagreement = configs ? configDisagreement(folder, configs, graphSizes(session)) : null;
     if (disagreement) throw new ModelFolderError(disagreement);
     const lm = new CharGPT(ort, session, meta);
-    if (ring && meta.config.position === "rotary") await lm.useRing(await ort.InferenceSession.create(ring, sessionOptions ?? {}));
+    if (ring && meta.config.position === "rotary")
+      await lm.useRing(await ort.InferenceSession.create(ring, sessionOptions ?? {}));
     if (lm.ring && draftTable !== undefined) {
       try {
         lm.draftTable = readDraftTable(draftTable, lm.vocab);
@@ -651,7 +747,9 @@ export class CharGPT {
     let worst;
     try {
       const mask = (session.inputMetadata ?? []).find((input) => input.name === "ring_mask");
-      if (mask?.shape?.length === 2) worst = "it is an older ring file (one character a step); export the model again to write one that also checks drafts";
+      if (mask?.shape?.length === 2)
+        worst =
+          "it is an older ring file (one character a step); export the model again to write one that also checks drafts";
       else worst = await ring.verify();
     } catch (e) {
       worst = `it does not run as a ring step (${String(e.message).split("\n")[0]})`;
@@ -665,7 +763,9 @@ export class CharGPT {
 
   emptyPast(batch) {
     const { n_head: h, head_dim: d } = this.config;
-    return Object.fromEntries(this.pastNames.map((n) => [n, new this.ort.Tensor("float32", new Float32Array(0), [batch, h, 0, d])]));
+    return Object.fromEntries(
+      this.pastNames.map((n) => [n, new this.ort.Tensor("float32", new Float32Array(0), [batch, h, 0, d])]),
+    );
   }
 
   /** rows: arrays of ids, all the same length, following the cached characters (none without
@@ -698,17 +798,21 @@ export class CharGPT {
    * also runs characters drafted from the text's own repeats or the draft table and keeps them up
    * to the first one that differs from what is drawn there: the same text, in fewer steps. */
   async *decode(promptIds, settings) {
-    const params = samplingParams(settings), rows = params.numSamples;
+    const params = samplingParams(settings),
+      rows = params.numSamples;
     const rngs = Array.from({ length: rows }, (_, r) => new SplitMix64(params.seed + BigInt(r)));
     const context = promptIds.slice(-this.receptiveField);
     let { logits, state } = await this.steps.prefill(Array.from({ length: rows }, () => context));
     let pending = null; // a drafted step's forward, kept once the draws say how much of it
     const texts = Array(rows).fill(asText(promptIds));
-    let drafted = Array.from({ length: rows }, () => []), budget = this.maxDraft, left = params.maxNewTokens;
+    let drafted = Array.from({ length: rows }, () => []),
+      budget = this.maxDraft,
+      left = params.maxNewTokens;
     for (;;) {
       // Sample: the drafted characters drawn as drafted, and one more.
-      let j = 0, ids;
-      for (;; j++) {
+      let j = 0,
+        ids;
+      for (; ; j++) {
         const logitRows = Array.from({ length: rows }, (_, r) => logits.row(r, j));
         ids = logitRows.map((row, r) => nextId(row, params, rngs[r]));
         yield { ids, probs: logitRows.map((row, r) => probabilityOf(row, ids[r])), logits: logitRows };
@@ -721,7 +825,10 @@ export class CharGPT {
       // Step: each row's next id, and the characters drafted after it where the steps take several.
       const most = Math.min(budget, left - 1, this.steps.maxBlock - 1);
       drafted = this.maxDraft && most > 0 ? drafts(texts, most, this.draftTable) : drafted.map(() => []);
-      ({ logits, pending } = await this.steps.forward(ids.map((id, r) => [id, ...drafted[r]]), state));
+      ({ logits, pending } = await this.steps.forward(
+        ids.map((id, r) => [id, ...drafted[r]]),
+        state,
+      ));
       if (drafted[0].length === 0) [state, pending] = [this.steps.keep(state, pending, 1), null]; // the fed character is always kept
     }
   }

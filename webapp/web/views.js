@@ -116,27 +116,64 @@
       const drawn = row.char === info.drawn;
       const removed = row.sampled === 0;
       const last = i === ALTERNATIVES;
-      const note = drawn ? el("span", { className: "chargpt-tag" }, info.chosen ? "your choice" : "drawn")
-        : el("button", { type: "button", title: `Rewrite the text from here with ${spoken(row.char)}`,
-          onclick: () => choose(row.char) }, "Write this");
-      const tr = el("tr", { className: [drawn && "chargpt-drawn", removed && "chargpt-removed"].filter(Boolean).join(" "),
-        dataset: { char: row.char, model: String(row.model), sampled: String(row.sampled) } },
-      el("td", { className: "chargpt-char", title: NAMES[row.char] ?? row.char }, visible(row.char)),
-      el("td", {}, decimal(row.model)),
-      el("td", {}, decimal(row.sampled), removed ? el("span", { className: "chargpt-tag" }, info.greedy ? " not taken" : " removed") : ""),
-      el("td", {}, note));
-      if (last) body.append(el("tr", {}, el("td", { colSpan: 4, className: "chargpt-tag" }, `Not among the ${ALTERNATIVES} likeliest:`)));
+      const note = drawn
+        ? el("span", { className: "chargpt-tag" }, info.chosen ? "your choice" : "drawn")
+        : el(
+            "button",
+            {
+              type: "button",
+              title: `Rewrite the text from here with ${spoken(row.char)}`,
+              onclick: () => choose(row.char),
+            },
+            "Write this",
+          );
+      const tr = el(
+        "tr",
+        {
+          className: [drawn && "chargpt-drawn", removed && "chargpt-removed"].filter(Boolean).join(" "),
+          dataset: { char: row.char, model: String(row.model), sampled: String(row.sampled) },
+        },
+        el("td", { className: "chargpt-char", title: NAMES[row.char] ?? row.char }, visible(row.char)),
+        el("td", {}, decimal(row.model)),
+        el(
+          "td",
+          {},
+          decimal(row.sampled),
+          removed ? el("span", { className: "chargpt-tag" }, info.greedy ? " not taken" : " removed") : "",
+        ),
+        el("td", {}, note),
+      );
+      if (last)
+        body.append(
+          el("tr", {}, el("td", { colSpan: 4, className: "chargpt-tag" }, `Not among the ${ALTERNATIVES} likeliest:`)),
+        );
       body.append(tr);
     });
-    const how = info.greedy ? "At temperature 0 the likeliest is always taken."
+    const how = info.greedy
+      ? "At temperature 0 the likeliest is always taken."
       : "“In the draw”: its chance after temperature and the filters (0: removed by them).";
-    return el("div", {},
+    return el(
+      "div",
+      {},
       el("button", { type: "button", className: "chargpt-close", title: "Close (Esc)", onclick: close }, "×"),
       el("h3", {}, `Character ${info.position + 1}: ${visible(info.drawn)}`, info.chosen ? " (your choice)" : ""),
-      el("p", {}, `What the model considered here: its likeliest characters and their probabilities. ${how} `
-        + "Choose one to rewrite the text from here."),
-      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "char"), el("th", {}, "model"), el("th", {}, "in the draw"),
-        el("th", {}, ""))), body));
+      el(
+        "p",
+        {},
+        `What the model considered here: its likeliest characters and their probabilities. ${how} ` +
+          "Choose one to rewrite the text from here.",
+      ),
+      el(
+        "table",
+        {},
+        el(
+          "thead",
+          {},
+          el("tr", {}, el("th", {}, "char"), el("th", {}, "model"), el("th", {}, "in the draw"), el("th", {}, "")),
+        ),
+        body,
+      ),
+    );
   }
 
   /** Makes the generated characters (those matching `selector`) inside `text` inspectable: hover,
@@ -148,10 +185,16 @@
    * where the heads looked as the model wrote it. */
   function attachInspector(text, { selector, infoOf, choose, undo, look }) {
     addStyle();
-    const popover = el("div", { className: "chargpt-popover", role: "dialog", hidden: true,
-      "aria-label": "What the model considered at this character" });
+    const popover = el("div", {
+      className: "chargpt-popover",
+      role: "dialog",
+      hidden: true,
+      "aria-label": "What the model considered at this character",
+    });
     document.body.append(popover);
-    let open = null, pinned = false, closing = null;
+    let open = null,
+      pinned = false,
+      closing = null;
     const spanOf = (target) => (target instanceof Element ? target.closest(selector) : null);
     const spans = () => Array.from(text.querySelectorAll(selector));
 
@@ -169,15 +212,22 @@
       open = span;
       pinned = pin;
       span.classList.add("chargpt-open");
-      popover.replaceChildren(panel(infoOf(span), (char) => {
-        close();
-        choose(span, char);
-      }, () => {
-        close();
-        span.focus();
-      }));
+      popover.replaceChildren(
+        panel(
+          infoOf(span),
+          (char) => {
+            close();
+            choose(span, char);
+          },
+          () => {
+            close();
+            span.focus();
+          },
+        ),
+      );
       popover.hidden = false;
-      const box = span.getBoundingClientRect(), width = popover.offsetWidth;
+      const box = span.getBoundingClientRect(),
+        width = popover.offsetWidth;
       const left = Math.min(Math.max(8, box.left), document.documentElement.clientWidth - width - 8);
       popover.style.left = `${left + window.scrollX}px`;
       popover.style.top = `${box.bottom + window.scrollY + 4}px`;
@@ -189,8 +239,16 @@
     };
 
     function move(span, key) {
-      const all = spans(), at = all.indexOf(span);
-      const to = { ArrowRight: at + 1, ArrowDown: at + 1, ArrowLeft: at - 1, ArrowUp: at - 1, Home: 0, End: all.length - 1 }[key];
+      const all = spans(),
+        at = all.indexOf(span);
+      const to = {
+        ArrowRight: at + 1,
+        ArrowDown: at + 1,
+        ArrowLeft: at - 1,
+        ArrowUp: at - 1,
+        Home: 0,
+        End: all.length - 1,
+      }[key];
       const next = all[Math.min(Math.max(to, 0), all.length - 1)];
       if (!next) return;
       if (!next.hasAttribute("tabindex")) next.tabIndex = -1;
@@ -248,22 +306,36 @@
       selector,
       infoOf(span) {
         const rows = JSON.parse(span.dataset.alternatives).map(([char, model, sampled]) => ({ char, model, sampled }));
-        return { position: Array.from(element.querySelectorAll(selector)).indexOf(span), drawn: span.textContent, rows,
-          chosen: span.classList.contains("chargpt-chosen"), greedy: request().temperature === 0 };
+        return {
+          position: Array.from(element.querySelectorAll(selector)).indexOf(span),
+          drawn: span.textContent,
+          rows,
+          chosen: span.classList.contains("chargpt-chosen"),
+          greedy: request().temperature === 0,
+        };
       },
       choose(span, char) {
-        const asked = request(), at = Array.from(element.querySelectorAll(selector)).indexOf(span);
+        const asked = request(),
+          at = Array.from(element.querySelectorAll(selector)).indexOf(span);
         const choices = asked.choices.filter(([position]) => position < at).concat([[at, char]]);
         branch({ request: { ...asked, choices, undo: [...asked.undo, asked.choices] } });
       },
       undo() {
         const asked = request();
-        if (asked.undo.length) branch({ request: { ...asked, choices: asked.undo.at(-1), undo: asked.undo.slice(0, -1) } });
+        if (asked.undo.length)
+          branch({ request: { ...asked, choices: asked.undo.at(-1), undo: asked.undo.slice(0, -1) } });
       },
       look(span) {
         const before = Array.from(element.querySelectorAll(selector));
         const at = before.indexOf(span);
-        look({ text: element.querySelector("[data-request]").textContent + before.slice(0, at).map((s) => s.textContent).join("") });
+        look({
+          text:
+            element.querySelector("[data-request]").textContent +
+            before
+              .slice(0, at)
+              .map((s) => s.textContent)
+              .join(""),
+        });
       },
     });
   }
@@ -275,34 +347,75 @@
     addStyle();
     if (!answer || typeof answer !== "object" || !answer.before) return el("div", { className: "chargpt-chart" }, "…");
     // Sorted here: JavaScript objects put keys that look like whole numbers ("3") first.
-    const before = Object.entries(answer.before).sort((a, b) => b[1] - a[1]), after = answer.after;
-    const tail = Array.from(answer.context ?? "").slice(-24).map(visible).join("");
+    const before = Object.entries(answer.before).sort((a, b) => b[1] - a[1]),
+      after = answer.after;
+    const tail = Array.from(answer.context ?? "")
+      .slice(-24)
+      .map(visible)
+      .join("");
     const bars = el("ol");
-    const row = (label, model, draw, kept, data, className = "") => el("li", {
-      className: [className, kept ? "chargpt-kept" : "chargpt-removed"].filter(Boolean).join(" "), dataset: data },
-    el("span", { className: "chargpt-char" }, label),
-    el("span", { className: "chargpt-track" }, el("span", { className: "chargpt-model", style: `width: ${100 * model}%` }),
-      el("span", { className: "chargpt-draw", style: `width: ${100 * draw}%` })),
-    el("span", { className: "chargpt-number" }, `${model.toFixed(4)} → ${kept ? draw.toFixed(4) : "out"}`));
+    const row = (label, model, draw, kept, data, className = "") =>
+      el(
+        "li",
+        {
+          className: [className, kept ? "chargpt-kept" : "chargpt-removed"].filter(Boolean).join(" "),
+          dataset: data,
+        },
+        el("span", { className: "chargpt-char" }, label),
+        el(
+          "span",
+          { className: "chargpt-track" },
+          el("span", { className: "chargpt-model", style: `width: ${100 * model}%` }),
+          el("span", { className: "chargpt-draw", style: `width: ${100 * draw}%` }),
+        ),
+        el("span", { className: "chargpt-number" }, `${model.toFixed(4)} → ${kept ? draw.toFixed(4) : "out"}`),
+      );
     for (const [char, p] of before.slice(0, CHART_ROWS)) {
       const kept = char in after;
-      bars.append(row(visible(char), p, kept ? after[char] : 0, kept,
-        { char, before: String(p), after: String(kept ? after[char] : 0), kept: String(kept) }));
+      bars.append(
+        row(visible(char), p, kept ? after[char] : 0, kept, {
+          char,
+          before: String(p),
+          after: String(kept ? after[char] : 0),
+          kept: String(kept),
+        }),
+      );
     }
     const rest = before.slice(CHART_ROWS);
     if (rest.length) {
       const sum = (entries) => entries.reduce((total, [, p]) => total + p, 0);
       const keptRest = rest.filter(([char]) => char in after);
-      bars.append(row(`+${rest.length}`, sum(rest), sum(keptRest.map(([char]) => [char, after[char]])), keptRest.length > 0,
-        { rest: String(rest.length), kept: String(keptRest.length) }, "chargpt-rest"));
+      bars.append(
+        row(
+          `+${rest.length}`,
+          sum(rest),
+          sum(keptRest.map(([char]) => [char, after[char]])),
+          keptRest.length > 0,
+          { rest: String(rest.length), kept: String(keptRest.length) },
+          "chargpt-rest",
+        ),
+      );
     }
     const kept = Object.keys(after).length;
-    return el("div", { className: "chargpt-chart" },
-      el("p", {}, el("strong", {}, "The next character"), ` after “${tail}”`, answer.notice ? ` (${answer.notice})` : ""),
-      el("p", { className: "chargpt-line" }, `The model's ${CHART_ROWS} likeliest and the rest. Grey: the model's probability; `
-        + "blue: the chance in a draw after temperature, top-k, top-p and min-p (struck out: removed). "
-        + `They keep ${kept} of ${before.length} characters.`),
-      bars);
+    return el(
+      "div",
+      { className: "chargpt-chart" },
+      el(
+        "p",
+        {},
+        el("strong", {}, "The next character"),
+        ` after “${tail}”`,
+        answer.notice ? ` (${answer.notice})` : "",
+      ),
+      el(
+        "p",
+        { className: "chargpt-line" },
+        `The model's ${CHART_ROWS} likeliest and the rest. Grey: the model's probability; ` +
+          "blue: the chance in a draw after temperature, top-k, top-p and min-p (struck out: removed). " +
+          `They keep ${kept} of ${before.length} characters.`,
+      ),
+      bars,
+    );
   }
 
   const HEAT_LEVELS = 10; // a small map's shades: its spans carry a class rather than a style each
@@ -316,18 +429,39 @@
    * with heat behind them. attachAttention(container) makes a click on a map enlarge it. */
   function attention(answer) {
     addStyle();
-    if (!answer || typeof answer !== "object" || !("attention" in answer)) return el("div", { className: "chargpt-attention" }, "…");
+    if (!answer || typeof answer !== "object" || !("attention" in answer))
+      return el("div", { className: "chargpt-attention" }, "…");
     const found = answer.attention;
     const title = el("p", {}, el("strong", {}, "Where each head looked"));
     if (!found) {
-      return el("div", { className: "chargpt-attention" }, title, el("p", { className: "chargpt-notice" },
-        answer.attention_notice || "This model has no attention file, so there is nothing to show."));
+      return el(
+        "div",
+        { className: "chargpt-attention" },
+        title,
+        el(
+          "p",
+          { className: "chargpt-notice" },
+          answer.attention_notice || "This model has no attention file, so there is nothing to show.",
+        ),
+      );
     }
     const chars = found.characters;
-    const layers = Math.max(...found.heads.map((h) => h.layer)) + 1, heads = Math.max(...found.heads.map((h) => h.head)) + 1;
-    const tail = Array.from(answer.context ?? "").slice(-24).map(visible).join("");
-    const grid = el("div", { className: "chargpt-heads", style: `--heads: ${heads}`, role: "group",
-      "aria-label": `${layers} layers by ${heads} heads` }, el("span"));
+    const layers = Math.max(...found.heads.map((h) => h.layer)) + 1,
+      heads = Math.max(...found.heads.map((h) => h.head)) + 1;
+    const tail = Array.from(answer.context ?? "")
+      .slice(-24)
+      .map(visible)
+      .join("");
+    const grid = el(
+      "div",
+      {
+        className: "chargpt-heads",
+        style: `--heads: ${heads}`,
+        role: "group",
+        "aria-label": `${layers} layers by ${heads} heads`,
+      },
+      el("span"),
+    );
     for (let h = 0; h < heads; h++) grid.append(el("span", { className: "chargpt-label" }, `head ${h + 1}`));
     const byPlace = new Map(found.heads.map((entry) => [`${entry.layer},${entry.head}`, entry.weights]));
     for (let l = 0; l < layers; l++) {
@@ -335,24 +469,41 @@
       for (let h = 0; h < heads; h++) {
         const weights = byPlace.get(`${l},${h}`) ?? [];
         const largest = Math.max(0, ...weights);
-        const map = el("button", { type: "button", className: "chargpt-head", "aria-pressed": "false",
+        const map = el("button", {
+          type: "button",
+          className: "chargpt-head",
+          "aria-pressed": "false",
           title: `Layer ${l + 1}, head ${h + 1}: click to enlarge`,
           "aria-label": `Layer ${l + 1}, head ${h + 1}; heaviest on ${spoken(chars[weights.indexOf(largest)] ?? "")}`,
-          dataset: { layer: String(l), head: String(h), weights: weights.join(",") } });
+          dataset: { layer: String(l), head: String(h), weights: weights.join(",") },
+        });
         weights.forEach((w, i) => {
           const level = Math.round(heat(w, largest) * HEAT_LEVELS);
-          map.append(el("span", { style: level ? `background: rgba(220, 38, 38, ${level / HEAT_LEVELS})` : "" }, visible(chars[i])));
+          map.append(
+            el(
+              "span",
+              { style: level ? `background: rgba(220, 38, 38, ${level / HEAT_LEVELS})` : "" },
+              visible(chars[i]),
+            ),
+          );
         });
         grid.append(map);
       }
     }
-    return el("div", { className: "chargpt-attention", dataset: { characters: JSON.stringify(chars) } },
+    return el(
+      "div",
+      { className: "chargpt-attention", dataset: { characters: JSON.stringify(chars) } },
       title,
-      el("p", { className: "chargpt-line" }, `When the model computed the character after “${tail}”, each head of each layer `
-        + `weighed the last ${chars.length} characters (its window; the last is where it stands). Darker: more weight, `
-        + "against the map's largest. Rows: layers; columns: heads. Click or tap a map, or Tab to it and press Enter, to enlarge it."),
+      el(
+        "p",
+        { className: "chargpt-line" },
+        `When the model computed the character after “${tail}”, each head of each layer ` +
+          `weighed the last ${chars.length} characters (its window; the last is where it stands). Darker: more weight, ` +
+          "against the map's largest. Rows: layers; columns: heads. Click or tap a map, or Tab to it and press Enter, to enlarge it.",
+      ),
       grid,
-      el("div", { className: "chargpt-enlarged", hidden: true, "aria-live": "polite" }));
+      el("div", { className: "chargpt-enlarged", hidden: true, "aria-live": "polite" }),
+    );
   }
 
   /** The enlarged map of one head (its button in the grid): the window's characters large, with
@@ -362,15 +513,38 @@
     const weights = button.dataset.weights.split(",").map(Number);
     const largest = Math.max(0, ...weights);
     const heatText = el("div", { className: "chargpt-heat" });
-    weights.forEach((w, i) => heatText.append(el("span", { className: i === weights.length - 1 ? "chargpt-self" : "",
-      style: `background: rgba(220, 38, 38, ${heat(w, largest).toFixed(3)})`, title: `${spoken(chars[i])}: ${w.toFixed(DIGITS)}`,
-      dataset: { weight: String(w) } }, visible(chars[i]))));
-    const heaviest = weights.map((w, i) => [w, i]).sort((a, b) => b[0] - a[0]).slice(0, 5)
-      .map(([w, i]) => `${visible(chars[i])} ${w.toFixed(4)} (${weights.length - 1 - i ? `${weights.length - 1 - i} back` : "itself"})`);
-    return [el("button", { type: "button", className: "chargpt-close", title: "Close (Esc)" }, "×"),
+    weights.forEach((w, i) =>
+      heatText.append(
+        el(
+          "span",
+          {
+            className: i === weights.length - 1 ? "chargpt-self" : "",
+            style: `background: rgba(220, 38, 38, ${heat(w, largest).toFixed(3)})`,
+            title: `${spoken(chars[i])}: ${w.toFixed(DIGITS)}`,
+            dataset: { weight: String(w) },
+          },
+          visible(chars[i]),
+        ),
+      ),
+    );
+    const heaviest = weights
+      .map((w, i) => [w, i])
+      .sort((a, b) => b[0] - a[0])
+      .slice(0, 5)
+      .map(
+        ([w, i]) =>
+          `${visible(chars[i])} ${w.toFixed(4)} (${weights.length - 1 - i ? `${weights.length - 1 - i} back` : "itself"})`,
+      );
+    return [
+      el("button", { type: "button", className: "chargpt-close", title: "Close (Esc)" }, "×"),
       el("h4", {}, `Layer ${Number(button.dataset.layer) + 1}, head ${Number(button.dataset.head) + 1}`),
       heatText,
-      el("p", { className: "chargpt-line" }, `Heaviest: ${heaviest.join(", ")}. The outlined character is where the head stands.`)];
+      el(
+        "p",
+        { className: "chargpt-line" },
+        `Heaviest: ${heaviest.join(", ")}. The outlined character is where the head stands.`,
+      ),
+    ];
   }
 
   /** Makes the attention views inside `container` (drawn now or later) answer clicks, taps and
@@ -378,7 +552,8 @@
   function attachAttention(container) {
     addStyle();
     const close = (view) => {
-      const box = view.querySelector(".chargpt-enlarged"), pressed = view.querySelector('.chargpt-head[aria-pressed="true"]');
+      const box = view.querySelector(".chargpt-enlarged"),
+        pressed = view.querySelector('.chargpt-head[aria-pressed="true"]');
       box.hidden = true;
       box.replaceChildren();
       pressed?.setAttribute("aria-pressed", "false");
@@ -406,6 +581,15 @@
   }
 
   addStyle();
-  root.chargptViews = { ALTERNATIVES, visible, attachInspector, inspectServerText, chart, chartHtml: (answer) => chart(answer).outerHTML,
-    attention, attentionHtml: (answer) => attention(answer).outerHTML, attachAttention };
+  root.chargptViews = {
+    ALTERNATIVES,
+    visible,
+    attachInspector,
+    inspectServerText,
+    chart,
+    chartHtml: (answer) => chart(answer).outerHTML,
+    attention,
+    attentionHtml: (answer) => attention(answer).outerHTML,
+    attachAttention,
+  };
 })(globalThis);
