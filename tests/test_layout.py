@@ -4,6 +4,7 @@ it without the server, and no module imports one that imports it back."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,39 @@ def test_export_and_the_benchmarks_load_without_the_server():
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def twin_table() -> list[tuple[str, list[str], str, list[str]]]:
+    """docs/architecture.md's map of Python modules to their JavaScript twins: (Python file, its
+    names, JavaScript file, its names) per row."""
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = page.split("| Python (`webapp/…`) |")[1].split("\n\n")[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        python, _, javascript = (cell.strip() for cell in line.strip("|").split(" | "))
+        py_file, _, py_names = python.partition(":")
+        js_file, _, js_names = javascript.partition(":")
+        names = lambda cell: [n.split(".")[-1] for n in re.findall(r"`(\w+(?:\.\w+)?)`", cell)]  # noqa: E731
+        rows.append((py_file.strip("` "), names(py_names), re.search(r"`(\w+\.js)`", js_file)[1], names(js_names)))
+    return rows
+
+
+def test_the_architecture_page_maps_names_that_exist_in_both_languages():
+    rows = twin_table()
+    assert len(rows) >= 10
+    for py_file, py_names, js_file, js_names in rows:
+        python = (REPO / "webapp" / py_file).read_text(encoding="utf-8")
+        javascript = (REPO / "webapp" / "web" / js_file).read_text(encoding="utf-8")
+        for name in py_names:
+            assert re.search(rf"^\s*(def|class) {name}\b|^{name} =", python, re.M), (py_file, name)
+        for name in js_names:
+            defined = rf"\b(function|class|const|let) {name}\b|^\s+(async )?\*?{name}\(|\b{name},"
+            assert re.search(defined, javascript, re.M), (js_file, name)
+
+
+def test_the_code_cites_only_files_inside_the_repository():
+    sources = [p for package in (*PACKAGES, "tests") for p in (REPO / package).rglob("*.py")]
+    sources += [p for p in (REPO / "webapp" / "web").glob("*.*js")]
+    design = "DESIGN" + ".md"  # spelled in two pieces, so that this file does not cite it
+    cited = {p.name for p in sources if design in p.read_text(encoding="utf-8")}
+    assert not cited, f"these cite a file outside the repository (cite docs/ instead): {sorted(cited)}"

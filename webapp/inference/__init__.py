@@ -1,5 +1,6 @@
 """chargpt's inference library: an exported model on onnxruntime, with numpy and nothing else
-(no torch, no Gradio). export/, benchmarks/ and the server (webapp/server/) stand on it.
+(no torch, no Gradio). export/, benchmarks/ and the server (webapp/server/) stand on it, and
+webapp/web/chargpt.js is its JavaScript twin (docs/architecture.md maps module to module).
 
     model_folder   the model folder's files and tokenizer checks
     onnx_model     loading a model, its metadata, one forward; PlainSteps (the step interface)

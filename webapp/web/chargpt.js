@@ -5,7 +5,8 @@
 // object (samplingParams: sampling.py's SamplingParams) with one function per sampling rule, the
 // step interface (PlainSteps and RingSteps: onnx_model.py's PlainSteps and ring.py's RingStep),
 // and one decoding loop on it (CharGPT.decode: loop.py's, for one request). The same seed and
-// settings give the same text as the Python engine (tests/test_web.py checks it). The window is in
+// settings give the same text as the Python engine (tests/test_web.py checks it); docs/architecture.md
+// maps each Python module to its twin here. The window is in
 // the graph (chargpt format 2), so decoding is a prefill and then one cached step per character
 // (with the ring file, a step may also check drafted characters: the same text, in fewer steps).
 // Numbers are float64 throughout the sampling, as in numpy.
