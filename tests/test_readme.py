@@ -29,7 +29,7 @@ from conftest import REPO, SHARED
 from helpers import free_port, wait_for_page
 
 README = REPO / "README.md"
-DOCS = ["serving.md", "views.md", "speed.md", "model-folder.md", "training.md", "reliability.md"]
+DOCS = ["serving.md", "views.md", "speed.md", "model-folder.md", "training.md", "reliability.md", "architecture.md"]
 VENV_BIN = Path(sys.executable).parent
 OWN_TEXT = "Your own text"
 
