@@ -18,6 +18,7 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -180,10 +181,12 @@ class Engine(OnnxModel):
         ring: bool = True,
         max_draft: int = MAX_DRAFT,
         table: bool = True,
+        ring_file: Path | None = None,
     ):
         super().__init__(path, device, threads, spinning)
         self.max_draft = max_draft  # characters drafted per step; 0: one character a step
-        self.ring, ring_notice = load_ring(self, **self.session_args) if ring else (None, "")
+        # ring_file: another file than the one beside the model's (export checks one before placing it).
+        self.ring, ring_notice = load_ring(self, ring_file, **self.session_args) if ring else (None, "")
         self.steps = self.ring or PlainSteps(self)
         # table=False: draft from the text's own repeats only, as a model without a draft table does.
         self.draft_table, table_notice = (

@@ -204,10 +204,11 @@ class RingStep:
         return worst
 
 
-def load_ring(model: OnnxModel, **session_args) -> tuple[RingStep | None, str]:
-    """The ring file beside `model`'s file, checked: (RingStep, "") when it is there, made from
-    the same model and agrees with it; (None, why not) otherwise ("" when there is none)."""
-    path = ring_path(model.path)
+def load_ring(model: OnnxModel, path: Path | None = None, **session_args) -> tuple[RingStep | None, str]:
+    """The ring file at `path` (by default the one beside `model`'s file), checked: (RingStep, "")
+    when it is there, made from the same model and agrees with it; (None, why not) otherwise (""
+    when there is none)."""
+    path = path or ring_path(model.path)
     if model.metadata["config"].get("position") != "rotary" or not path.is_file():
         return None, ""
     try:
