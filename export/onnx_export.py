@@ -276,6 +276,15 @@ def torch_model_from_onnx(path: Path) -> GPTLanguageModel:
 INT8_SUFFIXES = ("_int8", "_scale")  # a quantized weight's initializers: int8 values, float32 scales
 
 
+def int8_weights(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """An int8 file's quantized weights (quantize_weights_int8), by the name of the float32 weight
+    each replaces: (int8 values, scales). Empty for a float32 file."""
+    arrays = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    q_suffix, scale_suffix = INT8_SUFFIXES
+    bases = [name[: -len(q_suffix)] for name in arrays if name.endswith(q_suffix)]
+    return {base: (arrays[base + q_suffix], arrays[base + scale_suffix]) for base in bases}
+
+
 def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """The graph's Cast + Mul for a weight [K, N] with one scale per column: float(q) * scale."""
     return q.astype(np.float32) * scales.astype(np.float32)[None, :]

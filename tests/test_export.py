@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import SHARED, trained_run
 
+import export.attention_command
+import export.export_command
 import export.onnx_export
 from export.cli import main as export_main
 from train import checkpoint
@@ -231,7 +233,7 @@ def test_a_modern_architecture_exports_and_verifies(tmp_path_factory, small_text
 def test_an_export_without_a_ring_file_removes_one_left_beside_its_model(tmp_path):
     """A learned-position model exported with --force over a rotary one's files: the old ring
     file belongs to other weights, so it goes (the engine would refuse it anyway)."""
-    from export.cli import place_beside
+    from export.writing import place_beside
 
     model = tmp_path / "model.onnx"
     shutil.copy(SHIPPED_MODEL / "onnx" / "model.ring.onnx", tmp_path / "model.ring.onnx")
@@ -246,7 +248,7 @@ def test_an_export_without_a_ring_file_removes_one_left_beside_its_model(tmp_pat
 def test_an_export_without_a_draft_table_removes_one_left_beside_its_model(tmp_path):
     """--no-draft-table (or a model without a ring file) over an earlier export's files: the old
     table goes, so that what the folder holds is what the export was asked for."""
-    from export.cli import place_table
+    from export.writing import place_table
 
     model = tmp_path / "model.onnx"
     shutil.copy(SHIPPED_MODEL / "onnx" / "model.drafts.json", tmp_path / "model.drafts.json")
@@ -265,7 +267,7 @@ def graph_of_exported(exported, monkeypatch):
         shutil.copy(exported[1], path)
         shutil.copy(attention_path(exported[1]), attention)
 
-    monkeypatch.setattr(export.onnx_export, "export_onnx", copy)
+    monkeypatch.setattr(export.export_command, "export_onnx", copy)
 
 
 def test_a_broken_export_is_refused_and_nothing_is_written(exported, graph_of_exported, tmp_path, monkeypatch, capsys):
@@ -281,7 +283,7 @@ def test_a_broken_export_is_refused_and_nothing_is_written(exported, graph_of_ex
         weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
         onnx.save(graph, str(path))
 
-    monkeypatch.setattr(export.onnx_export, "export_onnx", perturbed)
+    monkeypatch.setattr(export.export_command, "export_onnx", perturbed)
     out = tmp_path / "broken.onnx"
     assert export_main([str(run_dir), "--out", str(out)]) == 1
     captured = capsys.readouterr()
@@ -303,7 +305,7 @@ def assert_refused(capsys, argv, message, prog="python -m export"):
 
 
 def test_lower_loss_picks_the_lowest_of_the_final_weights_best_and_average(exported, tmp_path):
-    from export.cli import lower_loss_checkpoint
+    from export.export_command import lower_loss_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(exported[0], run, ignore=shutil.ignore_patterns("best", "average"))
@@ -673,7 +675,7 @@ def test_export_attention_adds_the_file_to_a_model_exported_before_it(exported, 
     folder = tmp_path / "folder"
     shutil.copytree(french_folder[0], folder)
     traced = attention_path(folder / "onnx" / "model.onnx").rename(tmp_path / "traced.onnx")
-    monkeypatch.setattr(export.onnx_export, "export_attention", lambda model, path: shutil.copy(traced, path))
+    monkeypatch.setattr(export.attention_command, "export_attention", lambda model, path: shutil.copy(traced, path))
     before = (folder / "onnx" / "model.onnx").read_bytes()
     result = export_here("attention", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr

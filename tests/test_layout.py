@@ -76,7 +76,8 @@ def test_the_inference_library_stands_alone():
 
 def test_export_and_the_benchmarks_load_without_the_server():
     script = (
-        "import sys, export.cli, benchmarks.generation, benchmarks.drafts, benchmarks.load, webapp.inference.engine\n"
+        "import sys, export.export_command, export.attention_command, export.eval_command\n"
+        "import benchmarks.generation, benchmarks.drafts, benchmarks.load, webapp.inference.engine\n"
         "print(sorted(m for m in ('gradio', 'webapp.server') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
