@@ -297,9 +297,9 @@ def quantize_weights_int8(
     weight-only; activations stay float32), turned back into float32 in the graph by a Cast and
     a Mul. Those have constant inputs only, so onnxruntime folds them into float32 weights when
     the session loads: the file is a quarter of the size, decodes as fast as float32 and gives
-    the same logits for a prefill and for cached decoding. Not DequantizeLinear: onnxruntime
-    fuses that pattern into kernels that quantize activations per call (prefill and cached
-    decoding then differed by 0.13), and MatMulNBits, a contrib operator, decoded 4.6x slower.
+    the same logits for a prefill and for cached decoding. Not DequantizeLinear, which onnxruntime
+    fuses into kernels that quantize activations per call (a prefill and cached decoding then
+    disagree), nor MatMulNBits, a contrib operator that decoded slower (docs/model-folder.md).
     Any ONNX runtime runs the result. Metadata is kept. given: int8 values and scales to use for
     the weights it names (those of an int8 file whose weights `source` holds dequantized)."""
     proto = onnx.load(str(source))
@@ -334,7 +334,7 @@ def dequantize_weights(source: Path, target: Path) -> None:
     """The inverse of quantize_weights_int8: each int8 weight and its Cast + Mul replaced by the
     float32 weight they compute (dequantize_int8), so the file is the float32 graph carrying the
     int8 file's weights, computing what onnxruntime computes for the int8 file once it has folded
-    them. (benchmarks/generation.py's float32 row: a second torch export took 45 s.)"""
+    them: benchmarks/generation.py's float32 row, without a second torch export."""
     proto = onnx.load(str(source))
     graph = proto.graph
     arrays = {i.name: i for i in graph.initializer}

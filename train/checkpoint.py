@@ -219,7 +219,7 @@ def lower_loss_checkpoint(losses: dict[Path, float]) -> Path:
     """The checkpoint of a finished run to export, from its candidates' whole-split validation
     losses (the final weights first, then best/ and average/ where the run has them): the lowest,
     the first of equals. best/ holds the lowest *estimate*, which is noisy, so it is not always
-    the better one (a short run's best/ was 0.02 worse)."""
+    the better one (docs/training.md)."""
     return min(losses, key=losses.__getitem__)
 
 

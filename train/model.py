@@ -252,8 +252,8 @@ class MultiHeadAttention(nn.Module):
 def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
     """The last n positions (dim 2) of a cache [B, H, L, D], all of them when L <= n. The start
     is clamped here rather than left negative: ONNX clamps a slice's start into range, but not
-    every runtime does (tract 0.23 refused the exported graph), and this keeps the graph to what
-    all of them agree on."""
+    every runtime does (docs/model-folder.md), and this keeps the graph to what all of them
+    agree on."""
     if n <= 0:
         return cache[:, :, :0]
     length = cache.shape[2]

@@ -150,7 +150,7 @@ class Step:
 def serving_threads(cores: int | None = None) -> int:
     """onnxruntime's threads for the web server's engine (in its model process): one per core but
     one (at least one), which is left to Gradio, the threads that stream each visitor's text and
-    the visitors' connections: crowds were faster so than with a thread per core (docs/serving.md)."""
+    the visitors' connections (docs/serving.md compares it with a thread per core)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores - 1)
@@ -169,8 +169,8 @@ class Engine(OnnxModel):
 
     Its onnxruntime threads stop spinning after each run (spinning=False), unlike a bare
     OnnxModel's: between two steps the loop runs Python (sampling, drafts, the ring's slots) and a
-    prefill runs another session, and threads left spinning there made the engine slower, not
-    faster (docs/speed.md, "Threads that stop spinning after each run")."""
+    prefill runs another session, and threads left spinning would compete with that work
+    (docs/speed.md, "Threads that stop spinning after each run")."""
 
     def __init__(
         self,
