@@ -322,6 +322,25 @@ class Trainer:
     def run(self) -> int:
         """Train to max_iters (or the time budget); returns the exit code: 0, or 130 when
         interrupted by a signal after saving a checkpoint to resume from."""
+        step, stop = self.begin()
+        while step < self.cfg.max_iters:
+            interrupted, time_up = self.agree(stop.requested, self.out_of_time())
+            if interrupted:
+                return self.interrupt(step)
+            if time_up:
+                self.stop_after(step)
+            if self.evaluation_due(step):
+                self.evaluate(step)
+            loss = self.train_step(step)
+            step = self.state["step"] = step + 1
+            if self.fit_due(step):
+                self.fit_to_budget(self.budget_s)  # first after 20 steps, then as refit_due says
+            self.report(step, loss)
+        return self.end(step)
+
+    def begin(self) -> tuple[int, StopFlag]:
+        """Before the first step: a checkpoint to resume from, the signal handlers, the time
+        budget's plan, dropout and the progress bar. Returns the step to start from."""
         cfg, step = self.cfg, self.state["step"]
         self.say(f"{self.model.num_params() / 1e6} M parameters")
         if self.resumed:
@@ -332,49 +351,50 @@ class Trainer:
             self.save()  # a checkpoint from the first moment: a run killed at any time can be resumed
         stop = StopFlag()
         self.last_fit = step  # the step of the last fit to the time budget (a resumed run's own start)
-        budget_s = cfg.time_budget * 60 if cfg.time_budget else None
-        calibrate_at = step + 20 if budget_s and not self.state["max_iters_fitted"] else None
-        if calibrate_at is None or calibrate_at >= cfg.max_iters:
+        self.budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+        self.calibrate_at = step + 20 if self.budget_s and not self.state["max_iters_fitted"] else None
+        if self.calibrate_at is None or self.calibrate_at >= cfg.max_iters:
             self.settle_dropout()
         elif cfg.dropout_min_passes and not self.state["dropout_settled"]:
             # A time budget's run knows its length only at the first fit: no dropout until then.
             self.model.set_dropout(0.0)
-        self.bar = tqdm(
-            total=cfg.max_iters,
-            initial=step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=None if self.job.is_main else True,
-        )  # None: a bar on terminals only
+        disable = None if self.job.is_main else True  # None: a bar on terminals only
+        self.bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True, disable=disable)
         self.model.train()
-        while step < self.cfg.max_iters:
-            out_of_time = budget_s is not None and self.elapsed() > budget_s - self.state["reserve_s"]
-            interrupted, time_up = self.agree(stop.requested, out_of_time)
-            if interrupted:
-                self.save()
-                self.bar.close()
-                self.say(
-                    f"interrupted at step {step}; saved to {self.run_dir}. "
-                    f"Continue with: python -m train --resume {self.run_dir}"
-                )
-                self._shutdown()
-                return INTERRUPTED_EXIT
-            if time_up and self.cfg.max_iters > step + 1:
-                self.cfg = replace(self.cfg, max_iters=step + 1)  # one last evaluated step, then finish
-                self.say(f"time budget of {cfg.time_budget:g} min reached at step {step}")
-            if (step % self.cfg.eval_interval == 0 or step == self.cfg.max_iters - 1) and self.state[
-                "last_eval"
-            ] != step:
-                self.evaluate(step)
-            loss = self.train_step(step)
-            step = self.state["step"] = step + 1
-            if step == calibrate_at or (
-                budget_s
-                and self.state["max_iters_fitted"]
-                and refit_due(step, self.last_fit, self.cfg.max_iters, self.cfg.eval_interval)
-            ):
-                self.fit_to_budget(budget_s)  # first after 20 steps, then as refit_due says
-            self.report(step, loss)
+        return step, stop
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and self.elapsed() > self.budget_s - self.state["reserve_s"]
+
+    def stop_after(self, step: int) -> None:
+        """The time budget is spent: one last evaluated step, then finish."""
+        if self.cfg.max_iters > step + 1:
+            self.cfg = replace(self.cfg, max_iters=step + 1)
+            self.say(f"time budget of {self.cfg.time_budget:g} min reached at step {step}")
+
+    def evaluation_due(self, step: int) -> bool:
+        due = step % self.cfg.eval_interval == 0 or step == self.cfg.max_iters - 1
+        return due and self.state["last_eval"] != step
+
+    def fit_due(self, step: int) -> bool:
+        """Whether to fit max_iters to the time budget now: after the first 20 steps, then as
+        refit_due says."""
+        if step == self.calibrate_at:
+            return True
+        fitted = self.budget_s and self.state["max_iters_fitted"]
+        return bool(fitted and refit_due(step, self.last_fit, self.cfg.max_iters, self.cfg.eval_interval))
+
+    def interrupt(self, step: int) -> int:
+        """A signal asked the run to stop: save where it is, say how to continue."""
+        self.save()
+        self.bar.close()
+        resume = f"python -m train --resume {self.run_dir}"
+        self.say(f"interrupted at step {step}; saved to {self.run_dir}. Continue with: {resume}")
+        self._shutdown()
+        return INTERRUPTED_EXIT
+
+    def end(self, step: int) -> int:
+        """After the last step: the last weights into the average, a checkpoint, and the report."""
         self.bar.close()
         if self.job.is_main and self.averaging(step):
             self.add_to_average(step)
