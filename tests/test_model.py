@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from train.config import PRESETS, split_settings
-from train.model import GPTConfig, GPTLanguageModel, apply_rotary, model_size_mb, rotary_tables, window_mask
+from train.model import GPTConfig, GPTLanguageModel, model_size_mb
+from train.rotary import apply_rotary, rotary_tables
+from train.windows import window_mask
 from webapp.inference.ring import window_mask as ring_window_mask
 
 

@@ -1,9 +1,9 @@
-"""The chargpt model: a decoder-only transformer over characters, in one file.
-
-The lecture's classes are all here: the attention heads (fused into one `MultiHeadAttention`,
-one matmul for every head's query/key/value instead of a Python loop over `Head` objects),
-`FeedForward`, `Block` and `GPTLanguageModel`. With the default `GPTConfig` options the
-parameter count equals the lecture's exactly (0.209729 M for n_embd 64, 4 heads, 4 layers).
+"""The chargpt model: a decoder-only transformer over characters. The lecture's classes are all
+here: the attention heads (fused into one `MultiHeadAttention`, one matmul for every head's
+query/key/value instead of a loop over `Head` objects), `FeedForward`, `Block` and
+`GPTLanguageModel`; its settings (`GPTConfig`) are in model_config.py, rotary embeddings and the
+window's masks in rotary.py and windows.py. With the default options the parameter count equals
+the lecture's (0.209729 M for n_embd 64, 4 heads, 4 layers).
 
 The forward pass optionally takes and returns a key/value cache, which is what the ONNX
 export and every decoder use. The window is part of that cached path (`decode`), so that a
@@ -20,139 +20,24 @@ any length at a constant cost per character:
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-POSITION_KINDS = ("learned", "rotary")
-ACTIVATIONS = ("relu", "gelu", "relu2", "swiglu")
-NORMS = ("layernorm", "rmsnorm")
+from .model_config import GPTConfig
+from .rotary import apply_rotary, rotary_tables
+from .windows import last_positions, window_mask, window_weights
 
 # One (key, value) pair per layer, each [batch, n_head, past_sequence, head_dim].
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 65
-    block_size: int = 32  # longest context the model sees (and the window a decoder slides)
-    n_embd: int = 64
-    n_head: int = 4
-    n_layer: int = 4
-    dropout: float = 0.0
-    # Architecture options. The defaults are the lecture's: biases everywhere but on the
-    # query/key/value projection, learned positions, ReLU, LayerNorm, an untied output head.
-    bias: bool = True
-    position: str = "learned"
-    activation: str = "relu"
-    norm: str = "layernorm"
-    tie_weights: bool = False
-    qk_norm: bool = False  # normalise queries and keys per head (stabilises high learning rates)
-    mlp_ratio: int = 4
-    zero_init_proj: bool = False  # start each residual branch's output projection at zero
-    rope_base: float = 10000.0
-    # Dropout on the attention weights too, as the lecture did. Off, dropout acts on the residual
-    # branches only and CPU attention keeps its fused kernel (19% more characters/s here).
-    attention_dropout: bool = True
-
-    def __post_init__(self) -> None:
-        problems = []
-        if min(self.vocab_size, self.block_size, self.n_embd, self.n_head, self.n_layer) < 1:
-            problems.append("vocab_size, block_size, n_embd, n_head and n_layer must be positive")
-        elif self.n_embd % self.n_head:
-            problems.append(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}"
-            )
-        elif self.position == "rotary" and self.head_dim % 2:
-            problems.append(f"rotary positions need an even head size, not {self.head_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), not {self.dropout}")
-        for name, allowed in (("position", POSITION_KINDS), ("activation", ACTIVATIONS), ("norm", NORMS)):
-            if getattr(self, name) not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def attention_weight_dropout(self) -> float:
-        """Dropout on the attention probabilities: the residual branches' rate, or 0 when off."""
-        return self.dropout if self.attention_dropout else 0.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def receptive_field(self) -> int:
-        """How many of a text's last characters can change what the cached path computes next
-        (logits and cache): a prompt's earlier characters can be dropped before the prefill.
-        A sliding window reaches block_size - 1 further back with each layer."""
-        if self.position == "rotary":
-            return self.n_layer * (self.block_size - 1) + 1
-        return self.block_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GPTConfig:
-        """Build from a saved dict; unknown keys are an error, so a newer format is not misread."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}")
-        return cls(**d)
 
 
 def make_norm(config: GPTConfig, dim: int) -> nn.Module:
     if config.norm == "rmsnorm":
         return nn.RMSNorm(dim, eps=1e-5)
     return nn.LayerNorm(dim, bias=config.bias)
-
-
-def rotary_frequencies(head_dim: int, base: float) -> tuple[list[float], list[float]]:
-    """The rotary frequencies base^(-2i/head_dim), each split as hi + lo: hi keeps 12 significant
-    bits, so that position * hi is exact in float32 for every position below 4096, and lo is the
-    small rest. Angles of long texts then keep float32 precision without float64, which some
-    runtimes (onnxruntime-web's builds in transformers.js) cannot run."""
-    his, los = [], []
-    for i in range(0, head_dim, 2):
-        f = base ** (-i / head_dim)
-        exponent = math.frexp(f)[1]
-        hi = math.ldexp(round(math.ldexp(f, 12 - exponent)), exponent - 12)
-        his.append(hi)
-        los.append(f - hi)
-    return his, los
-
-
-def rotary_tables(length: int, head_dim: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin for rotary embeddings at positions 0..length-1, each [length, head_dim]
-    (broadcast over batch and heads): the half-size angles twice, the sine negated in the first
-    half, so that apply_rotary is three elementwise operations (few operators in the exported graph).
-    Each angle is position * hi + position * lo (rotary_frequencies), its cosine and sine taken
-    by the angle-addition formulas: within float32 rounding of the true values below position
-    4096 (a long prefill then agrees with the plain loop's small angles); beyond, as accurate as
-    a plain float32 product."""
-    his, los = rotary_frequencies(head_dim, base)
-    positions = torch.arange(length, dtype=torch.float32, device=device)[:, None]
-    a = positions * torch.tensor(his, dtype=torch.float32, device=device)  # exact
-    b = positions * torch.tensor(los, dtype=torch.float32, device=device)  # small
-    cos_a, sin_a, cos_b, sin_b = a.cos(), a.sin(), b.cos(), b.sin()
-    cos, sin = cos_a * cos_b - sin_a * sin_b, sin_a * cos_b + cos_a * sin_b
-    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of x [B, heads, T, D] by the position angles
-    [T, D]: (x1 cos - x2 sin, x2 cos + x1 sin), bit for bit."""
-    x32 = x.float()  # rotated in float32 under bf16 autocast too, then cast back
-    x1, x2 = x32.chunk(2, dim=-1)
-    rotated = x32 * cos + torch.cat((x2, x1), dim=-1) * sin
-    return rotated.type_as(x)
 
 
 class MultiHeadAttention(nn.Module):
@@ -247,36 +132,6 @@ class MultiHeadAttention(nn.Module):
         att = scores.softmax(dim=-1)
         y = att[..., :S] @ ring_values + att[..., S:] @ v
         return self.output(y), (k, v), None
-
-
-def last_positions(cache: torch.Tensor, n: int) -> torch.Tensor:
-    """The last n positions (dim 2) of a cache [B, H, L, D], all of them when L <= n. The start
-    is clamped here rather than left negative: ONNX clamps a slice's start into range, but not
-    every runtime does (docs/model-folder.md), and this keeps the graph to what all of them
-    agree on."""
-    if n <= 0:
-        return cache[:, :, :0]
-    length = cache.shape[2]
-    return cache[:, :, torch.sym_max(length - n, 0) : length]
-
-
-def window_weights(probs: torch.Tensor, query_index: torch.Tensor, window: int) -> torch.Tensor:
-    """Attention probabilities [..., T, S] (query t is key query_index[t], T <= S) in window
-    order [..., T, window]: slot j holds the weight on key query_index[t] - window + 1 + j, the
-    query's own key last, and 0 where that key would be before the first."""
-    padded = F.pad(probs, (window - 1, 0))
-    index = query_index[:, None] + torch.arange(window, device=probs.device)[None, :]  # [T, window]
-    return padded.gather(-1, index.expand(*probs.shape[:-1], window))
-
-
-def window_mask(past_len: int, T: int, window: int, device=None) -> torch.Tensor:
-    """Additive mask [T, past_len + T]: query i (at position past_len + i) sees the keys at the
-    positions past_len + i - window + 1 .. past_len + i (0 there, -inf elsewhere)."""
-    behind = (
-        torch.arange(past_len, past_len + T, device=device)[:, None]
-        - torch.arange(past_len + T, device=device)[None, :]
-    )
-    return torch.zeros(behind.shape, device=device).masked_fill((behind < 0) | (behind >= window), float("-inf"))
 
 
 class FeedForward(nn.Module):
@@ -503,13 +358,9 @@ class GPTLanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
-        """The lecture's generation: recompute the last block_size characters for every new token.
-
-        Kept as the plain reference: for learned positions the cached path is this exactly;
-        for rotary ones it is the exact last window, which the cached path's sliding window
-        follows within a few thousandths of a nat (export's verification measures it).
-        Temperature 0 is greedy. Returns idx with the new tokens appended.
-        """
+        """The lecture's generation, recomputing the last block_size characters for every new
+        token (temperature 0: greedy); returns idx with the new tokens appended. The reference the
+        cached path is checked against: equal for learned positions, close for rotary ones."""
         new = list(self.generate_steps(idx, max_new_tokens, temperature, generator))
         return torch.cat([idx, *new], dim=1)
 
