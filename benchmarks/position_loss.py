@@ -15,9 +15,10 @@ import sys
 import torch
 
 from train import checkpoint
+from train.data import load_run_corpus
+from train.evaluation import split_char_losses
 from train.table import format_table as table
 from train.text import DataError
-from train.trainer import load_run_corpus, split_char_losses
 
 
 def position_buckets(block_size: int) -> list[tuple[int, int]]:

@@ -186,7 +186,8 @@ def test_position_buckets_double_from_eight_and_end_at_the_window():
 
 def test_position_loss_splits_the_whole_split_loss_by_window_position(exported, small_text, tmp_path, capsys):
     from benchmarks import position_loss
-    from train.trainer import full_split_loss, load_corpus
+    from train.data import load_corpus
+    from train.evaluation import full_split_loss
 
     run_dir = exported[0]
     assert position_loss.main([str(run_dir), "--data", str(small_text)]) == 0

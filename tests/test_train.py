@@ -15,10 +15,12 @@ from helpers import run_train
 from safetensors.torch import load_file
 
 from train import checkpoint
+from train.budget import eval_seconds, fit_max_iters, refit_due
 from train.cli import main
 from train.config import TrainConfig, lr_at, passes, run_dropout
+from train.data import load_corpus
+from train.evaluation import full_split_loss
 from train.model import GPTConfig, GPTLanguageModel
-from train.trainer import eval_seconds, fit_max_iters, full_split_loss, load_corpus, refit_due
 
 
 def train_run(capsys, *args) -> tuple[int, str, str]:

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="the text the run trained on (default: the path the run recorded)")
     args = p.parse_args(argv)
     prog = "python -m train.average"
+    from .data import load_run_corpus
+    from .evaluation import full_split_loss
     from .text import DataError
-    from .trainer import full_split_loss, load_run_corpus
 
     out = Path(args.out)
     try:

@@ -235,3 +235,11 @@ def run_metrics(directory: Path) -> Path | None:
     directory = Path(directory)
     runs = [directory, directory.parent] if directory.name in KEPT_DIRS else [directory]
     return next((d / METRICS for d in runs if (d / METRICS).is_file()), None)
+
+
+def export_reason(run_dir: Path, chosen: Path) -> str:
+    if chosen != run_dir:
+        return f"{chosen.name}/ has the lowest whole-split validation loss"
+    if any((run_dir / name).is_dir() for name in KEPT_DIRS):
+        return "the final weights have the lowest whole-split validation loss"
+    return "the final weights"

@@ -158,8 +158,8 @@ def extended(cfg: TrainConfig, max_iters: int, done: int, run_dir: Path) -> Trai
 def plan_run(args: argparse.Namespace):
     """Everything the Trainer needs, checked: (model config, train config, corpus, run dir, resume meta)."""
     from . import checkpoint
+    from .data import load_corpus, load_run_corpus
     from .model import GPTConfig
-    from .trainer import load_corpus, load_run_corpus
 
     if args.resume is not None:
         given = [k for k, v in vars(args).items() if k not in RESUME_FLAGS | {"resume"} and v not in (None, False)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,9 +16,11 @@ import torch
 from .text import (
     SHAKESPEARE_SHA256,
     TRAIN_FRACTION,
+    CharTokenizer,
     DataError,
     cache_dir,
     cached_shakespeare,
+    read_text,
     sha256_bytes,
     split_index,
 )
@@ -72,3 +75,31 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: t
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     positions = ix[:, None] + torch.arange(block_size)  # [B, T]
     return data[positions], data[positions + 1]
+
+
+@dataclass
+class Corpus:
+    path: str
+    sha256: str
+    tokenizer: CharTokenizer
+    train: torch.Tensor  # int64 ids
+    val: torch.Tensor
+
+
+def load_corpus(data_path: str | None) -> Corpus:
+    path = resolve_data_path(data_path)
+    text, sha = read_text(path)
+    tokenizer = CharTokenizer.from_text(text)
+    train, val = split_ids(torch.tensor(tokenizer.encode(text), dtype=torch.long))
+    return Corpus(str(path), sha, tokenizer, train, val)
+
+
+def load_run_corpus(meta: dict, data_path: str | None = None) -> Corpus:
+    """The text a run trained on: data_path, or else the path the run recorded; DataError when
+    the file is not that text (its SHA-256 differs)."""
+    corpus = load_corpus(data_path or meta["dataset"]["path"])
+    if corpus.sha256 != meta["dataset"]["sha256"]:
+        raise DataError(
+            f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data."
+        )
+    return corpus

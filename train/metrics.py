@@ -39,3 +39,22 @@ def read_metrics(path: Path) -> list[dict]:
     """Every whole record of a metrics.jsonl; a line cut short is skipped."""
     lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
     return [r for r in map(parse_metrics_line, lines) if r is not None]
+
+
+def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
+    """Keep the metric lines that the checkpoint being resumed (at `step`) had behind it: a
+    killed run may have written lines past it, and those steps are about to be redone. An
+    evaluation at `step` itself counts only if the checkpoint recorded it; a final record
+    never does (a resumed run has not finished)."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return
+    records = read_metrics(path)
+
+    def behind_checkpoint(r: dict) -> bool:
+        at = r.get("step", 0)
+        if r.get("kind") == "final" or at > step:
+            return False
+        return at < step or r.get("kind") != "eval" or last_eval == step
+
+    rewrite_metrics(path, [r for r in records if behind_checkpoint(r)])

@@ -9,189 +9,34 @@ uninterrupted one would have (bit for bit on CPU).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import checkpoint
-from .checkpoint import AVERAGE_DIR, BEST_DIR, KEPT_DIRS, add_to_mean, lower_loss_checkpoint
+from .budget import eval_seconds, fit_max_iters, refit_due
+from .checkpoint import AVERAGE_DIR, BEST_DIR, add_to_mean
 from .config import TrainConfig, lr_at, passes, run_dropout
-from .data import check_long_enough, get_batch, resolve_data_path, split_ids
-from .files import write_json
-from .flops import measure_matmul_peak, train_flops_per_char
-from .metrics import METRICS, append_metrics, read_metrics, rewrite_metrics
-from .model import GPTConfig, GPTLanguageModel, model_size_mb
+from .data import Corpus, check_long_enough, get_batch
+from .distributed import init_distributed, ranks_out_of_sync, step_seed
+from .evaluation import autocast_for, estimate_loss
+from .finish import SAMPLE_CHARS, finish
+from .flops import measure_matmul_peak, peak_seconds, train_flops_per_char
+from .metrics import append_metrics, trim_metrics
+from .model import GPTConfig, GPTLanguageModel
 from .optim import build_optimizers
-from .plot import plot_losses
-from .text import CharTokenizer, DataError, eval_batches, read_text
 
-SAMPLE, LOSS_PNG = "sample.txt", "loss.png"
 LOG_EVERY = 10  # steps between train-loss lines in metrics.jsonl
-SAMPLE_CHARS = 500
 FINISH_OVERHEAD_S = 3.0  # final checkpoint, sample file, loss plot (matplotlib's import)
 SAMPLE_CALL_S = 0.003  # fixed cost of one forward call of the sample (layers, Python)
 INTERRUPTED_EXIT = 130
-REFITS = 10  # a time budget's run refits its length at least this often (and after each evaluation)
-# How long the matmul peak is timed at start: 2 s unless CHARGPT_PEAK_SECONDS says otherwise
-# (the tests' runs of a few seconds time it for a tenth of a second).
-PEAK_SECONDS_ENV, PEAK_SECONDS = "CHARGPT_PEAK_SECONDS", 2.0
-
-
-def peak_seconds() -> float:
-    """PEAK_SECONDS, or the number CHARGPT_PEAK_SECONDS holds (a malformed one is ignored)."""
-    try:
-        return max(0.0, float(os.environ.get(PEAK_SECONDS_ENV, PEAK_SECONDS)))
-    except ValueError:
-        return PEAK_SECONDS
-
-
-@dataclass
-class Corpus:
-    path: str
-    sha256: str
-    tokenizer: CharTokenizer
-    train: torch.Tensor  # int64 ids
-    val: torch.Tensor
-
-
-def load_corpus(data_path: str | None) -> Corpus:
-    path = resolve_data_path(data_path)
-    text, sha = read_text(path)
-    tokenizer = CharTokenizer.from_text(text)
-    train, val = split_ids(torch.tensor(tokenizer.encode(text), dtype=torch.long))
-    return Corpus(str(path), sha, tokenizer, train, val)
-
-
-def load_run_corpus(meta: dict, data_path: str | None = None) -> Corpus:
-    """The text a run trained on: data_path, or else the path the run recorded; DataError when
-    the file is not that text (its SHA-256 differs)."""
-    corpus = load_corpus(data_path or meta["dataset"]["path"])
-    if corpus.sha256 != meta["dataset"]["sha256"]:
-        raise DataError(
-            f"{corpus.path} is not the text this run was trained on (SHA-256 differs); pass the original with --data."
-        )
-    return corpus
-
-
-@dataclass
-class Dist:
-    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return Dist()
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), size)
-
-
-def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
-    """A distinct seed for each (run seed, step, rank, stream): stream 0 trains, 1 evaluates."""
-    return ((seed * 1_000_003 + step) * 1024 + rank) * 2 + stream
-
-
-def autocast_for(device: torch.device):
-    # bf16 only where it is fast; CPUs here run bf16 matmuls hundreds of times slower.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def estimate_loss(model, corpus: Corpus, cfg: TrainConfig, block_size: int, step: int, job: Dist, device) -> dict:
-    """The lecture's progress estimate: mean loss over eval_iters random batches per split."""
-    model.eval()
-    out = {}
-    g = torch.Generator().manual_seed(step_seed(cfg.seed, step, job.rank, stream=1))  # never the training draws
-    for split, data in (("train", corpus.train), ("val", corpus.val)):
-        losses = torch.zeros(cfg.eval_iters)
-        for k in range(cfg.eval_iters):
-            x, y = get_batch(data, cfg.batch_size, block_size, g)
-            with autocast_for(device):
-                _, loss, _ = model(x.to(device), y.to(device))
-            losses[k] = loss.item()
-        mean = losses.mean()
-        if job.size > 1:
-            dist.all_reduce(mean)
-            mean /= job.size
-        out[split] = mean.item()
-    model.train()
-    return out
-
-
-@torch.no_grad()
-def split_char_losses(model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64):
-    """Cross-entropy of every next-character prediction in `data`, read in consecutive block_size
-    windows (the reported loss's reading: docs/training.md): yields [windows, length] tensors, column j the predictions
-    from j + 1 characters of context. The model is in eval mode while it runs."""
-    was_training = model.training
-    model.eval()
-    try:
-        for starts, length in eval_batches(len(data), block_size, batch_size):
-            positions = torch.tensor(starts)[:, None] + torch.arange(length)
-            x, y = data[positions].to(device), data[positions + 1].to(device)
-            logits, _, _ = model(x)
-            yield F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
-    finally:
-        model.train(was_training)
-
-
-def full_split_loss(
-    model: GPTLanguageModel, data: torch.Tensor, block_size: int, device, batch_size: int = 64
-) -> float:
-    """Mean cross-entropy (nats/char) over the whole split, in consecutive block_size windows
-    (the reported validation loss: docs/training.md): deterministic and independent of batch size."""
-    total, count = 0.0, 0
-    for losses in split_char_losses(model, data, block_size, device, batch_size):
-        total += losses.double().sum().item()
-        count += losses.numel()
-    return total / count
-
-
-def refit_due(step: int, last_fit: int, max_iters: int, eval_interval: int) -> bool:
-    """Whether a time budget's run refits its length after `step` steps: after each periodic
-    evaluation (which also measures the evaluation's cost), and every tenth of the run between
-    them, so a run shorter than one eval_interval still corrects a first fit made while the
-    machine was busier or quieter. Steps, not seconds, so that every DDP rank agrees."""
-    if step >= max_iters:
-        return False
-    after_periodic_eval = (step - 1) % eval_interval == 0
-    return after_periodic_eval or step - last_fit >= max(1, max_iters // REFITS)
-
-
-def eval_seconds(eval_s: float, step_s: float, eval_iters: int) -> float:
-    """The last evaluation's cost, at most a third of what its 2 * eval_iters batches cost as
-    training steps at `step_s`: a forward without gradients does a third of a step's FLOPs (2 of
-    6 per weight) and none of its optimizer's work, so a larger figure was measured while the
-    machine was busier (a busy start times only the evaluation at step 0)."""
-    return min(eval_s, 2 * eval_iters * step_s / 3)
-
-
-def fit_max_iters(
-    budget_s: float, elapsed_s: float, step: int, step_s: float, eval_s: float, cfg: TrainConfig, final_s: float
-) -> int:
-    """How many steps fit in what is left of the time budget, counting the periodic evaluations,
-    the one before the last step, and the final phase (final_s)."""
-    per_step = step_s + eval_s / cfg.eval_interval
-    remaining = budget_s - elapsed_s - final_s - eval_s
-    return max(step + 1, step + int(remaining / per_step))
 
 
 class StopFlag:
@@ -204,25 +49,6 @@ class StopFlag:
 
     def _handler(self, signum, frame):
         self.requested = True
-
-
-def trim_metrics(run_dir: Path, step: int, last_eval: int | None) -> None:
-    """Keep the metric lines that the checkpoint being resumed (at `step`) had behind it: a
-    killed run may have written lines past it, and those steps are about to be redone. An
-    evaluation at `step` itself counts only if the checkpoint recorded it; a final record
-    never does (a resumed run has not finished)."""
-    path = run_dir / METRICS
-    if not path.exists():
-        return
-    records = read_metrics(path)
-
-    def behind_checkpoint(r: dict) -> bool:
-        at = r.get("step", 0)
-        if r.get("kind") == "final" or at > step:
-            return False
-        return at < step or r.get("kind") != "eval" or last_eval == step
-
-    rewrite_metrics(path, [r for r in records if behind_checkpoint(r)])
 
 
 class Trainer:
@@ -405,7 +231,7 @@ class Trainer:
                 f"{ranks_out_of_sync(self.model, self.device)} parameter tensors differ from rank 0"
             )
         if self.job.is_main:
-            self.finish()
+            finish(self)
         self._shutdown()
         return 0
 
@@ -552,71 +378,6 @@ class Trainer:
                 },
             )
 
-    def finish(self) -> None:
-        """Whole-split validation loss, model size, a sample, the loss curve, the final checkpoint."""
-        model, corpus, run_dir = self.model, self.corpus, self.run_dir
-        val_full = full_split_loss(model, corpus.val, self.model_cfg.block_size, self.device)
-        self.say(f"val loss (whole split, {len(corpus.val) - 1:,} characters): {val_full:.4f}")
-        candidates = {run_dir: val_full}
-        for directory in (run_dir / name for name in KEPT_DIRS):
-            if (directory / checkpoint.CONFIG).exists():
-                candidates[directory] = self.measure_kept(directory, val_full)
-        to_export = lower_loss_checkpoint(candidates)
-        self.say(f"to export: python -m export {to_export}   ({export_reason(run_dir, to_export)})")
-        self.say(f"Model size: {model_size_mb(model):.2f} MB")
-        self.say(
-            f"trained {self.state['step']} steps, {self.state['tokens_seen']:,} characters in "
-            f"{self.elapsed():.1f} s ({self.chars_per_s():,.0f} characters/s)"
-        )
-        self.say(
-            f"matmul utilisation: {self.utilisation():.1%} of this machine's measured float32 peak "
-            f"({self.peak_flops / 1e9:.1f} GFLOP/s; {self.flops_per_char / 1e6:.2f} MFLOP per trained character)"
-        )
-        newline = corpus.tokenizer.encode("\n") if "\n" in corpus.tokenizer.chars else [0]
-        g = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
-        ids = model.generate(torch.tensor([newline], device=self.device), SAMPLE_CHARS, generator=g)[0, 1:].tolist()
-        sample = corpus.tokenizer.decode(ids)
-        self.say(sample)
-        (run_dir / SAMPLE).write_text(sample, encoding="utf-8")
-        append_metrics(
-            run_dir,
-            {
-                "kind": "final",
-                "step": self.state["step"],
-                "val_loss_full": val_full,
-                "chars_per_s": round(self.chars_per_s(), 1),
-                "peak_fraction": round(self.utilisation(), 4),
-                "elapsed_s": round(self.elapsed(), 3),
-            },
-        )
-        plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
-        # Last: a checkpoint with val_loss_full is what marks the run complete (a run killed
-        # before this point resumes into finish() again).
-        self.save(
-            val_loss_full=val_full,
-            chars_per_s=round(self.chars_per_s(), 1),
-            peak_fraction=round(self.utilisation(), 4),
-            peak_gflops=round(self.peak_flops / 1e9, 1),
-        )
-
-    def measure_kept(self, directory: Path, val_full: float) -> float:
-        """The whole-split loss of a checkpoint kept beside the final weights (best/, average/),
-        recorded in its config.json: measured, unless it holds the final weights alone."""
-        meta = checkpoint.read_meta(directory)
-        steps = meta.get("averaged_steps", [meta["step"]])
-        loss = val_full
-        if steps != [self.state["step"]]:
-            kept = checkpoint.load_model(directory, meta).to(self.device)
-            loss = full_split_loss(kept, self.corpus.val, self.model_cfg.block_size, self.device)
-            which = (
-                f"the mean of the weights at steps {', '.join(map(str, steps))}"
-                if "averaged_steps" in meta
-                else f"step {meta['step']}"
-            )
-            self.say(f"{directory.name} checkpoint ({directory}, {which}): val loss (whole split) {loss:.4f}")
-        write_json(directory / checkpoint.CONFIG, {**meta, "val_loss_full": loss})
-        return loss
-
     def _shutdown(self) -> None:
         if self.job.size > 1:
             # Release DDP's reducer (and the gloo work it holds) while Python is fully alive:
@@ -625,23 +386,3 @@ class Trainer:
             gc.collect()
             dist.barrier()  # rank 0 may still be finishing
             dist.destroy_process_group()
-
-
-def export_reason(run_dir: Path, chosen: Path) -> str:
-    if chosen != run_dir:
-        return f"{chosen.name}/ has the lowest whole-split validation loss"
-    if any((run_dir / name).is_dir() for name in KEPT_DIRS):
-        return "the final weights have the lowest whole-split validation loss"
-    return "the final weights"
-
-
-def ranks_out_of_sync(model, device) -> int:
-    """How many parameter tensors differ from rank 0's (DistributedDataParallel keeps this at 0)."""
-    differ = 0
-    for p in model.parameters():
-        reference = p.detach().clone()
-        dist.broadcast(reference, src=0)
-        differ += int(not torch.equal(reference, p.detach()))
-    t = torch.tensor([differ], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
