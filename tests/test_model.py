@@ -8,7 +8,7 @@ import torch
 from train.config import PRESETS, split_settings
 from train.model import GPTConfig, GPTLanguageModel, model_size_mb
 from train.rotary import apply_rotary, rotary_tables
-from train.windows import window_mask
+from train.windows import sliding_window_mask
 from webapp.inference.ring import window_mask as ring_window_mask
 
 
@@ -250,8 +250,8 @@ def test_learned_positions_decode_exactly_as_the_seeds_generate():
     assert torch.equal(seed, cached)
 
 
-def test_window_mask_lets_each_query_see_the_last_window_keys():
-    mask = window_mask(past_len=3, T=2, window=3)
+def test_sliding_window_mask_lets_each_query_see_the_last_window_keys():
+    mask = sliding_window_mask(past_len=3, T=2, window=3)
     assert mask.shape == (2, 5)
     visible = (mask == 0).int().tolist()
     assert visible == [[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]]  # queries at positions 3 and 4

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from .model_config import GPTConfig
 from .rotary import apply_rotary, rotary_tables
-from .windows import last_positions, window_mask, window_weights
+from .windows import last_positions, sliding_window_mask, window_weights
 
 # One (key, value) pair per layer, each [batch, n_head, past_sequence, head_dim].
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -285,7 +285,7 @@ class GPTLanguageModel(nn.Module):
         B, T = idx.shape
         past_len = past_kv[0][0].size(2)
         rotary = rotary_tables(past_len + T, self.config.head_dim, self.config.rope_base, idx.device)
-        mask = window_mask(past_len, T, self.config.block_size, idx.device)
+        mask = sliding_window_mask(past_len, T, self.config.block_size, idx.device)
         x = self.drop(self.token_embedding(idx))
         presents, weights = [], []
         for block, past in zip(self.blocks, past_kv):
@@ -338,7 +338,7 @@ class GPTLanguageModel(nn.Module):
         x = self.drop(x)
         own = query - first  # each new character's place in its window
         nothing = torch.zeros(B * T, self.config.n_head, 0, self.config.head_dim, device=idx.device)
-        causal = window_mask(0, W, W, idx.device)
+        causal = sliding_window_mask(0, W, W, idx.device)
         weights = []
         for block in self.blocks:
             if not attention:

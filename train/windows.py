@@ -27,7 +27,7 @@ def window_weights(probs: torch.Tensor, query_index: torch.Tensor, window: int) 
     return padded.gather(-1, index.expand(*probs.shape[:-1], window))
 
 
-def window_mask(past_len: int, T: int, window: int, device=None) -> torch.Tensor:
+def sliding_window_mask(past_len: int, T: int, window: int, device=None) -> torch.Tensor:
     """Additive mask [T, past_len + T]: query i (at position past_len + i) sees the keys at the
     positions past_len + i - window + 1 .. past_len + i (0 there, -inf elsewhere)."""
     behind = (
