@@ -9,7 +9,7 @@ from train.config import PRESETS, split_settings
 from train.model import GPTConfig, GPTLanguageModel, model_size_mb
 from train.rotary import apply_rotary, rotary_tables
 from train.windows import sliding_window_mask
-from webapp.inference.ring import window_mask as ring_window_mask
+from webapp.inference.ring import ring_mask
 
 
 def preset_model(name: str) -> GPTLanguageModel:
@@ -96,7 +96,7 @@ def ring_loop(model, idx, prefill: int, chunk: int = 1):
     """The server's ring step after a prefill by `decode`: the cached keys rotated at their
     positions into slots position % (block_size - 1), then `chunk` characters per step, their
     keys and values written into the slots of the characters that leave the window (the
-    mask from webapp.inference.ring.window_mask). Returns the logits of every position."""
+    mask from webapp.inference.ring.ring_mask). Returns the logits of every position."""
     cfg = model.config
     S, B = cfg.block_size - 1, idx.size(0)
     cos, sin = rotary_tables(idx.size(1), cfg.head_dim, cfg.rope_base)
@@ -111,7 +111,7 @@ def ring_loop(model, idx, prefill: int, chunk: int = 1):
     steps = [logits]
     for t in range(prefill, idx.size(1), chunk):
         new_positions = torch.arange(t, min(t + chunk, idx.size(1)))
-        mask = torch.from_numpy(ring_window_mask(filled, np.full(B, t), len(new_positions)))
+        mask = torch.from_numpy(ring_mask(filled, np.full(B, t), len(new_positions)))
         logits, new = model.step_ring(
             idx[:, new_positions],
             cos[new_positions].expand(B, -1, -1),

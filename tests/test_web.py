@@ -392,9 +392,9 @@ def test_the_javascript_limits_are_the_engines(node):
     }
 
 
-def test_the_javascript_drafts_and_window_masks_are_pythons(node):
+def test_the_javascript_drafts_and_ring_masks_are_pythons(node):
     from webapp.inference.drafting import as_text, drafts
-    from webapp.inference.ring import window_mask
+    from webapp.inference.ring import ring_mask
 
     rng = np.random.default_rng(4)
     histories = [
@@ -407,13 +407,13 @@ def test_the_javascript_drafts_and_window_masks_are_pythons(node):
         (rng.choice([0.0, -np.inf], (2, 15)).astype(np.float32), rng.integers(0, 60, 2), new) for new in (1, 2, 5, 15)
     ]
     script = (
-        "import { asText, drafts, windowMask } from './chargpt.js';\n"
+        "import { asText, drafts, ringMask } from './chargpt.js';\n"
         f"const histories = {json.dumps(histories)}, budgets = {budgets};\n"
         # -Infinity: a JavaScript literal
         f"const masks = {json.dumps([[m.ravel().tolist(), p.tolist(), n] for m, p, n in masks])};\n"
         "console.log(JSON.stringify({\n"
         "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(0, -1))], b))),\n"
-        "  masks: masks.map(([m, p, n]) => Array.from(windowMask(Float32Array.from(m), p, n, 15), (x) => (x === "
+        "  masks: masks.map(([m, p, n]) => Array.from(ringMask(Float32Array.from(m), p, n, 15), (x) => (x === "
         "-Infinity ? 'inf' : x))),\n"
         "}));"
     )
@@ -425,7 +425,7 @@ def test_the_javascript_drafts_and_window_masks_are_pythons(node):
     assert out["drafts"] == [[drafts([as_text(h), as_text(h[:-1])], b).tolist() for b in budgets] for h in histories]
     assert any(len(d[0]) > 2 for row in out["drafts"] for d in row)  # not all empty: the repeats were found
     for got, (filled, positions, new) in zip(out["masks"], masks):
-        want = window_mask(filled, positions, new).ravel()
+        want = ring_mask(filled, positions, new).ravel()
         assert [("inf" if x == -np.inf else float(x)) for x in want] == got
 
 

@@ -13,7 +13,7 @@ in a ring of slots (position % (block_size - 1)); a mask marks empty slots. The 
 the ring and returns the new characters' keys and values, which the engine writes into the slots
 of the characters that leave the window. A step takes T characters a row (one while decoding;
 more when the engine checks a draft, webapp/inference/drafting.py), each seeing the ring less the slots
-its window has left, and the new ones up to itself (`window_mask`). Rotary attention depends
+its window has left, and the new ones up to itself (`ring_mask`). Rotary attention depends
 only on the distance between positions, and softmax-weighted sums on no order, so the slots
 need no shifting; angles are computed here in float64 from whole positions, so texts of any
 length keep their precision. Against the model file's cached step it does a fraction of the
@@ -69,7 +69,7 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos + np.concatenate((x2, x1), axis=-1) * sin
 
 
-def window_mask(filled: np.ndarray, positions: np.ndarray, new: int) -> np.ndarray:
+def ring_mask(filled: np.ndarray, positions: np.ndarray, new: int) -> np.ndarray:
     """The ring file's ring_mask for `new` positions per row: [B, new, slots + new], additive.
     Row b's new position j (at positions[b] + j) sees the ring's filled slots (`filled`
     [B, slots]: 0, or -inf where empty) but the j oldest, which its window has left (positions
@@ -152,7 +152,7 @@ class RingStep:
             INPUT_IDS: ids.astype(np.int64, copy=False),
             ROTARY_COS: cos,
             ROTARY_SIN: sin,
-            RING_MASK: window_mask(state[RING_MASK], positions, ids.shape[1]),
+            RING_MASK: ring_mask(state[RING_MASK], positions, ids.shape[1]),
             **{n: state[n] for n in self.ring_names},
         }
         logits, *new = self.session.run(self.output_names, feed)

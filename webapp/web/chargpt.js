@@ -361,10 +361,10 @@ export function rotaryTables(positions, headDim, base) {
 export const RING_TOLERANCE = 1e-4;
 export const VERIFY_CHUNK = 4;
 
-/** webapp/inference/ring.py's window_mask: the ring file's ring_mask [B, T, S + T] for T new characters a
+/** webapp/inference/ring.py's ring_mask: the ring file's ring_mask [B, T, S + T] for T new characters a
  * row: each sees its row's filled slots (mask [B, S]: 0 or -Infinity) but the ones its window
  * has left, and the new characters up to itself. */
-export function windowMask(mask, positions, T, S) {
+export function ringMask(mask, positions, T, S) {
   const out = new Float32Array(positions.length * T * (S + T));
   positions.forEach((position, b) => {
     for (let t = 0; t < T; t++) {
@@ -617,7 +617,7 @@ export class RingSteps {
       input_ids: new Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [B, L]),
       rotary_cos: new Tensor("float32", cos, [B, L, D]),
       rotary_sin: new Tensor("float32", sin, [B, L, D]),
-      ring_mask: new Tensor("float32", windowMask(state.mask, state.positions, L, S), [B, L, S + L]),
+      ring_mask: new Tensor("float32", ringMask(state.mask, state.positions, L, S), [B, L, S + L]),
     };
     this.model.pastNames.forEach(
       (n, i) => (feeds[n.replace("past_key_values", "ring")] = new Tensor("float32", state.rings[i], [B, H, S, D])),
