@@ -128,8 +128,8 @@ def steps_floor(steps) -> Decoder:
         _, state = steps.prefill(prompt)
         step_ids = np.zeros((prompt.shape[0], 1), np.int64)
         for _ in range(n):
-            _, pending = steps.forward(step_ids, state)
-            state = steps.keep(state, pending, 1)
+            _, uncommitted = steps.forward(step_ids, state)
+            state = steps.commit(state, uncommitted, 1)
             yield step_ids[:, 0]
 
     return run

@@ -150,11 +150,11 @@ def test_row_r_of_a_step_is_row_r_stepped_alone(steps):
         _, state = interface.prefill(rng.integers(0, len(engine.vocab), (6, length)))
         rows = [{n: a[r : r + 1].copy() for n, a in state.items()} for r in range(6)]  # a ring state changes in place
         ids = rng.integers(0, len(engine.vocab), (6, 1))
-        logits, pending = interface.forward(ids, state)
-        after = interface.keep(state, pending, 1)
+        logits, uncommitted = interface.forward(ids, state)
+        after = interface.commit(state, uncommitted, 1)
         for r in range(6):
-            row_logits, row_pending = interface.forward(ids[r : r + 1], rows[r])
-            row_after = interface.keep(rows[r], row_pending, 1)
+            row_logits, row_uncommitted = interface.forward(ids[r : r + 1], rows[r])
+            row_after = interface.commit(rows[r], row_uncommitted, 1)
             assert np.array_equal(row_logits[0], logits[r])
             assert all(np.array_equal(row_after[n][0], after[n][r]) for n in row_after)
 
@@ -167,10 +167,10 @@ def test_the_ring_keeps_a_count_per_row_as_each_row_would_keep_alone():
     crowd = {name: np.concatenate([s[name] for s in states]) for name in states[0]}
     ids = rng.integers(0, 65, (3, 3))
     _, new = ring.forward(ids, crowd)
-    ring.keep(crowd, new, np.array([0, 2, 3]))
+    ring.commit(crowd, new, np.array([0, 2, 3]))
     for r, (state, count) in enumerate(zip(states, (0, 2, 3))):
         _, own = ring.forward(ids[r : r + 1], state)
-        ring.keep(state, own, count)
+        ring.commit(state, own, count)
         for name in state:
             assert np.allclose(crowd[name][r], state[name][0], atol=1e-5), name
 
@@ -210,7 +210,7 @@ def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
         [1, 2],
     ):  # three rounds, 7 requests, then 5, then 4: the front and middle, the end, the middle
         gone = {id(cohort.requests[i]) for i in dropped}
-        cohort.keep([r for r in cohort.requests if id(r) not in gone])
+        cohort.retain([r for r in cohort.requests if id(r) not in gone])
         assert (
             sum(r.rows for r in cohort.requests)
             == len(cohort.block)

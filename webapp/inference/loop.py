@@ -150,7 +150,7 @@ class Cohort:
     block: np.ndarray  # [rows, T, vocab]: the logits after the fed character and after each drafted one
     state: dict[str, np.ndarray]  # the step interface's state, batch-first arrays
     drafted: np.ndarray | None = None  # [rows, T - 1]: the ids drafted after the fed one (-1 past a shorter draft)
-    pending: list[np.ndarray] | None = None  # a drafted block's forward, kept once the draws say how much of it
+    uncommitted: list[np.ndarray] | None = None  # a drafted block's forward, kept once the draws say how much of it
 
     def __post_init__(self):
         if self.drafted is None:
@@ -168,7 +168,7 @@ class Cohort:
             start += request.rows
         return slices
 
-    def keep(self, kept: list[Request]) -> None:
+    def retain(self, kept: list[Request]) -> None:
         """Drop the rows of the requests not in `kept` (a subsequence of `requests`)."""
         if len(kept) == len(self.requests):
             return
@@ -183,7 +183,7 @@ class Cohort:
         self.state = {name: array[rows] for name, array in self.state.items()}
 
     def _fill_holes(self, kept: list[Request]) -> None:
-        """keep() when every request has as many rows: the kept requests past the first
+        """retain() when every request has as many rows: the kept requests past the first
         len(kept) move into the places of the dropped ones before them, and the arrays become
         views of their first rows. One row is copied per finished request instead of every row of
         every array, and a crowd's requests finish a few steps apart: the copies would stay with
@@ -206,13 +206,13 @@ class Cohort:
     def merge(cohorts: list[Cohort]) -> Cohort:
         if len(cohorts) == 1:
             return cohorts[0]
-        pending = None if cohorts[0].pending is None else concat([c.pending for c in cohorts])
+        uncommitted = None if cohorts[0].uncommitted is None else concat([c.uncommitted for c in cohorts])
         return Cohort(
             [r for c in cohorts for r in c.requests],
             np.concatenate([c.block for c in cohorts]),
             {name: np.concatenate([c.state[name] for c in cohorts]) for name in cohorts[0].state},
             np.concatenate([c.drafted for c in cohorts]),
-            pending,
+            uncommitted,
         )
 
 
@@ -287,15 +287,17 @@ class Scheduler:
                 np.repeat(np.arange(len(members)), sizes),
                 np.repeat([m.left for m in members], sizes),
             )
-        if cohort.pending is not None:
-            cohort.state = self.steps.keep(cohort.state, cohort.pending, counts)  # every row's: rows are dropped below
-            cohort.pending = None
+        if cohort.uncommitted is not None:
+            cohort.state = self.steps.commit(
+                cohort.state, cohort.uncommitted, counts
+            )  # every row's: rows are dropped below
+            cohort.uncommitted = None
         kept = []
         # As lists once for the cohort: numpy calls per request were most of a crowd's sampling time.
         id_rows, row_counts, drafted_lengths = ids.tolist(), counts.tolist(), (cohort.drafted >= 0).sum(axis=1).tolist()
         for request, rows, alive in zip(
             cohort.requests, slices, live
-        ):  # kept in the cohort's order, as cohort.keep asks
+        ):  # kept in the cohort's order, as cohort.retain asks
             if not alive:
                 continue
             count = row_counts[rows.start]
@@ -309,7 +311,7 @@ class Scheduler:
                 request.out.put(FINISHED)
             else:
                 kept.append(request)
-        cohort.keep(kept)
+        cohort.retain(kept)
 
     def _step(self, cohort: Cohort, alone: bool) -> None:
         """One forward for every row: its next id, and the characters drafted after it where the
@@ -341,11 +343,11 @@ class Scheduler:
         self.ticks += len(parts)
         cohort.block = parts[0][0] if len(parts) == 1 else np.concatenate([block for block, _ in parts])
         cohort.drafted = drafted
-        pending = concat([p for _, p in parts])
+        uncommitted = concat([p for _, p in parts])
         if ids.shape[1] == 1:
-            cohort.state = self.steps.keep(cohort.state, pending, 1)  # the fed character is always kept
+            cohort.state = self.steps.commit(cohort.state, uncommitted, 1)  # the fed character is always kept
         else:
-            cohort.pending = pending  # kept once the draws say how much of each row's block to keep (_sample)
+            cohort.uncommitted = uncommitted  # kept once the draws say how much of each row's block to keep (_sample)
 
     def _regroup(self) -> None:
         by_shape: dict[tuple, list[Cohort]] = {}

@@ -191,11 +191,11 @@ class PlainSteps:
 
     The interface, which RingStep (webapp/inference/ring.py) implements too:
       prefill(ids [B, T]) -> (the logits after each row's last id [B, vocab], state)
-      forward(ids [B, T], state) -> (logits [B, T, vocab] after each id, pending): T <= max_block
+      forward(ids [B, T], state) -> (logits [B, T, vocab] after each id, uncommitted): T <= max_block
         ids that follow each row's text; the state is not changed
-      keep(state, pending, counts) -> the state after the first counts[b] of row b's ids (one
+      commit(state, uncommitted, counts) -> the state after the first counts[b] of row b's ids (one
         number, or one per row): what the next forward reads
-    A state is a dict of arrays and `pending` a list of arrays, whose first axis is the batch, so
+    A state is a dict of arrays and `uncommitted` a list of arrays, whose first axis is the batch, so
     rows stack, split and drop alike."""
 
     max_block = 1
@@ -212,6 +212,6 @@ class PlainSteps:
         logits, present = self.model.forward(ids, state)
         return logits, list(present.values())
 
-    def keep(self, state: dict[str, np.ndarray], pending: list[np.ndarray], counts) -> dict[str, np.ndarray]:
+    def commit(self, state: dict[str, np.ndarray], uncommitted: list[np.ndarray], counts) -> dict[str, np.ndarray]:
         """The cache after the one id each row ran (a row that keeps none is being dropped)."""
-        return dict(zip(self.model.past_names, pending))
+        return dict(zip(self.model.past_names, uncommitted))

@@ -145,7 +145,7 @@ class RingStep:
 
     def forward(self, ids: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """ids [B, T] that follow each row's text, T <= slots: (logits [B, T, vocab] after each,
-        their keys and values per layer [B, H, T, D]), the state untouched (`keep` adds them)."""
+        their keys and values per layer [B, H, T, D]), the state untouched (`commit` adds them)."""
         positions = state[POSITION]
         cos, sin = self.tables_at(positions[:, None] + np.arange(ids.shape[1]))
         feed = {
@@ -158,7 +158,7 @@ class RingStep:
         logits, *new = self.session.run(self.output_names, feed)
         return logits[..., : self.vocab_size], new
 
-    def keep(
+    def commit(
         self, state: dict[str, np.ndarray], new: list[np.ndarray], counts: int | np.ndarray
     ) -> dict[str, np.ndarray]:
         """Write the first `counts` positions (one number, or one per row) of a `forward`'s keys and
@@ -198,7 +198,7 @@ class RingStep:
                 chunk = ids[:, t : t + next(chunks)]
                 want, past = model.forward(chunk, past)
                 got, new = self.forward(chunk, state)
-                self.keep(state, new, chunk.shape[1])
+                self.commit(state, new, chunk.shape[1])
                 worst = max(worst, float(np.abs(got - want).max()))
                 t += chunk.shape[1]
         return worst

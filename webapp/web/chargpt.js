@@ -522,11 +522,11 @@ export class PlainSteps {
 
   async forward(rows, state) {
     const result = await this.model.forward(rows, state);
-    return { logits: new Logits(result, this.model.vocab.length), pending: result.past };
+    return { logits: new Logits(result, this.model.vocab.length), uncommitted: result.past };
   }
 
-  keep(state, pending) {
-    return pending;
+  commit(state, uncommitted) {
+    return uncommitted;
   }
 }
 
@@ -546,15 +546,15 @@ export class RingSteps {
   }
 
   async forward(rows, state) {
-    const pending = await this.run(rows, state);
-    return { logits: new Logits(pending, this.model.vocab.length), pending };
+    const uncommitted = await this.run(rows, state);
+    return { logits: new Logits(uncommitted, this.model.vocab.length), uncommitted };
   }
 
-  keep(state, pending, count) {
+  commit(state, uncommitted, count) {
     const { n_head: H, head_dim: D } = this.model.config;
     const S = this.maxBlock,
-      L = pending.dims[1];
-    pending.added.forEach((data, i) => {
+      L = uncommitted.dims[1];
+    uncommitted.added.forEach((data, i) => {
       for (let bh = 0; bh < data.length / (L * D); bh++)
         for (let t = 0; t < count; t++)
           state.rings[i].set(
@@ -645,8 +645,8 @@ export class RingSteps {
       for (let t = length, n = 0; t < length + steps; n++) {
         const chunk = rows.map((row) => row.slice(t, t + (n % 2 ? VERIFY_CHUNK : 1)));
         want = await model.forward(chunk, want.past);
-        const { logits: got, pending } = await this.forward(chunk, state);
-        this.keep(state, pending, chunk[0].length);
+        const { logits: got, uncommitted } = await this.forward(chunk, state);
+        this.commit(state, uncommitted, chunk[0].length);
         const expected = new Logits(want, model.vocab.length);
         for (let b = 0; b < chunk.length; b++)
           for (let j = 0; j < chunk[0].length; j++) {
@@ -804,7 +804,7 @@ export class CharGPT {
     const rngs = Array.from({ length: rows }, (_, r) => new SplitMix64(params.seed + BigInt(r)));
     const context = promptIds.slice(-this.receptiveField);
     let { logits, state } = await this.steps.prefill(Array.from({ length: rows }, () => context));
-    let pending = null; // a drafted step's forward, kept once the draws say how much of it
+    let uncommitted = null; // a drafted step's forward, kept once the draws say how much of it
     const texts = Array(rows).fill(asText(promptIds));
     let drafted = Array.from({ length: rows }, () => []),
       budget = this.maxDraft,
@@ -820,17 +820,17 @@ export class CharGPT {
         if (--left === 0) return;
         if (j === drafted[0].length || ids.some((id, r) => id !== drafted[r][j])) break;
       }
-      if (pending) state = this.steps.keep(state, pending, j + 1);
+      if (uncommitted) state = this.steps.commit(state, uncommitted, j + 1);
       drafted.forEach((d, r) => (texts[r] += asText([...d.slice(0, j), ids[r]])));
       budget = nextBudget(budget, drafted[0].length, j + 1, this.maxDraft);
       // Step: each row's next id, and the characters drafted after it where the steps take several.
       const most = Math.min(budget, left - 1, this.steps.maxBlock - 1);
       drafted = this.maxDraft && most > 0 ? drafts(texts, most, this.draftTable) : drafted.map(() => []);
-      ({ logits, pending } = await this.steps.forward(
+      ({ logits, uncommitted } = await this.steps.forward(
         ids.map((id, r) => [id, ...drafted[r]]),
         state,
       ));
-      if (drafted[0].length === 0) [state, pending] = [this.steps.keep(state, pending, 1), null]; // the fed character is always kept
+      if (drafted[0].length === 0) [state, uncommitted] = [this.steps.commit(state, uncommitted, 1), null]; // the fed character is always kept
     }
   }
 
