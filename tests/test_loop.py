@@ -213,13 +213,13 @@ def test_a_cohort_keeps_each_kept_requests_own_rows(samples):
         cohort.retain([r for r in cohort.requests if id(r) not in gone])
         assert (
             sum(r.rows for r in cohort.requests)
-            == len(cohort.block)
+            == len(cohort.logits)
             == len(cohort.drafted)
             == len(cohort.state["position"])
         )
         for request, rows in zip(cohort.requests, cohort.row_slices()):
             i = members.index(request)
-            assert (cohort.block[rows] == i).all() and (cohort.drafted[rows] == i).all()
+            assert (cohort.logits[rows] == i).all() and (cohort.drafted[rows] == i).all()
             assert (cohort.state["ring.0.key"][rows] == i).all() and (cohort.state["position"][rows] == i * 10).all()
         if len(set(samples)) == 1:
             assert all(a.base is not None for a in cohort.state.values())  # views: no copy of the rest

@@ -70,27 +70,27 @@ class Request:
     # (webapp/server/model_process.py).
     out: Any = field(default_factory=Outbox)
     produced: int = 0
-    next_ids: np.ndarray | None = None  # the ids its next step reads
+    input_ids: np.ndarray | None = None  # [rows]: the ids its next step reads
     cancelled: bool = False  # set by the consumer: the request leaves at the next tick
     budget: int = 0  # the most characters its next draft may have when alone (next_budget; max_draft to start)
     rngs: list[SplitMix64] = field(init=False)
-    texts: list[str] = field(init=False)  # each row's text so far (as_text), to draft from
+    histories: list[str] = field(init=False)  # each row's ids so far, as text (as_text), to draft from
 
     def __post_init__(self):
         self.rngs = streams(self.params)
-        self.texts = [as_text(self.prompt_ids)] * self.rows
+        self.histories = [as_text(self.prompt_ids)] * self.rows
 
     @property
     def rows(self) -> int:
         return self.params.num_samples
 
     @property
-    def left(self) -> int:
+    def remaining(self) -> int:
         return self.params.max_new_tokens - self.produced
 
     @property
     def done(self) -> bool:
-        return self.cancelled or self.left <= 0
+        return self.cancelled or self.remaining <= 0
 
 
 def outputs(items: Iterable) -> Iterator[Draw]:
@@ -119,20 +119,20 @@ def prefill_groups(requests: list[Request], length: int) -> list[list[Request]]:
     return groups
 
 
-def considered(block: np.ndarray, ids: np.ndarray, params: SamplingParams) -> list[Alternatives | None]:
+def considered(logits: np.ndarray, ids: np.ndarray, params: SamplingParams) -> list[Alternatives | None]:
     """What a request's rows considered at each position they wrote this tick, from its part of
-    the block [rows, count, vocab] and the ids drawn there [rows, count]; None at each position
+    the logits [rows, count, vocab] and the ids drawn there [rows, count]; None at each position
     when its settings do not ask (the cost falls only on requests that ask)."""
     rows, count = ids.shape
     if not params.alternatives:
         return [None] * count
-    found = top_alternatives(
-        block.transpose(1, 0, 2).reshape(rows * count, -1),
+    alternatives = top_alternatives(
+        logits.transpose(1, 0, 2).reshape(rows * count, -1),
         [params] * (rows * count),
         ids.T.ravel(),
         params.alternatives,
     )
-    by_position = [a.reshape(count, rows, *a.shape[1:]) for a in found]
+    by_position = [a.reshape(count, rows, *a.shape[1:]) for a in alternatives]
     return [Alternatives(*(a[j] for a in by_position)) for j in range(count)]
 
 
@@ -147,19 +147,19 @@ class Cohort:
     of `requests` (each request's rows are one of `row_slices()`)."""
 
     requests: list[Request]
-    block: np.ndarray  # [rows, T, vocab]: the logits after the fed character and after each drafted one
+    logits: np.ndarray  # [rows, T, vocab]: the logits after the fed character and after each drafted one
     state: dict[str, np.ndarray]  # the step interface's state, batch-first arrays
     drafted: np.ndarray | None = None  # [rows, T - 1]: the ids drafted after the fed one (-1 past a shorter draft)
     uncommitted: list[np.ndarray] | None = None  # a drafted block's forward, kept once the draws say how much of it
 
     def __post_init__(self):
         if self.drafted is None:
-            self.drafted = np.zeros((len(self.block), self.block.shape[1] - 1), np.int64)
+            self.drafted = np.zeros((len(self.logits), self.logits.shape[1] - 1), np.int64)
 
     @property
     def shape(self) -> tuple:
-        """What cohorts that step together share: each row's state shapes and the block's length."""
-        return tuple(a.shape[1:] for a in self.state.values()), self.block.shape[1]
+        """What cohorts that step together share: each row's state shapes and how many positions their logits hold."""
+        return tuple(a.shape[1:] for a in self.state.values()), self.logits.shape[1]
 
     def row_slices(self) -> list[slice]:
         slices, start = [], 0
@@ -179,7 +179,7 @@ class Cohort:
             [np.arange(s.start, s.stop) for r, s in zip(self.requests, self.row_slices()) if r in kept]
             or [np.zeros(0, np.int64)]
         )
-        self.requests, self.block, self.drafted = kept, self.block[rows], self.drafted[rows]
+        self.requests, self.logits, self.drafted = kept, self.logits[rows], self.drafted[rows]
         self.state = {name: array[rows] for name, array in self.state.items()}
 
     def _fill_holes(self, kept: list[Request]) -> None:
@@ -197,9 +197,9 @@ class Cohort:
         if holes:
             to = (np.array(holes)[:, None] * size + np.arange(size)).ravel()
             source = (np.array(movers)[:, None] * size + np.arange(size)).ravel()
-            for array in (self.block, self.drafted, *self.state.values()):
+            for array in (self.logits, self.drafted, *self.state.values()):
                 array[to] = array[source]  # rows below n from rows at or past it: never overlapping
-        self.requests, self.block, self.drafted = order, self.block[: n * size], self.drafted[: n * size]
+        self.requests, self.logits, self.drafted = order, self.logits[: n * size], self.drafted[: n * size]
         self.state = {name: array[: n * size] for name, array in self.state.items()}
 
     @staticmethod
@@ -209,7 +209,7 @@ class Cohort:
         uncommitted = None if cohorts[0].uncommitted is None else concat([c.uncommitted for c in cohorts])
         return Cohort(
             [r for c in cohorts for r in c.requests],
-            np.concatenate([c.block for c in cohorts]),
+            np.concatenate([c.logits for c in cohorts]),
             {name: np.concatenate([c.state[name] for c in cohorts]) for name in cohorts[0].state},
             np.concatenate([c.drafted for c in cohorts]),
             uncommitted,
@@ -268,45 +268,43 @@ class Scheduler:
         self.cohorts = []
 
     def _sample(self, cohort: Cohort) -> None:
-        """Each request's next characters from its rows of the cohort's block, every row with its
+        """Each request's next characters from its rows of the cohort's logits, every row with its
         own settings and stream: its drafted characters up to the first that a draw of its rows
         differs from, and one more, at most what it has left."""
         slices = cohort.row_slices()
         live = [not request.cancelled for request in cohort.requests]  # read once: a consumer may cancel meanwhile
         members = [request for request, alive in zip(cohort.requests, live) if alive]
-        ids = np.zeros(cohort.block.shape[:2], np.int64)
+        ids = np.zeros(cohort.logits.shape[:2], np.int64)
         probs, counts = np.zeros(ids.shape), np.zeros(len(ids), np.int64)  # cancelled requests' rows keep nothing
         if members:
             rows = np.concatenate([np.arange(s.start, s.stop) for s, alive in zip(slices, live) if alive])
             sizes = [m.rows for m in members]
+            row_params = [m.params for m in members for _ in range(m.rows)]
+            row_rngs = [rng for m in members for rng in m.rngs]
+            row_request = np.repeat(np.arange(len(members)), sizes)  # rows of one request advance together
+            row_remaining = np.repeat([m.remaining for m in members], sizes)
             ids[rows], probs[rows], counts[rows] = draw_blocks(
-                cohort.block[rows],
-                cohort.drafted[rows],
-                [m.params for m in members for _ in range(m.rows)],
-                [rng for m in members for rng in m.rngs],
-                np.repeat(np.arange(len(members)), sizes),
-                np.repeat([m.left for m in members], sizes),
+                cohort.logits[rows], cohort.drafted[rows], row_params, row_rngs, row_request, row_remaining
             )
         if cohort.uncommitted is not None:
-            cohort.state = self.steps.commit(
-                cohort.state, cohort.uncommitted, counts
-            )  # every row's: rows are dropped below
+            # Every row's, the cancelled ones' too: their rows are dropped below.
+            cohort.state = self.steps.commit(cohort.state, cohort.uncommitted, counts)
             cohort.uncommitted = None
         kept = []
         # As lists once for the cohort: numpy calls per request were most of a crowd's sampling time.
         id_rows, row_counts, drafted_lengths = ids.tolist(), counts.tolist(), (cohort.drafted >= 0).sum(axis=1).tolist()
-        for request, rows, alive in zip(
-            cohort.requests, slices, live
-        ):  # kept in the cohort's order, as cohort.retain asks
+        for request, rows, alive in zip(cohort.requests, slices, live):  # in the cohort's order, as retain asks
             if not alive:
                 continue
             count = row_counts[rows.start]
-            for j, alternatives in enumerate(considered(cohort.block[rows, :count], ids[rows, :count], request.params)):
+            for j, alternatives in enumerate(
+                considered(cohort.logits[rows, :count], ids[rows, :count], request.params)
+            ):
                 request.out.put(Draw(ids[rows, j], probs[rows, j], alternatives))
-            request.next_ids = ids[rows, count - 1]
+            request.input_ids = ids[rows, count - 1]
             request.produced += count
             request.budget = next_budget(request.budget, drafted_lengths[rows.start], count, self.max_draft)
-            request.texts = [h + as_text(c[:count]) for h, c in zip(request.texts, id_rows[rows])]
+            request.histories = [h + as_text(c[:count]) for h, c in zip(request.histories, id_rows[rows])]
             if request.done:
                 request.out.put(FINISHED)
             else:
@@ -317,21 +315,22 @@ class Scheduler:
         """One forward for every row: its next id, and the characters drafted after it where the
         file takes several a step (as far as its budget goes for a request alone, CROWD_DRAFT in
         a crowd; never past its last character, nor past what one step takes)."""
-        ids = np.concatenate([r.next_ids for r in cohort.requests])[:, None]
+        ids = np.concatenate([r.input_ids for r in cohort.requests])[:, None]
         drafted = np.zeros((len(ids), 0), np.int64)
         if self.steps.max_block > 1 and self.max_draft:
-            found = []
+            row_drafts = []
             for request in cohort.requests:
-                most = min(request.budget if alone else CROWD_DRAFT, request.left - 1, self.steps.max_block - 1)
-                found.append(drafts(request.texts, most, self.draft_table))
-            width = max(d.shape[1] for d in found)
+                max_chars = min(
+                    request.budget if alone else CROWD_DRAFT, request.remaining - 1, self.steps.max_block - 1
+                )
+                row_drafts.append(drafts(request.histories, max_chars, self.draft_table))
+            width = max(d.shape[1] for d in row_drafts)
             if width:
                 drafted = np.full((len(ids), width), -1, np.int64)
-                for d, rows in zip(found, cohort.row_slices()):
+                for d, rows in zip(row_drafts, cohort.row_slices()):
                     drafted[rows, : d.shape[1]] = d
-                ids = np.concatenate(
-                    (ids, np.maximum(drafted, 0)), axis=1
-                )  # a padded place runs any id; its draw is never kept
+                # A padded place runs any id; its draw is never kept.
+                ids = np.concatenate((ids, np.maximum(drafted, 0)), axis=1)
         chunks = [slice(i, i + self.max_rows) for i in range(0, len(ids), self.max_rows)]
         try:
             parts = [self.steps.forward(ids[rows], {n: a[rows] for n, a in cohort.state.items()}) for rows in chunks]
@@ -341,7 +340,7 @@ class Scheduler:
             cohort.requests = []
             return
         self.ticks += len(parts)
-        cohort.block = parts[0][0] if len(parts) == 1 else np.concatenate([block for block, _ in parts])
+        cohort.logits = parts[0][0] if len(parts) == 1 else np.concatenate([logits for logits, _ in parts])
         cohort.drafted = drafted
         uncommitted = concat([p for _, p in parts])
         if ids.shape[1] == 1:

@@ -273,7 +273,7 @@ def next_ids(logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequenc
 
 
 def draw_blocks(
-    block: np.ndarray,
+    logits: np.ndarray,
     drafted: np.ndarray,
     params: Sequence[SamplingParams],
     rngs: Sequence[SplitMix64],
@@ -289,7 +289,7 @@ def draw_blocks(
     and `limits` [rows]: the group's number and its most characters). params and rngs: each row's.
     Returns the ids and the probability the model gave each [rows, T] (valid up to the count) and
     each row's count [rows]."""
-    n_rows, width = block.shape[:2]
+    n_rows, width = logits.shape[:2]
     n_groups = int(groups.max()) + 1 if n_rows else 0
     ids = np.zeros((n_rows, width), np.int64)
     counts = np.full(n_rows, width, np.int64)
@@ -301,7 +301,7 @@ def draw_blocks(
         rngs,
     )  # the rows still drawing (all, as a slice, until one stops)
     for j in range(width - 1):
-        drawn = ids[live, j] = next_ids(block[live, j], live_params, live_rngs)
+        drawn = ids[live, j] = next_ids(logits[live, j], live_params, live_rngs)
         stopping = drawn != drafted[live, j]
         if stopping.any():  # a group stops with its first row that stops
             rows = np.arange(n_rows)[live]
@@ -314,6 +314,6 @@ def draw_blocks(
             if len(live) == 0:
                 break
     else:
-        ids[live, width - 1] = next_ids(block[live, width - 1], live_params, live_rngs)
-    probs = softmax(block)[np.arange(n_rows)[:, None], np.arange(width), ids]
+        ids[live, width - 1] = next_ids(logits[live, width - 1], live_params, live_rngs)
+    probs = softmax(logits)[np.arange(n_rows)[:, None], np.arange(width), ids]
     return ids, probs, counts
