@@ -21,6 +21,8 @@ from pathlib import Path
 
 WEB = Path(__file__).resolve().parents[1] / "webapp" / "web"
 CHROMIUM = "/usr/bin/chromium"
+# As the project runs it everywhere (the tests too): without the background-networking flags, a
+# closed network refuses its connections, many at a time.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -19,16 +19,6 @@ from pathlib import Path
 
 from conftest import REPO
 
-# Debian's chromium, as the project runs it (without the background-networking flags, its
-# connections are refused by a closed network, many at a time).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def run_train(*args, **kwargs) -> subprocess.Popen:
     """`python -m train ARGS` in its own process (to be interrupted or killed), its output piped."""
@@ -42,6 +32,14 @@ def run_train(*args, **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
+
+
+def node_json(node: str, script: str):
+    """What a JavaScript module `script`, run by Node in webapp/web (so that it imports
+    './chargpt.js'), prints as JSON."""
+    web = REPO / "webapp" / "web"
+    command = [node, "--input-type=module", "-e", script]
+    return json.loads(subprocess.run(command, cwd=web, capture_output=True, text=True, timeout=60, check=True).stdout)
 
 
 def free_port() -> int:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
-from conftest import REPO
+from helpers import node_json
 
 from export.about import AboutError, build, dataset_name, example_prompts
 from train.text import SHAKESPEARE_SHA256
@@ -84,15 +83,8 @@ def test_the_javascript_page_reads_them_the_same_way():
     script = (
         f"import {{ readAbout }} from './chargpt.js';\nconsole.log(JSON.stringify({json.dumps(cases)}.map(readAbout)));"
     )
-    out = subprocess.run(
-        [node, "--input-type=module", "-e", script],
-        cwd=REPO / "webapp" / "web",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    out = node_json(node, script)
     expected = [
         {"title": s.title, "description": s.description, "examples": s.examples, "prompt": s.prompt} for _, s in ABOUTS
     ]
-    assert json.loads(out) == expected
+    assert out == expected

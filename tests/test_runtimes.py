@@ -18,8 +18,9 @@ import sys
 
 import pytest
 from conftest import IN_CI, REPO, SCREENSHOTS, SHAKESPEARE, chromium_or_skip
-from helpers import CHROMIUM_ARGS, static_server
+from helpers import static_server
 
+from benchmarks.page import CHROMIUM_ARGS
 from export.folder import ONNXRUNTIME_GENAI, OPTIMUM, TRANSFORMERS_JS, TRANSFORMERS_JS_PAGE, with_model
 from webapp.inference.engine import Engine, encode_prompt
 from webapp.inference.onnx_model import SHIPPED_MODEL

@@ -15,8 +15,9 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
-from helpers import CHROMIUM_ARGS, server, static_server
+from helpers import server, static_server
 
+from benchmarks.page import CHROMIUM_ARGS
 from webapp.inference.engine import Engine, encode_prompt, spell_alternatives
 from webapp.inference.onnx_model import SHIPPED_MODEL
 from webapp.inference.sampling import (

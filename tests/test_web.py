@@ -11,8 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import IN_CI, REPO, SCREENSHOTS, chromium_or_skip
-from helpers import CHROMIUM_ARGS, spoil_ring, static_server
+from helpers import node_json, spoil_ring, static_server
 
+from benchmarks.page import CHROMIUM_ARGS
 from webapp.inference.engine import Engine, encode_prompt
 from webapp.inference.onnx_model import SHIPPED_MODEL
 from webapp.inference.sampling import SamplingParams
@@ -290,11 +291,7 @@ def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_tabl
         "console.log(JSON.stringify({ size: table.next.size, order: table.order, refusals,\n"
         "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(1))], b, table))) }));"
     )
-    out = json.loads(
-        subprocess.run(
-            [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    )
+    out = node_json(node, script)
     assert (out["size"], out["order"]) == (len(table.next), table.order)
     assert out["drafts"] == [
         [drafts([as_text(h), as_text(h[1:])], b, table).tolist() for b in budgets] for h in histories
@@ -330,10 +327,8 @@ def test_the_javascript_rotary_tables_are_pythons(node):
         f"const t = rotaryTables({positions}, 32, 10000);\n"
         "console.log(JSON.stringify([Array.from(t.cos), Array.from(t.sin)]));"
     )
-    out = subprocess.run(
-        [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
-    )
-    cos, sin = (np.array(t, np.float32).reshape(len(positions), 32) for t in json.loads(out.stdout))
+    out = node_json(node, script)
+    cos, sin = (np.array(t, np.float32).reshape(len(positions), 32) for t in out)
     want_cos, want_sin = rotary_tables(np.array(positions), 32, 10000.0)
     assert np.abs(cos - want_cos).max() <= 1.2e-7 and np.abs(sin - want_sin).max() <= 1.2e-7  # float32 rounding
 
@@ -377,10 +372,8 @@ def test_the_javascript_limits_are_the_engines(node):
         "console.log(JSON.stringify({ ...LIMITS, maxSeed: LIMITS.maxSeed.toString(), ringTolerance: RING_TOLERANCE,\n"
         "  verifyChunk: VERIFY_CHUNK, drafting: [MAX_DRAFT, MIN_MATCH, MAX_MATCH, REPEAT_MATCH, TABLE_FORMAT] }));"
     )
-    out = subprocess.run(
-        [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
-    )
-    assert json.loads(out.stdout) == {
+    out = node_json(node, script)
+    assert out == {
         "maxNewTokens": MAX_NEW_TOKENS,
         "maxPromptChars": MAX_PROMPT_CHARS,
         "maxSamples": MAX_SAMPLES,
@@ -417,11 +410,7 @@ def test_the_javascript_drafts_and_ring_masks_are_pythons(node):
         "-Infinity ? 'inf' : x))),\n"
         "}));"
     )
-    out = json.loads(
-        subprocess.run(
-            [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    )
+    out = node_json(node, script)
     assert out["drafts"] == [[drafts([as_text(h), as_text(h[:-1])], b).tolist() for b in budgets] for h in histories]
     assert any(len(d[0]) > 2 for row in out["drafts"] for d in row)  # not all empty: the repeats were found
     for got, (filled, positions, new) in zip(out["masks"], masks):
@@ -473,11 +462,7 @@ def test_the_javascript_alternatives_and_next_character_are_pythons(node):
         "5, vocab)),\n"
         "  next: logits.map((row, r) => nextCharacter(row, settings[r], vocab)) }));"
     )
-    out = json.loads(
-        subprocess.run(
-            [node, "--input-type=module", "-e", script], cwd=WEB, capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    )
+    out = node_json(node, script)
     assert out["shown"] == PAGE_ALTERNATIVES
     for r, s in enumerate(settings):
         params = SamplingParams(**s)
