@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SCREENSHOTS, chromium_or_skip
 from helpers import (
-    CHROMIUM_ARGS,
     cpu_seconds,
     fn_index_of,
     free_port,
@@ -31,6 +30,7 @@ from helpers import (
     written_request,
 )
 
+from benchmarks.page import CHROMIUM_ARGS
 from webapp.inference.batching import CONCURRENCY
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
 from webapp.server.page import StopPresses
