@@ -142,7 +142,7 @@ RULES = [
     Rule(
         "python -m benchmarks.soak",
         "run",
-        extra="--minutes 0.3 --warmup-minutes 0.1 --visitors 2 --sample-seconds 2 --stall-seconds 2",
+        extra="--minutes 0.2 --warmup-minutes 0.05 --visitors 2 --sample-seconds 2 --stall-seconds 2",
     ),
     Rule("python -m train --preset seed-0.2m", "run", extra=SHORT_TRAINING),
     Rule("python -m train --preset shakespeare-cpu", "run", extra=f"--time-budget 0.01 {TINY_MODEL}"),
