@@ -51,7 +51,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--fuzz-cases",
         type=int,
-        default=40,
+        default=24,
         help="random requests in the API fuzz test (CI runs the default; the full test is 1000)",
     )
     parser.addoption(

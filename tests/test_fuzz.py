@@ -5,7 +5,8 @@ to /generate and /inspect, and random choices of alternatives to the page's priv
 Every answer must be text (or JSON) or a clear error sentence, never a server error, and the
 server's memory must stay bounded.
 
-CI runs 40 cases; `python -m pytest tests/test_fuzz.py --fuzz-cases 1000` is the full test.
+CI runs 24 cases (a fixed seed: the same ones each run);
+`python -m pytest tests/test_fuzz.py --fuzz-cases 1000` is the full test.
 """
 
 from __future__ import annotations
