@@ -27,16 +27,8 @@ from . import metadata as md
 from .about_command import add_about_flags
 from .errors import VERIFICATION_FAILED, UsageError, VerificationError, fail
 from .eval_command import measure_loss, training_text
-from .onnx_export import (
-    checks_table,
-    export_onnx,
-    export_ring,
-    name_weights,
-    set_metadata,
-    verify,
-    verify_attention,
-    verify_ring,
-)
+from .onnx_export import export_onnx, export_ring, name_weights, set_metadata
+from .verification import checks_table, verify, verify_attention, verify_ring
 from .verified import quantize_attention, quantize_int8, quantize_ring
 from .writing import draft_table, place_beside, place_table, temp_onnx, write_file, write_folder, write_sidecars
 

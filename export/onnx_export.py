@@ -1,11 +1,12 @@
-"""PyTorch -> ONNX with a KV cache, and the verification that decides whether the file is kept."""
+"""PyTorch -> ONNX with a KV cache: tracing, the weights named and quantized, the metadata, and the
+PyTorch model back from a file's weights. The checks that decide whether a file is kept are in
+verification.py."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +15,9 @@ import torch
 from onnx import numpy_helper
 
 from train.model import GPTLanguageModel
-from train.table import format_table as table
-from webapp.inference.attention import ATTENTIONS, AttentionFile
-from webapp.inference.engine import Engine
-from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, OnnxModel, cache_names, open_session
-from webapp.inference.ring import NEW, RING, RING_MASK, RING_TOLERANCE, ROTARY_COS, ROTARY_SIN, RingStep
-from webapp.inference.sampling import SamplingParams
-
-from .runtime import last_window_loss, plain_loop_loss
-
-TOLERANCE = 1e-4  # max |logit difference| between PyTorch and onnxruntime, float32
-GREEDY_CHARS = 200
-# The plain loop (the window in the graph) against an exact last window, on validation text:
-# at most this much worse, in nats per character.
-PLAIN_LOOP_CHARS, PLAIN_LOOP_SLACK = 1500, 0.01
-
+from webapp.inference.attention import ATTENTIONS
+from webapp.inference.onnx_model import INPUT_IDS, LOGITS, PAST, PRESENT, cache_names
+from webapp.inference.ring import NEW, RING, RING_MASK, ROTARY_COS, ROTARY_SIN
 
 # The logit of the end-of-text id (vocab_size, one past the characters): a character model has
 # no end of text, but generation libraries need an end id (onnxruntime-genai insists that it
@@ -368,200 +357,3 @@ def set_metadata(path: Path, props: dict[str, str]) -> None:
         del node.metadata_props[:]
         node.doc_string = ""
     onnx.save(model, str(path))
-
-
-@dataclass
-class Check:
-    name: str
-    batch: int | str
-    length: int | str
-    diff: float | None  # max |Δ logit|, or None for checks that are not a comparison
-    ok: bool
-    detail: str = ""
-
-
-def verify(model: GPTLanguageModel, path: Path, prompt: list[int], text: np.ndarray) -> tuple[list[Check], list[int]]:
-    """Compare the ONNX file with the PyTorch model: the onnx checker, prefills shorter and
-    longer than the window, cached step-by-step decoding past the window, the end-of-text
-    logit, a greedy continuation of `prompt` by the web app's engine (the plain loop), and,
-    on `text` (validation ids), how the plain loop compares with an exact last window.
-    Returns the checks and the continuation's ids (from onnxruntime)."""
-    checks = []
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-        checks.append(Check("onnx checker (full)", "-", "-", None, True))
-    except onnx.checker.ValidationError as e:
-        checks.append(Check("onnx checker (full)", "-", "-", None, False, str(e).splitlines()[0]))
-    engine = Engine(path, device="cpu")  # the web app's own engine: what is verified is what serves
-    cfg = model.config
-    model = model.eval()
-    rng = np.random.default_rng(0)
-    beyond = 2 * cfg.block_size + 3  # a text that slides the window twice
-
-    def reference(ids: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(ids))[0].numpy()
-
-    def compare(name, batch, length, got, want):
-        diff = float(np.abs(got - want).max())
-        checks.append(Check(name, batch, length, diff, diff <= TOLERANCE))
-
-    for batch in (1, 3):
-        for length in sorted({1, 7, cfg.block_size, beyond}):
-            ids = rng.integers(0, cfg.vocab_size, (batch, length))
-            compare("prefill (empty cache)", batch, length, engine.forward(ids)[0], reference(ids))
-        ids = rng.integers(0, cfg.vocab_size, (batch, beyond))
-        want = reference(ids)
-        past, steps = engine.empty_past(batch), []
-        for t in range(beyond):
-            logits, past = engine.forward(ids[:, t : t + 1], past)
-            steps.append(logits)
-        compare("decode one by one with cache", batch, beyond, np.concatenate(steps, axis=1), want)
-        split = min(7, cfg.block_size - 1)
-        first, past = engine.forward(ids[:, :split])
-        rest = [first]
-        for t in range(split, beyond):
-            logits, past = engine.forward(ids[:, t : t + 1], past)
-            rest.append(logits)
-        compare(f"prefill {split}, then decode", batch, beyond, np.concatenate(rest, axis=1), want)
-
-    feed = {INPUT_IDS: rng.integers(0, cfg.vocab_size, (2, 5)), **engine.empty_past(2)}
-    end = engine.session.run([LOGITS], feed)[0][..., cfg.vocab_size :]
-    checks.append(
-        Check(
-            "end-of-text logit",
-            2,
-            5,
-            None,
-            end.shape[-1] == 1 and bool(np.all(end == END_OF_TEXT_LOGIT)),
-            f"{END_OF_TEXT_LOGIT:g} (id {cfg.vocab_size})",
-        )
-    )
-
-    onnx_ids = [
-        int(draw.ids[0]) for draw in engine.decode(prompt, SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0))
-    ]
-    torch_ids = torch.cat(list(model.generate_cached(torch.tensor([prompt]), GREEDY_CHARS, temperature=0)), dim=1)[
-        0
-    ].tolist()
-    same = onnx_ids == torch_ids
-    first_diff = next((i for i, (a, b) in enumerate(zip(onnx_ids, torch_ids)) if a != b), None)
-    checks.append(
-        Check(
-            f"greedy {GREEDY_CHARS} characters (plain loop)",
-            1,
-            GREEDY_CHARS,
-            None,
-            same,
-            "identical" if same else f"differs from character {first_diff}",
-        )
-    )
-
-    ids = text[:PLAIN_LOOP_CHARS]
-    if len(ids) > cfg.block_size:
-        loop, count, longest = plain_loop_loss(engine, ids)
-        exact = last_window_loss(engine, ids)
-        ok = loop - exact <= PLAIN_LOOP_SLACK and longest <= cfg.block_size - 1
-        checks.append(
-            Check(
-                f"plain loop vs last window, {len(ids):,} val chars",
-                1,
-                count,
-                None,
-                ok,
-                f"{loop:.4f} vs {exact:.4f} nats/char, cache <= {longest}",
-            )
-        )
-    else:  # nothing to compare: no prediction has a full window
-        checks.append(
-            Check(
-                "plain loop vs last window",
-                1,
-                len(ids),
-                None,
-                True,
-                f"not measured: the validation split has only {len(ids)} characters",
-            )
-        )
-    return checks, onnx_ids
-
-
-def verify_ring(model_path: Path, ring_file: Path) -> list[Check]:
-    """Compare the ring file with the model file it belongs to (both on onnxruntime): logits of
-    its steps against the plain loop's past the window twice, and the greedy text of each."""
-    engine = Engine(model_path, ring=False)
-    ring = RingStep(ring_file, engine, open_session(ring_file, **engine.session_args))
-    steps = 2 * (ring.slots + 1) + 3
-    diff = ring.verify(engine, steps)
-    checks = [Check("ring step vs plain loop", 2, steps, diff, diff <= RING_TOLERANCE)]
-    settings = SamplingParams(max_new_tokens=GREEDY_CHARS, temperature=0)
-    plain = engine.complete("\n", settings)
-    ringed = Engine(model_path, ring_file=ring_file, table=False)  # its steps run the ring file
-    same = ringed.ring is not None and ringed.complete("\n", settings) == plain
-    detail = "identical" if same else ringed.notice or "differs"
-    checks.append(Check(f"ring step: greedy {GREEDY_CHARS} characters", 1, GREEDY_CHARS, None, same, detail))
-    return checks
-
-
-def verify_attention(model: GPTLanguageModel, model_file: Path, attention_file: Path) -> list[Check]:
-    """Compare the attention file with PyTorch's weights (GPTLanguageModel.attention) for batch 1
-    and 3: texts shorter and longer than the window from an empty cache, and the characters
-    after a prefill by the model file (its cache, as the pages pass it); then that every row sums
-    to 1 and gives nothing to positions before the text (later ones are outside the window)."""
-    lm = OnnxModel(model_file)
-    attention = AttentionFile(attention_file, lm, open_session(attention_file, **lm.session_args))
-    cfg, model = model.config, model.eval()
-    rng = np.random.default_rng(1)
-    checks, rows, fresh = [], [], []  # every run's weights; those from an empty cache (position 0 first)
-
-    def compare(name, batch, length, got, want):
-        diff = float(np.abs(got - want).max())
-        checks.append(Check(f"attention weights: {name}", batch, length, diff, diff <= TOLERANCE))
-        rows.append(got)
-
-    for batch in (1, 3):
-        for length in sorted({1, 7, cfg.block_size, 2 * cfg.block_size + 3}):
-            ids = rng.integers(0, cfg.vocab_size, (batch, length))
-            with torch.no_grad():
-                want = model.attention(torch.from_numpy(ids)).numpy()
-            compare("from an empty cache", batch, length, attention.run(ids), want)
-            fresh.append(rows[-1])
-            if length > 1:
-                split = length - min(3, length - 1)
-                _, past = lm.forward(ids[:, :split])
-                compare(
-                    f"after a prefill of {split}",
-                    batch,
-                    length,
-                    attention.run(ids[:, split:], past),
-                    want[..., split:, :],
-                )
-    sums = max(float(np.abs(w.sum(-1) - 1).max()) for w in rows)
-    window = cfg.block_size
-    before = max(
-        float(np.abs(w[..., t, : window - 1 - t]).max(initial=0))
-        for w in fresh
-        for t in range(min(w.shape[3], window - 1))
-    )
-    checks.append(
-        Check(
-            "attention rows sum to 1, none before the text",
-            "-",
-            "-",
-            None,
-            sums <= 1e-5 and before == 0,
-            f"|sum - 1| <= {sums:.1e}, before: {before:g}",
-        )
-    )
-    return checks
-
-
-def checks_table(checks: list[Check]) -> str:
-    rows = [("check", "batch", "length", "max |Δ logit|", "result")]
-    for c in checks:
-        diff = f"{c.diff:.2e}" if c.diff is not None else (c.detail or "-")
-        rows.append((c.name, str(c.batch), str(c.length), diff, "ok" if c.ok else "FAIL"))
-    return table(rows, markdown=False) + (
-        f"\ntolerance: max |Δ logit| <= {TOLERANCE:g} (float32); the plain loop at most "
-        f"{PLAIN_LOOP_SLACK} nats/char above the last window, its cache within the window"
-    )

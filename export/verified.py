@@ -13,14 +13,8 @@ from webapp.inference.onnx_model import OnnxModel
 from . import metadata as md
 from .errors import AttentionMismatch, Int8TooLossy, RingMismatch
 from .eval_command import measure_loss
-from .onnx_export import (
-    checks_table,
-    quantize_weights_int8,
-    set_metadata,
-    torch_model_from_onnx,
-    verify_attention,
-    verify_ring,
-)
+from .onnx_export import quantize_weights_int8, set_metadata, torch_model_from_onnx
+from .verification import checks_table, verify_attention, verify_ring
 
 INT8_TOLERANCE = 0.02  # the int8 file may lose at most this much validation loss
 ATTENTION_TABLE = "the attention file"  # how its check table opens in a card

@@ -641,7 +641,7 @@ def test_the_attention_files_weights_are_pytorchs_and_the_export_checked_them(ex
 
 def test_the_attention_check_fails_for_other_weights(exported):
     """The check can fail: an attention file against PyTorch with other weights is refused."""
-    from export.onnx_export import verify_attention
+    from export.verification import verify_attention
 
     run_dir, out, _ = exported
     model = checkpoint.load_model(run_dir, checkpoint.read_meta(run_dir))
