@@ -13,7 +13,18 @@ import { fileURLToPath } from "node:url";
 import { modelFiles, readAbout } from "./chargpt.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const PAGE = ["index.html", "style.css", "app.js", "chargpt.js", "views.js"];
+const MODULES = [
+  "chargpt.js",
+  "sampling.js",
+  "drafting.js",
+  "ring.js",
+  "model_folder.js",
+  "onnx_model.js",
+  "engine.js",
+  "next_character.js",
+  "about.js",
+];
+const PAGE = ["index.html", "style.css", "app.js", "views.js", ...MODULES];
 const ORT = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"];
 const SHORT_DESCRIPTION_CHARS = 60; // the Hub's limit for a Space's short_description
 
