@@ -805,6 +805,9 @@ def files_under(folder: Path) -> dict[str, int]:
     return {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 def request_status(
     url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None
 ) -> tuple[int, str]:
@@ -814,6 +817,12 @@ def request_status(
             return r.status, r.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode("utf-8", "replace")
+
+
+def join_queue(url: str, fn_index: int, data: list, session_hash: str) -> tuple[int, str]:
+    """Join Gradio's queue as the page does (the stream is read, or not, with the session)."""
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    return request_status(url + "gradio_api/queue/join", "POST", json.dumps(body).encode(), JSON_HEADERS)
 
 
 def test_uploads_and_routes_the_page_does_not_use_are_refused(served):
@@ -931,20 +940,7 @@ def test_clients_that_never_read_their_stream_lose_their_rows(served):
     before = len(log.read_text().splitlines())
     fn_index = fn_index_of(url, "generate")
     for i in range(6):
-        status, body = request_status(
-            url + "gradio_api/queue/join",
-            "POST",
-            json.dumps(
-                {
-                    "data": ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0],
-                    "fn_index": fn_index,
-                    "session_hash": f"stalled{i}",
-                    "event_data": None,
-                    "trigger_id": None,
-                }
-            ).encode(),
-            {"Content-Type": "application/json"},
-        )
+        status, body = join_queue(url, fn_index, ["ROMEO:", 2000, 0.8, 0, 1.0, i, 0.0], f"stalled{i}")
         assert status == 200, body
     for i in range(2):
         status, body = request_status(
@@ -972,20 +968,7 @@ def test_clients_that_read_a_byte_a_second_cost_the_server_nothing_once_their_te
     fn_index = fn_index_of(url, "generate")
     readers, stop = [], threading.Event()
     for i in range(4):
-        status, body = request_status(
-            url + "gradio_api/queue/join",
-            "POST",
-            json.dumps(
-                {
-                    "data": ["ROMEO:", 1000, 0.8, 0, 1.0, i, 0.0],
-                    "fn_index": fn_index,
-                    "session_hash": f"slow{i}",
-                    "event_data": None,
-                    "trigger_id": None,
-                }
-            ).encode(),
-            {"Content-Type": "application/json"},
-        )
+        status, body = join_queue(url, fn_index, ["ROMEO:", 1000, 0.8, 0, 1.0, i, 0.0], f"slow{i}")
         assert status == 200, body
         reader = socket.socket()
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)

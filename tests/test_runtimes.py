@@ -154,18 +154,20 @@ def test_transformers_js_tokenizer_gives_the_models_ids(node, folder_and_prompt,
     assert out["text"] == text
 
 
-def test_onnxruntime_genai_writes_the_engines_text(folder_and_prompt):
-    folder, prompt, _ = folder_and_prompt
+def run_python(python: str, code: str, stdin: str | None = None) -> str:
+    """What `python -c code` prints (in UTF-8), asserting that it succeeds."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     result = subprocess.run(
-        [sys.executable, "-c", with_model(ONNXRUNTIME_GENAI, str(folder), prompt)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        [python, "-c", code], input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=600, env=env
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == prompt + expected_text(folder, prompt) + "\n"
+    return result.stdout
+
+
+def test_onnxruntime_genai_writes_the_engines_text(folder_and_prompt):
+    folder, prompt, _ = folder_and_prompt
+    printed = run_python(sys.executable, with_model(ONNXRUNTIME_GENAI, str(folder), prompt))
+    assert printed == prompt + expected_text(folder, prompt) + "\n"
 
 
 # Runs snippets (a JSON list on stdin) one after the other in one process, each as a script of its
@@ -194,17 +196,8 @@ def optimum_printed(french_folder) -> dict[str, str]:
         with_model(OPTIMUM, str(folder), prompt).replace("max_new_tokens=300", f"max_new_tokens={OPTIMUM_CHARS}")
         for folder, prompt, _ in cases
     ]
-    result = subprocess.run(
-        [str(OPTIMUM_PYTHON), "-c", RUN_EACH],
-        input=json.dumps(snippets),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-    )
-    assert result.returncode == 0, result.stderr
-    return {str(folder): printed for (folder, _, _), printed in zip(cases, json.loads(result.stdout))}
+    printed = json.loads(run_python(str(OPTIMUM_PYTHON), RUN_EACH, json.dumps(snippets)))
+    return {str(folder): text for (folder, _, _), text in zip(cases, printed)}
 
 
 def test_optimum_writes_the_engines_text(optimum_printed, folder_and_prompt):
