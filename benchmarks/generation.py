@@ -36,103 +36,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from export.onnx_export import (
-    dequantize_weights,
-    export_onnx,
-    export_ring,
-    name_weights,
-    quantize_weights_int8,
-    set_metadata,
     torch_model_from_onnx,
 )
 from train.files import new_output_file, write_json
-from train.model import GPTLanguageModel
 from train.table import format_table as table
-from webapp.inference.drafting import table_path
-from webapp.inference.engine import EncodedPrompt, Engine
+from webapp.inference.engine import Engine
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, PlainSteps
-from webapp.inference.ring import ring_path
-from webapp.inference.sampling import PAGE_ALTERNATIVES, SamplingParams
+from webapp.inference.sampling import PAGE_ALTERNATIVES
 
+from .decoders import Decoder, engine_decoder, float32_and_int8, lecture_style, onnx_uncached, steps_floor, torch_cached
 from .page import PageUnavailable, StaticPage, static_page
 from .prompt import DEFAULT_DATA, load_prompt
 
 WARM_UP_CHARS = 8
-# A decoder: (prompt ids [B, T], number of new characters) -> an iterator of new ids [B] per step.
-Decoder = Callable[[np.ndarray, int], Iterator[np.ndarray]]
-
-
-def lecture_style(model: GPTLanguageModel) -> Decoder:
-    def run(prompt: np.ndarray, n: int):
-        for next_id in model.generate_steps(torch.from_numpy(prompt), n, temperature=0):
-            yield next_id[:, 0].numpy()
-
-    return run
-
-
-def torch_cached(model: GPTLanguageModel) -> Decoder:
-    def run(prompt: np.ndarray, n: int):
-        for next_id in model.generate_cached(torch.from_numpy(prompt), n, temperature=0):
-            yield next_id[:, 0].numpy()
-
-    return run
-
-
-def onnx_uncached(engine: Engine) -> Decoder:
-    def run(prompt: np.ndarray, n: int):
-        text = prompt
-        for _ in range(n):
-            logits, _ = engine.forward(text[:, -engine.block_size :])
-            next_id = logits[:, -1].argmax(axis=-1)
-            yield next_id
-            text = np.concatenate([text, next_id[:, None]], axis=1)
-
-    return run
-
-
-def engine_decoder(engine: Engine, alternatives: int = 0) -> Decoder:
-    """The web app's engine as it serves (characters, stop filters), read at the level of ids;
-    `alternatives`: the likeliest characters it reports with each (SamplingParams.alternatives)."""
-
-    def run(prompt: np.ndarray, n: int):
-        encoded = EncodedPrompt(prompt[0].tolist(), "")
-        settings = SamplingParams(
-            max_new_tokens=n, temperature=0, num_samples=prompt.shape[0], alternatives=alternatives
-        )
-        for step in engine.generate(encoded, settings):
-            if step.ids is not None:  # the last Step only flushes the stop filters
-                yield step.ids
-
-    return run
-
-
-def steps_floor(steps) -> Decoder:
-    """The step interface alone (webapp/inference/onnx_model.py, PlainSteps: the model file's, or
-    the ring file's RingStep), one character a step, feeding id 0: a prefill, then forward and
-    keep per character, with no sampling, drafting or bookkeeping around them."""
-
-    def run(prompt: np.ndarray, n: int):
-        _, state = steps.prefill(prompt)
-        step_ids = np.zeros((prompt.shape[0], 1), np.int64)
-        for _ in range(n):
-            _, uncommitted = steps.forward(step_ids, state)
-            state = steps.commit(state, uncommitted, 1)
-            yield step_ids[:, 0]
-
-    return run
 
 
 @dataclass
@@ -240,97 +167,56 @@ def results_table(
     static page against both engine rows and the floor."""
     one_a_step = one_a_step or engine
     header = ("decoder", "batch", "chars/s", "ms/char", "first char (ms)", "× row 1", "same text as its rule's")
-    lines = [header]
-    for r in rows:
-        same = "-" if r.same_text is None else ("yes" if r.same_text else "no")
-        lines.append(
-            (
-                r.decoder,
-                str(r.batch),
-                f"{r.chars_per_s:,.0f}",
-                f"{r.ms_per_char:.3f}",
-                f"{r.first_char_ms:.2f}",
-                f"{r.speedup:.1f}" if r.speedup else "-",
-                same,
-            )
-        )
-    text = [table(lines)]
+    text = [table([header, *(row_cells(r) for r in rows)])]
     for batch in sorted({r.batch for r in rows}):
         by_name = {r.decoder: r for r in rows if r.batch == batch}
-        if floor in by_name and one_a_step in by_name:
-            overhead = by_name[floor].chars_per_s / by_name[one_a_step].chars_per_s - 1
-            text.append(
-                f"batch {batch}: row '{one_a_step}' takes {overhead:+.1%} time over the floor of the file it steps with"
-            )
-        if one_a_step != engine and {engine, one_a_step} <= by_name.keys():
-            text.append(
-                f"batch {batch}: drafts: row '{engine}' is "
-                f"{by_name[engine].chars_per_s / by_name[one_a_step].chars_per_s:.2f}x "
-                f"row '{one_a_step}'"
-            )
-        if no_table in by_name and engine in by_name:
-            text.append(
-                f"batch {batch}: draft table: row '{engine}' is "
-                f"{by_name[engine].chars_per_s / by_name[no_table].chars_per_s:.2f}x "
-                f"row '{no_table}'"
-            )
-        if alternatives in by_name and engine in by_name:
-            text.append(
-                f"batch {batch}: alternatives: row '{alternatives}' is "
-                f"{by_name[alternatives].chars_per_s / by_name[engine].chars_per_s:.2f}x row '{engine}'"
-            )
-        if page in by_name and engine in by_name:
-            rate = by_name[page].chars_per_s
-            text.append(
-                f"batch {batch}: page / native = {rate / by_name[engine].chars_per_s:.2f} against row '{engine}'"
-                + (
-                    f", {rate / by_name[one_a_step].chars_per_s:.2f} against row '{one_a_step}'"
-                    if one_a_step != engine
-                    else ""
-                )
-                + f", {rate / by_name[floor].chars_per_s:.2f} against the floor"
-            )
+        text += ratio_lines(batch, by_name, floor, engine, page, one_a_step, no_table, alternatives)
     return "\n".join(text)
 
 
-def float32_and_int8(
-    engine: Engine, tmp: Path, checkpoint_model: GPTLanguageModel | None = None
-) -> tuple[Engine, Engine]:
-    """Engines on the float32 and the int8 form of the model: the given file is one of them,
-    the other is made from it: quantized, or, for an int8 file, its weights stored back as
-    float32 (seconds), or exported from `checkpoint_model` when one is given (--checkpoint: the
-    float32 rows then run the PyTorch rows' weights, not their int8 rounding). The other one
-    gets the given file's draft table and thread settings too."""
-    spinning = engine.session_args["spinning"]
-    if engine.metadata["training"].get("quantization"):
-        fp32_path = tmp / "float32.onnx"
-        if checkpoint_model is None:
-            dequantize_weights(engine.path, fp32_path)
-            if engine.ring:
-                dequantize_weights(engine.ring.path, ring_path(fp32_path))
-            copy_table(engine.path, fp32_path)
-            return Engine(fp32_path, device="cpu", spinning=spinning), engine
-        props = {p.key: p.value for p in onnx.load(str(engine.path)).metadata_props}
-        export_onnx(checkpoint_model, fp32_path)
-        name_weights(fp32_path, checkpoint_model)
-        set_metadata(fp32_path, props)
-        if engine.ring:
-            export_ring(checkpoint_model, ring_path(fp32_path))
-            set_metadata(ring_path(fp32_path), props)
-        copy_table(engine.path, fp32_path)
-        return Engine(fp32_path, device="cpu", spinning=spinning), engine
-    int8_path = tmp / "int8.onnx"
-    quantize_weights_int8(engine.path, int8_path)
-    if engine.ring:
-        quantize_weights_int8(engine.ring.path, ring_path(int8_path))
-    copy_table(engine.path, int8_path)
-    return engine, Engine(int8_path, device="cpu", spinning=spinning)
+def row_cells(r: Row) -> tuple[str, ...]:
+    same = "-" if r.same_text is None else ("yes" if r.same_text else "no")
+    speedup = f"{r.speedup:.1f}" if r.speedup else "-"
+    return (
+        r.decoder,
+        str(r.batch),
+        f"{r.chars_per_s:,.0f}",
+        f"{r.ms_per_char:.3f}",
+        f"{r.first_char_ms:.2f}",
+        speedup,
+        same,
+    )
 
 
-def copy_table(model_file: Path, to: Path) -> None:
-    """The draft table beside `model_file` (if any) beside `to`: a model's other form drafts alike."""
-    if table_path(model_file).is_file():
-        shutil.copy(table_path(model_file), table_path(to))
+def ratio_lines(batch, by_name, floor, engine, page, one_a_step, no_table, alternatives) -> list[str]:
+    """results_table's lines for one batch size: each ratio whose two rows it has."""
+
+    def rate(name: str) -> float:
+        return by_name[name].chars_per_s
+
+    lines = []
+    if floor in by_name and one_a_step in by_name:
+        overhead = rate(floor) / rate(one_a_step) - 1
+        lines.append(
+            f"batch {batch}: row '{one_a_step}' takes {overhead:+.1%} time over the floor of the file it steps with"
+        )
+    if one_a_step != engine and {engine, one_a_step} <= by_name.keys():
+        lines.append(
+            f"batch {batch}: drafts: row '{engine}' is {rate(engine) / rate(one_a_step):.2f}x row '{one_a_step}'"
+        )
+    if no_table in by_name and engine in by_name:
+        lines.append(
+            f"batch {batch}: draft table: row '{engine}' is {rate(engine) / rate(no_table):.2f}x row '{no_table}'"
+        )
+    if alternatives in by_name and engine in by_name:
+        ratio = rate(alternatives) / rate(engine)
+        lines.append(f"batch {batch}: alternatives: row '{alternatives}' is {ratio:.2f}x row '{engine}'")
+    if page in by_name and engine in by_name:
+        line = f"batch {batch}: page / native = {rate(page) / rate(engine):.2f} against row '{engine}'"
+        if one_a_step != engine:
+            line += f", {rate(page) / rate(one_a_step):.2f} against row '{one_a_step}'"
+        lines.append(line + f", {rate(page) / rate(floor):.2f} against the floor")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
