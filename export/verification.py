@@ -67,20 +67,23 @@ def logits_checks(model: GPTLanguageModel, engine: Engine) -> list[Check]:
     cfg, rng, checks = model.config, np.random.default_rng(0), []
     beyond = 2 * cfg.block_size + 3  # a text that slides the window twice
 
-    def compare(name, batch, length, got, ids):
+    def reference(ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            want = model(torch.from_numpy(ids))[0].numpy()
+            return model(torch.from_numpy(ids))[0].numpy()
+
+    def compare(name, batch, length, got, want):
         diff = float(np.abs(got - want).max())
         checks.append(Check(name, batch, length, diff, diff <= TOLERANCE))
 
     for batch in (1, 3):
         for length in sorted({1, 7, cfg.block_size, beyond}):
             ids = rng.integers(0, cfg.vocab_size, (batch, length))
-            compare("prefill (empty cache)", batch, length, engine.forward(ids)[0], ids)
+            compare("prefill (empty cache)", batch, length, engine.forward(ids)[0], reference(ids))
         ids = rng.integers(0, cfg.vocab_size, (batch, beyond))
-        compare("decode one by one with cache", batch, beyond, decoded(engine, ids, 0), ids)
+        want = reference(ids)  # one PyTorch forward for both ways of decoding the same text
+        compare("decode one by one with cache", batch, beyond, decoded(engine, ids, 0), want)
         split = min(7, cfg.block_size - 1)
-        compare(f"prefill {split}, then decode", batch, beyond, decoded(engine, ids, split), ids)
+        compare(f"prefill {split}, then decode", batch, beyond, decoded(engine, ids, split), want)
     return checks
 
 
