@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from .eval_command import measure_loss, training_text
 from .onnx_export import export_onnx, export_ring, name_weights, set_metadata
 from .verification import checks_table, verify, verify_attention, verify_ring
 from .verified import quantize_attention, quantize_int8, quantize_ring
-from .writing import draft_table, place_beside, place_table, temp_onnx, write_file, write_folder, write_sidecars
+from .writing import draft_table, place_extras, temp_onnx, write_file, write_folder, write_sidecars
 
 PROG = "python -m export"
 
@@ -186,7 +186,7 @@ class TempFiles:
     int8: Path | None = None
     int8_ring: Path | None = None
     int8_attention: Path | None = None
-    drafts: dict | None = field(default=None)  # the draft table's contents, beside a ring step only
+    drafts: dict | None = None  # the draft table's contents, beside a ring step only
 
     def remove(self) -> None:
         for f in fields(self):
@@ -236,13 +236,6 @@ def make_int8(plan: Plan, files: TempFiles, metadata: dict) -> tuple[dict, str]:
     files.int8_attention = temp_onnx(files.model.parent)
     int8_table += "\n\n" + quantize_attention(files.int8, files.attention, files.int8_attention, int8_meta)
     return int8_meta, int8_table
-
-
-def place_extras(out: Path, ring: Path | None, attention: Path | None, drafts: dict | None) -> None:
-    """A model file's ring step, attention file and draft table, moved or written beside it at `out`."""
-    place_beside(ring, ring_path(out))
-    place_beside(attention, attention_path(out))
-    place_table(drafts, out)
 
 
 def export_main(argv: list[str]) -> int:

@@ -55,6 +55,13 @@ def place_table(drafts: dict | None, model_file: Path) -> None:
         table_path(model_file).unlink(missing_ok=True)
 
 
+def place_extras(out: Path, ring: Path | None, attention: Path | None, drafts: dict | None) -> None:
+    """A model file's ring step, attention file and draft table, moved or written beside it at `out`."""
+    place_beside(ring, ring_path(out))
+    place_beside(attention, attention_path(out))
+    place_table(drafts, out)
+
+
 def sidecar(onnx_file: Path, metadata: dict) -> dict:
     """NAME.json: the metadata, and the file's own checksum, which its metadata cannot hold (the
     engine refuses a model file that does not match it: truncated or altered after export)."""
@@ -117,9 +124,7 @@ def write_folder(
     onnx_file = out / MODEL_FILE
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     os.replace(model_file, onnx_file)
-    place_beside(ring_file, ring_path(onnx_file))
-    place_beside(attention_file, attention_path(onnx_file))
-    place_table(drafts, onnx_file)
+    place_extras(onnx_file, ring_file, attention_file, drafts)
     write_json(beside(onnx_file, ".json"), sidecar(onnx_file, metadata))
     draw_loss_curve(run_dir, beside(onnx_file, ".loss.png"), metadata["training"])
     for name, data in mf.config_files(metadata).items():
