@@ -11,8 +11,9 @@ from train.files import atomic_write, file_sha256, temp_file, write_json
 from webapp.inference.attention import attention_path
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import MODEL_FILE
-from webapp.inference.onnx_model import SIDECAR_SHA256, averaged_phrase, beside
+from webapp.inference.onnx_model import SIDECAR_SHA256, beside
 from webapp.inference.ring import ring_path
+from webapp.server.about import averaged_phrase
 
 from . import folder as mf
 from . import metadata as md

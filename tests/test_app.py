@@ -32,7 +32,8 @@ from helpers import (
 
 from benchmarks.page import CHROMIUM_ARGS
 from webapp.inference.batching import CONCURRENCY
-from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel, steps_phrase
+from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel
+from webapp.server.about import steps_phrase
 from webapp.server.page import StopPresses
 
 # A stream nobody reads is ended after this many seconds (20 by default: webapp/server/stalled.py).

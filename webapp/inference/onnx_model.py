@@ -40,17 +40,6 @@ def cache_names(template: str, n_layer: int) -> list[str]:
     return [template.format(i=i, kv=kv) for i in range(n_layer) for kv in ("key", "value")]
 
 
-def steps_phrase(steps: list[int]) -> str:
-    """[3750, 4000, 4180] -> '3,750, 4,000 and 4,180'."""
-    words = [f"{n:,}" for n in steps]
-    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
-
-
-def averaged_phrase(steps: list[int]) -> str:
-    """How the card, the loss curve and the page name an averaged model's weights."""
-    return f"the mean of the weights at steps {steps_phrase(steps)}"
-
-
 def parse_metadata(props: dict[str, str], source: str) -> dict:
     """A model's metadata_props as Python values; ModelLoadError if it is not a chargpt model."""
     missing = [k for k in METADATA_KEYS if k not in props]

@@ -1,5 +1,7 @@
 """What a page says about the model it serves (title, description, default and example prompts),
-read from the model's metadata (`about`, written by `python -m export`: export/about.py).
+read from the model's metadata (`about`, written by `python -m export`: export/about.py), and the
+words that describe how it was trained: the page's "About the model" table, and the phrase for an
+averaged model that the model card and the loss curve (export) use too.
 
 A model exported before `about` existed, or with a damaged one, gets neutral words that fit any
 model. Example prompts with characters outside the vocabulary are left out, so that an example
@@ -10,6 +12,10 @@ the same key with the same rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from webapp.inference.engine import Engine
 
 NEUTRAL_TITLE = "chargpt"
 NEUTRAL_DESCRIPTION = "A small character-level GPT. Write the start of a text and let it continue."
@@ -41,3 +47,35 @@ def read_about(metadata: dict) -> About:
     examples = about.get("examples") if isinstance(about.get("examples"), list) else []
     usable = [e for e in examples if isinstance(e, str) and e and set(e) <= vocab]
     return About(line("title", NEUTRAL_TITLE), line("description", NEUTRAL_DESCRIPTION), usable[:MAX_EXAMPLES])
+
+
+def steps_phrase(steps: list[int]) -> str:
+    """[3750, 4000, 4180] -> '3,750, 4,000 and 4,180'."""
+    words = [f"{n:,}" for n in steps]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
+def averaged_phrase(steps: list[int]) -> str:
+    """How the card, the loss curve and the page name an averaged model's weights."""
+    return f"the mean of the weights at steps {steps_phrase(steps)}"
+
+
+def model_panel(engine: Engine) -> str:
+    """The page's "About the model" table: the file, its shape and how it was trained."""
+    c, t = engine.metadata["config"], engine.metadata["training"]
+    val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
+    steps = t.get("averaged_steps")
+    averaged = f"; {averaged_phrase(steps)}" if steps else ""
+    rows = [
+        ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
+        ("parameters", f"{t['params']:,}"),
+        ("validation loss", f"{val} nats/char (the whole validation split of its training text)"),
+        (
+            "shape",
+            f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters",
+        ),
+        ("architecture", f"{c['position']} positions, {c['activation']}, {c['norm']}"),
+        ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters" + averaged),
+        ("runtime", f"onnxruntime, {engine.provider}"),
+    ]
+    return "| model | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -12,15 +12,16 @@ import functools
 import html
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE, Batcher
 from webapp.inference.engine import MAX_PROMPT_CHARS, Engine
-from webapp.inference.onnx_model import SHIPPED_MODEL, averaged_phrase
+from webapp.inference.onnx_model import SHIPPED_MODEL
 from webapp.inference.sampling import MAX_NEW_TOKENS
-from webapp.server.about import read_about
+from webapp.server.about import model_panel, read_about
 from webapp.server.api_input import check_choices, check_inspect, check_request, check_undo, refuse, values_as_sent
 from webapp.server.coloured import TEXT_STYLE, legend
 from webapp.server.launch import STATIC_URL, static_site_built
@@ -96,26 +97,6 @@ class StopPresses:
         return len(self._flags)
 
 
-def model_panel(engine: Engine) -> str:
-    c, t = engine.metadata["config"], engine.metadata["training"]
-    val = f"{t['val_loss']:.4f}" if t.get("val_loss") is not None else "not recorded"
-    steps = t.get("averaged_steps")
-    averaged = f"; {averaged_phrase(steps)}" if steps else ""
-    rows = [
-        ("file", f"`{engine.path.name}` ({engine.path.stat().st_size / 1e6:.2f} MB)"),
-        ("parameters", f"{t['params']:,}"),
-        ("validation loss", f"{val} nats/char (the whole validation split of its training text)"),
-        (
-            "shape",
-            f"{c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']} characters",
-        ),
-        ("architecture", f"{c['position']} positions, {c['activation']}, {c['norm']}"),
-        ("training", f"{t['step']:,} steps, {t.get('tokens_seen') or 0:,} characters" + averaged),
-        ("runtime", f"onnxruntime, {engine.provider}"),
-    ]
-    return "| model | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-
-
 def serving_batcher(engine: Engine) -> ModelProcess | Batcher:
     """The server's model loop: in a process of its own (webapp/server/model_process.py says why), or in
     this one when that process cannot start."""
@@ -126,18 +107,23 @@ def serving_batcher(engine: Engine) -> ModelProcess | Batcher:
         return Batcher(engine)
 
 
-def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
-    """The page; `concurrency` requests decode at once (batched), `queue_size` more wait, and any
-    beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
-    batcher = serving_batcher(engine)
-    stops = StopPresses()
-    next_character = NextCharacter(engine)
+class PageEvents:
+    """What the page's events run, around one Engine: its API (`generate`, `inspect`) and its
+    private events (`branch`, `look`). Gradio names the API's parameters after these signatures."""
 
-    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives, request: gr.Request):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.batcher = serving_batcher(engine)
+        self.stops = StopPresses()
+        self.next_character = NextCharacter(engine)
+
+    def generate(
+        self, prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives, request: gr.Request
+    ):
         prompt, params = check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives)
-        yield from stream_stoppable(prompt, params, request)
+        yield from self.stream_stoppable(prompt, params, request)
 
-    def branch(event: gr.EventData, request: gr.Request):
+    def branch(self, event: gr.EventData, request: gr.Request):
         """The page's text rewritten from a chosen alternative, or back to an earlier one (Undo):
         the request it sends is the one its text carries, with other choices."""
         data = getattr(event, "_data", None)
@@ -145,19 +131,18 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
         if not isinstance(asked, dict):
             raise refuse("A choice must come with the request that wrote the text.")
         prompt, params = check_request(*(asked.get(field) for field in REQUEST_FIELDS), alternatives=True)
-        stops.generate_pressed(request)
-        yield from stream_stoppable(
-            prompt, params, request, check_choices(asked.get("choices")), check_undo(asked.get("undo"))
-        )
+        self.stops.generate_pressed(request)
+        choices, undo = check_choices(asked.get("choices")), check_undo(asked.get("undo"))
+        yield from self.stream_stoppable(prompt, params, request, choices, undo)
 
-    def stream_stoppable(prompt, params, request: gr.Request, choices=None, undo=None):
-        flag = stops.flag(request.session_hash)
+    def stream_stoppable(self, prompt, params, request: gr.Request, choices=None, undo=None):
+        flag = self.stops.flag(request.session_hash)
         try:
-            yield from stream_generation(engine, batcher.decode, prompt, params, flag, choices, undo)
+            yield from stream_generation(self.engine, self.batcher.decode, prompt, params, flag, choices, undo)
         finally:
-            stops.finished(request.session_hash, flag)
+            self.stops.finished(request.session_hash, flag)
 
-    def look(event: gr.EventData) -> str:
+    def look(self, event: gr.EventData) -> str:
         """The text before a character the visitor chose to look at: the chart and the attention
         view then show /inspect's answer for it."""
         data = getattr(event, "_data", None)
@@ -166,11 +151,150 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
             raise refuse("A character to look at must come with the text before it.")
         return text
 
-    def inspect(text, temperature, top_k, top_p, min_p) -> dict:
+    def inspect(self, text, temperature, top_k, top_p, min_p) -> dict:
         """The next character's distribution after `text` (webapp/server/next_character.py)."""
-        return next_character(*check_inspect(text, temperature, top_k, top_p, min_p))
+        return self.next_character(*check_inspect(text, temperature, top_k, top_p, min_p))
 
+
+@dataclass
+class Settings:
+    """The sampling settings' inputs, in the right-hand column."""
+
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_k: gr.Slider
+    top_p: gr.Slider
+    min_p: gr.Slider
+    seed: gr.Number
+    alternatives: gr.Checkbox
+
+    def generation_inputs(self, prompt: gr.Textbox) -> list:
+        """/generate's inputs, in the order of its parameters."""
+        return [
+            prompt,
+            self.max_new_tokens,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.seed,
+            self.min_p,
+            self.alternatives,
+        ]
+
+    def inspect_inputs(self, text: gr.Textbox) -> list:
+        """/inspect's inputs, in the order of its parameters."""
+        return [text, self.temperature, self.top_k, self.top_p, self.min_p]
+
+
+@dataclass
+class Views:
+    """The outputs: the coloured text, its stats and plain copy, the next character's chart (with
+    /inspect's answer and the text it is about) and the attention view."""
+
+    colored: gr.HTML
+    stats: gr.Markdown
+    chart: gr.HTML
+    next_json: gr.JSON
+    inspected: gr.Textbox
+    attention: gr.HTML
+    output: gr.Textbox
+
+
+def settings_column(vocab_size: int) -> Settings:
+    return Settings(
+        max_new_tokens=values_as_sent(gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate")),
+        temperature=values_as_sent(gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)")),
+        top_k=values_as_sent(gr.Slider(0, vocab_size, value=0, step=1, label="Top-k (0 = off)")),
+        top_p=values_as_sent(gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)")),
+        min_p=values_as_sent(gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p (0 = off)")),
+        seed=values_as_sent(gr.Number(value=-1, precision=None, label="Seed (-1 = random)")),
+        # /generate's last input: the page asks for alternatives (the js of its click), API callers
+        # only when they say so.
+        alternatives=values_as_sent(gr.Checkbox(value=False, visible=False, label="alternatives")),
+    )
+
+
+def text_views(prompt_text: str) -> Views:
+    with gr.Row():
+        with gr.Column(scale=2):
+            gr.HTML(legend())
+            colored = gr.HTML(
+                elem_id="colored",
+                label="Generated text",
+                html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>',
+                head=f"<script>{VIEWS_JS.read_text(encoding='utf-8')}</script>",
+                js_on_load=INSPECTOR,
+            )
+            stats = gr.Markdown(elem_id="stats", label="Stats")
+        with gr.Column(scale=1):
+            chart = gr.HTML(elem_id="next-char", label="The next character")
+            with gr.Accordion("The next character as /inspect returns it", open=False):
+                next_json = gr.JSON(elem_id="next-char-json", label="/inspect")
+            # The text the chart is about: the prompt, the text so far, or the text before a character looked at.
+            inspected = gr.Textbox(value=prompt_text, visible=False, label="text")
+    attention = gr.HTML(elem_id="attention", label="Where each head looked", js_on_load=ATTENTION)
+    output = gr.Textbox(label="Plain text", lines=6, interactive=False, elem_id="output")
+    return Views(colored, stats, chart, next_json, inspected, attention, output)
+
+
+def about_the_model(engine: Engine) -> None:
     loss_curve = engine.path.with_suffix(".loss.png")
+    with gr.Accordion("About the model", open=False):
+        gr.Markdown(model_panel(engine))
+        if loss_curve.is_file():
+            gr.Image(str(loss_curve), label="Loss curve", show_label=True, interactive=False)
+
+
+def wire_generation(events: PageEvents, prompt, settings: Settings, views: Views, generate_btn, stop_btn) -> None:
+    """Generate's click first gives the session a fresh stop flag (not queued: at once), then
+    queues the generation; Stop sets the flag (StopPresses says why not `cancels=`). A branch
+    (an alternative chosen in the text) streams into the same outputs."""
+    texts = [views.output, views.colored, views.stats]
+    generate_btn.click(events.stops.generate_pressed, None, None, queue=False, api_visibility="private").then(
+        events.generate,
+        settings.generation_inputs(prompt),
+        texts,
+        api_name="generate",
+        concurrency_id="generate",
+        js="(...values) => [...values.slice(0, 7), true]",
+    ).then(None, views.output, views.inspected, js="(text) => text")
+    views.colored.branch(events.branch, None, texts, api_visibility="private", concurrency_id="generate").then(
+        None, views.output, views.inspected, js="(text) => text"
+    )
+    views.colored.look(events.look, None, views.inspected, api_visibility="private", queue=False)
+    stop_btn.click(events.stops.stop_pressed, None, None, queue=False, api_visibility="private")
+
+
+def wire_inspection(demo: gr.Blocks, events: PageEvents, prompt, settings: Settings, views: Views) -> None:
+    """The chart and the attention view: one forward per text (kept for the next settings),
+    drawn in the browser by views.js."""
+    prompt.change(None, prompt, views.inspected, js="(text) => text")
+    gr.on(
+        [
+            demo.load,
+            views.inspected.change,
+            *(s.change for s in (settings.temperature, settings.top_k, settings.top_p, settings.min_p)),
+        ],
+        events.inspect,
+        settings.inspect_inputs(views.inspected),
+        views.next_json,
+        api_name="inspect",
+        trigger_mode="always_last",
+        concurrency_limit=INSPECT_CONCURRENCY,
+        show_progress="hidden",
+    )
+    views.next_json.change(
+        None,
+        views.next_json,
+        [views.chart, views.attention],
+        js="(answer) => [globalThis.chargptViews.chartHtml(answer), globalThis.chargptViews.attentionHtml(answer)]",
+    )
+
+
+def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
+    """The page; `concurrency` requests decode at once (batched), `queue_size` more wait, and any
+    beyond are turned away at once with Gradio's "Queue is full" answer (HTTP 503)."""
+    events = PageEvents(engine)
     about = read_about(engine.metadata)  # the model's own words (export records them), or neutral ones
     with gr.Blocks(title=about.title) as demo:
         # HTML with the model's words escaped: they are shown as written, never as markup.
@@ -188,74 +312,11 @@ def build_demo(engine: Engine, concurrency: int = CONCURRENCY, queue_size: int =
                 if about.examples:
                     gr.Examples([[e] for e in about.examples], inputs=prompt, cache_examples=False)
             with gr.Column(scale=1):
-                max_new_tokens = values_as_sent(
-                    gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="Characters to generate")
-                )
-                temperature = values_as_sent(gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)"))
-                top_k = values_as_sent(gr.Slider(0, len(engine.vocab), value=0, step=1, label="Top-k (0 = off)"))
-                top_p = values_as_sent(gr.Slider(0.05, 1, value=1.0, step=0.01, label="Top-p (1 = off)"))
-                min_p = values_as_sent(gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p (0 = off)"))
-                seed = values_as_sent(gr.Number(value=-1, precision=None, label="Seed (-1 = random)"))
-                # /generate's last input: the page asks for alternatives (the js of its click), API callers
-                # only when they say so.
-                alternatives = values_as_sent(gr.Checkbox(value=False, visible=False, label="alternatives"))
-        with gr.Row():
-            with gr.Column(scale=2):
-                gr.HTML(legend())
-                colored = gr.HTML(
-                    elem_id="colored",
-                    label="Generated text",
-                    html_template=f'<div style="{TEXT_STYLE}">${{value}}</div>',
-                    head=f"<script>{VIEWS_JS.read_text(encoding='utf-8')}</script>",
-                    js_on_load=INSPECTOR,
-                )
-                stats = gr.Markdown(elem_id="stats", label="Stats")
-            with gr.Column(scale=1):
-                chart = gr.HTML(elem_id="next-char", label="The next character")
-                with gr.Accordion("The next character as /inspect returns it", open=False):
-                    next_json = gr.JSON(elem_id="next-char-json", label="/inspect")
-                # The text the chart is about: the prompt, the text so far, or the text before a character looked at.
-                inspected = gr.Textbox(value=about.prompt, visible=False, label="text")
-        attention = gr.HTML(elem_id="attention", label="Where each head looked", js_on_load=ATTENTION)
-        output = gr.Textbox(label="Plain text", lines=6, interactive=False, elem_id="output")
-        with gr.Accordion("About the model", open=False):
-            gr.Markdown(model_panel(engine))
-            if loss_curve.is_file():
-                gr.Image(str(loss_curve), label="Loss curve", show_label=True, interactive=False)
-        # Generate's click first gives the session a fresh stop flag (not queued: at once), then
-        # queues the generation; Stop sets the flag (StopPresses says why not `cancels=`).
-        generation_inputs = [prompt, max_new_tokens, temperature, top_k, top_p, seed, min_p, alternatives]
-        generate_btn.click(stops.generate_pressed, None, None, queue=False, api_visibility="private").then(
-            generate,
-            generation_inputs,
-            [output, colored, stats],
-            api_name="generate",
-            concurrency_id="generate",
-            js="(...values) => [...values.slice(0, 7), true]",
-        ).then(None, output, inspected, js="(text) => text")
-        colored.branch(
-            branch, None, [output, colored, stats], api_visibility="private", concurrency_id="generate"
-        ).then(None, output, inspected, js="(text) => text")
-        colored.look(look, None, inspected, api_visibility="private", queue=False)
-        stop_btn.click(stops.stop_pressed, None, None, queue=False, api_visibility="private")
-        # The chart: one forward per text (kept for the next settings), drawn in the browser by views.js.
-        prompt.change(None, prompt, inspected, js="(text) => text")
-        gr.on(
-            [demo.load, inspected.change, temperature.change, top_k.change, top_p.change, min_p.change],
-            inspect,
-            [inspected, temperature, top_k, top_p, min_p],
-            next_json,
-            api_name="inspect",
-            trigger_mode="always_last",
-            concurrency_limit=INSPECT_CONCURRENCY,
-            show_progress="hidden",
-        )
-        next_json.change(
-            None,
-            next_json,
-            [chart, attention],
-            js="(answer) => [globalThis.chargptViews.chartHtml(answer), globalThis.chargptViews.attentionHtml(answer)]",
-        )
+                settings = settings_column(len(engine.vocab))
+        views = text_views(about.prompt)
+        about_the_model(engine)
+        wire_generation(events, prompt, settings, views, generate_btn, stop_btn)
+        wire_inspection(demo, events, prompt, settings, views)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
