@@ -73,19 +73,25 @@ def card_parts(card: str) -> tuple[str, str]:
     return card[sample_at + len(sample_opens) : sample_end], card[table_at:table_end]
 
 
+def training_phrase(t: dict) -> str:
+    """The card's "trained" row: steps, characters, the settings that shaped the weights, and
+    whether they are an average (SWA)."""
+    s = t["settings"]
+    steps = t.get("averaged_steps")
+    averaged = f"; {averaged_phrase(steps)} (SWA)" if steps else ""
+    return (
+        f"{t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, "
+        f"learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']}{averaged}"
+    )
+
+
 def model_card(name: str, metadata: dict, file_bytes: int, sample: str, verification: str) -> str:
     c, t = metadata["config"], metadata["training"]
-    s = t["settings"]
     val = f"{t['val_loss']:.4f}" if t["val_loss"] is not None else "not measured"
     arch = ", ".join(f"{k} {c[k]}" for k in ARCHITECTURE_KEYS)
     a = metadata["about"]
     examples = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in a["examples"])
-    steps = t.get("averaged_steps")
-    averaged = f"; {averaged_phrase(steps)} (SWA)" if steps else ""
-    trained = (
-        f"{t['step']:,} steps, {t['tokens_seen'] or 0:,} characters, batch {s['batch_size']}, "
-        f"learning rate {s['learning_rate']:g} ({s['lr_schedule']}), dropout {t['dropout']}, seed {s['seed']}{averaged}"
-    )
+    trained = training_phrase(t)
     return f"""# {name}
 
 {a["description"]}

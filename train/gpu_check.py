@@ -23,24 +23,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+PROG = "python -m train.gpu_check"
 USAGE_ERROR = 2
 # Dense bf16 tensor-core peaks (FLOP/s) from the cards' data sheets, for MFU; others print "-".
 BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 # --dry-run: the same commands on a model that trains in seconds on a CPU.
-TINY = [
-    "--n-layer",
-    "1",
-    "--n-embd",
-    "48",
-    "--n-head",
-    "6",
-    "--block-size",
-    "8",
-    "--batch-size",
-    "4",
-    "--eval-iters",
-    "1",
-]
+TINY = "--n-layer 1 --n-embd 48 --n-head 6 --block-size 8 --batch-size 4 --eval-iters 1".split()
 
 
 @dataclass
@@ -194,8 +182,8 @@ def report_markdown(info: dict, results: list[Result], export_table: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.gpu_check", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="new folder for the runs and the report")
     p.add_argument(
         "--data",
@@ -207,113 +195,95 @@ def main(argv: list[str] | None = None) -> int:
         "--minutes", type=float, default=5.0, help="training budget of step 1 and of the GPU recipe (default 5)"
     )
     p.add_argument("--step-timeout", type=float, default=1200, help="seconds any one command may take (default 1200)")
-    args = p.parse_args(argv)
-    prog = "python -m train.gpu_check"
+    return p
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """Why the check cannot run as asked, in one sentence; None when it can."""
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
-        print(
-            f"{prog}: error: this check needs a CUDA GPU and PyTorch sees none here; --dry-run runs it on the CPU "
-            "with tiny sizes.",
-            file=sys.stderr,
-        )
-        return USAGE_ERROR
+        return "this check needs a CUDA GPU and PyTorch sees none here; --dry-run runs it on the CPU with tiny sizes."
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        print(f"{prog}: error: {out} is not empty; give a new folder for --out.", file=sys.stderr)
+        return f"{out} is not empty; give a new folder for --out."
+    return None
+
+
+@dataclass(frozen=True)
+class Commands:
+    """The trainer's command lines, on the GPU or (dry run) on the CPU with tiny sizes."""
+
+    dry_run: bool
+    data: list[str]  # ["--data", PATH], or none: the default text
+    minutes: float
+
+    @property
+    def device(self) -> list[str]:
+        return ["--device", "cpu" if self.dry_run else "cuda"]
+
+    def train(self, preset: str, *args: str, launcher: tuple[str, ...] = ("train",)) -> list[str]:
+        """`python -m train --preset PRESET ARGS` (or under another module, e.g. torchrun's)."""
+        tiny = TINY if self.dry_run else []
+        return [sys.executable, "-m", *launcher, *self.data, "--preset", preset, *self.device, *args, *tiny]
+
+    def steps(self) -> list[tuple[str, list[str], str]]:
+        """(name, command, run folder) of each step that trains once."""
+        budget = min(self.minutes, 0.02) if self.dry_run else self.minutes
+        short = ["--max-iters", "6" if self.dry_run else "200"]
+        # The dry run compiles with aot_eager: the same torch.compile path, without the minute that
+        # inductor's C++ build takes on a CPU (on the GPU, inductor builds Triton kernels).
+        backend = ["aot_eager"] if self.dry_run else []
+        torchrun = ("torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "train")
+        return [
+            ("nanogpt-10m, bf16 autocast", self.train("nanogpt-10m", "--time-budget", str(budget)), "nanogpt-10m"),
+            ("--compile", self.train("nanogpt-10m", "--compile", *backend, *short), "compile"),
+            ("torchrun --nproc_per_node 1", self.train("nanogpt-10m", *short, launcher=torchrun), "torchrun"),
+            ("Muon (CPU recipe's optimizer)", self.train("quick", "--time-budget", str(budget / 5)), "muon"),
+            ("shakespeare-gpu recipe", self.train("shakespeare-gpu", "--time-budget", str(budget)), "shakespeare-gpu"),
+        ]
+
+    def resumable(self) -> list[str]:
+        """Enough steps after the signal's checkpoint that the run is still going when SIGINT
+        comes (a tiny CPU step takes milliseconds; the watcher looks every 50 ms)."""
+        steps, every = ("300", "30") if self.dry_run else ("600", "100")
+        return self.train("nanogpt-10m", "--max-iters", steps, "--eval-interval", every)
+
+
+def export_step(out: Path, env: dict, timeout: float) -> tuple[Result, str]:
+    """Step 1's checkpoint exported on the CPU, as users run it; its verification table."""
+    command = [sys.executable, "-m", "export", str(out / "nanogpt-10m"), "--lower-loss", "--out", f"{out / 'export'}/"]
+    result, done = run("export on the CPU", command, dict(env, CUDA_VISIBLE_DEVICES=""), timeout)
+    if done is None:
+        return result, ""
+    table = [line for line in done.stdout.splitlines() if not line.startswith(("exporting", "wrote"))]
+    return result, "\n".join(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = usage_problem(args)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return USAGE_ERROR
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info, card_peak = describe_machine(args.dry_run)
     print(json.dumps(info), flush=True)
-
-    device = ["--device", "cpu" if args.dry_run else "cuda"]
-    data = ["--data", str(Path(args.data).resolve())] if args.data else []
-    tiny = TINY if args.dry_run else []
-    minutes = min(args.minutes, 0.02) if args.dry_run else args.minutes
-    short = ["--max-iters", "6" if args.dry_run else "200"]
+    commands = Commands(args.dry_run, ["--data", str(Path(args.data).resolve())] if args.data else [], args.minutes)
     env = dict(os.environ)
-    py = [sys.executable, "-m", "train", *data]
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "1",
-        "-m",
-        "train",
-        *data,
-    ]
-    steps = [
-        (
-            "nanogpt-10m, bf16 autocast",
-            [*py, "--preset", "nanogpt-10m", *device, "--time-budget", str(minutes), *tiny],
-            "nanogpt-10m",
-        ),
-        # The dry run compiles with aot_eager: the same torch.compile path, without the minute that
-        # inductor's C++ build takes on a CPU (on the GPU, inductor builds Triton kernels).
-        (
-            "--compile",
-            [
-                *py,
-                "--preset",
-                "nanogpt-10m",
-                *device,
-                "--compile",
-                *(["aot_eager"] if args.dry_run else []),
-                *short,
-                *tiny,
-            ],
-            "compile",
-        ),
-        ("torchrun --nproc_per_node 1", [*torchrun, "--preset", "nanogpt-10m", *device, *short, *tiny], "torchrun"),
-        (
-            "Muon (CPU recipe's optimizer)",
-            [*py, "--preset", "quick", *device, "--time-budget", str(minutes / 5), *tiny],
-            "muon",
-        ),
-        (
-            "shakespeare-gpu recipe",
-            [*py, "--preset", "shakespeare-gpu", *device, "--time-budget", str(minutes), *tiny],
-            "shakespeare-gpu",
-        ),
-    ]
     results = []
-    for name, command, folder in steps:
+    for name, command, folder in commands.steps():
         result, _ = run(name, [*command, "--out", str(out / folder)], env, args.step_timeout)
         if result.ok:
             result.figures = run_figures(out / folder, card_peak)
         results.append(result)
         print(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.wall_s:.1f} s {result.figures}", flush=True)
-    # Enough steps after the signal's checkpoint that the run is still going when SIGINT comes (a
-    # tiny CPU step takes milliseconds; the watcher looks every 50 ms).
-    resume_base = [
-        *py,
-        "--preset",
-        "nanogpt-10m",
-        *device,
-        "--max-iters",
-        "300" if args.dry_run else "600",
-        "--eval-interval",
-        "30" if args.dry_run else "100",
-        *tiny,
-    ]
-    results.append(interrupted_and_resumed(out, resume_base, device, env, args.step_timeout))
+    results.append(interrupted_and_resumed(out, commands.resumable(), commands.device, env, args.step_timeout))
     print(f"interrupted and resumed: {results[-1].figures or results[-1].tail}", flush=True)
-
     export_table = ""
-    if results[0].ok:  # the export runs on the CPU, as users run it
-        cpu_env = dict(env, CUDA_VISIBLE_DEVICES="")
-        result, done = run(
-            "export on the CPU",
-            [sys.executable, "-m", "export", str(out / "nanogpt-10m"), "--lower-loss", "--out", f"{out / 'export'}/"],
-            cpu_env,
-            args.step_timeout,
-        )
-        if done is not None:
-            export_table = "\n".join(
-                line for line in done.stdout.splitlines() if not line.startswith(("exporting", "wrote"))
-            )
+    if results[0].ok:
+        result, export_table = export_step(out, env, args.step_timeout)
         results.append(result)
     report = report_markdown(info, results, export_table)
     (out / "report.md").write_text(report, encoding="utf-8")
