@@ -20,6 +20,7 @@ and one visitor's answer time alone before and after. Exits 1 when a target is m
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import ssl
@@ -30,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.load import PROMPT, percentile, running_app
@@ -50,6 +51,7 @@ from benchmarks.soak_traffic import (
 from train.files import OutputExists, new_output_file, write_json
 from train.table import format_table as table
 
+PROG = "python -m benchmarks.soak"
 UNREAD = "ended a stream nobody read"  # the server's log line (webapp/server/stalled.py)
 MEMORY_SLACK_MB = 50  # the end may stand this far above where it stood after warm-up
 QUIET_S = 12  # after quiet_down, how long the server may still take to let go of files and threads
@@ -250,7 +252,7 @@ def resources_table(base: Sample, during: list[Sample], end: Sample, warmup_thre
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30, help="minutes of measured traffic (default 30)")
     p.add_argument(
         "--warmup-minutes",
@@ -270,124 +272,133 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass
+class Soak:
+    """What one soak measured: the traffic's outcomes, the server's figures after the warm-up
+    (`base`), while the measured traffic ran (`samples`) and once it was quiet again (`end`)."""
+
+    t0: float = field(default_factory=time.monotonic)
+    warm_traffic: Traffic = field(default_factory=Traffic)
+    traffic: Traffic = field(default_factory=Traffic)
+    samples: list[Sample] = field(default_factory=list)
+    warmup_threads: int = 0
+    base: Sample | None = None
+    end: Sample | None = None
+    alone_before_s: float = 0.0
+    alone_after_s: float = 0.0
+    log_lines: list[str] = field(default_factory=list)
+    left_on_disk: int = 0
+
+    @property
+    def tracebacks(self) -> int:
+        return sum(line.startswith("Traceback") for line in self.log_lines)
+
+    @property
+    def unread(self) -> int:
+        """Streams the server ended unread: each should be a staller's (one more is a client that
+        stopped reading an answer it had asked for, a failure on the client's side)."""
+        return sum(UNREAD in line for line in self.log_lines)
+
+    @property
+    def stallers(self) -> int:
+        return sum(o.kind == "joins, never reads" for o in [*self.warm_traffic.outcomes, *self.traffic.outcomes])
+
+    def memory_slopes(self) -> dict[str, float | None]:
+        """MB per minute over the second half of the measured traffic."""
+        half = self.samples[len(self.samples) // 2 :]
+        return {key: slope_per_minute([(s.t, getattr(s, key)) for s in half]) for key in ("server_mb", "model_mb")}
+
+
+def soak(args: argparse.Namespace) -> Soak:
+    """Start the app with a temporary folder of its own, warm it up, measure, and let it go quiet."""
+    run = Soak()
+    with tempfile.TemporaryDirectory(prefix="soak-") as folder:
+        gradio_temp = Path(folder) / "gradio"
+        env = dict(os.environ, GRADIO_TEMP_DIR=str(gradio_temp), CHARGPT_STALL_SECONDS=str(args.stall_seconds))
+        with running_app(env=env) as (url, proc, log):
+            traffic = functools.partial(
+                run_traffic, url, proc.pid, gradio_temp, visitors=args.visitors, every_s=args.sample_seconds, t0=run.t0
+            )
+            run.alone_before_s = alone(url)
+            warmup: list[Sample] = []
+            traffic(args.warmup_minutes * 60, kill=False, traffic=run.warm_traffic, samples=warmup)
+            quiet_down(url, args.stall_seconds)
+            run.base = sample(proc.pid, gradio_temp, run.t0)
+            run.warmup_threads = max([run.base.threads, *(w.threads for w in warmup)])
+            traffic(args.minutes * 60, kill=True, traffic=run.traffic, samples=run.samples)
+            quiet_down(url, args.stall_seconds)
+            quiet = functools.partial(settled, run.base, warmup_threads=run.warmup_threads)
+            run.end = quiet_sample(proc.pid, gradio_temp, run.t0, QUIET_S, quiet)
+            run.alone_after_s = alone(url)
+            run.log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        run.left_on_disk = folder_bytes(gradio_temp)
+    return run
+
+
+def report_lines(args: argparse.Namespace, run: Soak, traffic_text: str, resources_text: str) -> list[str]:
+    killed_at = run.traffic.killed_at
+    killed = f"the model process killed at {killed_at - run.t0:.0f} s" if killed_at else "no model process to kill"
+    slopes = [("server", run.memory_slopes()["server_mb"]), ("model process", run.memory_slopes()["model_mb"])]
+    return [
+        f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors "
+        f"at once; {killed}",
+        traffic_text,
+        "",
+        resources_text,
+        "memory slope over the second half: "
+        + ", ".join(f"{name} {'-' if v is None else f'{v:+.2f} MB/min'}" for name, v in slopes),
+        f"one visitor alone, 300 characters: {run.alone_before_s:.2f} s before, {run.alone_after_s:.2f} s after",
+        f"left in Gradio's temporary folder after the server stopped: {run.left_on_disk:,} bytes",
+        f"the server's log: {len(run.log_lines):,} lines, {run.tracebacks} tracebacks",
+        f"streams the server ended unread: {run.unread} (clients that joined and never read: {run.stallers})",
+    ]
+
+
+def figures_json(args: argparse.Namespace, run: Soak, by_kind: dict) -> dict:
+    return {
+        "minutes": args.minutes,
+        "warmup_minutes": args.warmup_minutes,
+        "visitors": args.visitors,
+        "killed_at_s": run.traffic.killed_at and run.traffic.killed_at - run.t0,
+        "traffic": by_kind,
+        "after_warmup": asdict(run.base),
+        "end": asdict(run.end),
+        "samples": [asdict(s) for s in run.samples],
+        "slope_mb_per_min": run.memory_slopes(),
+        "alone_s": {"before": run.alone_before_s, "after": run.alone_after_s},
+        "left_on_disk_bytes": run.left_on_disk,
+        "log_lines": len(run.log_lines),
+        "log_tracebacks": run.tracebacks,
+        "ended_unread": run.unread,
+        "never_read_joins": run.stallers,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "python -m benchmarks.soak"
     if min(args.minutes, args.sample_seconds, args.stall_seconds) <= 0 or args.warmup_minutes < 0 or args.visitors < 1:
         print(
-            f"{prog}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at "
-            "least 0 "
-            "and --visitors at least 1.",
+            f"{PROG}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at "
+            "least 0 and --visitors at least 1.",
             file=sys.stderr,
         )
         return 2
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
-    except OutputExists as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        run = soak(args)
+    except (OutputExists, RuntimeError, OSError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    traffic, samples, t0 = Traffic(), [], time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="soak-") as folder:
-        gradio_temp = Path(folder) / "gradio"
-        env = dict(os.environ, GRADIO_TEMP_DIR=str(gradio_temp), CHARGPT_STALL_SECONDS=str(args.stall_seconds))
-        try:
-            with running_app(env=env) as (url, proc, log):
-                before = alone(url)
-                warmup: list[Sample] = []
-                warm_traffic = Traffic()
-                run_traffic(
-                    url,
-                    proc.pid,
-                    gradio_temp,
-                    args.warmup_minutes * 60,
-                    args.visitors,
-                    False,
-                    warm_traffic,
-                    warmup,
-                    args.sample_seconds,
-                    t0,
-                )
-                quiet_down(url, args.stall_seconds)
-                base = sample(proc.pid, gradio_temp, t0)
-                warmup_threads = max([base.threads, *(w.threads for w in warmup)])
-                run_traffic(
-                    url,
-                    proc.pid,
-                    gradio_temp,
-                    args.minutes * 60,
-                    args.visitors,
-                    True,
-                    traffic,
-                    samples,
-                    args.sample_seconds,
-                    t0,
-                )
-                quiet_down(url, args.stall_seconds)
-                end = quiet_sample(proc.pid, gradio_temp, t0, QUIET_S, lambda now: settled(base, now, warmup_threads))
-                after = alone(url)
-                log_lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        except (RuntimeError, OSError) as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 2
-        left_on_disk = folder_bytes(gradio_temp)
-    traffic_text, by_kind = traffic_table(traffic, t0)
-    resources_text, oks = resources_table(base, samples, end, warmup_threads)
-    half = samples[len(samples) // 2 :]
-    slopes = {key: slope_per_minute([(s.t, getattr(s, key)) for s in half]) for key in ("server_mb", "model_mb")}
-    killed = (
-        f"the model process killed at {traffic.killed_at - t0:.0f} s"
-        if traffic.killed_at
-        else "no model process to kill"
-    )
-    print(
-        f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors "
-        f"at once; {killed}"
-    )
-    print(traffic_text)
-    print()
-    print(resources_text)
-    print(
-        "memory slope over the second half: "
-        + ", ".join(
-            f"{name} {'-' if v is None else f'{v:+.2f} MB/min'}"
-            for name, v in (("server", slopes["server_mb"]), ("model process", slopes["model_mb"]))
-        )
-    )
-    print(f"one visitor alone, 300 characters: {before:.2f} s before, {after:.2f} s after")
-    print(f"left in Gradio's temporary folder after the server stopped: {left_on_disk:,} bytes")
-    tracebacks = sum(line.startswith("Traceback") for line in log_lines)
-    print(f"the server's log: {len(log_lines):,} lines, {tracebacks} tracebacks")
-    # Every stream the server ended unread should be a staller's; one more is a client that stopped
-    # reading an answer it had asked for (a failure on the client's side).
-    unread = sum(UNREAD in line for line in log_lines)
-    stallers = sum(o.kind == "joins, never reads" for o in [*warm_traffic.outcomes, *traffic.outcomes])
-    print(f"streams the server ended unread: {unread} (clients that joined and never read: {stallers})")
+    traffic_text, by_kind = traffic_table(run.traffic, run.t0)
+    resources_text, oks = resources_table(run.base, run.samples, run.end, run.warmup_threads)
+    print("\n".join(report_lines(args, run, traffic_text, resources_text)))
     for kind, figures in by_kind.items():
         for note in figures["failures"]:
             print(f"{kind}: {note}", file=sys.stderr)
-    unexpected = sum(f["failed"] for f in by_kind.values())
     if json_out:
-        write_json(
-            json_out,
-            {
-                "minutes": args.minutes,
-                "warmup_minutes": args.warmup_minutes,
-                "visitors": args.visitors,
-                "killed_at_s": traffic.killed_at and traffic.killed_at - t0,
-                "traffic": by_kind,
-                "after_warmup": asdict(base),
-                "end": asdict(end),
-                "samples": [asdict(s) for s in samples],
-                "slope_mb_per_min": slopes,
-                "alone_s": {"before": before, "after": after},
-                "left_on_disk_bytes": left_on_disk,
-                "log_lines": len(log_lines),
-                "log_tracebacks": tracebacks,
-                "ended_unread": unread,
-                "never_read_joins": stallers,
-            },
-        )
-    return 0 if unexpected == 0 and all(oks) and left_on_disk == 0 else 1
+        write_json(json_out, figures_json(args, run, by_kind))
+    unexpected = sum(f["failed"] for f in by_kind.values())
+    return 0 if unexpected == 0 and all(oks) and run.left_on_disk == 0 else 1
 
 
 if __name__ == "__main__":
