@@ -46,9 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.onnx_export import (
-    torch_model_from_onnx,
-)
+from export.onnx_export import torch_model_from_onnx
 from train.files import new_output_file, write_json
 from train.table import format_table as table
 from webapp.inference.engine import Engine
@@ -59,7 +57,20 @@ from .decoders import Decoder, engine_decoder, float32_and_int8, lecture_style, 
 from .page import PageUnavailable, StaticPage, static_page
 from .prompt import DEFAULT_DATA, load_prompt
 
+PROG = "python -m benchmarks.generation"
 WARM_UP_CHARS = 8
+# The table's rows (the module's docstring describes each).
+LECTURE = "1. PyTorch, lecture-style (last window)"
+TORCH_CACHED = "2. PyTorch, plain loop (KV cache)"
+ONNX_UNCACHED = "3. onnxruntime, no cache (last window)"
+ENGINE_FP32 = "4. engine, float32"
+ENGINE_INT8 = "4. engine, int8 weights"
+ONE_A_STEP = "4. engine, one character a step"  # the given file without drafts (webapp/inference/drafting.py)
+NO_TABLE = "4. engine, drafts without the table"  # the given file drafting from the text's own repeats only
+ALTERNATIVES = "4. engine, with the pages' alternatives"  # the given file, each character with its likeliest
+MODEL_FLOOR = "5. floor: model file steps"
+RING_FLOOR = "5. floor: ring file steps"
+PAGE = "6. static page (onnxruntime-web, Chromium)"
 
 
 @dataclass
@@ -220,7 +231,7 @@ def ratio_lines(batch, by_name, floor, engine, page, one_a_step, no_table, alter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.generation", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--model",
         default=str(SHIPPED_MODEL),
@@ -249,12 +260,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_models(args: argparse.Namespace) -> tuple[Engine, torch.nn.Module]:
+    """The engine on --model, and the PyTorch model with its weights (or --checkpoint's)."""
+    engine = Engine(args.model, device="cpu", spinning=args.spinning)
+    if not args.checkpoint:
+        return engine, torch_model_from_onnx(engine.path)
+    from train import checkpoint
+
+    return engine, checkpoint.load_model(Path(args.checkpoint))  # eval mode: no dropout
+
+
+def engine_rows(engine: Engine, fp32: Engine, int8: Engine, spinning: bool) -> dict[str, Decoder]:
+    """Row 4: the engine on both forms; on the given file, without drafts and without the
+    draft table where it has them, and asked for the pages' alternatives."""
+    rows = {ENGINE_FP32: engine_decoder(fp32), ENGINE_INT8: engine_decoder(int8)}
+    if engine.ring:  # (drafts need the ring file)
+        rows[ONE_A_STEP] = engine_decoder(Engine(engine.path, device="cpu", spinning=spinning, max_draft=0))
+    if engine.draft_table:
+        rows[NO_TABLE] = engine_decoder(Engine(engine.path, device="cpu", spinning=spinning, table=False))
+    rows[ALTERNATIVES] = engine_decoder(engine, alternatives=PAGE_ALTERNATIVES)
+    return rows
+
+
+def page_row(engine: Engine, tmp: Path, stack: contextlib.ExitStack) -> dict[str, PageDecoder]:
+    """Row 6, or none (with the reason) where the static page cannot run here."""
+    try:
+        return {PAGE: PageDecoder(stack.enter_context(static_page(engine.path, tmp)), engine.vocab)}
+    except PageUnavailable as e:
+        print(f"note: no static page row: {e}", file=sys.stderr)
+        return {}
+
+
+def same_text_rules(engine_row: str) -> dict[str, str]:
+    """For each row, the row whose text it must write (the module's docstring says why)."""
+    return {
+        ONNX_UNCACHED: LECTURE,
+        TORCH_CACHED: ENGINE_FP32,
+        ENGINE_INT8: ENGINE_FP32,
+        **dict.fromkeys((ONE_A_STEP, NO_TABLE, ALTERNATIVES, PAGE), engine_row),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "python -m benchmarks.generation"
     if min(args.prompt_chars, args.chars, args.runs, args.slow_runs, *args.batch) < 1:
         print(
-            f"{prog}: error: --prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.",
+            f"{PROG}: error: --prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.",
             file=sys.stderr,
         )
         return 2
@@ -262,67 +313,29 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
-        engine = Engine(args.model, device="cpu", spinning=args.spinning)
-        if args.checkpoint:
-            from train import checkpoint
-
-            model = checkpoint.load_model(Path(args.checkpoint))  # eval mode: no dropout
-        else:
-            model = torch_model_from_onnx(engine.path)
+        engine, model = load_models(args)
     except (ModelLoadError, ValueError, OSError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     prompt_text = load_prompt(Path(args.data), args.prompt_chars)
     prompt_ids = [engine.vocab.index(c) for c in prompt_text if c in engine.vocab]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         fp32, int8 = float32_and_int8(engine, Path(tmp), model if args.checkpoint else None)
         decoders = {
-            "1. PyTorch, lecture-style (last window)": lecture_style(model),
-            "2. PyTorch, plain loop (KV cache)": torch_cached(model),
-            "3. onnxruntime, no cache (last window)": onnx_uncached(fp32),
-            "4. engine, float32": engine_decoder(fp32),
-            "4. engine, int8 weights": engine_decoder(int8),
+            LECTURE: lecture_style(model),
+            TORCH_CACHED: torch_cached(model),
+            ONNX_UNCACHED: onnx_uncached(fp32),
+            **engine_rows(engine, fp32, int8, args.spinning),
+            MODEL_FLOOR: steps_floor(PlainSteps(engine)),  # on the given file, like its engine rows
+            **({RING_FLOOR: steps_floor(engine.ring)} if engine.ring else {}),  # the file the engine steps with
+            **({} if args.no_page else page_row(engine, Path(tmp), stack)),
         }
-        one_a_step = "4. engine, one character a step"  # the given file without drafts (webapp/inference/drafting.py)
-        no_table = "4. engine, drafts without the table"  # the given file drafting from the text's own repeats only
-        if engine.ring:  # (drafts need the ring file)
-            decoders[one_a_step] = engine_decoder(
-                Engine(engine.path, device="cpu", spinning=args.spinning, max_draft=0)
-            )
-        if engine.draft_table:
-            decoders[no_table] = engine_decoder(Engine(engine.path, device="cpu", spinning=args.spinning, table=False))
-        alternatives_row = (
-            "4. engine, with the pages' alternatives"  # the given file, each character with its likeliest
-        )
-        decoders[alternatives_row] = engine_decoder(engine, alternatives=PAGE_ALTERNATIVES)
-        decoders["5. floor: model file steps"] = steps_floor(
-            PlainSteps(engine)
-        )  # on the given file, like its engine rows
-        names = [name for name in decoders if name not in (one_a_step, no_table, alternatives_row)]
-        ring_row = "5. floor: ring file steps"
-        if engine.ring:  # the file the engine steps with
-            decoders[ring_row] = steps_floor(engine.ring)
-        page_row = "6. static page (onnxruntime-web, Chromium)"
-        if not args.no_page:
-            try:
-                decoders[page_row] = PageDecoder(stack.enter_context(static_page(engine.path, Path(tmp))), engine.vocab)
-            except PageUnavailable as e:
-                print(f"note: no static page row: {e}", file=sys.stderr)
         print(
             f"{args.model}: block_size {engine.block_size}, prompt {len(prompt_ids)} characters, {args.chars} new, "
             f"greedy; torch {torch.__version__} ({torch.get_num_threads()} threads)",
             file=sys.stderr,
         )
-        engine_row = names[3] if engine is fp32 else names[4]  # the engine on the given file
-        same_as = {
-            names[2]: names[0],
-            names[1]: names[3],
-            names[4]: names[3],
-            one_a_step: engine_row,
-            no_table: engine_row,
-            alternatives_row: engine_row,
-            page_row: engine_row,
-        }
+        engine_row = ENGINE_FP32 if engine is fp32 else ENGINE_INT8  # the engine on the given file
         rows = benchmark(
             decoders,
             prompt_ids,
@@ -330,32 +343,17 @@ def main(argv: list[str] | None = None) -> int:
             args.batch,
             args.runs,
             args.slow_runs,
-            slow={names[0], names[2]},
-            reference=names[0],
-            same_as=same_as,
-            batch_one_only={page_row},
+            slow={LECTURE, ONNX_UNCACHED},
+            reference=LECTURE,
+            same_as=same_text_rules(engine_row),
+            batch_one_only={PAGE},
         )
-    print(
-        results_table(
-            rows,
-            floor=ring_row if engine.ring else names[5],
-            engine=engine_row,
-            page=page_row,
-            one_a_step=one_a_step if engine.ring else engine_row,
-            no_table=no_table,
-            alternatives=alternatives_row,
-        )
-    )
+    floor = RING_FLOOR if engine.ring else MODEL_FLOOR
+    one_a_step = ONE_A_STEP if engine.ring else engine_row
+    print(results_table(rows, floor, engine_row, PAGE, one_a_step, NO_TABLE, ALTERNATIVES))
     if json_out:
-        write_json(
-            json_out,
-            {
-                "model": args.model,
-                "block_size": engine.block_size,
-                "prompt_chars": len(prompt_ids),
-                "rows": [asdict(r) for r in rows],
-            },
-        )
+        figures = {"model": args.model, "block_size": engine.block_size, "prompt_chars": len(prompt_ids)}
+        write_json(json_out, {**figures, "rows": [asdict(r) for r in rows]})
     return 0
 
 
