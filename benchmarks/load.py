@@ -40,6 +40,7 @@ from train.table import format_table as table
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
+PROG = "python -m benchmarks.load"
 PROMPT = "ROMEO:\n"
 BUSY = "Queue is full"  # gradio_client's QueueError for Gradio's HTTP 503
 
@@ -237,7 +238,7 @@ def phases_table(phases: list[Phase]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="a running app (default: start one on a free port)")
     p.add_argument("--pid", type=int, help="the running app's process id, for its memory (with --url)")
     p.add_argument("--model", help="model for the app this command starts (default: the shipped one)")
@@ -263,80 +264,80 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def app_under_test(args: argparse.Namespace):
+    """(url, process or None, log or None): the running app at --url, or one this command starts."""
+    if args.url:
+        return contextlib.nullcontext((args.url.rstrip("/") + "/", None, None))
+    model = ["--model", args.model] if args.model else []
+    return running_app(*model, "--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size))
+
+
+def run_phases(url: str, pid: int | None, args: argparse.Namespace, burst: int) -> list[Phase]:
+    """Warm-up, one visitor, the crowd, and (unless burst is 0) the burst and one visitor after it."""
+    phases = [
+        run_phase(url, "warm-up", 1, args.chars, pid),
+        run_phase(url, "one visitor", 1, args.chars, pid, rounds=args.alone_rounds),
+        run_phase(url, "load", args.clients, args.chars, pid),
+    ]
+    if burst:
+        phases.append(run_phase(url, "burst", burst, args.burst_chars, pid))
+        phases.append(run_phase(url, "after the burst", 1, args.chars, pid))
+    return phases
+
+
+def summary_lines(phases: list[Phase], chars: int, pid: int | None, peak: float | None) -> list[str]:
+    """The crowd against the one visitor, the load phase's failures and memory, and the burst's outcome."""
+    alone, load = phases[1], phases[2]
+    lines = []
+    if alone.chars_per_s and load.chars_per_s:
+        lines.append(
+            f"crowd / one visitor: {load.chars_per_s / alone.chars_per_s:.2f}x aggregate characters/s "
+            f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {chars} "
+            "characters"
+        )
+    growth = (load.rss_after_mb - alone.rss_after_mb) if pid else None
+    lines.append(
+        f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
+        f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak "
+        f"{'-' if peak is None else f'{peak:.0f} MB'})"
+    )
+    if len(phases) > 3:
+        burst, after = phases[3], phases[4]
+        lines.append(
+            f"burst: {burst.completed} served, {burst.busy} turned away with '{BUSY}', {burst.failed} failures; "
+            f"after it the server {'answered' if after.completed == 1 else 'did NOT answer'}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "python -m benchmarks.load"
     burst = args.queue_size + args.concurrency + 32 if args.burst is None else args.burst
-    if (
-        min(args.clients, args.chars, args.burst_chars, args.concurrency, args.alone_rounds) < 1
-        or burst < 0
-        or args.queue_size < 0
-    ):
+    sizes = (args.clients, args.chars, args.burst_chars, args.concurrency, args.alone_rounds)
+    if min(sizes) < 1 or burst < 0 or args.queue_size < 0:
         print(
-            f"{prog}: error: --clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1, "
+            f"{PROG}: error: --clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1, "
             "--burst and --queue-size at least 0.",
             file=sys.stderr,
         )
         return 2
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
-    except OutputExists as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    if args.url:
-        context = contextlib.nullcontext((args.url.rstrip("/") + "/", None, None))
-    else:
-        model = ["--model", args.model] if args.model else []
-        context = running_app(*model, "--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size))
-    try:
-        with context as (url, proc, _):
+        with app_under_test(args) as (url, proc, _):
             pid = proc.pid if proc is not None else args.pid
-            phases = [
-                run_phase(url, "warm-up", 1, args.chars, pid),
-                run_phase(url, "one visitor", 1, args.chars, pid, rounds=args.alone_rounds),
-                run_phase(url, "load", args.clients, args.chars, pid),
-            ]
-            if burst:
-                phases.append(run_phase(url, "burst", burst, args.burst_chars, pid))
-                phases.append(run_phase(url, "after the burst", 1, args.chars, pid))
+            phases = run_phases(url, pid, args, burst)
             peak = rss_mb(pid, "VmHWM")
-    except (RuntimeError, OSError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (OutputExists, RuntimeError, OSError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print(phases_table(phases))
-    alone, load = phases[1], phases[2]
-    if alone.chars_per_s and load.chars_per_s:
-        print(
-            f"crowd / one visitor: {load.chars_per_s / alone.chars_per_s:.2f}x aggregate characters/s "
-            f"({load.chars_per_s:,.0f} against {alone.chars_per_s:,.0f}), p95 {load.p95_s:.2f} s for {args.chars} "
-            "characters"
-        )
-    growth = (load.rss_after_mb - alone.rss_after_mb) if pid else None
-    print(
-        f"load: {load.clients} clients, {load.failed} failures, {load.busy} turned away, "
-        f"server RSS growth {'-' if growth is None else f'{growth:+.0f} MB'} (peak "
-        f"{'-' if peak is None else f'{peak:.0f} MB'})"
-    )
-    if burst:
-        print(
-            f"burst: {phases[3].completed} served, {phases[3].busy} turned away with '{BUSY}', {phases[3].failed} "
-            "failures; "
-            f"after it the server {'answered' if phases[4].completed == 1 else 'did NOT answer'}"
-        )
+    print("\n".join(summary_lines(phases, args.chars, pid, peak)))
     for p in phases:
         for error in p.errors[:5]:
             print(f"{p.name}: {error}", file=sys.stderr)
     if json_out:
-        write_json(
-            json_out,
-            {
-                "url": url,
-                "queue_size": args.queue_size,
-                "concurrency": args.concurrency,
-                "rss_peak_mb": peak,
-                "phases": [asdict(p) for p in phases],
-            },
-        )
+        settings = {"url": url, "queue_size": args.queue_size, "concurrency": args.concurrency}
+        write_json(json_out, {**settings, "rss_peak_mb": peak, "phases": [asdict(p) for p in phases]})
     healthy = all(p.failed == 0 for p in phases) and (not burst or phases[4].completed == 1)
     return 0 if healthy else 1
 
