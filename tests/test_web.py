@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -167,11 +168,32 @@ def site(node, tmp_path_factory):
     return out
 
 
-def test_the_static_page_generates_the_python_text_in_chromium(site):
+@dataclass
+class LoadedPage:
+    """The static page open in Chromium (one browser for this file's page tests), what it
+    showed when it had loaded, and the script errors it has raised since."""
+
+    page: object
+    on_load: dict
+    errors: list[str]
+
+
+def page_on_load(page) -> dict:
+    return {
+        "title": page.title(),
+        "heading": page.locator("#title").inner_text(),
+        "prompt": page.input_value("#prompt"),
+        "description": page.locator("#description").inner_text(),
+        "examples": [b.get_attribute("title") for b in page.locator("#examples button").all()],
+        "model info": page.locator("#model-info").inner_text(),
+    }
+
+
+@pytest.fixture(scope="module")
+def static_page(site):
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_or_skip()
-    SCREENSHOTS.mkdir(exist_ok=True)
     with static_server(site) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
@@ -181,59 +203,28 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
             page.goto(url)
             page.get_by_role("button", name="Generate").wait_for(state="visible")
             page.wait_for_function("!document.getElementById('generate').disabled", timeout=60_000)
-            info = page.locator("#model-info").inner_text()
-            shown = {
-                "title": page.title(),
-                "heading": page.locator("#title").inner_text(),
-                "prompt": page.input_value("#prompt"),
-                "description": page.locator("#description").inner_text(),
-                "examples": [b.get_attribute("title") for b in page.locator("#examples button").all()],
-            }
-            page.locator("#examples button").nth(1).click()
-            clicked = page.input_value("#prompt")
-            page.fill("#prompt", "ROMEO:")
-            page.fill("#length", "300")
-            page.fill("#temperature", "0.8")
-            page.fill("#top-k", "40")
-            page.fill("#min-p", "0.05")
-            page.fill("#seed", "42")
-            page.click("#generate")
-            page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('Generated')", timeout=120_000
-            )
-            text = page.locator("#output").inner_text()
-            status = page.locator("#status").inner_text()
-            coloured = page.eval_on_selector_all(
-                "#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])"
-            )
-            # The views follow each text in the model's turn: once the attention view shows this
-            # text's heads the page is idle, and the screenshot shows the page as a visitor sees it.
-            page.wait_for_function(
-                "t => document.querySelector('#attention .chargpt-attention')?.dataset.characters.endsWith(t)",
-                arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:],
-                timeout=60_000,
-            )
-            page.screenshot(path=str(SCREENSHOTS / "web-static.png"))
-
-            page.fill("#prompt", "KING RICHARD III:")
-            page.fill("#length", "200")
-            page.fill("#temperature", "0")
-            page.click("#generate")
-            page.wait_for_function("window.chargptLastRun && window.chargptLastRun.chars === 200", timeout=120_000)
-            greedy = page.evaluate("window.chargptLastRun.text")
-
-            # Bad input is a visible sentence, not an exception.
-            page.fill("#temperature", "-1")
-            page.click("#generate")
-            page.wait_for_function("document.getElementById('status').classList.contains('error')")
-            error = page.locator("#status").inner_text()
+            yield LoadedPage(page, page_on_load(page), errors)
         finally:
             browser.close()
-    assert not errors
-    # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table
-    # (webapp/inference/drafting.py), as the engine does.
-    assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
-    about = read_about(Engine(SHIPPED_MODEL).metadata)  # the page shows the model's own words
+
+
+def generate_on_the_page(page, prompt: str, length: int, temperature: float, top_k=0, min_p=0.0, seed=-1) -> None:
+    """Fill in the page's settings (top-p off) and press Generate."""
+    fields = {"#prompt": prompt, "#length": length, "#temperature": temperature, "#top-k": top_k, "#top-p": 1}
+    for selector, value in {**fields, "#min-p": min_p, "#seed": seed}.items():
+        page.fill(selector, str(value))
+    page.evaluate("window.chargptLastRun = null")  # set again when this generation ends
+    page.click("#generate")
+
+
+def wait_for_run(page, chars: int) -> None:
+    page.wait_for_function(f"window.chargptLastRun && window.chargptLastRun.chars === {chars}", timeout=120_000)
+
+
+def test_the_static_page_shows_the_models_own_words_and_its_files(static_page):
+    about = read_about(Engine(SHIPPED_MODEL).metadata)
+    shown = dict(static_page.on_load)
+    info = shown.pop("model info")
     assert shown == {
         "title": f"{about.title} in your browser",
         "heading": about.title,
@@ -241,24 +232,65 @@ def test_the_static_page_generates_the_python_text_in_chromium(site):
         "description": about.description,
         "examples": about.examples,
     }
-    assert clicked == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
+    # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table
+    # (webapp/inference/drafting.py), as the engine does.
+    assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
+    static_page.page.locator("#examples button").nth(1).click()
+    assert static_page.page.input_value("#prompt") == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
+    assert not static_page.errors
+
+
+def test_the_static_page_generates_the_python_text_in_chromium(static_page):
+    """The sampled text is the engine's, each character coloured by its probability."""
+    page = static_page.page
+    generate_on_the_page(page, "ROMEO:", 300, 0.8, top_k=40, min_p=0.05, seed=42)
+    wait_for_run(page, 300)
+    text, status = page.locator("#output").inner_text(), page.locator("#status").inner_text()
+    coloured = page.eval_on_selector_all(
+        "#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])"
+    )
+    # The views follow each text in the model's turn: once the attention view shows this
+    # text's heads the page is idle, and the screenshot shows the page as a visitor sees it.
+    page.wait_for_function(
+        "t => document.querySelector('#attention .chargpt-attention')?.dataset.characters.endsWith(t)",
+        arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:],
+        timeout=60_000,
+    )
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "web-static.png"))
     engine = Engine(SHIPPED_MODEL)
     settings = SamplingParams(max_new_tokens=300, temperature=0.8, top_k=40, min_p=0.05, seed=42)
     expected = engine.complete("ROMEO:", settings)[0]
     assert text == "ROMEO:" + expected
-    assert greedy == engine.complete("KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0))[0]
+    assert "Generated 300 characters" in status and "seed 42" in status
     # Each generated character is coloured by the probability the model gave it, the number on hover.
-    python_probs = [
-        p.prob for step in engine.generate(encode_prompt("ROMEO:", engine.vocab), settings) for p in step.pieces[0]
-    ]
+    steps = engine.generate(encode_prompt("ROMEO:", engine.vocab), settings)
+    python_probs = [p.prob for step in steps for p in step.pieces[0]]
     assert "".join(ch for ch, _, _ in coloured) == expected
     page_probs = [float(re.fullmatch(r"p = (\d\.\d\d)", title).group(1)) for _, title, _ in coloured]
     assert max(abs(a - b) for a, b in zip(page_probs, python_probs)) <= 0.0051
     assert all(background.startswith("rgb(") for _, _, background in coloured)  # hsl(...) as the browser computes it
     assert len({background for _, _, background in coloured}) > 5
-    assert "Generated 300 characters" in status
-    assert "seed 42" in status
-    assert "temperature must be between 0 (greedy) and 10" in error
+    assert not static_page.errors
+
+
+def test_the_static_page_writes_the_greedy_text_of_the_engine(static_page):
+    page = static_page.page
+    generate_on_the_page(page, "KING RICHARD III:", 200, 0)
+    wait_for_run(page, 200)
+    greedy = page.evaluate("window.chargptLastRun.text")
+    expected = Engine(SHIPPED_MODEL).complete("KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0))
+    assert greedy == expected[0]
+    assert not static_page.errors
+
+
+def test_a_bad_setting_on_the_static_page_is_a_visible_sentence(static_page):
+    """Bad input is a sentence on the page, not an exception."""
+    page = static_page.page
+    generate_on_the_page(page, "ROMEO:", 10, -1)
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "temperature must be between 0 (greedy) and 10" in page.locator("#status").inner_text()
+    assert not static_page.errors
 
 
 def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_table_is_refused(node):
@@ -418,29 +450,26 @@ def test_the_javascript_drafts_and_ring_masks_are_pythons(node):
         assert [("inf" if x == -np.inf else float(x)) for x in want] == got
 
 
-def test_the_javascript_alternatives_and_next_character_are_pythons(node):
-    """What the static page shows at a character and in its chart (chargpt.js's topAlternatives,
-    spellAlternatives and nextCharacter) is what the engine and /inspect give (sampling.py,
-    engine.py, next_character.py), and views.js shows as many alternatives as the pages ask for."""
-    from webapp.inference.engine import spell_alternatives
-    from webapp.inference.sampling import PAGE_ALTERNATIVES, softmax, top_alternatives
-    from webapp.server.next_character import distribution
+# Rows of logits for the alternatives' twin tests: each with its settings and the id drawn there.
+ALTERNATIVES_SETTINGS = [
+    dict(temperature=0.8),
+    dict(temperature=0),
+    dict(temperature=1.3, top_k=4),
+    dict(temperature=1, top_p=0.5),
+    dict(temperature=0.9, min_p=0.2),
+    dict(temperature=2, top_k=30, top_p=0.9, min_p=0.01),
+]
+ALTERNATIVES_DRAWN = [0, 9, 64, 12, 3, 40]
+VOCAB_65 = [chr(0x41 + i) if i < 26 else chr(0x61 + i - 26) if i < 52 else str(i - 52) for i in range(65)]
 
+
+@pytest.fixture(scope="module")
+def alternatives_case(node):
+    """The same rows through chargpt.js's topAlternatives, spellAlternatives and nextCharacter
+    (what the static page shows at a character and in its chart), run once: (logits, answers)."""
     rng = np.random.default_rng(8)
     logits = (rng.normal(size=(6, 65)) * 3).astype(np.float32)
     logits[1, [4, 9]] = logits[1].max() + 1  # a tie for the likeliest
-    vocab = [
-        chr(0x41 + i) if i < 26 else chr(0x61 + i - 26) if i < 52 else str(i - 52) for i in range(65)
-    ]  # "3" and the like too
-    settings = [
-        dict(temperature=0.8),
-        dict(temperature=0),
-        dict(temperature=1.3, top_k=4),
-        dict(temperature=1, top_p=0.5),
-        dict(temperature=0.9, min_p=0.2),
-        dict(temperature=2, top_k=30, top_p=0.9, min_p=0.01),
-    ]
-    drawn = [0, 9, 64, 12, 3, 40]
     js_settings = [
         {
             "temperature": s["temperature"],
@@ -448,39 +477,66 @@ def test_the_javascript_alternatives_and_next_character_are_pythons(node):
             "topP": s.get("top_p", 1),
             "minP": s.get("min_p", 0),
         }
-        for s in settings
+        for s in ALTERNATIVES_SETTINGS
     ]
     script = (
         "import { nextCharacter, samplingParams, softmax, spellAlternatives, topAlternatives } from './chargpt.js';\n"
         "await import('./views.js');\n"
         f"const logits = {json.dumps(logits.tolist())}.map((row) => Float32Array.from(row));\n"
-        f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {drawn}, vocab = "
-        f"{json.dumps(vocab)};\n"
+        f"const settings = {json.dumps(js_settings)}.map((s) => samplingParams(s)), drawn = {ALTERNATIVES_DRAWN};\n"
+        f"const vocab = {json.dumps(VOCAB_65)};\n"
         "console.log(JSON.stringify({ shown: globalThis.chargptViews.ALTERNATIVES,\n"
         "  top: logits.map((row, r) => topAlternatives(row, settings[r], drawn[r], 5)),\n"
         "  spelled: logits.map((row, r) => spellAlternatives(row, settings[r], drawn[r], softmax(row)[drawn[r]], "
         "5, vocab)),\n"
         "  next: logits.map((row, r) => nextCharacter(row, settings[r], vocab)) }));"
     )
-    out = node_json(node, script)
-    assert out["shown"] == PAGE_ALTERNATIVES
-    for r, s in enumerate(settings):
-        params = SamplingParams(**s)
-        found = top_alternatives(logits[r : r + 1], [params], np.array([drawn[r]]), 5)
-        js = out["top"][r]
-        assert js["ids"] == found.ids[0].tolist()
-        assert np.allclose(js["model"], found.model[0], rtol=0, atol=1e-12)
-        assert np.allclose(js["sampled"], found.sampled[0], rtol=0, atol=1e-12)
-        assert abs(js["drawn"] - found.drawn[0]) <= 1e-12
-        python = spell_alternatives(found, 0, drawn[r], float(softmax(logits[r : r + 1])[0, drawn[r]]), vocab)
-        assert [row["char"] for row in out["spelled"][r]] == [c for c, _, _ in python]
-        assert np.allclose(
-            [[row["model"], row["sampled"]] for row in out["spelled"][r]], [x[1:] for x in python], rtol=0, atol=1e-12
-        )
-        want = distribution(logits[r], params, vocab)
-        assert sorted(out["next"][r]["before"]) == sorted(want["before"]) and sorted(out["next"][r]["after"]) == sorted(
-            want["after"]
-        )
-        assert all(
-            abs(out["next"][r][part][c] - p) <= 1e-12 for part in ("before", "after") for c, p in want[part].items()
-        )
+    return logits, node_json(node, script)
+
+
+def python_alternatives(logits: np.ndarray, r: int):
+    from webapp.inference.sampling import top_alternatives
+
+    params = SamplingParams(**ALTERNATIVES_SETTINGS[r])
+    return top_alternatives(logits[r : r + 1], [params], np.array([ALTERNATIVES_DRAWN[r]]), 5)
+
+
+def test_views_js_shows_as_many_alternatives_as_the_pages_ask_for(alternatives_case):
+    from webapp.inference.sampling import PAGE_ALTERNATIVES
+
+    assert alternatives_case[1]["shown"] == PAGE_ALTERNATIVES
+
+
+@pytest.mark.parametrize("r", range(len(ALTERNATIVES_SETTINGS)))
+def test_the_javascript_top_alternatives_are_the_samplers(alternatives_case, r):
+    logits, out = alternatives_case
+    found, js = python_alternatives(logits, r), out["top"][r]
+    assert js["ids"] == found.ids[0].tolist()
+    assert np.allclose(js["model"], found.model[0], rtol=0, atol=1e-12)
+    assert np.allclose(js["sampled"], found.sampled[0], rtol=0, atol=1e-12)
+    assert abs(js["drawn"] - found.drawn[0]) <= 1e-12
+
+
+@pytest.mark.parametrize("r", range(len(ALTERNATIVES_SETTINGS)))
+def test_the_javascript_spelled_alternatives_are_the_engines(alternatives_case, r):
+    from webapp.inference.engine import spell_alternatives
+    from webapp.inference.sampling import softmax
+
+    logits, out = alternatives_case
+    drawn = ALTERNATIVES_DRAWN[r]
+    chosen_prob = float(softmax(logits[r : r + 1])[0, drawn])
+    python = spell_alternatives(python_alternatives(logits, r), 0, drawn, chosen_prob, VOCAB_65)
+    assert [row["char"] for row in out["spelled"][r]] == [c for c, _, _ in python]
+    spelled = [[row["model"], row["sampled"]] for row in out["spelled"][r]]
+    assert np.allclose(spelled, [x[1:] for x in python], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("r", range(len(ALTERNATIVES_SETTINGS)))
+def test_the_javascript_next_character_is_inspects(alternatives_case, r):
+    from webapp.server.next_character import distribution
+
+    logits, out = alternatives_case
+    want, got = distribution(logits[r], SamplingParams(**ALTERNATIVES_SETTINGS[r]), VOCAB_65), out["next"][r]
+    for part in ("before", "after"):
+        assert sorted(got[part]) == sorted(want[part])
+        assert all(abs(got[part][c] - p) <= 1e-12 for c, p in want[part].items())
