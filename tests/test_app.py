@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -494,17 +495,22 @@ def assert_stopped_cleanly(page, prompt: str) -> None:
 OPTIONAL_ROUTES = {("GET", "/gradio_api/mcp/schema"), ("GET", "/monitoring/summary")}
 
 
-def test_the_page_streams_text_in_a_real_browser(app_url):
-    """Streams, stops, the model panel, the API view; and every request the page makes is to a
-    route the server keeps open (webapp/server/routes.py)."""
+@dataclass
+class AppPage:
+    """The served page open in Chromium (one browser for this file's page tests), and every
+    (method, path) it has asked the server for."""
+
+    page: object
+    requested: set
+
+
+@pytest.fixture(scope="module")
+def app_page(app_url):
     from urllib.parse import urlsplit
 
     from playwright.sync_api import sync_playwright
 
-    from webapp.server.routes import is_open
-
     chromium = chromium_or_skip()
-    SCREENSHOTS.mkdir(exist_ok=True)
     requested = set()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -515,130 +521,169 @@ def test_the_page_streams_text_in_a_real_browser(app_url):
                 lambda r: requested.add((r.method, urlsplit(r.url).path)) if r.url.startswith(app_url) else None,
             )
             page.goto(app_url, wait_until="networkidle")
-            page.get_by_label("Prompt").fill("JULIET:\n")
-            length = page.locator("input[type=number]").first  # "Characters to generate"
-            length.fill("2000")
-            length.press("Enter")
-            # The text's lengths are sampled inside the page, every 5 ms: a poll from here takes a
-            # round trip per look, and on busy cores it can miss all but one of a fast text's updates.
-            page.evaluate("""() => { window.lengths = []; window.sampler = setInterval(() =>
-                window.lengths.push(document.querySelector('#output textarea')?.value.length ?? 0), 5); }""")
-            page.get_by_role("button", name="Generate").click()
-            full = len("JULIET:\n") + 2000
-            page.wait_for_function(f"document.querySelector('#output textarea').value.length >= {full}", timeout=60_000)
-            sizes = page.evaluate("() => { clearInterval(window.sampler); return window.lengths; }")
-            sizes.append(len(page.locator("#output textarea").input_value()))
-            growing = sorted(set(s for s in sizes if 0 < s < full))
-            assert len(growing) >= 3, f"text did not stream: sizes seen {sorted(set(sizes))}"
-            assert sizes[-1] == full
-            assert page.locator("#output textarea").input_value().startswith("JULIET:\n")
-            assert "2000 characters in" in page.locator("#stats").inner_text()
-            assert page.locator("#colored span[title]").count() >= 2000
-            # Stop ends a generation half way: the text stops growing short of its length.
-            # Stop is clicked from the page itself the moment text arrives, so that the click
-            # cannot lose a race with a fast machine finishing the 2000 characters first.
-            page.get_by_label("Prompt").fill("ROMEO:\n")
-            page.get_by_role("button", name="Generate").click()
-            page.wait_for_function(
-                """() => {
-                const t = document.querySelector('#output textarea').value;
-                if (!(t.startsWith('ROMEO:') && t.length > 30)) return false;
-                [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click();
-                return true;
-            }""",
-                polling="raf",
-            )
-            page.wait_for_timeout(1500)
-            stopped = len(page.locator("#output textarea").input_value())
-            page.wait_for_timeout(1000)
-            assert len(page.locator("#output textarea").input_value()) == stopped < len("ROMEO:\n") + 2000
-            assert_stopped_cleanly(page, "ROMEO:\n")
-            # Stop pressed a tenth of a second after Generate, before any text has come, still
-            # stops it (Gradio's own cancel sometimes lost such a press, or showed "Error").
-            page.get_by_label("Prompt").fill("JULIET:\n")
-            page.evaluate("""() => {
-                const button = name => [...document.querySelectorAll('button')].find(b => b.innerText.trim() === name);
-                button('Generate').click();
-                setTimeout(() => button('Stop').click(), 100);
-            }""")
-            page.wait_for_function(
-                """() => document.querySelector('#output textarea').value.startsWith('JULIET:')
-                && document.querySelector('#stats').innerText.includes('stopped')""",
-                timeout=30_000,
-            )
-            assert_stopped_cleanly(page, "JULIET:\n")
-            assert len(page.locator("#output textarea").input_value()) < len("JULIET:\n") + 2000
-            page.get_by_text("About the model").click()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
-            page.get_by_text("Use via API").first.click()
-            page.get_by_text("API documentation").wait_for()
-            assert "/generate" in page.locator("body").inner_text()
+            yield AppPage(page, requested)
         finally:
             browser.close()
+
+
+def set_prompt_and_length(page, prompt: str, length: int) -> None:
+    page.get_by_label("Prompt").fill(prompt)
+    field = page.locator("input[type=number]").first  # "Characters to generate"
+    field.fill(str(length))
+    field.press("Enter")
+
+
+def test_the_page_streams_text_in_a_real_browser(app_page):
+    page = app_page.page
+    set_prompt_and_length(page, "JULIET:\n", 2000)
+    # The text's lengths are sampled inside the page, every 5 ms: a poll from here takes a
+    # round trip per look, and on busy cores it can miss all but one of a fast text's updates.
+    page.evaluate("""() => { window.lengths = []; window.sampler = setInterval(() =>
+        window.lengths.push(document.querySelector('#output textarea')?.value.length ?? 0), 5); }""")
+    page.get_by_role("button", name="Generate").click()
+    full = len("JULIET:\n") + 2000
+    page.wait_for_function(f"document.querySelector('#output textarea').value.length >= {full}", timeout=60_000)
+    sizes = page.evaluate("() => { clearInterval(window.sampler); return window.lengths; }")
+    sizes.append(len(page.locator("#output textarea").input_value()))
+    growing = sorted(set(s for s in sizes if 0 < s < full))
+    assert len(growing) >= 3, f"text did not stream: sizes seen {sorted(set(sizes))}"
+    assert sizes[-1] == full
+    assert page.locator("#output textarea").input_value().startswith("JULIET:\n")
+    page.wait_for_function("() => document.querySelector('#stats').innerText.includes('2000 characters in')")
+    assert page.locator("#colored span[title]").count() >= 2000
+
+
+def test_stop_ends_a_generation_half_way_in_a_real_browser(app_page):
+    """The text stops growing short of its length. Stop is clicked from the page itself the
+    moment text arrives, so that the click cannot lose a race with a fast machine finishing the
+    2000 characters first."""
+    page = app_page.page
+    set_prompt_and_length(page, "ROMEO:\n", 2000)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(
+        """() => {
+        const t = document.querySelector('#output textarea').value;
+        if (!(t.startsWith('ROMEO:') && t.length > 30)) return false;
+        [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click();
+        return true;
+    }""",
+        polling="raf",
+    )
+    page.wait_for_timeout(1500)
+    stopped = len(page.locator("#output textarea").input_value())
+    page.wait_for_timeout(1000)
+    assert len(page.locator("#output textarea").input_value()) == stopped < len("ROMEO:\n") + 2000
+    assert_stopped_cleanly(page, "ROMEO:\n")
+
+
+def test_stop_pressed_before_any_text_still_stops_in_a_real_browser(app_page):
+    """Stop a tenth of a second after Generate (Gradio's own cancel sometimes lost such a press,
+    or showed "Error")."""
+    page = app_page.page
+    set_prompt_and_length(page, "JULIET:\n", 2000)
+    page.evaluate("""() => {
+        const button = name => [...document.querySelectorAll('button')].find(b => b.innerText.trim() === name);
+        button('Generate').click();
+        setTimeout(() => button('Stop').click(), 100);
+    }""")
+    page.wait_for_function(
+        """() => document.querySelector('#output textarea').value.startsWith('JULIET:')
+        && document.querySelector('#stats').innerText.includes('stopped')""",
+        timeout=30_000,
+    )
+    assert_stopped_cleanly(page, "JULIET:\n")
+    assert len(page.locator("#output textarea").input_value()) < len("JULIET:\n") + 2000
+
+
+def test_the_model_panel_and_the_api_view_open_in_a_real_browser(app_page):
+    page = app_page.page
+    page.get_by_text("About the model").click()
+    page.get_by_text("validation loss").wait_for()
+    page.wait_for_timeout(500)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
+    page.get_by_text("Use via API").first.click()
+    page.get_by_text("API documentation").wait_for()
+    assert "/generate" in page.locator("body").inner_text()
+
+
+def test_the_page_asks_only_for_routes_the_server_keeps_open(app_page):
+    """Every request the page makes, over this file's visits and a generation of its own, is to
+    a route the server keeps open (webapp/server/routes.py)."""
+    from webapp.server.routes import is_open
+
+    page = app_page.page
+    page.reload(wait_until="networkidle")
+    set_prompt_and_length(page, "ROMEO:\n", 20)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("document.querySelector('#output textarea').value.length >= 27", timeout=60_000)
+    requested = app_page.requested
     assert {r for r in requested if not is_open(*r)} <= OPTIONAL_ROUTES
     assert ("POST", "/gradio_api/queue/join") in requested and ("GET", "/gradio_api/queue/data") in requested
 
 
-@pytest.mark.skipif(
+slow_venv = pytest.mark.skipif(
     os.environ.get("CHARGPT_VENV_TEST") != "1",
     reason="slow (installs requirements.txt into a new venv): set CHARGPT_VENV_TEST=1; "
     "test_the_server_runs_on_requirements_txt_alone checks the same in seconds",
 )
-def test_the_app_runs_from_requirements_txt_alone(tmp_path, exported):
-    venv = tmp_path / "venv"
+
+
+@pytest.fixture(scope="module")
+def requirements_python(tmp_path_factory) -> Path:
+    """The Python of a new virtual environment with requirements.txt alone installed."""
+    venv = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", "-r", str(REPO / "requirements.txt")],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    install = [str(py), "-m", "pip", "install", "--quiet", "-r", str(REPO / "requirements.txt")]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return py
+
+
+def run_in_repo(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@slow_venv
+def test_the_app_imports_from_requirements_txt_alone_without_torch(requirements_python):
+    imports = (
+        "import importlib.util as u; assert u.find_spec('torch') is None; import webapp.app, webapp.inference.engine"
     )
-    assert install.returncode == 0, install.stderr[-2000:]
-    check = subprocess.run(
-        [
-            str(py),
-            "-c",
-            "import importlib.util as u; assert u.find_spec('torch') is None; "
-            "import webapp.app, webapp.inference.engine; print('ok')",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    check = run_in_repo(requirements_python, "-c", imports + "; print('ok')")
     assert check.stdout.strip() == "ok", check.stderr
-    sample = subprocess.run(
-        [
-            str(py),
-            "-m",
-            "webapp",
-            "generate",
-            "--model",
-            str(exported[1]),
-            "--prompt",
-            "ROMEO:",
-            "--max-new-tokens",
-            "40",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+
+
+@slow_venv
+def test_the_cli_generates_from_requirements_txt_alone(requirements_python, exported):
+    sample = run_in_repo(
+        requirements_python,
+        "-m",
+        "webapp",
+        "generate",
+        "--model",
+        exported[1],
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "40",
     )
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("ROMEO:"), sample.stderr
+
+
+@slow_venv
+def test_the_app_starts_as_a_space_starts_it_from_requirements_txt_alone(requirements_python, exported):
     port = free_port()
     proc = subprocess.Popen(
-        [str(py), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)],
+        [str(requirements_python), "webapp/app.py", "--model", str(exported[1]), "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for_page(f"http://127.0.0.1:{port}/", proc)  # started the way a Space starts it
+        wait_for_page(f"http://127.0.0.1:{port}/", proc)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
