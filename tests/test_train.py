@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -151,59 +154,102 @@ def test_a_run_extended_with_max_iters_equals_one_longer_run_under_a_constant_ra
     assert len(records(extended, "final")) == 1  # the first ending's record is gone with it
 
 
-def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(tmp_path, capsys, small_text):
-    """Under a constant rate a shorter run's final weights are a longer run's weights at that
-    step, so the average can be checked against the mean of three runs' final weights, and
-    `python -m train.average` of those three gives it again."""
-    from train import average
-    from train.gpu_check import run_figures
-
+@pytest.fixture(scope="module")
+def swa_runs(tmp_path_factory, small_text) -> tuple[dict[int, Path], str]:
+    """Three runs of 10, 15 and 20 steps with SWA from half way, and what they printed. Under a
+    constant rate a shorter run's final weights are a longer run's weights at that step, so run
+    20's average can be checked against the mean of the three runs' final weights."""
+    folder = tmp_path_factory.mktemp("swa")
     settings = [*TINY, "--data", small_text, "--eval-interval", 5, "--swa-start", 0.5]
-    runs = {n: tmp_path / f"run{n}" for n in (10, 15, 20)}
-    for n, out in runs.items():
-        assert main([*map(str, settings), "--max-iters", str(n), "--out", str(out)]) == 0
-    stdout = capsys.readouterr().out
+    runs = {n: folder / f"run{n}" for n in (10, 15, 20)}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for n, out in runs.items():
+            assert main([*map(str, settings), "--max-iters", str(n), "--out", str(out)]) == 0
+    return runs, printed.getvalue()
+
+
+def mean_of_finals(runs: dict[int, Path]) -> dict[str, torch.Tensor]:
+    finals = [load_file(out / "model.safetensors") for out in runs.values()]
+    return {k: sum(f[k] for f in finals) / 3 for k in finals[0]}
+
+
+def test_swa_averages_the_weights_of_the_late_evaluations_and_the_final_ones(swa_runs):
+    runs, printed = swa_runs
     meta = checkpoint.read_meta(runs[20] / "average")
     assert meta["averaged_steps"] == [10, 15, 20]
-    finals = [load_file(out / "model.safetensors") for out in runs.values()]
     mean = load_file(runs[20] / "average" / "model.safetensors")
-    assert all(torch.allclose(mean[k], sum(f[k] for f in finals) / 3, atol=1e-6) for k in mean)
-    assert f"the mean of the weights at steps 10, 15, 20): val loss (whole split) {meta['val_loss_full']:.4f}" in stdout
-    losses = {
-        runs[20]: checkpoint.read_meta(runs[20])["val_loss_full"],
-        runs[20] / "best": checkpoint.read_meta(runs[20] / "best")["val_loss_full"],
-        runs[20] / "average": meta["val_loss_full"],
-    }
-    assert f"to export: python -m export {min(losses, key=losses.get)}   (" in stdout
-    figures = run_figures(runs[20], card_peak=None)  # python -m train.gpu_check's report names both
-    assert (figures["best_val_loss_full"], figures["average_val_loss_full"]) == (
-        losses[runs[20] / "best"],
-        meta["val_loss_full"],
+    assert all(torch.allclose(mean[k], want, atol=1e-6) for k, want in mean_of_finals(runs).items())
+    assert (
+        f"the mean of the weights at steps 10, 15, 20): val loss (whole split) {meta['val_loss_full']:.4f}" in printed
     )
     assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [5, 10]
 
+
+def test_the_run_names_the_checkpoint_with_the_lowest_loss_to_export(swa_runs):
+    runs, printed = swa_runs
+    losses = {
+        out: checkpoint.read_meta(out)["val_loss_full"] for out in (runs[20], runs[20] / "best", runs[20] / "average")
+    }
+    assert f"to export: python -m export {min(losses, key=losses.get)}   (" in printed
+
+
+def test_the_gpu_checks_report_names_the_best_and_the_average_loss(swa_runs):
+    from train.gpu_check import run_figures
+
+    runs, _ = swa_runs
+    figures = run_figures(runs[20], card_peak=None)
+    best, average = (checkpoint.read_meta(runs[20] / name)["val_loss_full"] for name in ("best", "average"))
+    assert (figures["best_val_loss_full"], figures["average_val_loss_full"]) == (best, average)
+
+
+def test_train_average_of_the_three_runs_gives_the_same_mean(swa_runs, tmp_path, capsys):
+    from train import average
+
+    runs, _ = swa_runs
     out = tmp_path / "mean"
     assert average.main([*map(str, runs.values()), "--out", str(out)]) == 0
-    assert f"{out} (the mean of 3): val loss (whole split) {meta['val_loss_full']:.4f}" in capsys.readouterr().out
+    val_loss = checkpoint.read_meta(runs[20] / "average")["val_loss_full"]
+    assert f"{out} (the mean of 3): val loss (whole split) {val_loss:.4f}" in capsys.readouterr().out
     again = load_file(out / "model.safetensors")
-    assert all(torch.allclose(again[k], mean[k], atol=1e-6) for k in mean)
+    assert all(torch.allclose(again[k], want, atol=1e-6) for k, want in mean_of_finals(runs).items())
     assert checkpoint.read_meta(out)["averaged_steps"] == [10, 15, 20]
     assert (out / "metrics.jsonl").read_text() == (runs[20] / "metrics.jsonl").read_text()  # export draws its curve
-    assert main(["--resume", str(runs[10]), "--max-iters", "20"]) == 0  # its average starts again at 10
-    extended = load_file(runs[10] / "average" / "model.safetensors")
-    assert checkpoint.read_meta(runs[10] / "average")["averaged_steps"] == [10, 15, 20]
+
+
+def test_a_resumed_run_extends_its_average(swa_runs, tmp_path):
+    runs, _ = swa_runs
+    shutil.copytree(runs[10], tmp_path / "run10")
+    assert main(["--resume", str(tmp_path / "run10"), "--max-iters", "20"]) == 0  # its average starts again at 10
+    extended = load_file(tmp_path / "run10" / "average" / "model.safetensors")
+    assert checkpoint.read_meta(tmp_path / "run10" / "average")["averaged_steps"] == [10, 15, 20]
+    mean = load_file(runs[20] / "average" / "model.safetensors")
     assert all(torch.equal(extended[k], mean[k]) for k in mean)
-    for argv, said in (
-        ([str(runs[10]), "--out", str(tmp_path / "one")], "give at least two checkpoints"),
-        ([str(runs[10]), str(runs[15]), "--out", str(out)], f"--out {out} exists and is not an empty directory"),
-        (
-            [str(runs[10]), str(finished_other_model(tmp_path, small_text)), "--out", str(tmp_path / "x")],
-            "is not a checkpoint of the same model and vocabulary",
+
+
+@pytest.mark.parametrize("case", ["one checkpoint", "--out not empty", "another model"])
+def test_train_average_refuses_what_it_cannot_average(swa_runs, tmp_path, capsys, small_text, case):
+    from train import average
+
+    runs, _ = swa_runs
+    out = tmp_path / "out"
+    argv, said = {
+        "one checkpoint": ([runs[10]], "give at least two checkpoints"),
+        "--out not empty": ([runs[10], runs[15]], f"--out {out} exists and is not an empty directory"),
+        "another model": (
+            [runs[10], finished_other_model(tmp_path, small_text)],
+            "is not a checkpoint of the same model",
         ),
-    ):
-        assert average.main(argv) == 2
-        assert said in capsys.readouterr().err
-    assert not (tmp_path / "one").exists() and not (tmp_path / "x").exists()
+    }[case]
+    if case == "--out not empty":
+        out.mkdir()
+        (out / "kept.txt").write_text("kept")
+    assert average.main([*map(str, argv), "--out", str(out)]) == 2
+    assert said in capsys.readouterr().err
+    if case == "--out not empty":
+        assert (out / "kept.txt").read_text() == "kept"  # nothing overwritten
+    else:
+        assert not out.exists()
 
 
 def finished_other_model(tmp_path: Path, small_text: Path) -> Path:
