@@ -93,57 +93,51 @@ def test_the_models_other_form_runs_with_the_given_engines_thread_settings(expor
         assert fp32.session_args["spinning"] is int8.session_args["spinning"] is spinning
 
 
-def test_command_prints_the_table_and_writes_json(exported, tmp_path, small_text):
-    out = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def bench_run(exported, tmp_path_factory, small_text) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`python -m benchmarks.generation` on the tiny export at batch 1 and 2: what it printed, and its JSON rows."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    sizes = "--prompt-chars 20 --chars 30 --batch 1 2 --runs 2".split()
+    command = [sys.executable, "-m", "benchmarks.generation", "--model", str(exported[1]), "--data", str(small_text)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.generation",
-            "--model",
-            str(exported[1]),
-            "--data",
-            str(small_text),
-            "--prompt-chars",
-            "20",
-            "--chars",
-            "30",
-            "--batch",
-            "1",
-            "2",
-            "--runs",
-            "2",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
+        [*command, *sizes, "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO
     )
     assert result.returncode == 0, result.stderr
-    assert "batch 2: row '4. engine, float32' takes" in result.stdout
+    return result, json.loads(out.read_text())["rows"]
+
+
+def page_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["decoder"].startswith("6. static page")]
+
+
+def test_command_prints_the_table_and_writes_json(bench_run):
+    result, rows = bench_run
     assert "| decoder" in result.stdout
-    rows = json.loads(out.read_text())["rows"]
-    page_rows = [r for r in rows if r["decoder"].startswith("6. static page")]
-    if "no static page row" not in result.stderr:  # this machine has node, chromium and playwright, as CI has
-        assert [r["batch"] for r in page_rows] == [1]  # the page decodes one text at a time
-        assert "batch 1: page / native = " in result.stdout
-    else:
-        assert not IN_CI, result.stderr
-    assert len(rows) == 14 + len(page_rows)
+    assert "batch 2: row '4. engine, float32' takes" in result.stdout
+    assert len(rows) == 14 + len(page_rows(rows))
     assert {r["batch"] for r in rows} == {1, 2}
-    assert all(
-        r["same_text"]
-        for r in rows
-        if r["decoder"].startswith(("2.", "3.", "6.", "4. engine, with the pages' alternatives"))
-    )
-    assert (
-        "batch 1: alternatives: row '4. engine, with the pages' alternatives' is " in result.stdout
-    )  # what the views cost
-    assert all(
-        r["same_text"] is None for r in rows if r["decoder"].startswith(("1.", "4. engine, float32", "5."))
-    )  # references
+
+
+def test_the_static_page_row_decodes_one_text_at_a_time(bench_run):
+    result, rows = bench_run
+    if "no static page row" in result.stderr:
+        assert not IN_CI, result.stderr  # CI has node, chromium and playwright
+        pytest.skip(result.stderr)
+    assert [r["batch"] for r in page_rows(rows)] == [1]
+    assert "batch 1: page / native = " in result.stdout
+
+
+def test_each_row_writes_the_text_of_its_rule(bench_run):
+    _, rows = bench_run
+    checked = ("2.", "3.", "6.", "4. engine, with the pages' alternatives")
+    assert all(r["same_text"] for r in rows if r["decoder"].startswith(checked))
+    references = ("1.", "4. engine, float32", "5.")
+    assert all(r["same_text"] is None for r in rows if r["decoder"].startswith(references))
+
+
+def test_the_table_says_what_the_pages_alternatives_cost(bench_run):
+    result, _ = bench_run
+    assert "batch 1: alternatives: row '4. engine, with the pages' alternatives' is " in result.stdout
 
 
 def test_commands_refuse_bad_input_in_one_sentence_and_keep_existing_json(exported, small_text, tmp_path, capsys):
