@@ -18,6 +18,7 @@ from pathlib import Path
 
 from train.files import new_output_file, write_json
 from train.table import format_table as table
+from train.usage import fail
 from webapp.inference.engine import Engine
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError
 from webapp.inference.sampling import SamplingParams
@@ -104,27 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m benchmarks.drafts"
-    if min(args.prompt_chars, args.chars, args.seeds, args.runs) < 1 or not all(
-        0 <= t <= 10 for t in args.temperatures
-    ):
-        print(
-            f"{prog}: error: --prompt-chars, --chars, --seeds and --runs must be at least 1, temperatures from 0 "
-            "to 10.",
-            file=sys.stderr,
-        )
-        return 2
+    temperatures_ok = all(0 <= t <= 10 for t in args.temperatures)
+    if min(args.prompt_chars, args.chars, args.seeds, args.runs) < 1 or not temperatures_ok:
+        return fail(prog, "--prompt-chars, --chars, --seeds and --runs must be at least 1, temperatures from 0 to 10.")
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
         ways = engines(args.model)
     except (ModelLoadError, ValueError, OSError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(prog, str(e))
     if ways[WAYS[0]].ring is None or ways[WAYS[0]].draft_table is None:
-        print(
-            f"{prog}: error: {args.model} has no ring file or no draft table to draft with (export a rotary model).",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(prog, f"{args.model} has no ring file or no draft table to draft with (export a rotary model).")
     prompt = load_prompt(Path(args.data), args.prompt_chars)
     rows = []
     for temperature in args.temperatures:

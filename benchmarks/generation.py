@@ -49,6 +49,7 @@ import torch
 from export.onnx_export import torch_model_from_onnx
 from train.files import new_output_file, write_json
 from train.table import format_table as table
+from train.usage import fail
 from webapp.inference.engine import Engine
 from webapp.inference.onnx_model import SHIPPED_MODEL, ModelLoadError, PlainSteps
 from webapp.inference.sampling import PAGE_ALTERNATIVES
@@ -304,19 +305,14 @@ def same_text_rules(engine_row: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.prompt_chars, args.chars, args.runs, args.slow_runs, *args.batch) < 1:
-        print(
-            f"{PROG}: error: --prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(PROG, "--prompt-chars, --chars, --runs, --slow-runs and --batch must be at least 1.")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
         engine, model = load_models(args)
     except (ModelLoadError, ValueError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(e))
     prompt_text = load_prompt(Path(args.data), args.prompt_chars)
     prompt_ids = [engine.vocab.index(c) for c in prompt_text if c in engine.vocab]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:

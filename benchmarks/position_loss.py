@@ -19,6 +19,7 @@ from train.data import load_run_corpus
 from train.evaluation import split_char_losses
 from train.table import format_table as table
 from train.text import DataError
+from train.usage import fail
 
 
 def position_buckets(block_size: int) -> list[tuple[int, int]]:
@@ -55,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = load_run_corpus(meta, args.data)
         model = checkpoint.load_model(args.run, meta)
     except (checkpoint.CheckpointError, DataError, OSError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(prog, str(e))
     block_size = model.config.block_size
     sums, counts = losses_by_position(model, corpus.val, block_size)
     ranges = [(f"{start}-{end - 1}", start, end) for start, end in position_buckets(block_size)] + [

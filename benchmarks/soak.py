@@ -50,6 +50,7 @@ from benchmarks.soak_traffic import (
 )
 from train.files import OutputExists, new_output_file, write_json
 from train.table import format_table as table
+from train.usage import fail
 
 PROG = "python -m benchmarks.soak"
 UNREAD = "ended a stream nobody read"  # the server's log line (webapp/server/stalled.py)
@@ -254,20 +255,10 @@ def resources_table(base: Sample, during: list[Sample], end: Sample, warmup_thre
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30, help="minutes of measured traffic (default 30)")
-    p.add_argument(
-        "--warmup-minutes",
-        type=float,
-        default=2,
-        help="minutes of the same traffic before the first figures (default 2)",
-    )
+    p.add_argument("--warmup-minutes", type=float, default=2, help="minutes of warm-up traffic first (default 2)")
     p.add_argument("--visitors", type=int, default=8, help="visitors asking at the same time (default 8)")
     p.add_argument("--sample-seconds", type=float, default=10, help="seconds between figures (default 10)")
-    p.add_argument(
-        "--stall-seconds",
-        type=float,
-        default=20,
-        help="the server's CHARGPT_STALL_SECONDS (default 20, the server's own)",
-    )
+    p.add_argument("--stall-seconds", type=float, default=20, help="the server's CHARGPT_STALL_SECONDS (default 20)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return p
 
@@ -377,18 +368,13 @@ def figures_json(args: argparse.Namespace, run: Soak, by_kind: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.minutes, args.sample_seconds, args.stall_seconds) <= 0 or args.warmup_minutes < 0 or args.visitors < 1:
-        print(
-            f"{PROG}: error: --minutes, --sample-seconds and --stall-seconds must be above 0, --warmup-minutes at "
-            "least 0 and --visitors at least 1.",
-            file=sys.stderr,
-        )
-        return 2
+        times = "--minutes, --sample-seconds and --stall-seconds"
+        return fail(PROG, f"{times} must be above 0, --warmup-minutes at least 0 and --visitors at least 1.")
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
         run = soak(args)
     except (OutputExists, RuntimeError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(e))
     traffic_text, by_kind = traffic_table(run.traffic, run.t0)
     resources_text, oks = resources_table(run.base, run.samples, run.end, run.warmup_threads)
     print("\n".join(report_lines(args, run, traffic_text, resources_text)))

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from train.files import atomic_write, file_sha256, write_json
+from train.usage import fail
 from webapp.inference.attention import attention_path
 from webapp.inference.model_folder import MODEL_FILE
 from webapp.inference.onnx_model import SIDECAR_SHA256, beside
@@ -17,11 +18,16 @@ from webapp.inference.ring import ring_path
 
 from . import about as page
 from . import metadata as md
-from .errors import UsageError, fail
+from .errors import UsageError
 from .onnx_export import set_metadata
 from .writing import card_license, sidecar, write_card
 
 PROG = "python -m export about"
+DESCRIPTION = (
+    "Rewrite what the pages and the model card say about an exported model folder "
+    "(its title, dataset name, description, example prompts) in place: the weights "
+    "and the verification stay as exported; it takes seconds, not an export."
+)
 
 
 def add_about_flags(p: argparse.ArgumentParser, default: str) -> None:
@@ -44,12 +50,7 @@ def add_about_flags(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def about_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Rewrite what the pages and the model card say about an exported model folder "
-        "(its title, dataset name, description, example prompts) in place: the weights "
-        "and the verification stay as exported; it takes seconds, not an export.",
-    )
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("folder", help="a model folder written by python -m export")
     add_about_flags(p, "as they are; a title or description derived from the old dataset name follows the new one")
     return p

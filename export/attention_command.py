@@ -10,27 +10,28 @@ import json
 import os
 from pathlib import Path
 
+from train.usage import fail
 from webapp.inference.attention import attention_path
 from webapp.inference.model_folder import MODEL_FILE
 from webapp.inference.onnx_model import SIDECAR_SHA256, ModelLoadError, OnnxModel, beside
 
 from . import metadata as md
-from .errors import VERIFICATION_FAILED, AttentionMismatch, UsageError, fail
+from .errors import VERIFICATION_FAILED, AttentionMismatch, UsageError
 from .onnx_export import export_attention, int8_weights, name_weights, set_metadata, torch_model_from_onnx
 from .verified import ATTENTION_TABLE, checked_attention, quantize_attention
 from .writing import card_license, temp_onnx, write_card
 
 PROG = "python -m export attention"
+DESCRIPTION = (
+    "Add the attention file (onnx/model.attention.onnx: where every head looked, "
+    "for the pages' attention view and /inspect) to a model exported before chargpt wrote it, "
+    "from the weights in its model file, checked against PyTorch with those weights. "
+    "The model file and its text stay as they are."
+)
 
 
 def attention_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Add the attention file (onnx/model.attention.onnx: where every head looked, "
-        "for the pages' attention view and /inspect) to a model exported before chargpt wrote it, "
-        "from the weights in its model file, checked against PyTorch with those weights. "
-        "The model file and its text stay as they are.",
-    )
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("model", help="a model folder, or an .onnx file, written by python -m export")
     p.add_argument("--force", action="store_true", help="replace an attention file that is already there")
     return p

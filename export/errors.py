@@ -3,9 +3,7 @@ verification failure (exit 1) means a file did not match PyTorch and nothing was
 
 from __future__ import annotations
 
-import sys
-
-USAGE_ERROR, VERIFICATION_FAILED = 2, 1
+VERIFICATION_FAILED = 1
 
 
 class UsageError(Exception):
@@ -26,8 +24,3 @@ class RingMismatch(VerificationError):
 
 class AttentionMismatch(VerificationError):
     pass
-
-
-def fail(prog: str, message: str, code: int = USAGE_ERROR) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return code

@@ -9,18 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
+from train.usage import fail
 from webapp.inference.onnx_model import ModelLoadError, OnnxModel
 
-from .errors import UsageError, fail
+from .errors import UsageError
 
 PROG = "python -m export eval"
+DESCRIPTION = "Validation loss of an exported model on a text file, with onnxruntime alone."
 
 
 def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Validation loss of an exported model on a text file, with onnxruntime alone.",
-    )
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("model", help="a model folder or an exported .onnx file")
     p.add_argument(
         "--data",

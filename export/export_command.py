@@ -16,6 +16,7 @@ import numpy as np
 from train import checkpoint
 from train.model import GPTLanguageModel
 from train.text import DataError, read_text, split_index
+from train.usage import fail
 from webapp.inference.attention import attention_path
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import FOLDER_FILES, MODEL_FILE
@@ -25,7 +26,7 @@ from webapp.inference.ring import ring_path
 from . import about as page
 from . import metadata as md
 from .about_command import add_about_flags
-from .errors import VERIFICATION_FAILED, UsageError, VerificationError, fail
+from .errors import VERIFICATION_FAILED, UsageError, VerificationError
 from .eval_command import measure_loss, training_text
 from .onnx_export import export_onnx, export_ring, name_weights, set_metadata
 from .verification import checks_table, verify, verify_attention, verify_ring
@@ -33,16 +34,16 @@ from .verified import quantize_attention, quantize_int8, quantize_ring
 from .writing import draft_table, place_extras, temp_onnx, write_file, write_folder, write_sidecars
 
 PROG = "python -m export"
+DESCRIPTION = (
+    "Export a training checkpoint to a model folder (onnx/model.onnx with a KV cache and the window "
+    "in its graph, the configuration and tokenizer files that generation libraries read, a model card), "
+    "or to one .onnx file with its JSON sidecar and card, verified against PyTorch first. "
+    "See also: python -m export eval MODEL [--data FILE], python -m export about FOLDER --title ..."
+)
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Export a training checkpoint to a model folder (onnx/model.onnx with a KV cache and the window "
-        "in its graph, the configuration and tokenizer files that generation libraries read, a model card), "
-        "or to one .onnx file with its JSON sidecar and card, verified against PyTorch first. "
-        "See also: python -m export eval MODEL [--data FILE], python -m export about FOLDER --title ...",
-    )
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("run_dir", help="checkpoint directory written by `python -m train` (or its best/ folder)")
     p.add_argument(
         "--out",

@@ -19,8 +19,7 @@ import torch
 
 from . import checkpoint
 from .metrics import METRICS
-
-USAGE_ERROR = 2
+from .usage import fail
 
 
 def average(directories: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -66,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         mean, meta = average(directories)
         corpus = load_run_corpus(meta, args.data)
     except (checkpoint.CheckpointError, DataError, OSError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return USAGE_ERROR
+        return fail(prog, str(e))
     block_size = meta["model"]["block_size"]
     for d, step in zip(directories, meta["averaged_steps"]):
         loss = full_split_loss(checkpoint.load_model(d), corpus.val, block_size, "cpu")

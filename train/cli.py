@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from .config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, TrainConfig, split_settings
+from .usage import fail
 
 DEFAULT_PRESET = "seed-0.2m"
-USAGE_ERROR = 2
 WRITE_ERROR = 1  # the run could not be written (disk full, read-only); its last checkpoint is intact
 
 # Flags that tune a run; each overrides the preset's value. The first group are the lecture's names.
@@ -205,16 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.job.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
     except (UsageError, DataError, CheckpointError, ValueError) as e:
-        print(f"python -m train: error: {e}", file=sys.stderr)
-        return USAGE_ERROR
+        return fail("python -m train", str(e))
     try:
         return trainer.run()
     except OSError as e:  # a full disk or a read-only directory while writing the run
-        print(
-            f"python -m train: error: writing to {run_dir} failed ({e.strerror or e}); {last_checkpoint(run_dir)}",
-            file=sys.stderr,
+        return fail(
+            "python -m train",
+            f"writing to {run_dir} failed ({e.strerror or e}); {last_checkpoint(run_dir)}",
+            WRITE_ERROR,
         )
-        return WRITE_ERROR
 
 
 def last_checkpoint(run_dir: Path) -> str:

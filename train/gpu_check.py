@@ -23,8 +23,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from train.usage import fail
+
 PROG = "python -m train.gpu_check"
-USAGE_ERROR = 2
 # Dense bf16 tensor-core peaks (FLOP/s) from the cards' data sheets, for MFU; others print "-".
 BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 # --dry-run: the same commands on a model that trains in seconds on a CPU.
@@ -264,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     problem = usage_problem(args)
     if problem:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return USAGE_ERROR
+        return fail(PROG, problem)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info, card_peak = describe_machine(args.dry_run)
