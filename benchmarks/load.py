@@ -31,12 +31,14 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from train.files import OutputExists, new_output_file, write_json
 from train.table import format_table as table
+from train.usage import fail
 from webapp.inference.batching import CONCURRENCY, QUEUE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,11 +53,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_until_up(url: str, proc: subprocess.Popen, last_words: Callable[[], str], timeout: float = 90) -> None:
+    """Until `url` answers 200; RuntimeError when the time is up, or when the process exits
+    first (with the end of what it said: `last_words()`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
-            said = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            said = last_words()[-2000:]
             raise RuntimeError(f"the app exited with {proc.returncode} before answering. {said}".strip())
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
@@ -85,7 +89,7 @@ def running_app(*args: str, env: dict | None = None):
             )
         url = f"http://127.0.0.1:{port}/"
         try:
-            wait_until_up(url, proc, log)
+            wait_until_up(url, proc, lambda: log.read_text(encoding="utf-8", errors="replace"))
             yield url, proc, log
         finally:
             proc.terminate()
@@ -315,12 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     burst = args.queue_size + args.concurrency + 32 if args.burst is None else args.burst
     sizes = (args.clients, args.chars, args.burst_chars, args.concurrency, args.alone_rounds)
     if min(sizes) < 1 or burst < 0 or args.queue_size < 0:
-        print(
-            f"{PROG}: error: --clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1, "
-            "--burst and --queue-size at least 0.",
-            file=sys.stderr,
-        )
-        return 2
+        sizes = "--clients, --chars, --alone-rounds, --burst-chars and --concurrency"
+        return fail(PROG, f"{sizes} must be at least 1, --burst and --queue-size at least 0.")
     try:
         json_out = new_output_file(args.json, "--json") if args.json else None
         with app_under_test(args) as (url, proc, _):
@@ -328,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             phases = run_phases(url, pid, args, burst)
             peak = rss_mb(pid, "VmHWM")
     except (OutputExists, RuntimeError, OSError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(e))
     print(phases_table(phases))
     print("\n".join(summary_lines(phases, args.chars, pid, peak)))
     for p in phases:

@@ -8,16 +8,16 @@ import functools
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from conftest import REPO
+
+from benchmarks.load import free_port, wait_until_up
 
 
 def run_train(*args, **kwargs) -> subprocess.Popen:
@@ -42,26 +42,12 @@ def node_json(node: str, script: str):
     return json.loads(subprocess.run(command, cwd=web, capture_output=True, text=True, timeout=60, check=True).stdout)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for_page(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Until `url` answers 200; a process that exits first fails with what it said."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            said = proc.stderr.read()[-2000:] if proc.stderr else ""
-            raise AssertionError(f"the server exited with {proc.returncode} before answering: {said}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in {timeout} s")
+    """Until `url` answers 200; a process that exits first fails the test with what it said."""
+    try:
+        wait_until_up(url, proc, lambda: proc.stderr.read() if proc.stderr else "", timeout)
+    except RuntimeError as e:
+        raise AssertionError(str(e)) from None
 
 
 @contextlib.contextmanager
