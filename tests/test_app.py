@@ -119,6 +119,10 @@ def test_generate_asked_for_alternatives_gives_what_the_model_considered_and_cal
     assert request == {"prompt": "ROMEO:", **settings, "choices": [], "undo": []}
 
 
+# /inspect's settings: (temperature, top_k, top_p, min_p).
+INSPECT_SETTINGS = [(0.8, 0, 1.0, 0.0), (1.3, 5, 1.0, 0.0), (0.7, 0, 0.6, 0.0), (1.0, 0, 1.0, 0.1), (0, 0, 1.0, 0.0)]
+
+
 def test_inspect_gives_the_next_characters_distribution_before_and_after_the_sampling_rules(client):
     import numpy as np
 
@@ -129,13 +133,7 @@ def test_inspect_gives_the_next_characters_distribution_before_and_after_the_sam
     text = "ROMEO:\nWhat light is th"
     logits = engine.next_logits(encode_prompt(text, engine.vocab).ids)
     order = [engine.vocab[i] for i in np.argsort(-logits, kind="stable")]
-    for temperature, top_k, top_p, min_p in [
-        (0.8, 0, 1.0, 0.0),
-        (1.3, 5, 1.0, 0.0),
-        (0.7, 0, 0.6, 0.0),
-        (1.0, 0, 1.0, 0.1),
-        (0, 0, 1.0, 0.0),
-    ]:
+    for temperature, top_k, top_p, min_p in INSPECT_SETTINGS:
         answer = client.predict(text, temperature, top_k, top_p, min_p, api_name="/inspect")
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
         before, after = softmax(logits[None])[0], sampling_distribution(logits[None], [params])[0]
