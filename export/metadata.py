@@ -9,7 +9,7 @@ import json
 
 from train.model import GPTConfig
 from webapp.inference.onnx_model import FORMAT_VERSION
-from webapp.server.about import averaged_phrase
+from webapp.inference.phrases import averaged_phrase
 
 ARCHITECTURE_KEYS = ("position", "activation", "norm", "bias", "tie_weights", "qk_norm", "mlp_ratio", "rope_base")
 

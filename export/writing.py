@@ -12,8 +12,8 @@ from webapp.inference.attention import attention_path
 from webapp.inference.drafting import table_path
 from webapp.inference.model_folder import MODEL_FILE
 from webapp.inference.onnx_model import SIDECAR_SHA256, beside
+from webapp.inference.phrases import averaged_phrase
 from webapp.inference.ring import ring_path
-from webapp.server.about import averaged_phrase
 
 from . import folder as mf
 from . import metadata as md

@@ -1,7 +1,6 @@
 """What a page says about the model it serves (title, description, default and example prompts),
 read from the model's metadata (`about`, written by `python -m export`: export/about.py), and the
-words that describe how it was trained: the page's "About the model" table, and the phrase for an
-averaged model that the model card and the loss curve (export) use too.
+page's "About the model" table.
 
 A model exported before `about` existed, or with a damaged one, gets neutral words that fit any
 model. Example prompts with characters outside the vocabulary are left out, so that an example
@@ -13,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from webapp.inference.phrases import averaged_phrase
 
 if TYPE_CHECKING:
     from webapp.inference.engine import Engine
@@ -47,17 +48,6 @@ def read_about(metadata: dict) -> About:
     examples = about.get("examples") if isinstance(about.get("examples"), list) else []
     usable = [e for e in examples if isinstance(e, str) and e and set(e) <= vocab]
     return About(line("title", NEUTRAL_TITLE), line("description", NEUTRAL_DESCRIPTION), usable[:MAX_EXAMPLES])
-
-
-def steps_phrase(steps: list[int]) -> str:
-    """[3750, 4000, 4180] -> '3,750, 4,000 and 4,180'."""
-    words = [f"{n:,}" for n in steps]
-    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
-
-
-def averaged_phrase(steps: list[int]) -> str:
-    """How the card, the loss curve and the page name an averaged model's weights."""
-    return f"the mean of the weights at steps {steps_phrase(steps)}"
 
 
 def model_panel(engine: Engine) -> str:
