@@ -34,7 +34,7 @@ from helpers import (
 from benchmarks.page import CHROMIUM_ARGS
 from webapp.inference.batching import CONCURRENCY
 from webapp.inference.onnx_model import SHIPPED_MODEL, OnnxModel
-from webapp.server.about import steps_phrase
+from webapp.inference.phrases import steps_phrase
 from webapp.server.page import StopPresses
 
 # A stream nobody reads is ended after this many seconds (20 by default: webapp/server/stalled.py).
@@ -502,7 +502,7 @@ class AppPage:
     requested: set
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def app_page(app_url):
     from urllib.parse import urlsplit
 
@@ -531,93 +531,92 @@ def set_prompt_and_length(page, prompt: str, length: int) -> None:
     field.press("Enter")
 
 
-def test_the_page_streams_text_in_a_real_browser(app_page):
-    page = app_page.page
-    set_prompt_and_length(page, "JULIET:\n", 2000)
-    # The text's lengths are sampled inside the page, every 5 ms: a poll from here takes a
-    # round trip per look, and on busy cores it can miss all but one of a fast text's updates.
-    page.evaluate("""() => { window.lengths = []; window.sampler = setInterval(() =>
-        window.lengths.push(document.querySelector('#output textarea')?.value.length ?? 0), 5); }""")
-    page.get_by_role("button", name="Generate").click()
-    full = len("JULIET:\n") + 2000
-    page.wait_for_function(f"document.querySelector('#output textarea').value.length >= {full}", timeout=60_000)
-    sizes = page.evaluate("() => { clearInterval(window.sampler); return window.lengths; }")
-    sizes.append(len(page.locator("#output textarea").input_value()))
-    growing = sorted(set(s for s in sizes if 0 < s < full))
-    assert len(growing) >= 3, f"text did not stream: sizes seen {sorted(set(sizes))}"
-    assert sizes[-1] == full
-    assert page.locator("#output textarea").input_value().startswith("JULIET:\n")
-    page.wait_for_function("() => document.querySelector('#stats').innerText.includes('2000 characters in')")
-    assert page.locator("#colored span[title]").count() >= 2000
+class TestTheServedPageInChromium:
+    """One page in one browser for these tests (a class: its event loop ends with them)."""
 
+    def test_the_page_streams_text_in_a_real_browser(self, app_page):
+        page = app_page.page
+        set_prompt_and_length(page, "JULIET:\n", 2000)
+        # The text's lengths are sampled inside the page, every 5 ms: a poll from here takes a
+        # round trip per look, and on busy cores it can miss all but one of a fast text's updates.
+        page.evaluate("""() => { window.lengths = []; window.sampler = setInterval(() =>
+            window.lengths.push(document.querySelector('#output textarea')?.value.length ?? 0), 5); }""")
+        page.get_by_role("button", name="Generate").click()
+        full = len("JULIET:\n") + 2000
+        page.wait_for_function(f"document.querySelector('#output textarea').value.length >= {full}", timeout=60_000)
+        sizes = page.evaluate("() => { clearInterval(window.sampler); return window.lengths; }")
+        sizes.append(len(page.locator("#output textarea").input_value()))
+        growing = sorted(set(s for s in sizes if 0 < s < full))
+        assert len(growing) >= 3, f"text did not stream: sizes seen {sorted(set(sizes))}"
+        assert sizes[-1] == full
+        assert page.locator("#output textarea").input_value().startswith("JULIET:\n")
+        page.wait_for_function("() => document.querySelector('#stats').innerText.includes('2000 characters in')")
+        assert page.locator("#colored span[title]").count() >= 2000
 
-def test_stop_ends_a_generation_half_way_in_a_real_browser(app_page):
-    """The text stops growing short of its length. Stop is clicked from the page itself the
-    moment text arrives, so that the click cannot lose a race with a fast machine finishing the
-    2000 characters first."""
-    page = app_page.page
-    set_prompt_and_length(page, "ROMEO:\n", 2000)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(
-        """() => {
-        const t = document.querySelector('#output textarea').value;
-        if (!(t.startsWith('ROMEO:') && t.length > 30)) return false;
-        [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click();
-        return true;
-    }""",
-        polling="raf",
-    )
-    page.wait_for_timeout(1500)
-    stopped = len(page.locator("#output textarea").input_value())
-    page.wait_for_timeout(1000)
-    assert len(page.locator("#output textarea").input_value()) == stopped < len("ROMEO:\n") + 2000
-    assert_stopped_cleanly(page, "ROMEO:\n")
+    def test_stop_ends_a_generation_half_way_in_a_real_browser(self, app_page):
+        """The text stops growing short of its length. Stop is clicked from the page itself the
+        moment text arrives, so that the click cannot lose a race with a fast machine finishing the
+        2000 characters first."""
+        page = app_page.page
+        set_prompt_and_length(page, "ROMEO:\n", 2000)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function(
+            """() => {
+            const t = document.querySelector('#output textarea').value;
+            if (!(t.startsWith('ROMEO:') && t.length > 30)) return false;
+            [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click();
+            return true;
+        }""",
+            polling="raf",
+        )
+        page.wait_for_timeout(1500)
+        stopped = len(page.locator("#output textarea").input_value())
+        page.wait_for_timeout(1000)
+        assert len(page.locator("#output textarea").input_value()) == stopped < len("ROMEO:\n") + 2000
+        assert_stopped_cleanly(page, "ROMEO:\n")
 
+    def test_stop_pressed_before_any_text_still_stops_in_a_real_browser(self, app_page):
+        """Stop a tenth of a second after Generate (Gradio's own cancel sometimes lost such a press,
+        or showed "Error")."""
+        page = app_page.page
+        set_prompt_and_length(page, "JULIET:\n", 2000)
+        page.evaluate("""() => {
+            const button = name => [...document.querySelectorAll('button')].find(b => b.innerText.trim() === name);
+            button('Generate').click();
+            setTimeout(() => button('Stop').click(), 100);
+        }""")
+        page.wait_for_function(
+            """() => document.querySelector('#output textarea').value.startsWith('JULIET:')
+            && document.querySelector('#stats').innerText.includes('stopped')""",
+            timeout=30_000,
+        )
+        assert_stopped_cleanly(page, "JULIET:\n")
+        assert len(page.locator("#output textarea").input_value()) < len("JULIET:\n") + 2000
 
-def test_stop_pressed_before_any_text_still_stops_in_a_real_browser(app_page):
-    """Stop a tenth of a second after Generate (Gradio's own cancel sometimes lost such a press,
-    or showed "Error")."""
-    page = app_page.page
-    set_prompt_and_length(page, "JULIET:\n", 2000)
-    page.evaluate("""() => {
-        const button = name => [...document.querySelectorAll('button')].find(b => b.innerText.trim() === name);
-        button('Generate').click();
-        setTimeout(() => button('Stop').click(), 100);
-    }""")
-    page.wait_for_function(
-        """() => document.querySelector('#output textarea').value.startsWith('JULIET:')
-        && document.querySelector('#stats').innerText.includes('stopped')""",
-        timeout=30_000,
-    )
-    assert_stopped_cleanly(page, "JULIET:\n")
-    assert len(page.locator("#output textarea").input_value()) < len("JULIET:\n") + 2000
+    def test_the_model_panel_and_the_api_view_open_in_a_real_browser(self, app_page):
+        page = app_page.page
+        page.get_by_text("About the model").click()
+        page.get_by_text("validation loss").wait_for()
+        page.wait_for_timeout(500)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
+        page.get_by_text("Use via API").first.click()
+        page.get_by_text("API documentation").wait_for()
+        assert "/generate" in page.locator("body").inner_text()
 
+    def test_the_page_asks_only_for_routes_the_server_keeps_open(self, app_page):
+        """Every request the page makes, over this file's visits and a generation of its own, is to
+        a route the server keeps open (webapp/server/routes.py)."""
+        from webapp.server.routes import is_open
 
-def test_the_model_panel_and_the_api_view_open_in_a_real_browser(app_page):
-    page = app_page.page
-    page.get_by_text("About the model").click()
-    page.get_by_text("validation loss").wait_for()
-    page.wait_for_timeout(500)
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "webapp.png"), full_page=True)
-    page.get_by_text("Use via API").first.click()
-    page.get_by_text("API documentation").wait_for()
-    assert "/generate" in page.locator("body").inner_text()
-
-
-def test_the_page_asks_only_for_routes_the_server_keeps_open(app_page):
-    """Every request the page makes, over this file's visits and a generation of its own, is to
-    a route the server keeps open (webapp/server/routes.py)."""
-    from webapp.server.routes import is_open
-
-    page = app_page.page
-    page.reload(wait_until="networkidle")
-    set_prompt_and_length(page, "ROMEO:\n", 20)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function("document.querySelector('#output textarea').value.length >= 27", timeout=60_000)
-    requested = app_page.requested
-    assert {r for r in requested if not is_open(*r)} <= OPTIONAL_ROUTES
-    assert ("POST", "/gradio_api/queue/join") in requested and ("GET", "/gradio_api/queue/data") in requested
+        page = app_page.page
+        page.reload(wait_until="networkidle")
+        set_prompt_and_length(page, "ROMEO:\n", 20)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function("document.querySelector('#output textarea').value.length >= 27", timeout=60_000)
+        requested = app_page.requested
+        assert {r for r in requested if not is_open(*r)} <= OPTIONAL_ROUTES
+        assert ("POST", "/gradio_api/queue/join") in requested and ("GET", "/gradio_api/queue/data") in requested
 
 
 slow_venv = pytest.mark.skipif(

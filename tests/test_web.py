@@ -189,7 +189,7 @@ def page_on_load(page) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def static_page(site):
     from playwright.sync_api import sync_playwright
 
@@ -221,76 +221,80 @@ def wait_for_run(page, chars: int) -> None:
     page.wait_for_function(f"window.chargptLastRun && window.chargptLastRun.chars === {chars}", timeout=120_000)
 
 
-def test_the_static_page_shows_the_models_own_words_and_its_files(static_page):
-    about = read_about(Engine(SHIPPED_MODEL).metadata)
-    shown = dict(static_page.on_load)
-    info = shown.pop("model info")
-    assert shown == {
-        "title": f"{about.title} in your browser",
-        "heading": about.title,
-        "prompt": "ROMEO:",
-        "description": about.description,
-        "examples": about.examples,
-    }
-    # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table
-    # (webapp/inference/drafting.py), as the engine does.
-    assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
-    static_page.page.locator("#examples button").nth(1).click()
-    assert static_page.page.input_value("#prompt") == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
-    assert not static_page.errors
+class TestTheStaticPageInChromium:
+    """One page in one browser for these tests (a class: its event loop ends with them)."""
 
+    def test_the_static_page_shows_the_models_own_words_and_its_files(self, static_page):
+        about = read_about(Engine(SHIPPED_MODEL).metadata)
+        shown = dict(static_page.on_load)
+        info = shown.pop("model info")
+        assert shown == {
+            "title": f"{about.title} in your browser",
+            "heading": about.title,
+            "prompt": "ROMEO:",
+            "description": about.description,
+            "examples": about.examples,
+        }
+        # The page steps with the ring file (webapp/inference/ring.py) and drafts from the table
+        # (webapp/inference/drafting.py), as the engine does.
+        assert f"with its ring file and draft table ({len(Engine(SHIPPED_MODEL).draft_table.next):,} contexts)" in info
+        static_page.page.locator("#examples button").nth(1).click()
+        assert static_page.page.input_value("#prompt") == about.examples[1] == "JULIET:\nO Romeo, Romeo!"
+        assert not static_page.errors
 
-def test_the_static_page_generates_the_python_text_in_chromium(static_page):
-    """The sampled text is the engine's, each character coloured by its probability."""
-    page = static_page.page
-    generate_on_the_page(page, "ROMEO:", 300, 0.8, top_k=40, min_p=0.05, seed=42)
-    wait_for_run(page, 300)
-    text, status = page.locator("#output").inner_text(), page.locator("#status").inner_text()
-    coloured = page.eval_on_selector_all(
-        "#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])"
-    )
-    # The views follow each text in the model's turn: once the attention view shows this
-    # text's heads the page is idle, and the screenshot shows the page as a visitor sees it.
-    page.wait_for_function(
-        "t => document.querySelector('#attention .chargpt-attention')?.dataset.characters.endsWith(t)",
-        arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:],
-        timeout=60_000,
-    )
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "web-static.png"))
-    engine = Engine(SHIPPED_MODEL)
-    settings = SamplingParams(max_new_tokens=300, temperature=0.8, top_k=40, min_p=0.05, seed=42)
-    expected = engine.complete("ROMEO:", settings)[0]
-    assert text == "ROMEO:" + expected
-    assert "Generated 300 characters" in status and "seed 42" in status
-    # Each generated character is coloured by the probability the model gave it, the number on hover.
-    steps = engine.generate(encode_prompt("ROMEO:", engine.vocab), settings)
-    python_probs = [p.prob for step in steps for p in step.pieces[0]]
-    assert "".join(ch for ch, _, _ in coloured) == expected
-    page_probs = [float(re.fullmatch(r"p = (\d\.\d\d)", title).group(1)) for _, title, _ in coloured]
-    assert max(abs(a - b) for a, b in zip(page_probs, python_probs)) <= 0.0051
-    assert all(background.startswith("rgb(") for _, _, background in coloured)  # hsl(...) as the browser computes it
-    assert len({background for _, _, background in coloured}) > 5
-    assert not static_page.errors
+    def test_the_static_page_generates_the_python_text_in_chromium(self, static_page):
+        """The sampled text is the engine's, each character coloured by its probability."""
+        page = static_page.page
+        generate_on_the_page(page, "ROMEO:", 300, 0.8, top_k=40, min_p=0.05, seed=42)
+        wait_for_run(page, 300)
+        text, status = page.locator("#output").inner_text(), page.locator("#status").inner_text()
+        coloured = page.eval_on_selector_all(
+            "#output span[title]", "spans => spans.map(s => [s.textContent, s.title, s.style.background])"
+        )
+        # The views follow each text in the model's turn: once the attention view shows this
+        # text's heads the page is idle, and the screenshot shows the page as a visitor sees it.
+        page.wait_for_function(
+            "t => document.querySelector('#attention .chargpt-attention')?.dataset.characters.endsWith(t)",
+            arg=json.dumps(list(text[-8:]), ensure_ascii=False, separators=(",", ":"))[1:],
+            timeout=60_000,
+        )
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "web-static.png"))
+        engine = Engine(SHIPPED_MODEL)
+        settings = SamplingParams(max_new_tokens=300, temperature=0.8, top_k=40, min_p=0.05, seed=42)
+        expected = engine.complete("ROMEO:", settings)[0]
+        assert text == "ROMEO:" + expected
+        assert "Generated 300 characters" in status and "seed 42" in status
+        # Each generated character is coloured by the probability the model gave it, the number on hover.
+        steps = engine.generate(encode_prompt("ROMEO:", engine.vocab), settings)
+        python_probs = [p.prob for step in steps for p in step.pieces[0]]
+        assert "".join(ch for ch, _, _ in coloured) == expected
+        page_probs = [float(re.fullmatch(r"p = (\d\.\d\d)", title).group(1)) for _, title, _ in coloured]
+        assert max(abs(a - b) for a, b in zip(page_probs, python_probs)) <= 0.0051
+        assert all(
+            background.startswith("rgb(") for _, _, background in coloured
+        )  # hsl(...) as the browser computes it
+        assert len({background for _, _, background in coloured}) > 5
+        assert not static_page.errors
 
+    def test_the_static_page_writes_the_greedy_text_of_the_engine(self, static_page):
+        page = static_page.page
+        generate_on_the_page(page, "KING RICHARD III:", 200, 0)
+        wait_for_run(page, 200)
+        greedy = page.evaluate("window.chargptLastRun.text")
+        expected = Engine(SHIPPED_MODEL).complete(
+            "KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0)
+        )
+        assert greedy == expected[0]
+        assert not static_page.errors
 
-def test_the_static_page_writes_the_greedy_text_of_the_engine(static_page):
-    page = static_page.page
-    generate_on_the_page(page, "KING RICHARD III:", 200, 0)
-    wait_for_run(page, 200)
-    greedy = page.evaluate("window.chargptLastRun.text")
-    expected = Engine(SHIPPED_MODEL).complete("KING RICHARD III:", SamplingParams(max_new_tokens=200, temperature=0))
-    assert greedy == expected[0]
-    assert not static_page.errors
-
-
-def test_a_bad_setting_on_the_static_page_is_a_visible_sentence(static_page):
-    """Bad input is a sentence on the page, not an exception."""
-    page = static_page.page
-    generate_on_the_page(page, "ROMEO:", 10, -1)
-    page.wait_for_function("document.getElementById('status').classList.contains('error')")
-    assert "temperature must be between 0 (greedy) and 10" in page.locator("#status").inner_text()
-    assert not static_page.errors
+    def test_a_bad_setting_on_the_static_page_is_a_visible_sentence(self, static_page):
+        """Bad input is a sentence on the page, not an exception."""
+        page = static_page.page
+        generate_on_the_page(page, "ROMEO:", 10, -1)
+        page.wait_for_function("document.getElementById('status').classList.contains('error')")
+        assert "temperature must be between 0 (greedy) and 10" in page.locator("#status").inner_text()
+        assert not static_page.errors
 
 
 def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_table_is_refused(node):
