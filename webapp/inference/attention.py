@@ -63,13 +63,10 @@ def load_attention(model: OnnxModel) -> tuple[AttentionFile | None, str]:
     try:
         session = open_session(path, **model.session_args)
     except Exception as e:  # onnxruntime's own exception types
-        return (
-            None,
-            f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); export the model again.",
-        )
-    props = dict(session.get_modelmeta().custom_metadata_map)
-    if props.get("source_sha256") != model.metadata["source_sha256"] or ATTENTIONS not in {
-        o.name for o in session.get_outputs()
-    }:
+        why = str(e).splitlines()[0][:120]
+        return None, f"{path.name} is not a readable ONNX model ({why}); export the model again."
+    source = dict(session.get_modelmeta().custom_metadata_map).get("source_sha256")
+    outputs = {o.name for o in session.get_outputs()}
+    if source != model.metadata["source_sha256"] or ATTENTIONS not in outputs:
         return None, f"{path.name} was not exported with {model.path.name}; export the model again."
     return AttentionFile(path, model, session), ""
