@@ -123,6 +123,7 @@ def generate_parser() -> argparse.ArgumentParser:
 
 
 def fail(prog: str, message: str) -> int:
+    """A usage error as every command reports one (train/usage.py's twin: webapp never imports train)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return USAGE_ERROR
 
