@@ -326,54 +326,86 @@ def test_lower_loss_picks_the_lowest_of_the_final_weights_best_and_average(expor
     assert losses(1.8, 1.8, 1.8) == run  # the final weights unless another is lower
 
 
-def test_bad_export_inputs(exported, tmp_path, capsys):
-    run_dir, out, _ = exported
-    before = out.read_bytes()
-    assert_refused(capsys, [str(tmp_path / "missing")], "is not a directory")
-    assert_refused(capsys, [str(tmp_path)], "holds no config.json")
-    new = str(tmp_path / "new" / "m.onnx")  # missing folders would be made: these are refused before that
-    assert_refused(
-        capsys,
-        [str(run_dir), "--out", new, "--example", "ROMEO:\u00e6"],
-        "the example prompt 'ROMEO:\u00e6' has characters outside the model's vocabulary ('\u00e6')",
-    )
-    assert_refused(
-        capsys, [str(run_dir), "--out", new, "--description", " "], "the description must be one line of 1 to 300"
-    )
+def unfinished_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """The run, as if stopped before its final evaluation."""
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run_dir, unfinished)
     meta = json.loads((unfinished / "config.json").read_text())
     (unfinished / "config.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "val_loss_full"}))
-    assert_refused(
-        capsys,
-        [str(unfinished), "--lower-loss"],
-        f"--lower-loss needs a finished run, and {unfinished} has not finished",
-    )
-    assert not (tmp_path / "new").exists()
-    assert_refused(
-        capsys,
-        [str(run_dir), "--out", str(tmp_path / "m.txt")],
-        "must be a folder (ending in /) or a file ending in .onnx",
-    )
-    (tmp_path / "file").write_text("x")
-    assert_refused(capsys, [str(run_dir), "--out", str(tmp_path / "file") + "/"], "is a file, not a folder")
-    assert_refused(capsys, [str(run_dir), "--out", str(out)], "already exist; pass --force")
-    assert out.read_bytes() == before
-    (tmp_path / "other.txt").write_text("Some other text. " * 200)
-    assert_refused(
-        capsys,
-        [str(run_dir), "--out", str(tmp_path / "q.onnx"), "--quantize", "int8", "--data", str(tmp_path / "other.txt")],
-        "is not the text this model was trained on",
-    )
+    return unfinished
 
+
+def broken_checkpoint(run_dir: Path, tmp_path: Path, damage: str) -> Path:
+    """A checkpoint of a future format, or with its weights cut short."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"format": "chargpt-checkpoint/99"}))
-    assert_refused(capsys, [str(broken)], "this version of chargpt reads 'chargpt-checkpoint/1'")
-    meta = checkpoint.read_meta(run_dir)
-    (broken / "config.json").write_text(json.dumps(meta))
-    (broken / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes()[:1000])
-    assert_refused(capsys, [str(broken)], "does not match the checksum")
+    if damage == "format":
+        (broken / "config.json").write_text(json.dumps({"format": "chargpt-checkpoint/99"}))
+    else:
+        (broken / "config.json").write_text(json.dumps(checkpoint.read_meta(run_dir)))
+        (broken / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes()[:1000])
+    return broken
+
+
+def written_file(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+# Each bad input: its command line from (run_dir, the export already written, tmp_path), and the
+# sentence that refuses it ({tmp}: tmp_path). A new folder under tmp_path/new would be made by an export: these are
+# refused before that.
+BAD_EXPORTS = {
+    "a missing folder": (lambda run, out, tmp: [tmp / "missing"], "is not a directory"),
+    "a folder without a checkpoint": (lambda run, out, tmp: [tmp], "holds no config.json"),
+    "an example outside the vocabulary": (
+        lambda run, out, tmp: [run, "--out", tmp / "new" / "m.onnx", "--example", "ROMEO:\u00e6"],
+        "the example prompt 'ROMEO:\u00e6' has characters outside the model's vocabulary ('\u00e6')",
+    ),
+    "a blank description": (
+        lambda run, out, tmp: [run, "--out", tmp / "new" / "m.onnx", "--description", " "],
+        "the description must be one line of 1 to 300",
+    ),
+    "--lower-loss of an unfinished run": (
+        lambda run, out, tmp: [unfinished_copy(run, tmp), "--lower-loss"],
+        "--lower-loss needs a finished run, and {tmp}/unfinished has not finished",
+    ),
+    "an --out that is neither a folder nor .onnx": (
+        lambda run, out, tmp: [run, "--out", tmp / "m.txt"],
+        "must be a folder (ending in /) or a file ending in .onnx",
+    ),
+    "an --out folder that is a file": (
+        lambda run, out, tmp: [run, "--out", f"{written_file(tmp, 'file', 'x')}/"],
+        "is a file, not a folder",
+    ),
+    "an --out that exists": (lambda run, out, tmp: [run, "--out", out], "already exist; pass --force"),
+    "int8 measured on another text": (
+        lambda run, out, tmp: [
+            *(run, "--out", tmp / "q.onnx", "--quantize", "int8"),
+            *("--data", written_file(tmp, "other.txt", "Some other text. " * 200)),
+        ],
+        "is not the text this model was trained on",
+    ),
+    "a checkpoint of a future format": (
+        lambda run, out, tmp: [broken_checkpoint(run, tmp, "format")],
+        "this version of chargpt reads 'chargpt-checkpoint/1'",
+    ),
+    "weights that do not match their checksum": (
+        lambda run, out, tmp: [broken_checkpoint(run, tmp, "weights")],
+        "does not match the checksum",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_EXPORTS)
+def test_a_bad_export_input_is_refused_in_one_sentence_and_nothing_is_written(exported, tmp_path, capsys, case):
+    run_dir, out, _ = exported
+    before = out.read_bytes()
+    argv, said = BAD_EXPORTS[case]
+    assert_refused(capsys, [str(a) for a in argv(run_dir, out, tmp_path)], said.format(tmp=tmp_path))
+    assert out.read_bytes() == before
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".onnx"]
 
 
 def test_bad_eval_inputs(exported, tmp_path, capsys, small_text, monkeypatch):
