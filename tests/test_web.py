@@ -297,49 +297,69 @@ class TestTheStaticPageInChromium:
         assert not static_page.errors
 
 
-def test_the_javascript_drafts_from_the_shipped_table_are_pythons_and_a_bad_table_is_refused(node):
-    from webapp.inference.drafting import as_text, drafts, load_table, table_path
+DRAFT_PROMPTS = [
+    "ROMEO:\n",
+    "JULIET:\nO Romeo, Romeo! wherefore art thou",
+    "",
+    "zzzz",
+    "Thou art a villain, and a villain thou art",
+]
+DRAFT_BUDGETS = [0, 1, 4, 15]
+# Tables readDraftTable must refuse, with the reason it gives.
+BAD_DRAFT_TABLES = [
+    ([], 'it is not a draft table of format "chargpt-drafts/1"'),
+    ({"format": "chargpt-drafts/1", "order": -1, "next": {}}, "its order or its table is missing or malformed"),
+    (
+        {"format": "chargpt-drafts/1", "order": 2, "next": {"ab": "Ω"}},
+        "it holds characters that are not in the model's vocabulary",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def js_drafts(node):
+    """The shipped draft table read by Python and by chargpt.js's readDraftTable, drafts for
+    DRAFT_PROMPTS at each budget from both, and readDraftTable's answers to BAD_DRAFT_TABLES (one
+    node run): (Python's table, the histories, node's answer)."""
+    from webapp.inference.drafting import load_table, table_path
 
     shipped = table_path(SHIPPED_MODEL / "onnx" / "model.onnx")
     vocab = Engine(SHIPPED_MODEL).vocab
     table, _ = load_table(shipped, vocab)
-    prompts = [
-        "ROMEO:\n",
-        "JULIET:\nO Romeo, Romeo! wherefore art thou",
-        "",
-        "zzzz",
-        "Thou art a villain, and a villain thou art",
-    ]
-    histories = [[vocab.index(c) for c in p] for p in prompts]
-    budgets = [0, 1, 4, 15]
-    bad = [
-        [],
-        {"format": "chargpt-drafts/1", "order": -1, "next": {}},
-        {"format": "chargpt-drafts/1", "order": 2, "next": {"ab": "Ω"}},
-    ]
+    histories = [[vocab.index(c) for c in p] for p in DRAFT_PROMPTS]
+    bad = [b for b, _ in BAD_DRAFT_TABLES]
     script = (
         "import { readFileSync } from 'node:fs';\n"
         "import { asText, drafts, readDraftTable } from './chargpt.js';\n"
-        f"const vocab = {json.dumps(vocab)}, histories = {json.dumps(histories)}, budgets = {budgets};\n"
+        f"const vocab = {json.dumps(vocab)}, histories = {json.dumps(histories)}, budgets = {DRAFT_BUDGETS};\n"
         f"const table = readDraftTable(JSON.parse(readFileSync({json.dumps(str(shipped))}, 'utf8')), vocab);\n"
         "const refusals = " + json.dumps(bad) + ".map((b) => { try { readDraftTable(b, vocab); return 'read'; }"
         " catch (e) { return e.message; } });\n"
         "console.log(JSON.stringify({ size: table.next.size, order: table.order, refusals,\n"
         "  drafts: histories.map((h) => budgets.map((b) => drafts([asText(h), asText(h.slice(1))], b, table))) }));"
     )
-    out = node_json(node, script)
+    return table, histories, node_json(node, script)
+
+
+def test_the_javascript_reads_the_shipped_draft_table_as_python_does(js_drafts):
+    table, _, out = js_drafts
     assert (out["size"], out["order"]) == (len(table.next), table.order)
-    assert out["drafts"] == [
-        [drafts([as_text(h), as_text(h[1:])], b, table).tolist() for b in budgets] for h in histories
-    ]
+
+
+def test_the_javascript_drafts_from_the_shipped_table_are_pythons(js_drafts):
+    from webapp.inference.drafting import as_text, drafts
+
+    table, histories, out = js_drafts
+    want = [[drafts([as_text(h), as_text(h[1:])], b, table).tolist() for b in DRAFT_BUDGETS] for h in histories]
+    assert out["drafts"] == want
     assert any(
         len(d[0]) == 15 for row in out["drafts"] for d in row
     )  # the table drafts where the prompts do not repeat
-    assert out["refusals"] == [
-        'it is not a draft table of format "chargpt-drafts/1"',
-        "its order or its table is missing or malformed",
-        "it holds characters that are not in the model's vocabulary",
-    ]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_DRAFT_TABLES)))
+def test_the_javascript_refuses_a_bad_draft_table_with_its_reason(js_drafts, case):
+    assert js_drafts[2]["refusals"][case] == BAD_DRAFT_TABLES[case][1]
 
 
 def test_a_draft_table_that_is_not_one_is_named_in_node_and_the_text_is_the_same(node, tmp_path):
