@@ -100,32 +100,55 @@ def test_with_a_table_the_texts_own_repeats_are_drafted_only_where_a_long_ending
     ).tolist() == [[5, 1, 1], [1, 1, 1]]
 
 
-def test_a_table_file_round_trips_in_the_models_characters_and_a_bad_one_is_refused(tmp_path):
-    vocab = ["\n", " ", "a", "b", "é"]
+TINY_VOCAB = ["\n", " ", "a", "b", "é"]
+
+
+def tiny_table_and_json():
+    """A table built from a short text of TINY_VOCAB's characters, and its file's JSON."""
     table = build_table(as_text([2, 2, 1, 4, 0, 2, 2, 1, 4, 0, 3]), order=3, min_count=1)
-    data = json.loads(json.dumps(table_json(table, vocab, 1, {"split": "train"})))
+    return table, json.loads(json.dumps(table_json(table, TINY_VOCAB, 1, {"split": "train"})))
+
+
+def test_a_table_file_round_trips_in_the_models_characters():
+    table, data = tiny_table_and_json()
     assert data["next"] == {"": "a", "\na": "a", " ": "é", "a": " ", "é": "\n"} and data["format"] == "chargpt-drafts/1"
-    assert read_table(data, vocab) == table
-    spoiled = [
-        ("not a draft table", []),
-        ("not a draft table", {**data, "format": "chargpt-drafts/0"}),
-        ("malformed", {**data, "order": "3"}),
-        ("malformed", {**data, "next": ["a"]}),
-        ("not in the model's vocabulary", {**data, "next": {"ax": "a"}}),
-        ("not in the model's vocabulary", {**data, "next": {"a": "ab"}}),
-        ("not in the model's vocabulary", {**data, "next": {"a": 3}}),
+    assert read_table(data, TINY_VOCAB) == table
+
+
+# A table file spoiled in each way read_table refuses, and the words of its refusal.
+SPOILED_TABLES = [
+    ("not a draft table", lambda data: []),
+    ("not a draft table", lambda data: {**data, "format": "chargpt-drafts/0"}),
+    ("malformed", lambda data: {**data, "order": "3"}),
+    ("malformed", lambda data: {**data, "next": ["a"]}),
+    ("not in the model's vocabulary", lambda data: {**data, "next": {"ax": "a"}}),
+    ("not in the model's vocabulary", lambda data: {**data, "next": {"a": "ab"}}),
+    ("not in the model's vocabulary", lambda data: {**data, "next": {"a": 3}}),
+]
+
+
+@pytest.mark.parametrize("why, spoil", SPOILED_TABLES)
+def test_a_bad_table_is_refused_with_its_reason(why, spoil):
+    _, data = tiny_table_and_json()
+    with pytest.raises(DraftTableError, match=why):
+        read_table(spoil(data), TINY_VOCAB)
+
+
+def test_a_model_without_a_table_file_drafts_without_a_notice(tmp_path):
+    assert load_table(table_path(tmp_path / "model.onnx"), TINY_VOCAB) == (None, "")
+
+
+@pytest.mark.parametrize("kind", ["not JSON", "not UTF-8", "another vocabulary"])
+def test_a_table_file_that_cannot_be_used_is_named_in_a_notice(tmp_path, kind):
+    _, data = tiny_table_and_json()
+    text = {"not JSON": "{", "not UTF-8": "\udcff", "another vocabulary": json.dumps({**data, "next": {"q": "a"}})}[
+        kind
     ]
-    for why, bad in spoiled:
-        with pytest.raises(DraftTableError, match=why):
-            read_table(bad, vocab)
-    model = tmp_path / "model.onnx"
-    assert load_table(table_path(model), vocab) == (None, "")  # none: nothing to say
-    for text in ("{", "\udcff", json.dumps({**data, "next": {"q": "a"}})):
-        table_path(model).write_text(text, encoding="utf-8", errors="surrogateescape")
-        found, notice = load_table(table_path(model), vocab)
-        assert (
-            found is None and notice.startswith("model.drafts.json was not used (") and notice.endswith("repeats only.")
-        )
+    path = table_path(tmp_path / "model.onnx")
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    found, notice = load_table(path, TINY_VOCAB)
+    assert found is None
+    assert notice.startswith("model.drafts.json was not used (") and notice.endswith("repeats only.")
 
 
 @pytest.fixture(scope="module")
