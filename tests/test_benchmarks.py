@@ -1,6 +1,7 @@
 """The generation benchmark: every decoder it times writes the same greedy text, and the
 command prints its table."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -140,32 +141,47 @@ def test_the_table_says_what_the_pages_alternatives_cost(bench_run):
     assert "batch 1: alternatives: row '4. engine, with the pages' alternatives' is " in result.stdout
 
 
-def test_commands_refuse_bad_input_in_one_sentence_and_keep_existing_json(exported, small_text, tmp_path, capsys):
-    """(The load and drafts commands' runs are test_readme.py's: the docs' commands, on the shipped model.)"""
-    from benchmarks import drafts, load
+# Each benchmark's refusals: (module, its arguments from (the tiny export, a text file, tmp_path),
+# the words of its one sentence). The load and drafts commands' runs are test_readme.py's: the
+# docs' commands, on the shipped model.
+BENCHMARK_REFUSALS = {
+    "generation: --json exists": (
+        "generation",
+        lambda model, text, tmp: ["--model", model, "--json", tmp / "old.json"],
+        "--json {tmp}/old.json already exists",
+    ),
+    "generation: --chars 0": ("generation", lambda model, text, tmp: ["--model", model, "--chars", "0"], "at least 1"),
+    "generation: not a model": ("generation", lambda model, text, tmp: ["--model", text], "not a readable ONNX model"),
+    "load: --clients 0": (
+        "load",
+        lambda model, text, tmp: ["--clients", "0"],
+        "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1",
+    ),
+    "drafts: no ring file": (
+        "drafts",
+        lambda model, text, tmp: ["--model", model],
+        "has no ring file or no draft table",
+    ),
+    "drafts: --runs 0": ("drafts", lambda model, text, tmp: ["--runs", "0"], "at least 1"),
+    "drafts: --temperatures -1": (
+        "drafts",
+        lambda model, text, tmp: ["--temperatures", "-1"],
+        "temperatures from 0 to 10",
+    ),
+}
 
+
+@pytest.mark.parametrize("case", BENCHMARK_REFUSALS)
+def test_a_benchmark_refuses_bad_input_in_one_sentence_and_keeps_an_existing_json(
+    exported, small_text, tmp_path, capsys, case
+):
+    name, argv, says = BENCHMARK_REFUSALS[case]
+    module = importlib.import_module(f"benchmarks.{name}")
     (tmp_path / "old.json").write_text("{}")
-    refusals = [
-        (
-            bench,
-            ["--model", str(exported[1]), "--json", str(tmp_path / "old.json")],
-            f"--json {tmp_path / 'old.json'} already exists",
-        ),
-        (bench, ["--model", str(exported[1]), "--chars", "0"], "at least 1"),
-        (bench, ["--model", str(small_text)], "not a readable ONNX model"),
-        (
-            load,
-            ["--clients", "0"],
-            "--clients, --chars, --alone-rounds, --burst-chars and --concurrency must be at least 1",
-        ),
-        (drafts, ["--model", str(exported[1])], "has no ring file or no draft table"),
-        (drafts, ["--runs", "0"], "at least 1"),
-        (drafts, ["--temperatures", "-1"], "temperatures from 0 to 10"),
-    ]
-    for module, args, says in refusals:
-        assert module.main(args) == 2, args
-        err = capsys.readouterr().err
-        assert says in err and err.count("\n") == 1, (args, err)
+    args = [str(a) for a in argv(exported[1], small_text, tmp_path)]
+    assert module.main(args) == 2, args
+    err = capsys.readouterr().err
+    assert says.format(tmp=tmp_path) in err and err.count("\n") == 1, (args, err)
     assert (tmp_path / "old.json").read_text() == "{}"
 
 
