@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_model import INPUT_IDS, OnnxModel, beside, open_session
+from .onnx_model import INPUT_IDS, OnnxModel, beside, first_line, open_session
 
 ATTENTION_SUFFIX = ".attention.onnx"  # MODEL.onnx -> MODEL.attention.onnx
 ATTENTIONS = "attentions"  # the file's output
@@ -63,8 +63,7 @@ def load_attention(model: OnnxModel) -> tuple[AttentionFile | None, str]:
     try:
         session = open_session(path, **model.session_args)
     except Exception as e:  # onnxruntime's own exception types
-        why = str(e).splitlines()[0][:120]
-        return None, f"{path.name} is not a readable ONNX model ({why}); export the model again."
+        return None, f"{path.name} is not a readable ONNX model ({first_line(e)}); export the model again."
     source = dict(session.get_modelmeta().custom_metadata_map).get("source_sha256")
     outputs = {o.name for o in session.get_outputs()}
     if source != model.metadata["source_sha256"] or ATTENTIONS not in outputs:

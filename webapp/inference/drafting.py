@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_model import beside
+from .onnx_model import beside, first_line
 
 # The most characters drafted per step, chosen by timing 7, 11, 15 and 31 side by side
 # (docs/speed.md); the budget (next_budget) keeps drafts short where they are not kept.
@@ -143,10 +143,7 @@ def load_table(path: Path, vocab: list[str]) -> tuple[DraftTable | None, str]:
     try:
         return read_table(json.loads(path.read_text(encoding="utf-8")), vocab), ""
     except (OSError, ValueError) as e:  # DraftTableError is a ValueError, as is bad JSON or UTF-8
-        return (
-            None,
-            f"{path.name} was not used ({str(e).splitlines()[0][:120]}); drafting from the text's own repeats only.",
-        )
+        return None, f"{path.name} was not used ({first_line(e)}); drafting from the text's own repeats only."
 
 
 def draft(

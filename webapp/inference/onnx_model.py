@@ -105,6 +105,12 @@ def open_session(path: Path, providers: list[str], threads: int | None, spinning
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
+def first_line(error: Exception) -> str:
+    """An error's first line, cut to 120 characters: enough to name the fault in a notice (its
+    type's name when it says nothing)."""
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
+
+
 def graph_sizes(session) -> tuple[int, int, int, int]:
     """(layers, heads, head size, logit columns) as the graph declares them: its cache inputs
     [batch, heads, past, head size], two per layer, and its logits [batch, sequence, columns]."""

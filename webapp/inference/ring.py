@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, beside, cache_names, open_session
+from .onnx_model import INPUT_IDS, LOGITS, OnnxModel, beside, cache_names, first_line, open_session
 
 RING_SUFFIX = ".ring.onnx"  # MODEL.onnx -> MODEL.ring.onnx
 ROTARY_COS, ROTARY_SIN, RING_MASK = "rotary_cos", "rotary_sin", "ring_mask"
@@ -211,35 +211,25 @@ def load_ring(model: OnnxModel, path: Path | None = None, **session_args) -> tup
     path = path or ring_path(model.path)
     if model.metadata["config"].get("position") != "rotary" or not path.is_file():
         return None, ""
+    instead = f"decoding with {model.path.name}."
     try:
         session = open_session(path, **session_args)
     except Exception as e:  # onnxruntime's own exception types
-        return (
-            None,
-            f"{path.name} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); decoding with "
-            f"{model.path.name}.",
-        )
-    props = dict(session.get_modelmeta().custom_metadata_map)
-    if len(next((i.shape for i in session.get_inputs() if i.name == RING_MASK), [])) == 2:  # ring_mask [B, slots]
+        return None, f"{path.name} is not a readable ONNX model ({first_line(e)}); {instead}"
+    mask_shape = next((i.shape for i in session.get_inputs() if i.name == RING_MASK), [])
+    if len(mask_shape) == 2:  # ring_mask [B, slots]: one character a step
         return None, (
             f"{path.name} is an older ring file (one character a step); export the model again to write one that "
-            f"also checks drafts; decoding with {model.path.name}."
+            f"also checks drafts; {instead}"
         )
-    if props.get("source_sha256") != model.metadata["source_sha256"]:
-        return None, f"{path.name} was not exported with {model.path.name}; decoding with {model.path.name}."
+    source = dict(session.get_modelmeta().custom_metadata_map).get("source_sha256")
+    if source != model.metadata["source_sha256"]:
+        return None, f"{path.name} was not exported with {model.path.name}; {instead}"
     ring = RingStep(path, model, session)
     try:
         diff = ring.verify(model)
     except Exception as e:
-        return (
-            None,
-            f"{path.name} does not run as a ring step ({str(e).splitlines()[0][:120]}); decoding with "
-            f"{model.path.name}.",
-        )
+        return None, f"{path.name} does not run as a ring step ({first_line(e)}); {instead}"
     if not diff <= RING_TOLERANCE:
-        return (
-            None,
-            f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); decoding with "
-            f"{model.path.name}.",
-        )
+        return None, f"{path.name} disagrees with {model.path.name} (max |Δ logit| {diff:.1e}); {instead}"
     return ring, ""
