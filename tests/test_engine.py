@@ -268,3 +268,11 @@ def test_the_alternatives_are_the_distributions_each_character_was_drawn_from(mo
         for c, _, s in piece.alternatives:
             assert s == pytest.approx(distribution[engine.vocab.index(c)], abs=1e-12)
     assert settings["temperature"] == 0 or len(draws) == 2 * len(pieces)
+
+
+def test_a_notice_quotes_an_errors_first_line_or_its_type_when_it_says_nothing():
+    from webapp.inference.onnx_model import first_line
+
+    assert first_line(OSError("first\nsecond")) == "first"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(RuntimeError("x" * 300)) == "x" * 120
