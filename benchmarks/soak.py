@@ -329,7 +329,8 @@ def soak(args: argparse.Namespace) -> Soak:
 def report_lines(args: argparse.Namespace, run: Soak, traffic_text: str, resources_text: str) -> list[str]:
     killed_at = run.traffic.killed_at
     killed = f"the model process killed at {killed_at - run.t0:.0f} s" if killed_at else "no model process to kill"
-    slopes = [("server", run.memory_slopes()["server_mb"]), ("model process", run.memory_slopes()["model_mb"])]
+    slope = run.memory_slopes()
+    slopes = [("server", slope["server_mb"]), ("model process", slope["model_mb"])]
     return [
         f"{args.minutes:g} minutes of traffic after {args.warmup_minutes:g} of warm-up, {args.visitors} visitors "
         f"at once; {killed}",
